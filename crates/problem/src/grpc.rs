@@ -1,0 +1,57 @@
+//! The one conversion to `tonic::Status`, with google.rpc rich details.
+
+use std::collections::HashMap;
+
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::{Problem, request_context};
+
+/// `ErrorInfo.domain` for every Brigade error.
+pub const ERROR_DOMAIN: &str = "brigade.dev";
+
+impl Problem {
+    /// The gRPC status for this problem, in the context of one request: the code from the
+    /// table, the public detail as message, `ErrorInfo` (reason = the kind's slug in
+    /// upper snake case; metadata = problem `type` and correlation ID), `BadRequest` field
+    /// violations for validation failures and `RetryInfo` when a delay is known.
+    pub fn to_status(&self, correlation_id: &str) -> tonic::Status {
+        let kind = self.kind;
+        let message = self
+            .public_detail()
+            .map(|d| d.into_owned())
+            .unwrap_or_else(|| kind.title().to_owned());
+
+        let mut metadata = HashMap::new();
+        metadata.insert("type".to_owned(), kind.type_uri());
+        if !correlation_id.is_empty() {
+            metadata.insert("correlation_id".to_owned(), correlation_id.to_owned());
+        }
+        let reason = kind.slug().replace('-', "_").to_uppercase();
+        let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+        if !self.errors.is_empty() {
+            details.set_bad_request(
+                self.errors
+                    .iter()
+                    .map(|e| tonic_types::FieldViolation::new(&e.field, &e.reason))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if let Some(after) = self.retry_after {
+            details.set_retry_info(Some(after));
+        }
+
+        let mut status = tonic::Status::with_error_details(kind.grpc_code(), message, details);
+        if let Ok(value) = correlation_id.parse() {
+            status.metadata_mut().insert("x-correlation-id", value);
+        }
+        status
+    }
+}
+
+impl From<Problem> for tonic::Status {
+    fn from(problem: Problem) -> Self {
+        let (correlation_id, _) = request_context();
+        problem.log(&correlation_id);
+        problem.to_status(&correlation_id)
+    }
+}

@@ -1,0 +1,186 @@
+//! Brigade's configuration: one typed tree, layered from built-in defaults, then an
+//! optional TOML file, then `BRIGADE_*` environment variables (`__` separates levels:
+//! `BRIGADE_SERVICES__CATALOG__PORT=9081`), then command-line flags. Parsed and validated
+//! once at start-up; an error names the bad key. Secrets never print.
+#![forbid(unsafe_code)]
+
+mod database_url;
+mod service;
+
+pub use database_url::DatabaseUrl;
+pub use service::{ServiceName, ServiceSettings, Services};
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// The prefix of every environment variable Brigade reads as configuration.
+pub const ENV_PREFIX: &str = "BRIGADE_";
+
+/// Everything a Brigade process can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Where each service's SQLite file (and later the embedded queue) lives.
+    pub data_dir: PathBuf,
+    /// Whether `brigade up` loads the demo catalog into a data directory it creates.
+    pub seed_demo_data: bool,
+    /// How long in-flight requests get to finish after SIGINT/SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    pub log: LogSettings,
+    pub database: PoolSettings,
+    pub services: Services,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            seed_demo_data: true,
+            shutdown_grace: Duration::from_secs(10),
+            log: LogSettings::default(),
+            database: PoolSettings::default(),
+            services: Services::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    pub format: telemetry::LogFormat,
+    /// `RUST_LOG` syntax, e.g. `info,sqlx=warn`.
+    pub filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: telemetry::LogFormat::Auto,
+            filter: "info,sqlx=warn".to_owned(),
+        }
+    }
+}
+
+/// Connection pool settings shared by every service's database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolSettings {
+    pub max_connections: u32,
+    /// How long a query waits for a connection; the seed's database row says 1–10 s.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// How long start-up waits for a database to answer before giving up with a clear error.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why configuration could not be loaded. Each message names the key and its source.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    #[error("{0}")]
+    Parse(String),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(err: figment::Error) -> Self {
+        // figment's message already names the key path and where the value came from
+        // ("... for key `services.catalog.port` in config.toml"); keep its first error.
+        ConfigError::Parse(err.to_string())
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` (when given), then `BRIGADE_*` variables of this process.
+    pub fn figment(file: Option<&Path>) -> Result<Figment, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.to_owned()));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        // BRIGADE_CONFIG names the file itself; it is not a setting.
+        Ok(figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"])))
+    }
+
+    /// Extracts and validates settings from any layering (tests build their own).
+    pub fn from_figment(figment: Figment) -> Result<Settings, ConfigError> {
+        let settings: Settings = figment.extract()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+            return Err(invalid("log.filter", &err.to_string()));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.acquire_timeout.is_zero() {
+            return Err(invalid(
+                "database.acquire_timeout",
+                "must be greater than zero",
+            ));
+        }
+        if self.database.connect_timeout.is_zero() {
+            return Err(invalid(
+                "database.connect_timeout",
+                "must be greater than zero",
+            ));
+        }
+        let mut seen: Vec<(ServiceName, &ServiceSettings)> = Vec::new();
+        for name in ServiceName::ALL {
+            let svc = self.services.get(name);
+            if let Some((other, _)) = seen
+                .iter()
+                .find(|(_, s)| svc.port != 0 && s.port == svc.port && s.host == svc.host)
+            {
+                return Err(invalid(
+                    &format!("services.{name}.port"),
+                    &format!("{} is already the port of {other}", svc.port),
+                ));
+            }
+            seen.push((name, svc));
+        }
+        Ok(())
+    }
+
+    /// The database of `service`: its configured URL, or a SQLite file in the data dir.
+    pub fn database_url(&self, service: ServiceName) -> DatabaseUrl {
+        match &self.services.get(service).database_url {
+            Some(url) => url.clone(),
+            None => DatabaseUrl::sqlite_file(&self.data_dir.join(format!("{service}.db"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! The five services and the per-service settings.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::DatabaseUrl;
+
+/// The services Brigade is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceName {
+    Gateway,
+    Catalog,
+    Accounts,
+    Orders,
+    Billing,
+}
+
+impl ServiceName {
+    pub const ALL: [ServiceName; 5] = [
+        ServiceName::Gateway,
+        ServiceName::Catalog,
+        ServiceName::Accounts,
+        ServiceName::Orders,
+        ServiceName::Billing,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::Gateway => "gateway",
+            ServiceName::Catalog => "catalog",
+            ServiceName::Accounts => "accounts",
+            ServiceName::Orders => "orders",
+            ServiceName::Billing => "billing",
+        }
+    }
+
+    pub const fn default_port(self) -> u16 {
+        match self {
+            ServiceName::Gateway => 8080,
+            ServiceName::Catalog => 8081,
+            ServiceName::Accounts => 8082,
+            ServiceName::Orders => 8083,
+            ServiceName::Billing => 8084,
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<ServiceName> {
+        ServiceName::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one service listens and what database it owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSettings {
+    /// Loopback by default: nothing is exposed beyond this machine unless asked.
+    #[serde(default = "loopback")]
+    pub host: IpAddr,
+    /// One port serves REST, gRPC and gRPC-Web. 0 picks a free port.
+    pub port: u16,
+    /// `sqlite://...` or `postgres://...`; unset means `<data_dir>/<service>.db`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<DatabaseUrl>,
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
+}
+
+impl ServiceSettings {
+    pub fn for_service(name: ServiceName) -> Self {
+        Self {
+            host: loopback(),
+            port: name.default_port(),
+            database_url: None,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+}
+
+/// One entry per service; all five always exist (with their defaults).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Services {
+    pub gateway: ServiceSettings,
+    pub catalog: ServiceSettings,
+    pub accounts: ServiceSettings,
+    pub orders: ServiceSettings,
+    pub billing: ServiceSettings,
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Self {
+            gateway: ServiceSettings::for_service(ServiceName::Gateway),
+            catalog: ServiceSettings::for_service(ServiceName::Catalog),
+            accounts: ServiceSettings::for_service(ServiceName::Accounts),
+            orders: ServiceSettings::for_service(ServiceName::Orders),
+            billing: ServiceSettings::for_service(ServiceName::Billing),
+        }
+    }
+}
+
+impl Services {
+    pub fn get(&self, name: ServiceName) -> &ServiceSettings {
+        match name {
+            ServiceName::Gateway => &self.gateway,
+            ServiceName::Catalog => &self.catalog,
+            ServiceName::Accounts => &self.accounts,
+            ServiceName::Orders => &self.orders,
+            ServiceName::Billing => &self.billing,
+        }
+    }
+
+    pub fn get_mut(&mut self, name: ServiceName) -> &mut ServiceSettings {
+        match name {
+            ServiceName::Gateway => &mut self.gateway,
+            ServiceName::Catalog => &mut self.catalog,
+            ServiceName::Accounts => &mut self.accounts,
+            ServiceName::Orders => &mut self.orders,
+            ServiceName::Billing => &mut self.billing,
+        }
+    }
+}

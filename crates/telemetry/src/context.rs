@@ -1,0 +1,207 @@
+//! The request context: who asked (correlation ID), where in the trace we are
+//! (`traceparent`), and what was asked (`instance`). Available to any code running on
+//! behalf of a request through [`current`], so that errors, logs and outbound calls can
+//! carry it without threading it through every signature.
+
+use std::fmt;
+use std::future::Future;
+
+tokio::task_local! {
+    static CURRENT: RequestContext;
+}
+
+/// The context of the request being served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestContext {
+    pub correlation_id: CorrelationId,
+    pub trace: TraceParent,
+    /// The request path; the `instance` of any problem this request ends in.
+    pub instance: String,
+}
+
+/// The context of the request this task serves, if it serves one.
+pub fn current() -> Option<RequestContext> {
+    CURRENT.try_with(Clone::clone).ok()
+}
+
+/// Runs `fut` with `ctx` as the current request context.
+pub async fn scope<F: Future>(ctx: RequestContext, fut: F) -> F::Output {
+    CURRENT.scope(ctx, fut).await
+}
+
+/// An ID that follows one piece of work across every hop and every log line.
+///
+/// Accepted from a client when it is 1–128 characters of `[A-Za-z0-9._:-]`; anything
+/// else is replaced by a fresh UUIDv7 rather than logged or echoed.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CorrelationId(String);
+
+impl CorrelationId {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        let ok = !raw.is_empty()
+            && raw.len() <= Self::MAX_LEN
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+        ok.then(|| Self(raw.to_owned()))
+    }
+
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::now_v7().to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CorrelationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for CorrelationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// A W3C Trace Context `traceparent` (version 00): trace ID, this hop's span ID, flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: u128,
+    pub span_id: u64,
+    pub flags: u8,
+}
+
+impl TraceParent {
+    /// A new trace, sampled.
+    pub fn new_root() -> Self {
+        Self {
+            trace_id: nonzero_u128(),
+            span_id: nonzero_u64(),
+            flags: 0x01,
+        }
+    }
+
+    /// This hop's span inside the caller's trace.
+    pub fn child(&self) -> Self {
+        Self {
+            trace_id: self.trace_id,
+            span_id: nonzero_u64(),
+            flags: self.flags,
+        }
+    }
+
+    /// Parses `00-<32 hex>-<16 hex>-<2 hex>`; all-zero IDs and version `ff` are invalid.
+    /// Future versions are read by their first four fields, as the spec asks.
+    pub fn parse(raw: &str) -> Option<Self> {
+        let raw = raw.trim();
+        let mut parts = raw.split('-');
+        let version = parts.next()?;
+        let trace = parts.next()?;
+        let span = parts.next()?;
+        let flags = parts.next()?;
+        let rest = parts.next();
+        let lower_hex = |s: &str, n: usize| {
+            s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        };
+        if !lower_hex(version, 2) || version == "ff" || !lower_hex(trace, 32) {
+            return None;
+        }
+        if !lower_hex(span, 16) || !lower_hex(flags, 2) {
+            return None;
+        }
+        if version == "00" && rest.is_some() {
+            return None;
+        }
+        let trace_id = u128::from_str_radix(trace, 16).ok()?;
+        let span_id = u64::from_str_radix(span, 16).ok()?;
+        let flags = u8::from_str_radix(flags, 16).ok()?;
+        (trace_id != 0 && span_id != 0).then_some(Self {
+            trace_id,
+            span_id,
+            flags,
+        })
+    }
+
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+}
+
+impl fmt::Display for TraceParent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+}
+
+fn nonzero_u64() -> u64 {
+    loop {
+        let v = fastrand::u64(..);
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+fn nonzero_u128() -> u128 {
+    loop {
+        let v = fastrand::u128(..);
+        if v != 0 {
+            return v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn correlation_ids_are_validated() {
+        assert!(CorrelationId::parse("01HXYZ-abc_1.2:3").is_some());
+        assert!(CorrelationId::parse("").is_none());
+        assert!(CorrelationId::parse("has space").is_none());
+        assert!(CorrelationId::parse("new\nline").is_none());
+        assert!(CorrelationId::parse(&"a".repeat(129)).is_none());
+        assert!(CorrelationId::parse(&"a".repeat(128)).is_some());
+        let generated = CorrelationId::generate();
+        assert!(CorrelationId::parse(generated.as_str()).is_some());
+    }
+
+    #[test]
+    fn traceparent_round_trips_and_rejects_invalid() {
+        let raw = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let tp = TraceParent::parse(raw).unwrap();
+        assert_eq!(tp.to_string(), raw);
+        assert_eq!(tp.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        let child = tp.child();
+        assert_eq!(child.trace_id, tp.trace_id);
+        assert_ne!(child.span_id, tp.span_id);
+
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4bf92f35-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            assert!(TraceParent::parse(bad).is_none(), "{bad}");
+        }
+        // A future version may carry more fields.
+        assert!(
+            TraceParent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz")
+                .is_some()
+        );
+    }
+}

@@ -1,0 +1,18 @@
+//! What every Brigade service reports about itself: a correlation ID and W3C trace
+//! context on every request ([`context`], [`correlate`]), structured logs ([`init_logging`])
+//! and Prometheus metrics per route and protocol ([`metrics`]).
+#![forbid(unsafe_code)]
+
+pub mod context;
+mod logging;
+pub mod metrics;
+mod middleware;
+
+pub use context::{CorrelationId, RequestContext, TraceParent};
+pub use logging::{LogFormat, LoggingError, init_logging};
+pub use middleware::{CORRELATION_HEADER, TRACEPARENT_HEADER, correlate};
+
+/// Response extension naming the error kind a response carries (set by the `problem`
+/// crate's conversions, read by the metrics middleware to count errors by kind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorKindLabel(pub &'static str);
