@@ -1,1 +1,151 @@
-//! placeholder
+//! How every Brigade service is hosted: [`Application::build`] binds the service's one
+//! port (REST now; gRPC and gRPC-Web join it on the same port), wraps the service's wire
+//! faces in the shared middleware stack, adds `/healthz`, `/readyz` and `/metrics`, and
+//! [`Application::run_until_stopped`] serves until a shutdown future fires, then drains.
+#![forbid(unsafe_code)]
+
+mod health;
+mod stack;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use settings::{ServiceName, Settings};
+use storage::{Database, StorageError};
+use tokio::net::TcpListener;
+
+pub use stack::router;
+
+/// Why a service could not start. Each message is one line naming the cause.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{service} cannot listen on {addr}: {reason}")]
+    Bind {
+        service: ServiceName,
+        addr: SocketAddr,
+        reason: String,
+    },
+    #[error("{service}: {source}")]
+    Database {
+        service: ServiceName,
+        #[source]
+        source: StorageError,
+    },
+}
+
+impl StartError {
+    pub fn database(service: ServiceName, source: StorageError) -> Self {
+        StartError::Database { service, source }
+    }
+}
+
+/// A service bound to its port and ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    service: ServiceName,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: Router,
+    db: Database,
+    /// How long in-flight requests may run on after shutdown begins.
+    grace: Duration,
+}
+
+impl Application {
+    /// Binds the service's configured address (port 0 picks a free one) and assembles
+    /// its router: `faces` (the service's REST/gRPC routes) plus health and metrics, all
+    /// behind the shared middleware stack.
+    pub async fn build(
+        service: ServiceName,
+        settings: &Settings,
+        db: Database,
+        faces: Router,
+    ) -> Result<Application, StartError> {
+        let addr = settings.services.get(service).addr();
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| bind_error(service, addr, &e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| bind_error(service, addr, &e))?;
+        // Install the recorder before the first request so every series is kept.
+        let _ = telemetry::metrics::handle();
+        Ok(Application {
+            service,
+            listener,
+            local_addr,
+            router: stack::router(service, db.clone(), faces),
+            db,
+            grace: settings.shutdown_grace,
+        })
+    }
+
+    pub fn service(&self) -> ServiceName {
+        self.service
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, gives in-flight requests
+    /// up to the grace period, and closes the database pool.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let trigger = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            trigger.cancel();
+        });
+
+        let serve = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let service = self.service;
+        let grace = self.grace;
+        tracing::info!(service = %service, addr = %self.local_addr, "serving");
+        let result = tokio::select! {
+            result = serve => result,
+            () = async {
+                stop.cancelled().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!(service = %service, ?grace, "grace period over; dropping in-flight requests");
+                Ok(())
+            }
+        };
+        self.db.close().await;
+        tracing::info!(service = %service, "stopped");
+        result
+    }
+}
+
+fn bind_error(service: ServiceName, addr: SocketAddr, err: &std::io::Error) -> StartError {
+    let reason = match err.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "address already in use (choose another port with \
+             BRIGADE_SERVICES__{}__PORT, or 0 for any free port)",
+            service.as_str().to_uppercase()
+        ),
+        std::io::ErrorKind::AddrNotAvailable => "address not available on this machine".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        _ => err.to_string(),
+    };
+    StartError::Bind {
+        service,
+        addr,
+        reason,
+    }
+}

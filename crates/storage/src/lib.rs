@@ -1,1 +1,271 @@
-//! placeholder
+//! Each service's own database, reached through `sqlx`'s `Any` driver so one repository
+//! serves both backends: a SQLite file in WAL mode by default, PostgreSQL when the URL
+//! says `postgres://`. Migrations (one directory per backend) run at start-up.
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use settings::{DatabaseUrl, PoolSettings};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+pub use sqlx;
+
+/// Which engine a [`Database`] talks to (dialects differ in a few statements).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A service's migrations, one set per backend (the dialects differ in DDL only).
+#[derive(Debug)]
+pub struct Migrations {
+    pub sqlite: Migrator,
+    pub postgres: Migrator,
+}
+
+impl Migrations {
+    /// For services that own no tables yet: `/readyz` still proves the database answers.
+    pub const NONE: Migrations = Migrations {
+        sqlite: Migrator::DEFAULT,
+        postgres: Migrator::DEFAULT,
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open database {url}: {source}")]
+    Connect {
+        url: DatabaseUrl,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("cannot create directory {path} for database {url}: {source}")]
+    CreateDir {
+        path: String,
+        url: DatabaseUrl,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("migrating database {url} failed: {source}")]
+    Migrate {
+        url: DatabaseUrl,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Query(#[from] sqlx::Error),
+}
+
+/// A pool to one service's database, cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    url: DatabaseUrl,
+    /// Set once this process has applied (or verified) every migration; `/readyz` reads it.
+    migrated: Arc<AtomicBool>,
+    acquire_timeout: Duration,
+}
+
+impl Database {
+    /// Connects (creating the SQLite file and its directory if needed) and applies the
+    /// migrations for the URL's backend.
+    pub async fn open(
+        url: &DatabaseUrl,
+        pool: &PoolSettings,
+        migrations: &Migrations,
+    ) -> Result<Database, StorageError> {
+        let db = Database::connect(url, pool).await?;
+        db.migrate(migrations).await?;
+        Ok(db)
+    }
+
+    pub async fn connect(url: &DatabaseUrl, pool: &PoolSettings) -> Result<Database, StorageError> {
+        install_default_drivers();
+        let backend = if url.is_postgres() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        if backend == Backend::Sqlite {
+            ensure_sqlite_dir(url)?;
+        }
+        let mut options = AnyPoolOptions::new()
+            .max_connections(pool.max_connections)
+            .acquire_timeout(pool.acquire_timeout);
+        if backend == Backend::Sqlite {
+            options = options.after_connect(|conn, _meta| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; busy_timeout makes writers
+                    // from several processes wait for each other instead of failing;
+                    // NORMAL sync is durable across process crashes in WAL mode.
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
+                    )
+                    .await?;
+                    Ok(())
+                })
+            });
+        }
+        let connect = options.connect(url.expose());
+        let pool_handle = match tokio::time::timeout(pool.connect_timeout, connect).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(source)) => {
+                return Err(StorageError::Connect {
+                    url: url.clone(),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(StorageError::Connect {
+                    url: url.clone(),
+                    source: sqlx::Error::PoolTimedOut,
+                });
+            }
+        };
+        Ok(Database {
+            pool: pool_handle,
+            backend,
+            url: url.clone(),
+            migrated: Arc::new(AtomicBool::new(false)),
+            acquire_timeout: pool.acquire_timeout,
+        })
+    }
+
+    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StorageError> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &migrations.sqlite,
+            Backend::Postgres => &migrations.postgres,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|source| StorageError::Migrate {
+                url: self.url.clone(),
+                source,
+            })?;
+        self.migrated.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Readiness: migrations applied and the database answers within the acquire timeout.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        if !self.migrated.load(Ordering::Acquire) {
+            return Err(StorageError::Query(sqlx::Error::Protocol(
+                "migrations not applied yet".into(),
+            )));
+        }
+        match tokio::time::timeout(self.acquire_timeout, self.pool.execute("SELECT 1")).await {
+            Ok(result) => result.map(|_| ()).map_err(StorageError::from),
+            Err(_) => Err(StorageError::Timeout(self.acquire_timeout)),
+        }
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn url(&self) -> &DatabaseUrl {
+        &self.url
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn ensure_sqlite_dir(url: &DatabaseUrl) -> Result<(), StorageError> {
+    let raw = url.expose();
+    let path = raw
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|source| StorageError::CreateDir {
+            path: parent.display().to_string(),
+            url: url.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether an error is a unique/primary-key violation (a conflict, never a 500).
+pub fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
+}
+
+/// Whether an error is a foreign-key violation (a missing referenced row).
+pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
+}
+
+/// Timestamps are stored as integer milliseconds since the Unix epoch: the `Any`
+/// driver has no portable timestamp type, and integers sort and compare the same way on
+/// both backends.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What a repository call can fail with, for any service. Converted to a [`problem::Problem`]
+/// at one point (below), so a constraint violation is a 409 and never a 500.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// An optimistic-concurrency check failed: the row changed since the caller read it.
+    #[error("version {expected} is stale; the current version is {current}")]
+    Stale { expected: i64, current: i64 },
+    /// A row in the database breaks the domain's rules: corrupt data, never the caller's fault.
+    #[error("stored row is invalid: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<StoreError> for problem::Problem {
+    fn from(err: StoreError) -> Self {
+        use problem::{Kind, Problem};
+        match err {
+            StoreError::NotFound(what) => Problem::not_found(format!("{what} not found")),
+            StoreError::Conflict(detail) => Problem::conflict(detail),
+            StoreError::Stale { .. } => Problem::new(Kind::PreconditionFailed)
+                .with_detail("the resource changed since you read it; fetch it again"),
+            StoreError::Database(ref e) if is_unique_violation(e) => {
+                Problem::conflict("a resource with these unique values already exists")
+                    .with_source(err)
+            }
+            StoreError::Database(sqlx::Error::PoolTimedOut) => {
+                Problem::unavailable("the database is busy; retry shortly")
+                    .with_retry_after(Duration::from_secs(1))
+                    .with_source(err)
+            }
+            other => Problem::internal(other),
+        }
+    }
+}

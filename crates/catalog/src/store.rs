@@ -1,0 +1,314 @@
+//! Catalog's own database: the `products` and `reviews` tables.
+//!
+//! Repository functions take a connection (`&mut AnyConnection`) so a caller can run them
+//! inside its own transaction (the idempotency record and the outbox share the write's
+//! transaction); [`CatalogStore`] is the pool-backed convenience for everything else.
+
+use money::Money;
+use sqlx::{AnyConnection, FromRow};
+use storage::{Database, Migrations, StoreError, now_millis};
+
+use crate::domain::{
+    Comment, NewProduct, NewReview, Product, ProductId, ProductName, ProductPatch, Rating, Review,
+    ReviewId, Stock, UserId,
+};
+
+pub static MIGRATIONS: Migrations = Migrations {
+    sqlite: sqlx::migrate!("migrations/sqlite"),
+    postgres: sqlx::migrate!("migrations/postgres"),
+};
+
+const PRODUCT_COLUMNS: &str = "id, name, price_minor, stock, version, created_at, updated_at";
+
+#[derive(FromRow)]
+struct ProductRow {
+    id: i64,
+    name: String,
+    price_minor: i64,
+    stock: i64,
+    version: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<ProductRow> for Product {
+    type Error = StoreError;
+
+    fn try_from(row: ProductRow) -> Result<Self, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt(format!("product {}: {what}", row.id));
+        Ok(Product {
+            id: ProductId(row.id),
+            name: ProductName::parse(&row.name).map_err(|r| corrupt(format!("name {r}")))?,
+            price: Money::from_minor(row.price_minor).map_err(|r| corrupt(format!("price {r}")))?,
+            stock: Stock::parse(row.stock).map_err(|r| corrupt(format!("stock {r}")))?,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ReviewRow {
+    id: i64,
+    product_id: i64,
+    user_id: i64,
+    rating: i64,
+    comment: Option<String>,
+    created_at: i64,
+}
+
+impl TryFrom<ReviewRow> for Review {
+    type Error = StoreError;
+
+    fn try_from(row: ReviewRow) -> Result<Self, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt(format!("review {}: {what}", row.id));
+        Ok(Review {
+            id: ReviewId(row.id),
+            product_id: ProductId(row.product_id),
+            user_id: UserId(row.user_id),
+            rating: Rating::parse(row.rating).map_err(|r| corrupt(format!("rating {r}")))?,
+            comment: match row.comment.as_deref().map(Comment::parse).transpose() {
+                Ok(c) => c.flatten(),
+                Err(r) => return Err(corrupt(format!("comment {r}"))),
+            },
+            created_at: row.created_at,
+        })
+    }
+}
+
+pub async fn insert_product(
+    conn: &mut AnyConnection,
+    new: &NewProduct,
+) -> Result<Product, StoreError> {
+    let now = now_millis();
+    let row: ProductRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO products (name, price_minor, stock, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, 1, $4, $4) RETURNING {PRODUCT_COLUMNS}"
+    )))
+    .bind(new.name.as_str())
+    .bind(new.price.minor())
+    .bind(new.stock.units())
+    .bind(now)
+    .fetch_one(conn)
+    .await?;
+    row.try_into()
+}
+
+pub async fn get_product(
+    conn: &mut AnyConnection,
+    id: ProductId,
+) -> Result<Option<Product>, StoreError> {
+    let row: Option<ProductRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"
+    )))
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?;
+    row.map(Product::try_from).transpose()
+}
+
+/// Products with an id greater than `after`, in id order: a keyset page, so concurrent
+/// inserts (which always get larger ids) never shift a page or repeat an item.
+pub async fn list_products(
+    conn: &mut AnyConnection,
+    after: Option<ProductId>,
+    limit: u32,
+) -> Result<Vec<Product>, StoreError> {
+    let rows: Vec<ProductRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE id > $1 ORDER BY id LIMIT $2"
+    )))
+    .bind(after.map_or(0, |a| a.0))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(Product::try_from).collect()
+}
+
+/// Applies `patch`. With `expected_version`, only if the product is still at that
+/// version (optimistic concurrency); otherwise [`StoreError::Stale`].
+pub async fn update_product(
+    conn: &mut AnyConnection,
+    id: ProductId,
+    patch: &ProductPatch,
+    expected_version: Option<i64>,
+) -> Result<Product, StoreError> {
+    let row: Option<ProductRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "UPDATE products SET \
+           name = COALESCE($1, name), \
+           price_minor = COALESCE($2, price_minor), \
+           stock = COALESCE($3, stock), \
+           version = version + 1, \
+           updated_at = $4 \
+         WHERE id = $5 AND version = COALESCE($6, version) \
+         RETURNING {PRODUCT_COLUMNS}"
+    )))
+    .bind(patch.name.as_ref().map(|n| n.as_str().to_owned()))
+    .bind(patch.price.map(Money::minor))
+    .bind(patch.stock.map(Stock::units))
+    .bind(now_millis())
+    .bind(id.0)
+    .bind(expected_version)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(row) => row.try_into(),
+        None => match (get_product(conn, id).await?, expected_version) {
+            (Some(current), Some(expected)) => Err(StoreError::Stale {
+                expected,
+                current: current.version,
+            }),
+            _ => Err(StoreError::NotFound(format!("product {}", id.0))),
+        },
+    }
+}
+
+/// Deletes a product and its reviews. `false` when there was none.
+pub async fn delete_product(conn: &mut AnyConnection, id: ProductId) -> Result<bool, StoreError> {
+    // Reviews go explicitly: ON DELETE CASCADE needs SQLite's foreign_keys pragma, and a
+    // repository should not depend on a connection setting for correctness.
+    sqlx::query("DELETE FROM reviews WHERE product_id = $1")
+        .bind(id.0)
+        .execute(&mut *conn)
+        .await?;
+    let done = sqlx::query("DELETE FROM products WHERE id = $1")
+        .bind(id.0)
+        .execute(conn)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+const REVIEW_COLUMNS: &str = "id, product_id, user_id, rating, comment, created_at";
+
+/// Adds a review; [`StoreError::NotFound`] when the product does not exist.
+pub async fn insert_review(
+    conn: &mut AnyConnection,
+    new: &NewReview,
+) -> Result<Review, StoreError> {
+    let result = sqlx::query_as::<_, ReviewRow>(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO reviews (product_id, user_id, rating, comment, created_at) \
+         SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM products WHERE id = $1) \
+         RETURNING {REVIEW_COLUMNS}"
+    )))
+    .bind(new.product_id.0)
+    .bind(new.user_id.0)
+    .bind(i64::from(new.rating.stars()))
+    .bind(new.comment.as_ref().map(|c| c.as_str().to_owned()))
+    .bind(now_millis())
+    .fetch_optional(conn)
+    .await;
+    match result {
+        Ok(Some(row)) => row.try_into(),
+        Ok(None) => Err(StoreError::NotFound(format!(
+            "product {}",
+            new.product_id.0
+        ))),
+        Err(e) if storage::is_foreign_key_violation(&e) => Err(StoreError::NotFound(format!(
+            "product {}",
+            new.product_id.0
+        ))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A keyset page of one product's reviews, in id order.
+pub async fn list_reviews(
+    conn: &mut AnyConnection,
+    product_id: ProductId,
+    after: Option<ReviewId>,
+    limit: u32,
+) -> Result<Vec<Review>, StoreError> {
+    let rows: Vec<ReviewRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {REVIEW_COLUMNS} FROM reviews WHERE product_id = $1 AND id > $2 \
+         ORDER BY id LIMIT $3"
+    )))
+    .bind(product_id.0)
+    .bind(after.map_or(0, |a| a.0))
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.into_iter().map(Review::try_from).collect()
+}
+
+pub async fn count_products(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM products")
+        .fetch_one(conn)
+        .await?;
+    Ok(n)
+}
+
+/// The pool-backed face of the repository functions above.
+#[derive(Debug, Clone)]
+pub struct CatalogStore {
+    db: Database,
+}
+
+macro_rules! with_conn {
+    ($self:ident, |$conn:ident| $body:expr) => {{
+        let mut $conn = $self.db.pool().acquire().await?;
+        $body
+    }};
+}
+
+impl CatalogStore {
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub async fn create_product(&self, new: &NewProduct) -> Result<Product, StoreError> {
+        with_conn!(self, |c| insert_product(&mut c, new).await)
+    }
+
+    pub async fn product(&self, id: ProductId) -> Result<Option<Product>, StoreError> {
+        with_conn!(self, |c| get_product(&mut c, id).await)
+    }
+
+    pub async fn products(
+        &self,
+        after: Option<ProductId>,
+        limit: u32,
+    ) -> Result<Vec<Product>, StoreError> {
+        with_conn!(self, |c| list_products(&mut c, after, limit).await)
+    }
+
+    pub async fn update_product(
+        &self,
+        id: ProductId,
+        patch: &ProductPatch,
+        expected_version: Option<i64>,
+    ) -> Result<Product, StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let product = update_product(&mut tx, id, patch, expected_version).await?;
+        tx.commit().await?;
+        Ok(product)
+    }
+
+    pub async fn delete_product(&self, id: ProductId) -> Result<bool, StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let deleted = delete_product(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    pub async fn create_review(&self, new: &NewReview) -> Result<Review, StoreError> {
+        with_conn!(self, |c| insert_review(&mut c, new).await)
+    }
+
+    pub async fn reviews(
+        &self,
+        product_id: ProductId,
+        after: Option<ReviewId>,
+        limit: u32,
+    ) -> Result<Vec<Review>, StoreError> {
+        with_conn!(self, |c| list_reviews(&mut c, product_id, after, limit)
+            .await)
+    }
+
+    pub async fn product_count(&self) -> Result<i64, StoreError> {
+        with_conn!(self, |c| count_products(&mut c).await)
+    }
+}

@@ -1,0 +1,3 @@
+//! Catalog's integration tests: one binary, a module per concern.
+
+mod store;

@@ -1,0 +1,62 @@
+//! The one place where a service's router and middleware stack are assembled.
+
+use std::any::Any;
+
+use axum::Router;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use problem::{Kind, Problem};
+use settings::ServiceName;
+use storage::Database;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::health;
+
+/// The service's wire faces plus health and metrics, behind the shared stack.
+pub fn router(service: ServiceName, db: Database, faces: Router) -> Router {
+    let name: &'static str = service.as_str();
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz).with_state(db))
+        .route("/metrics", get(health::metrics))
+        .merge(faces)
+        // The framework's own rejections speak problem+json too.
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(
+            // Outermost first; each layer wraps everything listed after it.
+            ServiceBuilder::new()
+                // Correlation ID and trace context first, so every log line, metric and
+                // problem below (even a panic's) can name the request.
+                .layer(from_fn(telemetry::correlate))
+                // Metrics next: they must see the final status, including the 500 the
+                // panic layer below makes out of a panic.
+                .layer(from_fn_with_state(name, telemetry::metrics::record))
+                // A panicking handler becomes a 500 problem instead of a dropped
+                // connection; innermost, so the layers above still run.
+                .layer(CatchPanicLayer::custom(panic_to_problem)),
+        )
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no resource lives at this path")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(Kind::MethodNotAllowed).with_detail("this resource does not accept that method")
+}
+
+fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic with a non-string payload".to_owned());
+    Problem::internal(PanicError(message)).into_response()
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("handler panicked: {0}")]
+struct PanicError(String);
