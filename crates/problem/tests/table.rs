@@ -1,4 +1,6 @@
 //! Pins every row of the error table and each conversion's shape.
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

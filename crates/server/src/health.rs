@@ -22,12 +22,12 @@ pub async fn readyz(State(db): State<Database>) -> Result<impl IntoResponse, Pro
     }
 }
 
-pub async fn metrics() -> impl IntoResponse {
+pub async fn metrics(State(service): State<&'static str>) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        telemetry::metrics::render(),
+        telemetry::metrics::render_for(service),
     )
 }

@@ -20,7 +20,7 @@ pub fn router(service: ServiceName, db: Database, faces: Router) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz).with_state(db))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(health::metrics).with_state(name))
         .merge(faces)
         // The framework's own rejections speak problem+json too.
         .fallback(not_found)

@@ -4,6 +4,8 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`): each test creates its own database
 //! named `brigade_test_<uuid>` and drops it (with `FORCE`) when its handle drops, even if
 //! the test panicked.
+// Test support: a helper that cannot set up its database must fail the test loudly.
+#![allow(clippy::expect_used)]
 
 use settings::{DatabaseUrl, PoolSettings};
 use sqlx::{AssertSqlSafe, Connection, Executor};

@@ -9,7 +9,7 @@ pub mod metrics;
 mod middleware;
 
 pub use context::{CorrelationId, RequestContext, TraceParent};
-pub use logging::{LogFormat, LoggingError, init_logging};
+pub use logging::{LogFormat, LoggingError, init_logging, subscriber};
 pub use middleware::{CORRELATION_HEADER, TRACEPARENT_HEADER, correlate};
 
 /// Response extension naming the error kind a response carries (set by the `problem`

@@ -27,36 +27,48 @@ pub enum LoggingError {
     },
 }
 
-/// Installs the global subscriber. `filter` uses `RUST_LOG` syntax (`info,sqlx=warn`).
-/// A second call (tests, an embedding program) leaves the first subscriber in place.
+/// Installs the global subscriber, writing to stderr. `filter` uses `RUST_LOG` syntax
+/// (`info,sqlx=warn`). A second call (tests, an embedding program) leaves the first
+/// subscriber in place.
 pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
-    let env_filter = EnvFilter::try_new(filter).map_err(|source| LoggingError::Filter {
-        filter: filter.to_owned(),
-        source,
-    })?;
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // Already initialised: keep the existing subscriber.
+    let _ = subscriber(json, filter, std::io::stderr)?.try_init();
+    Ok(())
+}
+
+/// The subscriber [`init_logging`] installs, with any writer (tests capture lines).
+/// JSON lines carry the event's fields at the top level and the current span's fields
+/// (`correlation_id`, `trace_id`, ...) under `span`.
+pub fn subscriber<W>(
+    json: bool,
+    filter: &str,
+    writer: W,
+) -> Result<Box<dyn tracing::Subscriber + Send + Sync>, LoggingError>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let env_filter = EnvFilter::try_new(filter).map_err(|source| LoggingError::Filter {
+        filter: filter.to_owned(),
+        source,
+    })?;
     let registry = tracing_subscriber::registry().with(env_filter);
-    let result = if json {
-        registry
-            .with(
+    Ok(if json {
+        Box::new(
+            registry.with(
                 tracing_subscriber::fmt::layer()
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
+                    .with_writer(writer),
+            ),
+        )
     } else {
-        registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .try_init()
-    };
-    // Already initialised: keep the existing subscriber.
-    let _ = result;
-    Ok(())
+        Box::new(registry.with(tracing_subscriber::fmt::layer().with_writer(writer)))
+    })
 }

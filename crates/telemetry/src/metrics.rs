@@ -46,6 +46,25 @@ pub fn render() -> String {
     handle().map(PrometheusHandle::render).unwrap_or_default()
 }
 
+/// Renders the series of one service (and any process-wide series without a `service`
+/// label). `brigade up` runs five services in one process and one recorder; each
+/// service's `/metrics` still shows only its own series, as it would alone.
+pub fn render_for(service: &str) -> String {
+    let own = format!("service=\"{service}\"");
+    let mut out = String::new();
+    for line in render().lines() {
+        let keep = line.starts_with('#')
+            || line.is_empty()
+            || !line.contains("service=\"")
+            || line.contains(&own);
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 fn describe() {
     metrics::describe_counter!(
         REQUESTS_TOTAL,

@@ -1,0 +1,146 @@
+//! Accounts' types and rules: no I/O, no wire formats.
+
+use problem::FieldError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct UserId(pub i64);
+
+/// A display name: trimmed, 1–100 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    pub const MAX_CHARS: usize = 100;
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err("must not be empty".into());
+        }
+        if trimmed.chars().count() > Self::MAX_CHARS {
+            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err("must not contain control characters".into());
+        }
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A plausible email address: `local@domain.tld`, at most 254 characters, no spaces;
+/// the domain is lower-cased (the local part is the mailbox owner's and kept as given).
+/// Plausible, not proven: only a confirmation mail proves an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let trimmed = raw.trim();
+        let invalid = || "must be an email address like jane@example.com".to_owned();
+        if trimmed.len() > Self::MAX_LEN {
+            return Err(format!("must be at most {} characters", Self::MAX_LEN));
+        }
+        if trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid());
+        }
+        let (local, domain) = trimmed.rsplit_once('@').ok_or_else(invalid)?;
+        let domain_ok = domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+            && domain
+                .split('.')
+                .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'))
+            && domain
+                .chars()
+                .all(|c| c.is_alphanumeric() || c == '-' || c == '.');
+        if local.is_empty() || local.len() > 64 || local.contains('@') || !domain_ok {
+            return Err(invalid());
+        }
+        Ok(Self(format!("{local}@{}", domain.to_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: UserId,
+    pub name: UserName,
+    pub email: Email,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewUser {
+    pub name: UserName,
+    pub email: Email,
+}
+
+impl NewUser {
+    /// Validates every field and reports every bad one.
+    pub fn parse(name: &str, email: &str) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let name = UserName::parse(name).map_err(|r| errors.push(FieldError::new("name", r)));
+        let email = Email::parse(email).map_err(|r| errors.push(FieldError::new("email", r)));
+        match (name, email) {
+            (Ok(name), Ok(email)) => Ok(Self { name, email }),
+            _ => Err(errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plausible_emails_pass_and_are_normalised() {
+        for ok in ["jane@example.com", "a.b+tag@sub.example.co.uk", "x@b.io"] {
+            assert!(Email::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            Email::parse(" Jane@EXAMPLE.com ").unwrap().as_str(),
+            "Jane@example.com"
+        );
+    }
+
+    #[test]
+    fn implausible_emails_are_refused() {
+        for bad in [
+            "",
+            "jane",
+            "@example.com",
+            "jane@",
+            "jane@example",
+            "jane@.com",
+            "jane@example..com",
+            "ja ne@example.com",
+            "jane@exa mple.com",
+            "jane@-example.com",
+            "jane@example.com.",
+            "a@b@c.com",
+        ] {
+            assert!(Email::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(65))).is_err());
+    }
+
+    #[test]
+    fn new_user_reports_every_bad_field() {
+        let errors = NewUser::parse(" ", "nope").unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["name", "email"]);
+        assert!(UserName::parse(&"n".repeat(101)).is_err());
+    }
+}

@@ -1,0 +1,102 @@
+//! The command line. Flags override the configuration file and `BRIGADE_*` variables.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use settings::ServiceName;
+
+/// Brigade: an e-commerce backend (catalog, accounts, orders, billing, gateway) whose
+/// services talk REST, gRPC, GraphQL and messaging, in one small binary.
+///
+/// Configuration is layered: built-in defaults, then the TOML file given by --config
+/// (or BRIGADE_CONFIG), then BRIGADE_* environment variables with `__` between levels
+/// (BRIGADE_SERVICES__CATALOG__PORT=9081), then these flags.
+#[derive(Debug, Parser)]
+#[command(name = "brigade", version, propagate_version = true)]
+pub struct Cli {
+    /// A TOML configuration file.
+    #[arg(long, global = true, env = "BRIGADE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every service in this process, each on its own port (gateway 8080, catalog
+    /// 8081, accounts 8082, orders 8083, billing 8084), until SIGINT or SIGTERM.
+    ///
+    /// A new data directory is filled with demo data first (the seed's Laptop and Mouse
+    /// plus generated products, users and reviews) unless --no-seed is given.
+    Up(UpArgs),
+    /// Run one service in this process, until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Load the deterministic demo data into the catalog and accounts databases
+    /// (does nothing to a database that already has data).
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DataDirArg {
+    /// Where the services keep their SQLite files [default: ./data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// Do not load demo data into a new data directory.
+    #[arg(long)]
+    pub no_seed: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The service to run.
+    #[arg(value_enum)]
+    pub service: ServiceArg,
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// The port to listen on (0 picks a free one) [default: the service's port].
+    #[arg(long)]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub data: DataDirArg,
+    /// How many products (the first two are the seed's Laptop and Mouse).
+    #[arg(long, default_value_t = 3_000)]
+    pub products: usize,
+    /// How many users (the first is Jane Doe).
+    #[arg(long, default_value_t = 1_000)]
+    pub users: usize,
+    /// How many reviews, spread over the products and users.
+    #[arg(long, default_value_t = 6_000)]
+    pub reviews: usize,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ServiceArg {
+    Gateway,
+    Catalog,
+    Accounts,
+    Orders,
+    Billing,
+}
+
+impl From<ServiceArg> for ServiceName {
+    fn from(arg: ServiceArg) -> Self {
+        match arg {
+            ServiceArg::Gateway => ServiceName::Gateway,
+            ServiceArg::Catalog => ServiceName::Catalog,
+            ServiceArg::Accounts => ServiceName::Accounts,
+            ServiceArg::Orders => ServiceName::Orders,
+            ServiceArg::Billing => ServiceName::Billing,
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! What each command does.
+
+use std::io::Write;
+
+use anyhow::Context;
+use figment::providers::Serialized;
+use server::{Application, StartError};
+use settings::{ServiceName, Settings};
+use storage::Database;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, DataDirArg, SeedArgs};
+
+/// Demo data `brigade up` loads into a new data directory.
+const DEMO: SeedArgs = SeedArgs {
+    data: DataDirArg { data_dir: None },
+    products: 3_000,
+    users: 1_000,
+    reviews: 6_000,
+};
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut figment = Settings::figment(cli.config.as_deref())?;
+    let data_dir = match &cli.command {
+        Command::Up(a) => &a.data,
+        Command::Serve(a) => &a.data,
+        Command::Seed(a) => &a.data,
+    };
+    if let Some(dir) = &data_dir.data_dir {
+        figment = figment.merge(Serialized::default("data_dir", dir));
+    }
+    if let Command::Serve(args) = &cli.command
+        && let Some(port) = args.port
+    {
+        let service = ServiceName::from(args.service);
+        figment = figment.merge(Serialized::default(
+            &format!("services.{service}.port"),
+            port,
+        ));
+    }
+    let settings = Settings::from_figment(figment)?;
+    telemetry::init_logging(settings.log.format, &settings.log.filter)?;
+
+    match cli.command {
+        Command::Up(args) => up(&settings, !args.no_seed && settings.seed_demo_data).await,
+        Command::Serve(args) => serve(&settings, args.service.into()).await,
+        Command::Seed(args) => {
+            let seeded = seed(&settings, &args).await?;
+            println!(
+                "seeded {} products, {} reviews, {} users into {}",
+                seeded.0.products,
+                seeded.0.reviews,
+                seeded.1,
+                settings.data_dir.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Builds one service: opens its database, migrates it, binds its port.
+async fn build(service: ServiceName, settings: &Settings) -> Result<Application, StartError> {
+    match service {
+        ServiceName::Gateway => gateway::build(settings).await,
+        ServiceName::Catalog => catalog::build(settings).await,
+        ServiceName::Accounts => accounts::build(settings).await,
+        ServiceName::Orders => orders::build(settings).await,
+        ServiceName::Billing => billing::build(settings).await,
+    }
+}
+
+async fn up(settings: &Settings, seed_if_new: bool) -> anyhow::Result<()> {
+    let fresh = !settings.data_dir.exists();
+    let mut apps = Vec::new();
+    for service in ServiceName::ALL {
+        apps.push(build(service, settings).await?);
+    }
+    if fresh && seed_if_new {
+        let catalog = find(&apps, ServiceName::Catalog)?;
+        let accounts = find(&apps, ServiceName::Accounts)?;
+        let (products, users) = seed_into(catalog, accounts, &DEMO).await?;
+        tracing::info!(
+            products = products.products,
+            reviews = products.reviews,
+            users,
+            "demo data loaded"
+        );
+    }
+    print_table(settings, &apps);
+    run_until_signal(apps).await
+}
+
+fn find(apps: &[Application], service: ServiceName) -> anyhow::Result<&Database> {
+    apps.iter()
+        .find(|a| a.service() == service)
+        .map(Application::database)
+        .with_context(|| format!("{service} was not started"))
+}
+
+async fn serve(settings: &Settings, service: ServiceName) -> anyhow::Result<()> {
+    let app = build(service, settings).await?;
+    print_table(settings, std::slice::from_ref(&app));
+    run_until_signal(vec![app]).await
+}
+
+async fn seed(
+    settings: &Settings,
+    args: &SeedArgs,
+) -> anyhow::Result<(catalog::seed::Seeded, usize)> {
+    let catalog = Database::open(
+        &settings.database_url(ServiceName::Catalog),
+        &settings.database,
+        &catalog::MIGRATIONS,
+    )
+    .await?;
+    let accounts = Database::open(
+        &settings.database_url(ServiceName::Accounts),
+        &settings.database,
+        &accounts::MIGRATIONS,
+    )
+    .await?;
+    let result = seed_into(&catalog, &accounts, args).await;
+    catalog.close().await;
+    accounts.close().await;
+    result
+}
+
+async fn seed_into(
+    catalog_db: &Database,
+    accounts_db: &Database,
+    args: &SeedArgs,
+) -> anyhow::Result<(catalog::seed::Seeded, usize)> {
+    let users = accounts::seed::seed(
+        &accounts::AccountsStore::new(accounts_db.clone()),
+        args.users,
+    )
+    .await
+    .context("seeding accounts")?;
+    let products = catalog::seed::seed(
+        &catalog::CatalogStore::new(catalog_db.clone()),
+        args.products,
+        args.reviews,
+        args.users,
+    )
+    .await
+    .context("seeding catalog")?;
+    Ok((products, users))
+}
+
+/// What serves where, on stdout (logs go to stderr).
+fn print_table(settings: &Settings, apps: &[Application]) {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Brigade is up. Data: {}\n\n",
+        settings.data_dir.display()
+    ));
+    out.push_str(&format!(
+        "  {:<10} {:<24} {:<18} {}\n",
+        "SERVICE", "URL", "SERVES", "DATABASE"
+    ));
+    for app in apps {
+        out.push_str(&format!(
+            "  {:<10} {:<24} {:<18} {}\n",
+            app.service().as_str(),
+            format!("http://{}", app.local_addr()),
+            "health, metrics",
+            app.database().url(),
+        ));
+    }
+    out.push_str("\nPress Ctrl-C to stop.\n");
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+}
+
+/// Serves every app until SIGINT or SIGTERM, then shuts them all down gracefully.
+async fn run_until_signal(apps: Vec<Application>) -> anyhow::Result<()> {
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for app in apps {
+        let service = app.service();
+        let stopped = stop.clone().cancelled_owned();
+        tasks.spawn(async move { (service, app.run_until_stopped(stopped).await) });
+    }
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        signal.cancel();
+    });
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((service, Err(err))) => {
+                // One service failing takes the others down with it: a half-running
+                // system is worse than a stopped one.
+                stop.cancel();
+                failure.get_or_insert_with(|| anyhow::anyhow!("{service} stopped: {err}"));
+            }
+            Err(err) => {
+                stop.cancel();
+                failure.get_or_insert_with(|| anyhow::anyhow!("a service task failed: {err}"));
+            }
+        }
+    }
+    match failure {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,158 @@
+//! Bad start-up input: one clear line naming the cause, a non-zero exit, no backtrace.
+
+use std::process::Output;
+
+use crate::helpers::brigade;
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The last non-log line of stderr: the error brigade printed.
+fn error_line(output: &Output) -> String {
+    let stderr = stderr_of(output);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("brigade: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    errors[0].to_owned()
+}
+
+#[tokio::test]
+async fn an_unknown_config_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("brigade.toml");
+    std::fs::write(&config, "[services.catalog]\nprot = 9000\n").unwrap();
+    let output = brigade(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "catalog"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let line = error_line(&output);
+    assert!(line.contains("prot"), "{line}");
+}
+
+#[tokio::test]
+async fn a_malformed_environment_value_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = brigade(dir.path())
+        .env("BRIGADE_SERVICES__ORDERS__PORT", "eighty")
+        .args(["serve", "orders"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let line = error_line(&output);
+    assert!(
+        line.to_lowercase().contains("services.orders.port"),
+        "{line}"
+    );
+    assert!(
+        line.contains("eighty") && line.contains("BRIGADE_"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn a_port_in_use_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = brigade(dir.path())
+        .args(["serve", "billing", "--port", &port])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let line = error_line(&output);
+    assert!(
+        line.contains("already in use") && line.contains(&port),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_reported_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = brigade(dir.path())
+        .env("BRIGADE_DATABASE__CONNECT_TIMEOUT", "2s")
+        .env(
+            "BRIGADE_SERVICES__ACCOUNTS__DATABASE_URL",
+            "postgres://app:hunter2@127.0.0.1:1/accounts",
+        )
+        .args(["serve", "accounts", "--port", "0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    let line = error_line(&output);
+    assert!(line.contains("cannot open database"), "{line}");
+    assert!(!stderr_of(&output).contains("hunter2"));
+}
+
+#[tokio::test]
+async fn seed_loads_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || async {
+        let output = brigade(dir.path())
+            .args([
+                "seed",
+                "--products",
+                "25",
+                "--users",
+                "5",
+                "--reviews",
+                "40",
+            ])
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(
+        run()
+            .await
+            .contains("seeded 25 products, 40 reviews, 5 users")
+    );
+    assert!(
+        run()
+            .await
+            .contains("seeded 0 products, 0 reviews, 0 users")
+    );
+}
+
+#[tokio::test]
+async fn every_command_explains_itself() {
+    for args in [
+        &["--help"][..],
+        &["up", "--help"],
+        &["serve", "--help"],
+        &["seed", "--help"],
+    ] {
+        let output = brigade(std::path::Path::new("."))
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success());
+        let text = String::from_utf8(output.stdout).unwrap();
+        assert!(text.contains("Usage: brigade"), "{text}");
+    }
+    let output = brigade(std::path::Path::new("."))
+        .args(["up", "--help"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("--no-seed") && text.contains("SIGTERM"),
+        "{text}"
+    );
+}

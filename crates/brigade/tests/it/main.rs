@@ -1,0 +1,7 @@
+//! The real `brigade` binary, started as a user would start it.
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod helpers;
+mod up;

@@ -1,0 +1,51 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use settings::{ServiceName, Settings};
+use storage::Migrations;
+use storage::testing::TestDatabase;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// A running application and the means to stop it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub stop: Arc<Notify>,
+    pub handle: JoinHandle<std::io::Result<()>>,
+    pub db: storage::Database,
+    _test_db: TestDatabase,
+}
+
+pub async fn spawn(service: ServiceName, faces: Router) -> TestApp {
+    spawn_with_grace(service, faces, Duration::from_secs(5)).await
+}
+
+pub async fn spawn_with_grace(service: ServiceName, faces: Router, grace: Duration) -> TestApp {
+    let test_db = storage::testing::sqlite(&Migrations::NONE).await;
+    let mut settings = Settings::default();
+    settings.services.get_mut(service).port = 0;
+    settings.shutdown_grace = grace;
+    let app = server::Application::build(service, &settings, test_db.db.clone(), faces)
+        .await
+        .unwrap();
+    let base = format!("http://{}", app.local_addr());
+    let stop = Arc::new(Notify::new());
+    let signal = stop.clone();
+    let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        stop,
+        handle,
+        db: test_db.db.clone(),
+        _test_db: test_db,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}

@@ -1,0 +1,85 @@
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::get;
+use reqwest::StatusCode;
+use settings::ServiceName;
+use tokio::sync::Notify;
+
+use crate::helpers::{spawn, spawn_with_grace};
+
+/// A route that signals when it has started and then waits to be released.
+fn gated(started: Arc<Notify>, release: Arc<Notify>) -> Router {
+    Router::new().route(
+        "/v1/slow",
+        get(move || {
+            let started = started.clone();
+            let release = release.clone();
+            async move {
+                started.notify_one();
+                release.notified().await;
+                "finished"
+            }
+        }),
+    )
+}
+
+#[tokio::test]
+async fn in_flight_requests_finish_and_new_connections_are_refused() {
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let app = spawn(ServiceName::Orders, gated(started.clone(), release.clone())).await;
+
+    let client = app.client.clone();
+    let url = app.url("/v1/slow");
+    let in_flight = tokio::spawn(async move { client.get(url).send().await });
+    started.notified().await;
+
+    app.stop.notify_one();
+    // Once shutdown has begun, the listener closes: a fresh client cannot connect.
+    let refused = async {
+        loop {
+            let fresh = reqwest::Client::new();
+            if fresh.get(app.url("/healthz")).send().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), refused)
+        .await
+        .expect("the listener closed after shutdown began");
+
+    release.notify_one();
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "finished");
+    tokio::time::timeout(Duration::from_secs(5), app.handle)
+        .await
+        .expect("server stopped after draining")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_request_that_never_ends_is_cut_off_after_the_grace_period() {
+    let started = Arc::new(Notify::new());
+    let never = Arc::new(Notify::new());
+    let grace = Duration::from_millis(300);
+    let app = spawn_with_grace(ServiceName::Billing, gated(started.clone(), never), grace).await;
+
+    let client = app.client.clone();
+    let url = app.url("/v1/slow");
+    let _stuck = tokio::spawn(async move { client.get(url).send().await });
+    started.notified().await;
+
+    let begun = Instant::now();
+    app.stop.notify_one();
+    tokio::time::timeout(Duration::from_secs(10), app.handle)
+        .await
+        .expect("server stopped despite a stuck request")
+        .unwrap()
+        .unwrap();
+    assert!(begun.elapsed() >= grace, "stopped before the grace period");
+}
