@@ -21,7 +21,7 @@ pub async fn seed(store: &AccountsStore, users: usize) -> Result<usize, StoreErr
         return Ok(0);
     }
     let mut rng = fastrand::Rng::with_seed(0xACC0_0075);
-    let mut tx = store.database().pool().begin().await?;
+    let mut tx = store.database().begin_write().await?;
     for i in 0..users {
         let (name, email) = if i == 0 {
             ("Jane Doe".to_owned(), "jane@example.com".to_owned())

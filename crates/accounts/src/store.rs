@@ -7,6 +7,7 @@ use storage::{Database, Migrations, StoreError, now_millis};
 use crate::domain::{Email, NewUser, User, UserId, UserName};
 
 pub static MIGRATIONS: Migrations = Migrations {
+    owner: "accounts",
     sqlite: sqlx::migrate!("migrations/sqlite"),
     postgres: sqlx::migrate!("migrations/postgres"),
 };

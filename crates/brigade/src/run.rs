@@ -110,13 +110,13 @@ async fn seed(
     let catalog = Database::open(
         &settings.database_url(ServiceName::Catalog),
         &settings.database,
-        &catalog::MIGRATIONS,
+        &[&catalog::MIGRATIONS],
     )
     .await?;
     let accounts = Database::open(
         &settings.database_url(ServiceName::Accounts),
         &settings.database,
-        &accounts::MIGRATIONS,
+        &[&accounts::MIGRATIONS],
     )
     .await?;
     let result = seed_into(&catalog, &accounts, args).await;

@@ -54,7 +54,7 @@ pub async fn seed(
         return Ok(Seeded::default());
     }
     let mut rng = fastrand::Rng::with_seed(0xB41_6ADE);
-    let mut tx = store.database().pool().begin().await?;
+    let mut tx = store.database().begin_write().await?;
 
     let mut inserted = Seeded::default();
     for i in 0..products {

@@ -14,6 +14,7 @@ use crate::domain::{
 };
 
 pub static MIGRATIONS: Migrations = Migrations {
+    owner: "catalog",
     sqlite: sqlx::migrate!("migrations/sqlite"),
     postgres: sqlx::migrate!("migrations/postgres"),
 };
@@ -281,14 +282,14 @@ impl CatalogStore {
         patch: &ProductPatch,
         expected_version: Option<i64>,
     ) -> Result<Product, StoreError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let product = update_product(&mut tx, id, patch, expected_version).await?;
         tx.commit().await?;
         Ok(product)
     }
 
     pub async fn delete_product(&self, id: ProductId) -> Result<bool, StoreError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin_write().await?;
         let deleted = delete_product(&mut tx, id).await?;
         tx.commit().await?;
         Ok(deleted)

@@ -15,7 +15,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     let db = Database::open(
         &settings.database_url(SERVICE),
         &settings.database,
-        &MIGRATIONS,
+        &[&MIGRATIONS],
     )
     .await
     .map_err(|e| server::StartError::database(SERVICE, e))?;

@@ -4,6 +4,7 @@
 //! [`Application::run_until_stopped`] serves until a shutdown future fires, then drains.
 #![forbid(unsafe_code)]
 
+pub mod extract;
 mod health;
 mod stack;
 

@@ -24,9 +24,14 @@ pub enum Backend {
     Postgres,
 }
 
-/// A service's migrations, one set per backend (the dialects differ in DDL only).
+/// One owner's migrations (a service's tables, or a shared crate's such as the
+/// idempotency store), one set per backend: the dialects differ in DDL only.
+///
+/// A service's database may hold several owners' tables; each owner keeps its own history
+/// table (`_migrations_<owner>`), so their version numbers never collide.
 #[derive(Debug)]
 pub struct Migrations {
+    pub owner: &'static str,
     pub sqlite: Migrator,
     pub postgres: Migrator,
 }
@@ -34,9 +39,24 @@ pub struct Migrations {
 impl Migrations {
     /// For services that own no tables yet: `/readyz` still proves the database answers.
     pub const NONE: Migrations = Migrations {
+        owner: "none",
         sqlite: Migrator::DEFAULT,
         postgres: Migrator::DEFAULT,
     };
+
+    /// This owner's migrator for `backend`, recording its history in its own table.
+    fn migrator(&self, backend: Backend) -> Migrator {
+        let source = match backend {
+            Backend::Sqlite => &self.sqlite,
+            Backend::Postgres => &self.postgres,
+        };
+        let mut migrator = Migrator {
+            migrations: source.migrations.clone(),
+            ..Migrator::DEFAULT
+        };
+        migrator.dangerous_set_table_name(format!("_migrations_{}", self.owner));
+        migrator
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +98,12 @@ pub struct Database {
 }
 
 impl Database {
-    /// Connects (creating the SQLite file and its directory if needed) and applies the
-    /// migrations for the URL's backend.
+    /// Connects (creating the SQLite file and its directory if needed) and applies every
+    /// owner's migrations for the URL's backend, in order.
     pub async fn open(
         url: &DatabaseUrl,
         pool: &PoolSettings,
-        migrations: &Migrations,
+        migrations: &[&Migrations],
     ) -> Result<Database, StorageError> {
         let db = Database::connect(url, pool).await?;
         db.migrate(migrations).await?;
@@ -143,18 +163,16 @@ impl Database {
         })
     }
 
-    pub async fn migrate(&self, migrations: &Migrations) -> Result<(), StorageError> {
-        let migrator = match self.backend {
-            Backend::Sqlite => &migrations.sqlite,
-            Backend::Postgres => &migrations.postgres,
-        };
-        migrator
-            .run(&self.pool)
-            .await
-            .map_err(|source| StorageError::Migrate {
-                url: self.url.clone(),
-                source,
-            })?;
+    pub async fn migrate(&self, migrations: &[&Migrations]) -> Result<(), StorageError> {
+        for set in migrations {
+            set.migrator(self.backend)
+                .run(&self.pool)
+                .await
+                .map_err(|source| StorageError::Migrate {
+                    url: self.url.clone(),
+                    source,
+                })?;
+        }
         self.migrated.store(true, Ordering::Release);
         Ok(())
     }
@@ -169,6 +187,16 @@ impl Database {
         match tokio::time::timeout(self.acquire_timeout, self.pool.execute("SELECT 1")).await {
             Ok(result) => result.map(|_| ()).map_err(StorageError::from),
             Err(_) => Err(StorageError::Timeout(self.acquire_timeout)),
+        }
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so concurrent writers queue on the busy timeout instead of
+    /// failing with SQLITE_BUSY when a read lock cannot be upgraded.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
         }
     }
 

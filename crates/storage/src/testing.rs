@@ -41,7 +41,7 @@ fn pool_settings() -> PoolSettings {
 }
 
 /// A fresh, migrated SQLite file in a temporary directory.
-pub async fn sqlite(migrations: &Migrations) -> TestDatabase {
+pub async fn sqlite(migrations: &[&Migrations]) -> TestDatabase {
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = DatabaseUrl::sqlite_file(&dir.path().join("test.db"));
     let db = Database::open(&url, &pool_settings(), migrations)
@@ -56,7 +56,7 @@ pub async fn sqlite(migrations: &Migrations) -> TestDatabase {
 
 /// A fresh, migrated PostgreSQL database. Fails the test, saying how to start the
 /// server, when PostgreSQL is not reachable.
-pub async fn postgres(migrations: &Migrations) -> TestDatabase {
+pub async fn postgres(migrations: &[&Migrations]) -> TestDatabase {
     let url = postgres_database(&fresh_name()).await;
     let name = url.1;
     let db = Database::open(&url.0, &pool_settings(), migrations)
@@ -128,7 +128,8 @@ impl Drop for TestDatabase {
 
 /// Runs each named async test function (`async fn name(db: &Database)`) once on a fresh
 /// SQLite database and once on a fresh PostgreSQL database, as `sqlite::name` and
-/// `postgres::name`: one conformance suite, both backends.
+/// `postgres::name`: one conformance suite, both backends. `$migrations` is a
+/// `&[&Migrations]` expression.
 #[macro_export]
 macro_rules! backend_tests {
     ($migrations:expr; $($name:ident),+ $(,)?) => {
@@ -138,7 +139,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let t = $crate::testing::sqlite(&$migrations).await;
+                    let t = $crate::testing::sqlite($migrations).await;
                     super::$name(&t.db).await;
                 }
             )+
@@ -149,7 +150,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test]
                 async fn $name() {
-                    let t = $crate::testing::postgres(&$migrations).await;
+                    let t = $crate::testing::postgres($migrations).await;
                     super::$name(&t.db).await;
                 }
             )+

@@ -4,7 +4,7 @@ use accounts::domain::{NewUser, UserId};
 use accounts::{AccountsStore, MIGRATIONS, seed};
 use storage::{Database, StoreError};
 
-storage::backend_tests!(MIGRATIONS;
+storage::backend_tests!(&[&MIGRATIONS];
     creates_and_reads_users,
     emails_are_unique,
     pages_and_batches,

@@ -23,7 +23,7 @@ pub async fn spawn(service: ServiceName, faces: Router) -> TestApp {
 }
 
 pub async fn spawn_with_grace(service: ServiceName, faces: Router, grace: Duration) -> TestApp {
-    let test_db = storage::testing::sqlite(&Migrations::NONE).await;
+    let test_db = storage::testing::sqlite(&[&Migrations::NONE]).await;
     let mut settings = Settings::default();
     settings.services.get_mut(service).port = 0;
     settings.shutdown_grace = grace;

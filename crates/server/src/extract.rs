@@ -1,0 +1,132 @@
+//! Extractors whose rejections are problems from the one table, so that even what the
+//! framework refuses (malformed JSON, a wrong content type, an oversized body, a bad
+//! query string or path segment) comes back as problem+json (axum's
+//! `examples/error-handling` pattern).
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use bytes::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, StatusCode, header};
+use problem::{FieldError, Kind, Problem};
+use serde::de::DeserializeOwned;
+
+/// The largest request body any endpoint accepts (a product or a review is far smaller).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON request body. Refuses a non-JSON `Content-Type` with 415, a body over
+/// [`MAX_BODY_BYTES`] with 413, malformed JSON with 400 and well-formed JSON of the wrong
+/// shape with 422 naming the field.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let headers = req.headers().clone();
+        let body = body_bytes(req, state).await?;
+        parse_json(&headers, &body).map(Json)
+    }
+}
+
+/// Buffers a request body, mapping the framework's failures to problems.
+pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Problem> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(Kind::PayloadTooLarge)
+                .with_detail(format!("the body must be at most {MAX_BODY_BYTES} bytes"))
+        } else {
+            Problem::invalid_request(format!("the body could not be read: {}", rejection.body_text()))
+        }
+    })
+}
+
+/// Whether the request says its body is JSON (`application/json` or any `+json` type,
+/// such as `application/merge-patch+json`).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Parses a JSON body already buffered (the idempotency layer needs the raw bytes too).
+pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem> {
+    if !is_json(headers) {
+        return Err(Problem::new(Kind::UnsupportedMediaType)
+            .with_detail("send the body as application/json"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let field = if path == "." { "body".to_owned() } else { path };
+                Problem::validation(vec![FieldError::new(field, clean_reason(&inner))])
+            }
+            _ => Problem::invalid_request(format!("the body is not valid JSON: {inner}")),
+        }
+    })?;
+    // Trailing characters after the document are malformed JSON too.
+    de.end()
+        .map_err(|e| Problem::invalid_request(format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// serde's message without the " at line 1 column 9" suffix, which the field path replaces.
+fn clean_reason(err: &serde_json::Error) -> String {
+    let text = err.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_owned(),
+        None => text,
+    }
+}
+
+/// A query string; a bad one is a 400 problem naming what was wrong.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|rejection: QueryRejection| {
+                Problem::invalid_request(format!("invalid query string: {}", rejection.body_text()))
+            })
+    }
+}
+
+/// Path parameters; a segment of the wrong type (`/v1/products/abc`) is a 400 problem.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| Path(p.0))
+            .map_err(|rejection: PathRejection| {
+                Problem::invalid_request(format!("invalid path: {}", rejection.body_text()))
+            })
+    }
+}
