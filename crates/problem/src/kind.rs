@@ -45,6 +45,10 @@ pub enum Kind {
     BusinessRuleViolated,
     /// A conditional request's precondition (`If-Match`) does not hold.
     PreconditionFailed,
+    /// A request with this `Idempotency-Key` is still being processed.
+    IdempotencyKeyInUse,
+    /// This `Idempotency-Key` was first used for a different request (method, path or body).
+    IdempotencyKeyReused,
     /// The caller sent too much too fast (`Retry-After` says when to come back).
     RateLimited,
     /// A bug or an unexpected failure inside Brigade. Its cause never leaves the process.
@@ -83,7 +87,7 @@ const fn row(
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::InvalidRequest,
         Kind::ValidationFailed,
         Kind::UnsupportedMediaType,
@@ -95,6 +99,8 @@ impl Kind {
         Kind::Conflict,
         Kind::BusinessRuleViolated,
         Kind::PreconditionFailed,
+        Kind::IdempotencyKeyInUse,
+        Kind::IdempotencyKeyReused,
         Kind::RateLimited,
         Kind::Internal,
         Kind::Unavailable,
@@ -179,6 +185,20 @@ impl Kind {
                 "Precondition failed",
                 StatusCode::PRECONDITION_FAILED,
                 Code::FailedPrecondition,
+                Never,
+            ),
+            Kind::IdempotencyKeyInUse => row(
+                "idempotency-key-in-use",
+                "Idempotency key in use",
+                StatusCode::CONFLICT,
+                Code::Aborted,
+                WithBackoff,
+            ),
+            Kind::IdempotencyKeyReused => row(
+                "idempotency-key-reused",
+                "Idempotency key reused",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Code::InvalidArgument,
                 Never,
             ),
             Kind::RateLimited => row(

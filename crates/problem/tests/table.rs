@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 /// (kind, slug, HTTP status, gRPC code, retry advice) — the whole table, spelled out.
-const TABLE: [(Kind, &str, u16, Code, Retry); 15] = [
+const TABLE: [(Kind, &str, u16, Code, Retry); 17] = [
     (
         Kind::InvalidRequest,
         "invalid-request",

@@ -41,7 +41,10 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
             Problem::new(Kind::PayloadTooLarge)
                 .with_detail(format!("the body must be at most {MAX_BODY_BYTES} bytes"))
         } else {
-            Problem::invalid_request(format!("the body could not be read: {}", rejection.body_text()))
+            Problem::invalid_request(format!(
+                "the body could not be read: {}",
+                rejection.body_text()
+            ))
         }
     })
 }
@@ -49,11 +52,20 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
 /// Whether the request says its body is JSON (`application/json` or any `+json` type,
 /// such as `application/merge-patch+json`).
 pub fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Parses a JSON body already buffered (the idempotency layer needs the raw bytes too).
