@@ -85,6 +85,20 @@ const TABLE: [(Kind, &str, u16, Code, Retry); 17] = [
         Retry::Never,
     ),
     (
+        Kind::IdempotencyKeyInUse,
+        "idempotency-key-in-use",
+        409,
+        Code::Aborted,
+        Retry::WithBackoff,
+    ),
+    (
+        Kind::IdempotencyKeyReused,
+        "idempotency-key-reused",
+        422,
+        Code::InvalidArgument,
+        Retry::Never,
+    ),
+    (
         Kind::RateLimited,
         "rate-limited",
         429,
