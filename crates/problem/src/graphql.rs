@@ -25,13 +25,13 @@ impl Problem {
         if !correlation_id.is_empty() {
             ext.insert("correlation_id".into(), Value::from(correlation_id));
         }
-        if !self.errors.is_empty() {
+        if !self.more.errors.is_empty() {
             ext.insert(
                 "errors".into(),
-                serde_json::to_value(&self.errors).unwrap_or(Value::Null),
+                serde_json::to_value(&self.more.errors).unwrap_or(Value::Null),
             );
         }
-        for (k, v) in &self.extensions {
+        for (k, v) in &self.more.extensions {
             ext.entry(k.clone()).or_insert_with(|| v.clone());
         }
         GraphqlError {

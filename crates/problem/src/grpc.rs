@@ -28,15 +28,16 @@ impl Problem {
         }
         let reason = kind.slug().replace('-', "_").to_uppercase();
         let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
-        if !self.errors.is_empty() {
+        if !self.more.errors.is_empty() {
             details.set_bad_request(
-                self.errors
+                self.more
+                    .errors
                     .iter()
                     .map(|e| tonic_types::FieldViolation::new(&e.field, &e.reason))
                     .collect::<Vec<_>>(),
             );
         }
-        if let Some(after) = self.retry_after {
+        if let Some(after) = self.more.retry_after {
             details.set_retry_info(Some(after));
         }
 

@@ -21,8 +21,14 @@ pub(crate) const RESERVED_MEMBERS: [&str; 8] = [
 ];
 
 /// The problem+json document as it goes on the wire (and as clients parse it back).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(
+    as = Problem,
+    title = "Problem",
+    description = "An RFC 9457 problem document. `type` is stable: branch on it, not on `title` or `detail`. Further members (e.g. `available_stock`) may be present."
+)]
 pub struct ProblemBody {
+    /// A URI identifying the kind of problem, e.g. `https://brigade.dev/problems/not-found`.
     #[serde(rename = "type")]
     pub type_uri: String,
     pub title: String,
@@ -39,6 +45,7 @@ pub struct ProblemBody {
     pub errors: Vec<FieldError>,
     /// Typed extension members such as `available_stock`.
     #[serde(flatten)]
+    #[schema(ignore)]
     pub extensions: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -52,13 +59,14 @@ impl Problem {
             status: kind.http_status().as_u16(),
             detail: self.public_detail().map(|d| d.into_owned()),
             instance: self
+                .more
                 .instance
                 .clone()
                 .or_else(|| instance.map(str::to_owned)),
             correlation_id: correlation_id.to_owned(),
             retryable: kind.retryable(),
-            errors: self.errors.clone(),
-            extensions: self.extensions.clone(),
+            errors: self.more.errors.clone(),
+            extensions: self.more.extensions.clone(),
         }
     }
 }
@@ -80,7 +88,7 @@ impl IntoResponse for Problem {
         let mut response = (self.kind.http_status(), bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        if let Some(after) = self.retry_after {
+        if let Some(after) = self.more.retry_after {
             // Retry-After is whole seconds; round up so a client never comes back early.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -18,7 +18,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// One field that failed validation, as listed in the `errors` member of a problem.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's name as the client spelled it (JSON pointer-ish: `price`, `items[2].qty`).
     pub field: String,
@@ -44,6 +44,13 @@ type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[derive(Debug)]
 pub struct Problem {
     kind: Kind,
+    /// Boxed so that `Result<T, Problem>` stays small on the happy path.
+    more: Box<Details>,
+}
+
+/// Everything about a problem beyond its kind.
+#[derive(Debug, Default)]
+struct Details {
     /// Human-readable explanation of this occurrence. Never shown for [`Kind::Internal`].
     detail: Option<Cow<'static, str>>,
     /// Every bad field, for validation failures.
@@ -62,12 +69,7 @@ impl Problem {
     pub fn new(kind: Kind) -> Self {
         Self {
             kind,
-            detail: None,
-            errors: Vec::new(),
-            extensions: serde_json::Map::new(),
-            retry_after: None,
-            instance: None,
-            source: None,
+            more: Box::default(),
         }
     }
 
@@ -105,12 +107,12 @@ impl Problem {
     }
 
     pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
-        self.detail = Some(detail.into());
+        self.more.detail = Some(detail.into());
         self
     }
 
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
-        self.errors = errors;
+        self.more.errors = errors;
         self
     }
 
@@ -126,7 +128,7 @@ impl Problem {
         }
         match serde_json::to_value(value) {
             Ok(v) => {
-                self.extensions.insert(name.to_owned(), v);
+                self.more.extensions.insert(name.to_owned(), v);
             }
             Err(err) => tracing::warn!(member = name, error = %err, "extension not serializable"),
         }
@@ -134,17 +136,17 @@ impl Problem {
     }
 
     pub fn with_retry_after(mut self, after: Duration) -> Self {
-        self.retry_after = Some(after);
+        self.more.retry_after = Some(after);
         self
     }
 
     pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
-        self.instance = Some(instance.into());
+        self.more.instance = Some(instance.into());
         self
     }
 
     pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
-        self.source = Some(source.into());
+        self.more.source = Some(source.into());
         self
     }
 
@@ -153,11 +155,11 @@ impl Problem {
     }
 
     pub fn errors(&self) -> &[FieldError] {
-        &self.errors
+        &self.more.errors
     }
 
     pub fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        self.more.retry_after
     }
 
     /// The detail as the caller may see it: internal errors get a fixed sentence, so a
@@ -168,18 +170,18 @@ impl Problem {
                 "An unexpected error occurred. Quote the correlation_id when reporting it.",
             ));
         }
-        self.detail.clone()
+        self.more.detail.clone()
     }
 
     /// Logs the problem once, at the conversion point: server-side kinds at `error` with
     /// the whole cause chain, client mistakes at `debug`.
     fn log(&self, correlation_id: &str) {
-        let chain = self.source.as_deref().map(|e| cause_chain(e));
+        let chain = self.more.source.as_deref().map(|e| cause_chain(e));
         if self.kind.is_server_error() {
             tracing::error!(
                 kind = self.kind.slug(),
                 correlation_id,
-                detail = self.detail.as_deref(),
+                detail = self.more.detail.as_deref(),
                 cause = chain.as_deref(),
                 "request failed"
             );
@@ -187,7 +189,7 @@ impl Problem {
             tracing::debug!(
                 kind = self.kind.slug(),
                 correlation_id,
-                detail = self.detail.as_deref(),
+                detail = self.more.detail.as_deref(),
                 "request refused"
             );
         }
@@ -209,7 +211,7 @@ fn cause_chain(err: &(dyn std::error::Error + 'static)) -> String {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.kind.title())?;
-        if let Some(detail) = &self.detail {
+        if let Some(detail) = &self.more.detail {
             write!(f, ": {detail}")?;
         }
         Ok(())
@@ -218,7 +220,8 @@ impl fmt::Display for Problem {
 
 impl std::error::Error for Problem {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
+        self.more
+            .source
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }

@@ -1,0 +1,584 @@
+//! The record of each key in the service's own database, and the two phases around a
+//! request's write: [`Idempotency::begin`] claims the key, [`Claim::finish`] stores the
+//! response in the write's own transaction.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use problem::{Kind, Problem};
+use sqlx::{Any, Executor, FromRow, Transaction};
+use storage::{Database, Migrations, StoreError};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+
+use crate::extract::IdempotentJson;
+use crate::key::{Fingerprint, IdempotencyKey, REPLAYED_HEADER};
+
+/// The `idempotency_keys` table. Every service that takes POSTs adds these to its own.
+pub static MIGRATIONS: Migrations = Migrations {
+    owner: "idempotency",
+    sqlite: sqlx::migrate!("migrations/sqlite"),
+    postgres: sqlx::migrate!("migrations/postgres"),
+};
+
+/// The response headers a replay must repeat; the rest (date, correlation, tracing)
+/// describe the delivery, not the result.
+const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::ETAG];
+
+/// What a client that hits a key in use is told to wait.
+const IN_USE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// How often `begin` goes round when the row changes under it (released, purged or taken
+/// over between its statements) before it tells the client to come back.
+const ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone)]
+pub struct IdempotencySettings {
+    /// How long a key is remembered after its first use; an expired key is new again.
+    pub ttl: Duration,
+    /// How long a claim holds the key. A claim whose holder crashed is taken over by a
+    /// retry after this; it must exceed the slowest request, or a retry may run while the
+    /// first is still going (its write is then refused, see [`Claim::finish`]).
+    pub lock_timeout: Duration,
+}
+
+impl From<&settings::IdempotencySettings> for IdempotencySettings {
+    fn from(configured: &settings::IdempotencySettings) -> Self {
+        Self {
+            ttl: configured.ttl,
+            lock_timeout: configured.lock_timeout,
+        }
+    }
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 60 * 60),
+            lock_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The time expiry is measured by. Tests inject a manual clock instead of sleeping.
+pub trait Clock: Send + Sync + 'static {
+    /// Unix milliseconds, as stored in the table.
+    fn now_millis(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_millis(&self) -> i64 {
+        storage::now_millis()
+    }
+}
+
+/// The idempotency store of one service's database. Cheap to clone.
+#[derive(Clone)]
+pub struct Idempotency {
+    db: Database,
+    settings: IdempotencySettings,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Idempotency")
+            .field("db", &self.db)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do with a request, as decided by [`Idempotency::begin`].
+#[derive(Debug)]
+pub enum Begin {
+    /// The key already answered this request: send this (it carries
+    /// `Idempotent-Replayed: true`) and do nothing else.
+    Replay(Response),
+    /// The key is ours: do the write and hand its transaction to [`Claim::finish`].
+    Claimed(Claim),
+}
+
+/// The right to run one request for a key, until `lock_timeout` passes.
+///
+/// Dropping it without [`finish`](Claim::finish) or [`release`](Claim::release) (a crash,
+/// a panic) leaves the key locked until the lock times out; then a retry takes it over.
+#[derive(Debug)]
+#[must_use = "finish or release the claim, or the key stays locked until the lock times out"]
+pub struct Claim {
+    db: Database,
+    scope: String,
+    key: String,
+    /// Fences the record: every statement on behalf of this claim matches the token, so
+    /// a claim that was taken over after its lock expired can no longer write.
+    token: String,
+}
+
+#[derive(FromRow)]
+struct Row {
+    fingerprint: String,
+    state: String,
+    claim_token: String,
+    locked_until: i64,
+    status: Option<i64>,
+    headers: Option<String>,
+    body: Option<Vec<u8>>,
+    expires_at: i64,
+}
+
+impl Idempotency {
+    pub fn new(db: Database, settings: IdempotencySettings) -> Self {
+        Self {
+            db,
+            settings,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn settings(&self) -> &IdempotencySettings {
+        &self.settings
+    }
+
+    /// The whole protocol for one idempotent write, for handlers: claim the request's key
+    /// (or answer with the replay or the refusal), open a write transaction, let `work`
+    /// write in it and produce the response, then store the response with the write and
+    /// commit both. `work` hands the transaction back with its result.
+    pub async fn execute<T, F, Fut>(&self, request: &IdempotentJson<T>, work: F) -> Response
+    where
+        F: FnOnce(Transaction<'static, Any>) -> Fut,
+        Fut: Future<Output = (Transaction<'static, Any>, Result<Response, Problem>)>,
+    {
+        let claim = match self
+            .begin(&request.scope, &request.key, &request.fingerprint)
+            .await
+        {
+            Ok(Begin::Claimed(claim)) => claim,
+            Ok(Begin::Replay(response)) => return response,
+            Err(problem) => return problem.into_response(),
+        };
+        let tx = match self.db.begin_write().await {
+            Ok(tx) => tx,
+            Err(err) => {
+                claim.release().await;
+                return Problem::from(StoreError::from(err)).into_response();
+            }
+        };
+        let (tx, result) = work(tx).await;
+        claim.finish(tx, result).await
+    }
+
+    /// Claims `key` for this request, or says why not: the stored response to replay,
+    /// [`Kind::IdempotencyKeyReused`] (422) when the key was first used for another
+    /// request, [`Kind::IdempotencyKeyInUse`] (409, retry in 1 s) while another request
+    /// holds it.
+    ///
+    /// Call it before opening the write's transaction: on SQLite that transaction holds
+    /// the database's one write lock, which this call's own statements need.
+    pub async fn begin(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<Begin, Problem> {
+        let key = key.as_str();
+        let fingerprint = fingerprint.as_str();
+        for _ in 0..ATTEMPTS {
+            let now = self.clock.now_millis();
+            let token = uuid::Uuid::new_v4().to_string();
+            // The primary key decides who is first, across tasks and processes alike.
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys \
+                   (scope, key, fingerprint, state, claim_token, locked_until, created_at, expires_at) \
+                 VALUES ($1, $2, $3, 'in_flight', $4, $5, $6, $7) \
+                 ON CONFLICT (scope, key) DO NOTHING",
+            )
+            .bind(scope)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(&token)
+            .bind(self.locked_until(now))
+            .bind(now)
+            .bind(self.expires_at(now))
+            .execute(self.db.pool())
+            .await
+            .map_err(db_problem)?;
+            if inserted.rows_affected() == 1 {
+                return Ok(self.claimed(scope, key, token));
+            }
+
+            let row: Option<Row> = sqlx::query_as(
+                "SELECT fingerprint, state, claim_token, locked_until, status, headers, body, \
+                   expires_at \
+                 FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            )
+            .bind(scope)
+            .bind(key)
+            .fetch_optional(self.db.pool())
+            .await
+            .map_err(db_problem)?;
+            // Released or purged since the insert lost: try to insert again.
+            let Some(row) = row else { continue };
+
+            match decide(&row, fingerprint, now) {
+                Decision::Reused => {
+                    return Err(Problem::new(Kind::IdempotencyKeyReused).with_detail(
+                        "this Idempotency-Key was used for a different request \
+                         (method, path or body); send a new key",
+                    ));
+                }
+                Decision::InUse => return Err(in_use()),
+                Decision::Replay => {
+                    let mut response = Stored::from_row(row)
+                        .map_err(Problem::from)?
+                        .into_response();
+                    response
+                        .headers_mut()
+                        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+                    return Ok(Begin::Replay(response));
+                }
+                Decision::TakeOver => {}
+            }
+            // Take over a forgotten key or a claim whose holder died. Compare-and-set on
+            // the old token: of several contenders exactly one matches it.
+            let taken = sqlx::query(
+                "UPDATE idempotency_keys SET fingerprint = $1, state = 'in_flight', \
+                   claim_token = $2, locked_until = $3, status = NULL, headers = NULL, \
+                   body = NULL, created_at = $4, expires_at = $5 \
+                 WHERE scope = $6 AND key = $7 AND claim_token = $8",
+            )
+            .bind(fingerprint)
+            .bind(&token)
+            .bind(self.locked_until(now))
+            .bind(now)
+            .bind(self.expires_at(now))
+            .bind(scope)
+            .bind(key)
+            .bind(&row.claim_token)
+            .execute(self.db.pool())
+            .await
+            .map_err(db_problem)?;
+            if taken.rows_affected() == 1 {
+                return Ok(self.claimed(scope, key, token));
+            }
+        }
+        Err(in_use())
+    }
+
+    /// Deletes every expired key (claims still locked stay until their lock passes).
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE expires_at <= $1 AND (state = 'completed' OR locked_until <= $1)",
+        )
+        .bind(self.clock.now_millis())
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Loops until `stop` is cancelled, purging every `every` (the first time at once).
+    pub async fn run_purger(self, every: Duration, stop: CancellationToken) {
+        // `interval` panics on zero, and a configured zero would hammer the database.
+        let mut ticks = tokio::time::interval(every.max(Duration::from_secs(1)));
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = ticks.tick() => match self.purge_expired().await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "purged expired idempotency keys"),
+                    Err(err) => tracing::warn!(error = %err, "purging idempotency keys failed"),
+                },
+            }
+        }
+    }
+
+    fn claimed(&self, scope: &str, key: &str, token: String) -> Begin {
+        Begin::Claimed(Claim {
+            db: self.db.clone(),
+            scope: scope.to_owned(),
+            key: key.to_owned(),
+            token,
+        })
+    }
+
+    fn locked_until(&self, now: i64) -> i64 {
+        now.saturating_add(millis(self.settings.lock_timeout))
+    }
+
+    fn expires_at(&self, now: i64) -> i64 {
+        now.saturating_add(millis(self.settings.ttl))
+    }
+}
+
+impl Claim {
+    /// Records the request's outcome and returns the response to send.
+    ///
+    /// `Ok`: the response is stored through `tx`, which already holds the request's
+    /// write, and `tx` commits: the effect and its record exist together or not at all.
+    /// The returned response is rebuilt from the record, so it is byte for byte what a
+    /// replay sends (without `Idempotent-Replayed`). If the claim was taken over
+    /// meanwhile, `tx` rolls back and the client is told to retry (it will get the
+    /// taker's response).
+    ///
+    /// `Err`: `tx` rolls back. A client error that a retry would repeat (4xx, not
+    /// retryable) is stored so retries replay it, as Stripe does; anything else releases
+    /// the key so a retry runs again.
+    pub async fn finish(
+        self,
+        mut tx: Transaction<'static, Any>,
+        result: Result<Response, Problem>,
+    ) -> Response {
+        let response = match result {
+            Ok(response) => response,
+            Err(problem) => {
+                rollback(tx).await;
+                return self.fail(problem).await;
+            }
+        };
+        let (parts, body) = response.into_parts();
+        // Our own handler's body, already in memory: no limit to enforce here.
+        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                rollback(tx).await;
+                self.release().await;
+                return Problem::internal(err).into_response();
+            }
+        };
+        let stored = Stored::capture(parts.status, &parts.headers, bytes);
+        match self.record(&mut *tx, &stored).await {
+            Ok(true) => {}
+            Ok(false) => {
+                rollback(tx).await;
+                return lost_claim().into_response();
+            }
+            Err(err) => {
+                rollback(tx).await;
+                self.release().await;
+                return db_problem(err).into_response();
+            }
+        }
+        if let Err(err) = tx.commit().await {
+            // If the commit did land after all, the row is `completed` and the release
+            // (which only deletes `in_flight` rows) leaves it alone.
+            self.release().await;
+            return db_problem(err).into_response();
+        }
+        let mut response = stored.into_response();
+        // Extensions are not on the wire, but the metrics layer reads the error kind there.
+        *response.extensions_mut() = parts.extensions;
+        response
+    }
+
+    /// Gives the key up without recording anything, so a retry runs the request again.
+    pub async fn release(self) {
+        let released = sqlx::query(
+            "DELETE FROM idempotency_keys \
+             WHERE scope = $1 AND key = $2 AND claim_token = $3 AND state = 'in_flight'",
+        )
+        .bind(&self.scope)
+        .bind(&self.key)
+        .bind(&self.token)
+        .execute(self.db.pool())
+        .await;
+        if let Err(err) = released {
+            tracing::warn!(
+                error = %err,
+                scope = %self.scope,
+                "releasing an idempotency key failed; it frees itself when its lock times out"
+            );
+        }
+    }
+
+    async fn fail(self, problem: Problem) -> Response {
+        let kind = problem.kind();
+        let repeatable = kind.http_status().is_client_error() && !kind.retryable();
+        if !repeatable {
+            self.release().await;
+            return problem.into_response();
+        }
+        let (parts, body) = problem.into_response().into_parts();
+        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                self.release().await;
+                return Problem::internal(err).into_response();
+            }
+        };
+        let stored = Stored::capture(parts.status, &parts.headers, bytes);
+        // One statement, so its own transaction. Not recorded (claim lost, database
+        // down)? The client still gets its answer; a retry merely recomputes it.
+        if let Err(err) = self.record(self.db.pool(), &stored).await {
+            tracing::warn!(error = %err, "recording a refused request failed");
+            self.release().await;
+        }
+        let mut response = stored.into_response();
+        *response.extensions_mut() = parts.extensions;
+        response
+    }
+
+    /// Marks our claim completed with `stored`; `false` when the claim is no longer ours.
+    async fn record<'c, E>(&self, executor: E, stored: &Stored) -> Result<bool, sqlx::Error>
+    where
+        E: Executor<'c, Database = Any>,
+    {
+        let done = sqlx::query(
+            "UPDATE idempotency_keys SET state = 'completed', status = $1, headers = $2, body = $3 \
+             WHERE scope = $4 AND key = $5 AND claim_token = $6 AND state = 'in_flight'",
+        )
+        .bind(i64::from(stored.status.as_u16()))
+        .bind(stored.headers_json())
+        .bind(stored.body.to_vec())
+        .bind(&self.scope)
+        .bind(&self.key)
+        .bind(&self.token)
+        .execute(executor)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+/// What `begin` does with a key that already has a row.
+enum Decision {
+    /// Used for another request, and not yet forgotten.
+    Reused,
+    /// Answered already: send the answer again.
+    Replay,
+    /// Another request holds the key right now.
+    InUse,
+    /// Forgotten (expired), or held by a claim whose lock ran out (its holder died).
+    TakeOver,
+}
+
+fn decide(row: &Row, fingerprint: &str, now: i64) -> Decision {
+    let completed = row.state == "completed";
+    let locked = row.locked_until > now;
+    if row.expires_at <= now && (completed || !locked) {
+        Decision::TakeOver
+    } else if row.fingerprint != fingerprint {
+        Decision::Reused
+    } else if completed {
+        Decision::Replay
+    } else if locked {
+        Decision::InUse
+    } else {
+        Decision::TakeOver
+    }
+}
+
+/// A response as recorded: what a replay must reproduce exactly.
+struct Stored {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Stored {
+    /// Keeps the headers that matter ([`KEPT_HEADERS`]) whose values are text.
+    fn capture(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
+        let mut kept = HeaderMap::new();
+        for name in KEPT_HEADERS {
+            for value in headers.get_all(&name) {
+                if value.to_str().is_ok() {
+                    kept.append(name.clone(), value.clone());
+                }
+            }
+        }
+        Self {
+            status,
+            headers: kept,
+            body,
+        }
+    }
+
+    /// `[["content-type","application/json"],...]`: ordered, repeatable, plain JSON.
+    fn headers_json(&self) -> String {
+        let pairs: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
+            .collect();
+        // A list of string pairs always serializes.
+        serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
+    }
+
+    fn from_row(row: Row) -> Result<Self, StoreError> {
+        let corrupt = |what: &str| StoreError::Corrupt(format!("idempotency record: {what}"));
+        let (Some(status), Some(headers), Some(body)) = (row.status, row.headers, row.body) else {
+            return Err(corrupt("completed without a response"));
+        };
+        let status = u16::try_from(status)
+            .ok()
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .ok_or_else(|| corrupt("bad status"))?;
+        let pairs: Vec<(String, String)> =
+            serde_json::from_str(&headers).map_err(|_| corrupt("bad headers"))?;
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            let name = HeaderName::try_from(name).map_err(|_| corrupt("bad header name"))?;
+            let value = HeaderValue::try_from(value).map_err(|_| corrupt("bad header value"))?;
+            map.append(name, value);
+        }
+        Ok(Self {
+            status,
+            headers: map,
+            body: Bytes::from(body),
+        })
+    }
+}
+
+impl IntoResponse for Stored {
+    fn into_response(self) -> Response {
+        let mut response = Response::new(Body::from(self.body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+fn in_use() -> Problem {
+    Problem::new(Kind::IdempotencyKeyInUse)
+        .with_detail("a request with this Idempotency-Key is still being processed; retry shortly")
+        .with_retry_after(IN_USE_RETRY_AFTER)
+}
+
+/// The request outlived its lock and a retry took the key over; this attempt's write was
+/// rolled back, and a retry gets the taker's response.
+fn lost_claim() -> Problem {
+    Problem::new(Kind::IdempotencyKeyInUse)
+        .with_detail(
+            "this request took longer than its Idempotency-Key lock and a retry took over; \
+             retry to get that request's response",
+        )
+        .with_retry_after(IN_USE_RETRY_AFTER)
+}
+
+fn db_problem(err: sqlx::Error) -> Problem {
+    StoreError::from(err).into()
+}
+
+async fn rollback(tx: Transaction<'static, Any>) {
+    if let Err(err) = tx.rollback().await {
+        tracing::warn!(error = %err, "rolling back a request's transaction failed");
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
