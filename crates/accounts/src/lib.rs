@@ -3,9 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod rest;
 pub mod seed;
 pub mod store;
 
+use idempotency::Idempotency;
 use settings::{ServiceName, Settings};
 use storage::Database;
 
@@ -13,14 +15,23 @@ pub use store::{AccountsStore, MIGRATIONS};
 
 pub const SERVICE: ServiceName = ServiceName::Accounts;
 
-/// Opens the accounts database, applies its migrations and binds its port.
+/// Opens the accounts database, applies its migrations (and the idempotency store's),
+/// binds its port, and starts purging expired idempotency keys.
 pub async fn build(settings: &Settings) -> Result<server::Application, server::StartError> {
     let db = Database::open(
         &settings.database_url(SERVICE),
         &settings.database,
-        &[&MIGRATIONS],
+        &[&MIGRATIONS, &idempotency::MIGRATIONS],
     )
     .await
     .map_err(|e| server::StartError::database(SERVICE, e))?;
-    server::Application::build(SERVICE, settings, db, axum::Router::new()).await
+    let idempotency = Idempotency::new(db.clone(), (&settings.idempotency).into());
+    let state = rest::AppState {
+        store: AccountsStore::new(db.clone()),
+        idempotency: idempotency.clone(),
+    };
+    let mut app = server::Application::build(SERVICE, settings, db, rest::router(state)).await?;
+    let every = settings.idempotency.purge_every;
+    app.spawn_background(move |stop| idempotency.run_purger(every, stop));
+    Ok(app)
 }

@@ -35,6 +35,19 @@ pub enum Command {
     /// Load the deterministic demo data into the catalog and accounts databases
     /// (does nothing to a database that already has data).
     Seed(SeedArgs),
+    /// Print each REST service's OpenAPI 3.1 document, or with --write refresh the
+    /// committed copies (`openapi/<service>.json`) that the tests compare with the code.
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct OpenapiArgs {
+    /// Write `<dir>/<service>.json` for every REST service instead of printing.
+    #[arg(long)]
+    pub write: bool,
+    /// Where --write puts the documents.
+    #[arg(long, value_name = "DIR", default_value = "openapi")]
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

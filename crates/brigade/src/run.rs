@@ -9,7 +9,7 @@ use settings::{ServiceName, Settings};
 use storage::Database;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, DataDirArg, SeedArgs};
+use crate::cli::{Cli, Command, DataDirArg, OpenapiArgs, SeedArgs};
 
 /// Demo data `brigade up` loads into a new data directory.
 const DEMO: SeedArgs = SeedArgs {
@@ -20,11 +20,16 @@ const DEMO: SeedArgs = SeedArgs {
 };
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Contracts need no configuration, database or logging.
+    if let Command::Openapi(args) = &cli.command {
+        return openapi(args);
+    }
     let mut figment = Settings::figment(cli.config.as_deref())?;
     let data_dir = match &cli.command {
         Command::Up(a) => &a.data,
         Command::Serve(a) => &a.data,
         Command::Seed(a) => &a.data,
+        Command::Openapi(_) => &DEMO.data,
     };
     if let Some(dir) = &data_dir.data_dir {
         figment = figment.merge(Serialized::default("data_dir", dir));
@@ -44,6 +49,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up(args) => up(&settings, !args.no_seed && settings.seed_demo_data).await,
         Command::Serve(args) => serve(&settings, args.service.into()).await,
+        Command::Openapi(args) => openapi(&args),
         Command::Seed(args) => {
             let seeded = seed(&settings, &args).await?;
             println!(
@@ -56,6 +62,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The OpenAPI document of every service with a REST face, pretty-printed as committed.
+fn openapi(args: &OpenapiArgs) -> anyhow::Result<()> {
+    let documents = [
+        ("catalog", catalog::rest::openapi()),
+        ("accounts", accounts::rest::openapi()),
+    ];
+    for (service, api) in documents {
+        let text = serde_json::to_string_pretty(&api)? + "\n";
+        if args.write {
+            std::fs::create_dir_all(&args.dir)
+                .with_context(|| format!("creating {}", args.dir.display()))?;
+            let path = args.dir.join(format!("{service}.json"));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        } else {
+            print!("{text}");
+        }
+    }
+    Ok(())
 }
 
 /// Builds one service: opens its database, migrates it, binds its port.

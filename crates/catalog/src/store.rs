@@ -212,6 +212,21 @@ pub async fn insert_review(
     }
 }
 
+pub async fn get_review(
+    conn: &mut AnyConnection,
+    product_id: ProductId,
+    id: ReviewId,
+) -> Result<Option<Review>, StoreError> {
+    let row: Option<ReviewRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {REVIEW_COLUMNS} FROM reviews WHERE product_id = $1 AND id = $2"
+    )))
+    .bind(product_id.0)
+    .bind(id.0)
+    .fetch_optional(conn)
+    .await?;
+    row.map(Review::try_from).transpose()
+}
+
 /// A keyset page of one product's reviews, in id order.
 pub async fn list_reviews(
     conn: &mut AnyConnection,
@@ -297,6 +312,14 @@ impl CatalogStore {
 
     pub async fn create_review(&self, new: &NewReview) -> Result<Review, StoreError> {
         with_conn!(self, |c| insert_review(&mut c, new).await)
+    }
+
+    pub async fn review(
+        &self,
+        product_id: ProductId,
+        id: ReviewId,
+    ) -> Result<Option<Review>, StoreError> {
+        with_conn!(self, |c| get_review(&mut c, product_id, id).await)
     }
 
     pub async fn reviews(

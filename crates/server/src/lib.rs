@@ -6,6 +6,7 @@
 
 pub mod extract;
 mod health;
+pub mod rest;
 mod stack;
 
 use std::future::Future;
@@ -52,6 +53,10 @@ pub struct Application {
     db: Database,
     /// How long in-flight requests may run on after shutdown begins.
     grace: Duration,
+    /// Cancelled when shutdown begins; background tasks watch it.
+    stop: tokio_util::sync::CancellationToken,
+    /// Work the service does besides serving (purging expired keys, relaying outboxes).
+    background: tokio::task::JoinSet<()>,
 }
 
 impl Application {
@@ -80,7 +85,19 @@ impl Application {
             router: stack::router(service, db.clone(), faces),
             db,
             grace: settings.shutdown_grace,
+            stop: tokio_util::sync::CancellationToken::new(),
+            background: tokio::task::JoinSet::new(),
         })
+    }
+
+    /// Runs `task` beside the server until shutdown begins (its token is cancelled then);
+    /// shutdown waits for it, within the grace period.
+    pub fn spawn_background<F, Fut>(&mut self, task: F)
+    where
+        F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.background.spawn(task(self.stop.clone()));
     }
 
     pub fn service(&self) -> ServiceName {
@@ -105,7 +122,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let stop = tokio_util::sync::CancellationToken::new();
+        let stop = self.stop.clone();
         let trigger = stop.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -127,6 +144,15 @@ impl Application {
                 Ok(())
             }
         };
+        let mut background = self.background;
+        if tokio::time::timeout(grace, async {
+            while background.join_next().await.is_some() {}
+        })
+        .await
+        .is_err()
+        {
+            background.abort_all();
+        }
         self.db.close().await;
         tracing::info!(service = %service, "stopped");
         result

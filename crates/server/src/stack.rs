@@ -3,6 +3,7 @@
 use std::any::Any;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -35,8 +36,11 @@ pub fn router(service: ServiceName, db: Database, faces: Router) -> Router {
                 // panic layer below makes out of a panic.
                 .layer(from_fn_with_state(name, telemetry::metrics::record))
                 // A panicking handler becomes a 500 problem instead of a dropped
-                // connection; innermost, so the layers above still run.
-                .layer(CatchPanicLayer::custom(panic_to_problem)),
+                // connection; below metrics and correlation, so they still see it.
+                .layer(CatchPanicLayer::custom(panic_to_problem))
+                // Bodies are capped before anyone buffers them; the extractors turn the
+                // refusal into a 413 problem.
+                .layer(DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES)),
         )
 }
 

@@ -33,6 +33,7 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     pub log: LogSettings,
     pub database: PoolSettings,
+    pub idempotency: IdempotencySettings,
     pub services: Services,
 }
 
@@ -44,6 +45,7 @@ impl Default for Settings {
             shutdown_grace: Duration::from_secs(10),
             log: LogSettings::default(),
             database: PoolSettings::default(),
+            idempotency: IdempotencySettings::default(),
             services: Services::default(),
         }
     }
@@ -85,6 +87,32 @@ impl Default for PoolSettings {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How long `Idempotency-Key`s are remembered (Stripe keeps them 24 hours).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencySettings {
+    /// A key older than this is forgotten: its retry runs as a new request.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// A request still "in flight" after this long is presumed lost with a crashed
+    /// process, and a retry may take its key over.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// How often expired keys are purged.
+    #[serde(with = "humantime_serde")]
+    pub purge_every: Duration,
+}
+
+impl Default for IdempotencySettings {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(24 * 60 * 60),
+            lock_timeout: Duration::from_secs(30),
+            purge_every: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -155,6 +183,15 @@ impl Settings {
                 "database.connect_timeout",
                 "must be greater than zero",
             ));
+        }
+        for (key, value) in [
+            ("idempotency.ttl", self.idempotency.ttl),
+            ("idempotency.lock_timeout", self.idempotency.lock_timeout),
+            ("idempotency.purge_every", self.idempotency.purge_every),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(key, "must be greater than zero"));
+            }
         }
         let mut seen: Vec<(ServiceName, &ServiceSettings)> = Vec::new();
         for name in ServiceName::ALL {

@@ -2,4 +2,8 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod contract;
+mod helpers;
+mod idempotency;
+mod products;
 mod store;

@@ -1,0 +1,45 @@
+//! Accounts' REST face under `/v1`: users. It translates between JSON and the domain.
+
+mod users;
+
+use axum::Router;
+use idempotency::Idempotency;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::store::AccountsStore;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: AccountsStore,
+    pub idempotency: Idempotency,
+}
+
+const INTRO: &str = "Users.";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Brigade accounts", version = "1.0.0"),
+    components(schemas(problem::ProblemBody, problem::FieldError)),
+    tags((name = "users"))
+)]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::get))
+}
+
+/// The OpenAPI document of this face, as served at `/openapi.json` and committed as
+/// `openapi/accounts.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    server::rest::split(api_router(), INTRO).1
+}
+
+/// The REST routes plus `/openapi.json` and the `/docs` page.
+pub fn router(state: AppState) -> Router {
+    let (routes, api) = server::rest::split(api_router(), INTRO);
+    routes.with_state(state).merge(server::rest::docs(api))
+}

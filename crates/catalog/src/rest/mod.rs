@@ -1,0 +1,50 @@
+//! Catalog's REST face under `/v1`: products and their reviews. It translates between
+//! JSON and the domain; the rules live in `domain`, the data in `store`.
+
+mod products;
+mod reviews;
+
+use axum::Router;
+use idempotency::Idempotency;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::store::CatalogStore;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: CatalogStore,
+    pub idempotency: Idempotency,
+}
+
+const INTRO: &str = "Products and their reviews.";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Brigade catalog", version = "1.0.0"),
+    components(schemas(problem::ProblemBody, problem::FieldError)),
+    tags((name = "products"), (name = "reviews"))
+)]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(products::list, products::create))
+        .routes(routes!(products::get, products::update, products::delete))
+        .routes(routes!(reviews::list, reviews::create))
+        .routes(routes!(reviews::get))
+}
+
+/// The OpenAPI document of this face, as served at `/openapi.json` and committed as
+/// `openapi/catalog.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    server::rest::split(api_router(), INTRO).1
+}
+
+/// The REST routes plus `/openapi.json` and the `/docs` page.
+pub fn router(state: AppState) -> Router {
+    let (routes, api) = server::rest::split(api_router(), INTRO);
+    routes.with_state(state).merge(server::rest::docs(api))
+}

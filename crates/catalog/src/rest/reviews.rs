@@ -1,0 +1,176 @@
+//! `/v1/products/{id}/reviews`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use idempotency::IdempotentJson;
+use problem::{Problem, ProblemBody};
+use serde::{Deserialize, Serialize};
+use server::extract::{Path, Query};
+use server::rest::{Page, PageQuery, json_with_etag, rfc3339};
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::products::{ProductPath, not_found};
+use crate::domain::{NewReview, ProductId, Review, ReviewId};
+use crate::store;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReviewView {
+    pub id: i64,
+    pub product_id: i64,
+    /// A user of the accounts service.
+    pub user_id: i64,
+    #[schema(minimum = 1, maximum = 5)]
+    pub rating: u8,
+    pub comment: Option<String>,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+}
+
+impl From<Review> for ReviewView {
+    fn from(r: Review) -> Self {
+        ReviewView {
+            id: r.id.0,
+            product_id: r.product_id.0,
+            user_id: r.user_id.0,
+            rating: r.rating.stars(),
+            comment: r.comment.map(|c| c.as_str().to_owned()),
+            created_at: rfc3339(r.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateReview {
+    #[schema(minimum = 1, example = 1)]
+    pub user_id: i64,
+    #[schema(minimum = 1, maximum = 5, example = 5)]
+    pub rating: i64,
+    /// At most 2,000 characters; blank means no comment.
+    #[schema(max_length = 2000, example = "Fast and light.")]
+    pub comment: Option<String>,
+}
+
+/// List a product's reviews, oldest first.
+#[utoipa::path(
+    get, path = "/v1/products/{id}/reviews", tag = "reviews",
+    params(ProductPath, PageQuery),
+    responses(
+        (status = 200, description = "One page of reviews.", body = Page<ReviewView>, headers(("ETag" = String))),
+        (status = 304, description = "The page has not changed since the `If-None-Match` tag."),
+        (status = 404, description = "No such product.", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(path): Path<ProductPath>,
+    Query(query): Query<PageQuery>,
+) -> Result<Response, Problem> {
+    let page = query.parse()?;
+    let id = ProductId(path.id);
+    if state.store.product(id).await?.is_none() {
+        return Err(not_found(id));
+    }
+    let rows = state
+        .store
+        .reviews(id, page.after.map(ReviewId), page.limit + 1)
+        .await?;
+    let body = Page::from_rows(rows, page.limit, |r| r.id.0, ReviewView::from);
+    Ok(json_with_etag(&headers, None, &body))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ReviewPath {
+    /// The product's id.
+    pub id: i64,
+    /// The review's id.
+    pub review_id: i64,
+}
+
+/// Get one review.
+#[utoipa::path(
+    get, path = "/v1/products/{id}/reviews/{review_id}", tag = "reviews",
+    params(ReviewPath),
+    responses(
+        (status = 200, description = "The review.", body = ReviewView, headers(("ETag" = String))),
+        (status = 304, description = "The review has not changed since the `If-None-Match` tag."),
+        (status = 404, description = "No such product or review.", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(path): Path<ReviewPath>,
+) -> Result<Response, Problem> {
+    let review = state
+        .store
+        .review(ProductId(path.id), ReviewId(path.review_id))
+        .await?
+        .ok_or_else(|| {
+            Problem::not_found(format!(
+                "Review {} of product {} not found",
+                path.review_id, path.id
+            ))
+        })?;
+    Ok(json_with_etag(&headers, None, &ReviewView::from(review)))
+}
+
+/// Review a product.
+#[utoipa::path(
+    post, path = "/v1/products/{id}/reviews", tag = "reviews",
+    params(
+        ProductPath,
+        ("Idempotency-Key" = String, Header, description = "Makes the create safe to retry: 1–255 visible ASCII characters.", min_length = 1, max_length = 255, pattern = r"^[\x21-\x7E]{1,255}$"),
+    ),
+    request_body(content = CreateReview, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; `Location` names the new review.", body = ReviewView, headers(("Location" = String, description = "/v1/products/{id}/reviews/{review_id}"))),
+        (status = 404, description = "No such product.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still in flight.", body = ProblemBody, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or the Idempotency-Key was used for a different request.", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Path(path): Path<ProductPath>,
+    request: IdempotentJson<CreateReview>,
+) -> Result<Response, Problem> {
+    let body = &request.body;
+    let new = NewReview::parse(
+        ProductId(path.id),
+        body.user_id,
+        body.rating,
+        body.comment.as_deref(),
+    )
+    .map_err(Problem::validation)?;
+    let response = state
+        .idempotency
+        .execute(&request, |mut tx| async move {
+            let result = match store::insert_review(&mut tx, &new).await {
+                Ok(review) => created(review),
+                Err(storage::StoreError::NotFound(_)) => Err(not_found(new.product_id)),
+                Err(err) => Err(err.into()),
+            };
+            (tx, result)
+        })
+        .await;
+    Ok(response)
+}
+
+fn created(review: Review) -> Result<Response, Problem> {
+    let location = HeaderValue::from_str(&format!(
+        "/v1/products/{}/reviews/{}",
+        review.product_id.0, review.id.0
+    ))
+    .map_err(Problem::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        axum::Json(ReviewView::from(review)),
+    )
+        .into_response())
+}

@@ -1,0 +1,138 @@
+//! `spawn_app`: the real catalog service on a free port, with a database of its own.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use settings::Settings;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Where a test's catalog keeps its data, kept across restarts of the service.
+pub struct TestData {
+    pub settings: Settings,
+    _dir: tempfile::TempDir,
+    pg_name: Option<String>,
+}
+
+impl TestData {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            data_dir: PathBuf::from(dir.path()),
+            ..Settings::default()
+        };
+        settings.services.catalog.port = 0;
+        let mut pg_name = None;
+        if backend == Backend::Postgres {
+            let (url, name) =
+                storage::testing::postgres_database(&storage::testing::fresh_name()).await;
+            settings.services.catalog.database_url = Some(url);
+            pg_name = Some(name);
+        }
+        TestData {
+            settings,
+            _dir: dir,
+            pg_name,
+        }
+    }
+
+    pub async fn spawn(&self) -> TestApp {
+        let app = catalog::build(&self.settings).await.unwrap();
+        let base = format!("http://{}", app.local_addr());
+        let stop = Arc::new(Notify::new());
+        let signal = stop.clone();
+        let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            stop,
+            handle,
+        }
+    }
+}
+
+impl Drop for TestData {
+    fn drop(&mut self) {
+        if let Some(name) = self.pg_name.take() {
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(storage::testing::drop_postgres_database(&name));
+            })
+            .join()
+            .unwrap();
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Arc<Notify>,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// `POST` a JSON body with an idempotency key.
+    pub async fn post(&self, path: &str, key: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// Stops the service and waits until it has released its port and database.
+    pub async fn stop(self) {
+        self.stop.notify_one();
+        self.handle.await.unwrap().unwrap();
+    }
+}
+
+/// A fresh SQLite-backed catalog, for tests that need only one run of the service.
+pub async fn spawn_app() -> (TestApp, TestData) {
+    let data = TestData::new(Backend::Sqlite).await;
+    (data.spawn().await, data)
+}
+
+/// Every product id, walking the list with `limit`.
+pub async fn all_product_ids(app: &TestApp, limit: u32) -> Vec<i64> {
+    let mut ids = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("/v1/products?limit={limit}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: serde_json::Value = app.get(&url).await.json().await.unwrap();
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_i64().unwrap()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return ids,
+        }
+    }
+}
