@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, StatusCode, header};
 use problem::{FieldError, Kind, Problem};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 /// The largest request body any endpoint accepts (a product or a review is far smaller).
@@ -73,6 +74,17 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Resu
     if !is_json(headers) {
         return Err(Problem::new(Kind::UnsupportedMediaType)
             .with_detail("send the body as application/json"));
+    }
+    // Every body Brigade accepts is a JSON object; serde would otherwise read a struct
+    // from an array (`[null, null]`), which the contract does not allow.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        serde_json::from_slice::<serde::de::IgnoredAny>(body)
+            .map_err(|e| Problem::invalid_request(format!("the body is not valid JSON: {e}")))?;
+        return Err(Problem::validation(vec![FieldError::new(
+            "body",
+            "must be a JSON object",
+        )]));
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
@@ -140,5 +152,77 @@ where
             .map_err(|rejection: PathRejection| {
                 Problem::invalid_request(format!("invalid path: {}", rejection.body_text()))
             })
+    }
+}
+
+/// Deserializes a JSON integer the way JSON Schema defines one: any number with a zero
+/// fractional part, so `17786.0` is the integer 17786 (as the OpenAPI contract promises),
+/// while `1.5` or a number beyond `i64` is refused.
+pub fn integer<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    struct Visitor;
+
+    impl serde::de::Visitor<'_> for Visitor {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("integer out of range"))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // 2^63 is exactly representable; anything at or beyond it does not fit.
+            if v.fract() == 0.0
+                && (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&v)
+            {
+                Ok(v as i64)
+            } else {
+                Err(E::invalid_type(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    deserializer.deserialize_any(Visitor)
+}
+
+/// [`integer`] for optional fields; `null` means absent, as for the other optional fields.
+pub fn optional_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Integer(#[serde(deserialize_with = "integer")] i64);
+
+    Ok(Option::<Integer>::deserialize(deserializer)?.map(|Integer(n)| n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Body {
+        #[serde(deserialize_with = "integer")]
+        n: i64,
+    }
+
+    fn n(json: &str) -> Result<i64, serde_json::Error> {
+        serde_json::from_str::<Body>(json).map(|b| b.n)
+    }
+
+    #[test]
+    fn integers_are_json_schema_integers() {
+        assert_eq!(n(r#"{"n": 5}"#).unwrap(), 5);
+        assert_eq!(n(r#"{"n": 17786.0}"#).unwrap(), 17786);
+        assert_eq!(n(r#"{"n": -3.0}"#).unwrap(), -3);
+        assert!(n(r#"{"n": 1.5}"#).is_err());
+        assert!(n(r#"{"n": 1e300}"#).is_err());
+        assert!(n(r#"{"n": 9223372036854775808}"#).is_err());
+        assert!(n(r#"{"n": "5"}"#).is_err());
     }
 }

@@ -3,8 +3,6 @@
 
 use axum::Router;
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use problem::{FieldError, Problem};
 use serde::{Deserialize, Serialize};
@@ -22,7 +20,9 @@ pub struct PageQuery {
     /// How many items to return, 1–200 (default 50). Out of range is a 400 problem.
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page; omit for the first page. Opaque.
+    /// The `next_cursor` of the previous page; omit for the first page. Opaque: do not
+    /// build or parse one.
+    #[param(pattern = r"^[0-9a-z]{1,12}$")]
     pub cursor: Option<String>,
 }
 
@@ -49,7 +49,7 @@ impl PageQuery {
             }
         };
         let after = match self.cursor.as_deref() {
-            None | Some("") => None,
+            None => None,
             Some(raw) => match decode_cursor(raw) {
                 Some(id) => Some(id),
                 None => {
@@ -69,19 +69,35 @@ impl PageQuery {
     }
 }
 
-const CURSOR_PREFIX: &str = "v1:";
-
-/// An opaque cursor for "items after this id". Opaque so that the ordering key can
-/// change without breaking clients.
+/// An opaque cursor for "items after this id": the id in base 36. Opaque so that the
+/// ordering key can change without breaking clients; every string the documented pattern
+/// admits (`^[0-9a-z]{1,12}$`) decodes, so the contract and the server agree exactly.
 pub fn encode_cursor(after_id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{CURSOR_PREFIX}{after_id}"))
+    let mut n = after_id.max(0) as u64;
+    let mut digits = Vec::new();
+    loop {
+        digits.push(CURSOR_DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.reverse();
+    String::from_utf8(digits).unwrap_or_default()
 }
 
+const CURSOR_DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+
 fn decode_cursor(raw: &str) -> Option<i64> {
-    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let id: i64 = text.strip_prefix(CURSOR_PREFIX)?.parse().ok()?;
-    (id >= 0).then_some(id)
+    if raw.is_empty() || raw.len() > 12 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for b in raw.bytes() {
+        let digit = CURSOR_DIGITS.iter().position(|d| *d == b)? as i64;
+        n = n.checked_mul(36)?.checked_add(digit)?;
+    }
+    Some(n)
 }
 
 /// One page of a list: `{"items": [...], "next_cursor": "..." | null}`.
@@ -313,9 +329,20 @@ mod tests {
     fn cursors_round_trip_and_reject_forgeries() {
         let c = encode_cursor(42);
         assert_eq!(decode_cursor(&c), Some(42));
-        assert_eq!(decode_cursor("42"), None);
-        assert_eq!(decode_cursor(&URL_SAFE_NO_PAD.encode("v1:-5")), None);
+        assert_eq!(decode_cursor(&encode_cursor(0)), Some(0));
+        assert_eq!(
+            decode_cursor(&encode_cursor(i64::MAX / 2)),
+            Some(i64::MAX / 2)
+        );
+        // Every string of the documented pattern decodes.
+        assert_eq!(
+            decode_cursor("zzzzzzzzzzzz"),
+            Some(4_738_381_338_321_616_895)
+        );
+        assert_eq!(decode_cursor(""), None);
+        assert_eq!(decode_cursor("ABC"), None);
         assert_eq!(decode_cursor("!!!"), None);
+        assert_eq!(decode_cursor("0000000000000"), None);
     }
 
     #[test]
@@ -332,7 +359,7 @@ mod tests {
         }
         let both = PageQuery {
             limit: Some(0),
-            cursor: Some("zz".into()),
+            cursor: Some("ZZ".into()),
         }
         .parse()
         .unwrap_err();

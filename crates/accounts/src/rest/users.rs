@@ -40,16 +40,20 @@ impl From<User> for UserView {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
-    /// 1–100 characters, not blank.
+    /// 1–100 characters, not blank, no control characters; surrounding spaces are trimmed.
     #[schema(
         min_length = 1,
         max_length = 100,
-        pattern = r"\S",
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
         example = "Jane Doe"
     )]
     pub name: String,
-    /// A plausible address (`local@domain.tld`); unique across users.
-    #[schema(max_length = 254, example = "jane@example.com")]
+    /// A plausible address (`local@domain.tld`, an ASCII domain); unique across users.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\u0000-\u001F\u007F-\u009F]{1,64}@[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)+$",
+        example = "jane@example.com"
+    )]
     pub email: String,
 }
 

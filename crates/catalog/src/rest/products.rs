@@ -52,13 +52,19 @@ pub fn etag(product: &Product) -> String {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProduct {
-    /// 1–200 characters, not blank.
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S", example = "Laptop")]
+    /// 1–200 characters, not blank, no control characters; surrounding spaces are trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$",
+        example = "Laptop"
+    )]
     pub name: String,
     /// At most two decimal places, 0 to 100000000.
     #[schema(minimum = 0, maximum = 100000000, multiple_of = 0.01, example = 999.99)]
     pub price: f64,
     #[schema(minimum = 0, maximum = 2147483647, example = 50)]
+    #[serde(deserialize_with = "server::extract::integer")]
     pub stock: i64,
 }
 
@@ -66,11 +72,16 @@ pub struct CreateProduct {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProduct {
-    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     pub name: Option<String>,
     #[schema(minimum = 0, maximum = 100000000, multiple_of = 0.01)]
     pub price: Option<f64>,
     #[schema(minimum = 0, maximum = 2147483647)]
+    #[serde(default, deserialize_with = "server::extract::optional_integer")]
     pub stock: Option<i64>,
 }
 

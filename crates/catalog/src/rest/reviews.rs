@@ -45,8 +45,10 @@ impl From<Review> for ReviewView {
 #[serde(deny_unknown_fields)]
 pub struct CreateReview {
     #[schema(minimum = 1, example = 1)]
+    #[serde(deserialize_with = "server::extract::integer")]
     pub user_id: i64,
     #[schema(minimum = 1, maximum = 5, example = 5)]
+    #[serde(deserialize_with = "server::extract::integer")]
     pub rating: i64,
     /// At most 2,000 characters; blank means no comment.
     #[schema(max_length = 2000, example = "Fast and light.")]

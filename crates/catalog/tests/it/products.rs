@@ -205,6 +205,9 @@ async fn what_the_framework_refuses_is_problem_json_too() {
     let p: Value = wrong_shape.json().await.unwrap();
     assert_eq!(p["errors"][0]["field"], "price");
 
+    let not_an_object = send("[null, null]", "application/json").await.unwrap();
+    assert_eq!(not_an_object.status(), 422);
+
     let unknown_field = send(
         r#"{"name": "X", "price": 1, "stock": 1, "colour": "red"}"#,
         "application/json",
@@ -233,8 +236,10 @@ async fn what_the_framework_refuses_is_problem_json_too() {
     assert_eq!(bad_query.headers()["content-type"], PROBLEM);
     let out_of_range = app.get("/v1/products?limit=201").await;
     assert_eq!(out_of_range.status(), 400);
-    let bad_cursor = app.get("/v1/products?cursor=forged").await;
-    assert_eq!(bad_cursor.status(), 400);
+    for cursor in ["not-a-cursor", "", "ABC"] {
+        let bad_cursor = app.get(&format!("/v1/products?cursor={cursor}")).await;
+        assert_eq!(bad_cursor.status(), 400, "{cursor:?}");
+    }
     let bad_path = app.get("/v1/products/abc").await;
     assert_eq!(bad_path.status(), 400);
     assert_eq!(bad_path.headers()["content-type"], PROBLEM);

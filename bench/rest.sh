@@ -1,0 +1,235 @@
+#!/usr/bin/env bash
+# REST read benchmark (issue 3): Brigade's catalog, with its whole middleware stack, against
+# a bare axum handler (`bare-rest`) that serves the same bytes from memory. Both run side by
+# side in the same run; wrk drives them alternately (A B, then B A, ...) so that whatever
+# else the machine is doing hits both alike. Everything stays on 127.0.0.1.
+#
+#   bench/rest.sh
+#
+# Knobs (environment):
+#   BENCH_DURATION=10s     wrk duration of each measured run
+#   BENCH_WARMUP=2s        unmeasured wrk run per server and endpoint before round 1
+#   BENCH_ROUNDS=3         rounds; the table shows the median
+#   BENCH_CONNECTIONS=32   wrk connections (one wrk thread)
+#   BENCH_PIN=1            pin the servers to BENCH_SERVER_CPU and wrk to BENCH_CLIENT_CPU
+#   BENCH_SERVER_CPU=0     (taskset -c list); 0 = unpinned
+#   BENCH_CLIENT_CPU=1
+#   BENCH_LOG_FILTER=warn  Brigade's log filter. Users run the default `info,sqlx=warn`;
+#                          pass that to measure what they get.
+#
+# Output: a table of requests/s (median of the rounds), server CPU time per request
+# (utime+stime of the whole server process from /proc/<pid>/stat, all threads), the
+# server's CPU use during the run, and Brigade's ratio to the bare handler.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-10s}
+WARMUP=${BENCH_WARMUP:-2s}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNECTIONS=${BENCH_CONNECTIONS:-32}
+PIN=${BENCH_PIN:-1}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+LOG_FILTER=${BENCH_LOG_FILTER:-warn}
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "rest.sh: $*"; exit 1; }
+
+# --- tools -------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null 2>&1; then
+  say "wrk is missing; installing it with apt-get"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update
+  $SUDO apt-get install -y wrk
+fi
+command -v curl >/dev/null 2>&1 || die "curl is needed (to check the two servers' bodies)"
+
+if [ "$PIN" = 1 ]; then
+  command -v taskset >/dev/null 2>&1 || die "taskset is needed for pinning (or BENCH_PIN=0)"
+  PIN_SERVER=(taskset -c "$SERVER_CPU")
+  PIN_CLIENT=(taskset -c "$CLIENT_CPU")
+else
+  PIN_SERVER=()
+  PIN_CLIENT=()
+fi
+
+# --- build -------------------------------------------------------------------------------
+say "building release binaries (brigade, bare-rest)"
+cargo build --release -p brigade -p bench
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
+  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+BRIGADE="$TARGET_DIR/release/brigade"
+BARE="$TARGET_DIR/release/bare-rest"
+[ -x "$BRIGADE" ] && [ -x "$BARE" ] || die "release binaries not found under $TARGET_DIR"
+
+# --- servers -----------------------------------------------------------------------------
+WORK=$(mktemp -d -t brigade-bench.XXXXXX)
+BRIGADE_PID=""
+BARE_PID=""
+cleanup() {
+  for pid in $BARE_PID $BRIGADE_PID; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Explicit flags and variables only: a BRIGADE_CONFIG in the caller's environment must not
+# change what is measured. JSON logs, as when stderr is not a terminal.
+BRIGADE_ENV=(env -u BRIGADE_CONFIG BRIGADE_LOG__FILTER="$LOG_FILTER" BRIGADE_LOG__FORMAT=json)
+
+# Waits until FILE contains an http://127.0.0.1:PORT URL printed by process PID.
+wait_for_url() {
+  local file=$1 pid=$2 name=$3 url=""
+  for _ in $(seq 1 300); do
+    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$file" 2>/dev/null | head -n1 || true)
+    if [ -n "$url" ]; then printf '%s\n' "$url"; return 0; fi
+    kill -0 "$pid" 2>/dev/null || { cat "$WORK"/*.err >&2 || true; die "$name exited early"; }
+    sleep 0.1
+  done
+  die "$name did not start within 30 s"
+}
+
+say "seeding a fresh data directory in $WORK/data"
+"${BRIGADE_ENV[@]}" "$BRIGADE" seed --data-dir "$WORK/data" >"$WORK/seed.out" 2>"$WORK/seed.err" \
+  || { cat "$WORK/seed.err" >&2; die "brigade seed failed"; }
+
+# `env` and `taskset` both exec, so $! is the server's own pid.
+"${BRIGADE_ENV[@]}" "${PIN_SERVER[@]}" "$BRIGADE" serve catalog --data-dir "$WORK/data" --port 0 \
+  >"$WORK/brigade.out" 2>"$WORK/brigade.err" &
+BRIGADE_PID=$!
+BRIGADE_URL=$(wait_for_url "$WORK/brigade.out" "$BRIGADE_PID" brigade)
+
+"${PIN_SERVER[@]}" "$BARE" --from "$BRIGADE_URL" --port 0 >"$WORK/bare.out" 2>"$WORK/bare.err" &
+BARE_PID=$!
+BARE_URL=$(wait_for_url "$WORK/bare.out" "$BARE_PID" bare-rest)
+
+ENDPOINTS=("/v1/products/1" "/v1/products?limit=50")
+
+# The comparison is only fair if both serve the same bytes.
+for path in "${ENDPOINTS[@]}"; do
+  curl -sf -o "$WORK/a.body" -D "$WORK/a.head" "$BRIGADE_URL$path" || die "GET $path on brigade failed"
+  curl -sf -o "$WORK/b.body" -D "$WORK/b.head" "$BARE_URL$path" || die "GET $path on bare-rest failed"
+  cmp -s "$WORK/a.body" "$WORK/b.body" || die "bodies of $path differ between the servers"
+  ct_a=$(grep -i '^content-type:' "$WORK/a.head" | tr -d '\r')
+  ct_b=$(grep -i '^content-type:' "$WORK/b.head" | tr -d '\r')
+  [ "$ct_a" = "$ct_b" ] || die "content types of $path differ: '$ct_a' vs '$ct_b'"
+  say "GET $path: identical $(wc -c <"$WORK/a.body")-byte bodies, $ct_a"
+done
+
+# --- measuring ---------------------------------------------------------------------------
+TICKS=$(getconf CLK_TCK)
+
+# utime+stime of the whole process (all threads), in clock ticks. The command name may
+# hold spaces, so fields are counted after its closing parenthesis.
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat") || die "server $1 is gone"
+  stat=${stat##*) }
+  # After "pid (comm) ": state=1 ... utime=12 stime=13.
+  awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+# seconds of "10s", "2m", "500ms" (wrk's syntax)
+seconds_of() {
+  case $1 in
+    *ms) awk -v v="${1%ms}" 'BEGIN { print v / 1000 }' ;;
+    *s) printf '%s\n' "${1%s}" ;;
+    *m) awk -v v="${1%m}" 'BEGIN { print v * 60 }' ;;
+    *) printf '%s\n' "$1" ;;
+  esac
+}
+WALL=$(seconds_of "$DURATION")
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+
+# run SERVER PATH ROUND (ROUND 0 = warm-up, not recorded)
+run() {
+  local server=$1 path=$2 round=$3 url pid duration out before after
+  if [ "$server" = brigade ]; then url=$BRIGADE_URL pid=$BRIGADE_PID; else url=$BARE_URL pid=$BARE_PID; fi
+  duration=$DURATION
+  if [ "$round" = 0 ]; then duration=$WARMUP; fi
+  before=$(cpu_ticks "$pid")
+  out=$("${PIN_CLIENT[@]}" wrk -t1 -c"$CONNECTIONS" -d"$duration" --latency "$url$path") \
+    || die "wrk failed against $server $path"
+  after=$(cpu_ticks "$pid")
+  if grep -q -E 'Non-2xx|Socket errors' <<<"$out"; then
+    say "$out"
+    die "$server answered $path with errors"
+  fi
+  [ "$round" = 0 ] && return 0
+  local requests rps p50 p99
+  requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+  rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+  p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
+  p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$path" "$server" "$round" "$rps" "$requests" \
+    "$((after - before))" "$p50" "$p99" >>"$RESULTS"
+  say "  round $round  $(printf '%-22s %-8s' "$path" "$server") $(printf '%10.0f' "$rps") req/s  p50 $p50  p99 $p99"
+}
+
+say "warming up ($WARMUP per server and endpoint)"
+for path in "${ENDPOINTS[@]}"; do
+  run brigade "$path" 0
+  run bare "$path" 0
+done
+
+say "measuring: $ROUNDS rounds x ${#ENDPOINTS[@]} endpoints x 2 servers, wrk -t1 -c$CONNECTIONS -d$DURATION"
+for round in $(seq 1 "$ROUNDS"); do
+  for path in "${ENDPOINTS[@]}"; do
+    # Alternate which server goes first, so drift in the machine's load hits both.
+    if [ $((round % 2)) = 1 ]; then order=(brigade bare); else order=(bare brigade); fi
+    for server in "${order[@]}"; do run "$server" "$path" "$round"; done
+  done
+done
+
+# --- report ------------------------------------------------------------------------------
+if [ "$PIN" = 1 ]; then
+  pinning="servers on cpu $SERVER_CPU, wrk on cpu $CLIENT_CPU"
+else
+  pinning="unpinned"
+fi
+echo
+echo "REST reads: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, medians; $pinning; brigade log filter '$LOG_FILTER'"
+echo
+awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
+  function median(list,   a, n, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  {
+    key = $1 SUBSEP $2
+    if (!(key in rps)) { order[++n] = key }
+    rps[key] = rps[key] " " $4
+    us[key] = us[key] " " ($6 / ticks * 1e6 / $5)
+    util[key] = util[key] " " ($6 / ticks / wall * 100)
+    each[key] = each[key] (each[key] == "" ? "" : " / ") sprintf("%.0f", $4)
+    p99[key] = p99[key] (p99[key] == "" ? "" : " / ") $8
+  }
+  END {
+    fmt = "| %-22s | %-7s | %9s | %-26s | %11s | %10s | %-26s | %11s |\n"
+    printf fmt, "endpoint", "server", "req/s", "req/s per round", "CPU µs/req", "server CPU", "p99 latency per round", "brigade/bare"
+    printf "|%s|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------", "---------", "----------:", "----------------------------", "------------:", "-----------:", "----------------------------", "-------------:"
+    for (i = 1; i <= n; i++) {
+      split(order[i], k, SUBSEP)
+      path = k[1]; server = k[2]
+      m[path, server] = median(rps[order[i]])
+    }
+    for (i = 1; i <= n; i++) {
+      split(order[i], k, SUBSEP)
+      path = k[1]; server = k[2]
+      ratio = ""
+      if (server == "brigade" && m[path, "bare"] > 0) ratio = sprintf("%.2f×", m[path, "brigade"] / m[path, "bare"])
+      printf fmt, path, server, sprintf("%.0f", m[path, server]), each[order[i]], \
+        sprintf("%.1f", median(us[order[i]])), sprintf("%.0f%%", median(util[order[i]])), p99[order[i]], ratio
+    }
+  }' "$RESULTS"
+echo
+echo "CPU µs/req = server utime+stime (all threads) / requests; server CPU = that time / wall time (100% = one core)."

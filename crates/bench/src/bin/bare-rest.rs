@@ -1,0 +1,114 @@
+//! `bare-rest`: the baseline of `bench/rest.sh`. A plain axum server, no middleware, that
+//! serves from memory the exact bytes a running Brigade catalog returns for
+//! `GET /v1/products/1` and `GET /v1/products?limit=50` (fetched once at start-up), with
+//! the same `Content-Type` and `ETag`. Listens on loopback only.
+#![forbid(unsafe_code)]
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use clap::Parser;
+
+/// Serve Brigade's product bodies from memory, with no middleware.
+#[derive(Debug, Parser)]
+#[command(name = "bare-rest")]
+struct Args {
+    /// The running Brigade catalog to copy the bodies from, e.g. http://127.0.0.1:9081.
+    #[arg(long, value_name = "URL")]
+    from: String,
+    /// The loopback port to listen on (0 picks a free one; the chosen URL is printed).
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+}
+
+/// One response copied from Brigade: its body bytes and the headers that describe them.
+#[derive(Clone)]
+struct Canned {
+    content_type: HeaderValue,
+    etag: Option<HeaderValue>,
+    body: Bytes,
+}
+
+impl IntoResponse for Canned {
+    fn into_response(self) -> Response {
+        let mut response = (StatusCode::OK, self.body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, self.content_type);
+        if let Some(etag) = self.etag {
+            headers.insert(header::ETAG, etag);
+        }
+        response
+    }
+}
+
+async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<Canned> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    if response.status() != reqwest::StatusCode::OK {
+        bail!("GET {url} answered {}", response.status());
+    }
+    let headers = response.headers();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .with_context(|| format!("GET {url} has no Content-Type"))?;
+    let etag = headers.get(header::ETAG).cloned();
+    let body = response
+        .bytes()
+        .await
+        .with_context(|| format!("reading the body of GET {url}"))?;
+    Ok(Canned {
+        content_type,
+        etag,
+        body,
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let from = args.from.trim_end_matches('/');
+    let client = reqwest::Client::new();
+    let one = fetch(&client, &format!("{from}/v1/products/1")).await?;
+    let page = fetch(&client, &format!("{from}/v1/products?limit=50")).await?;
+
+    let app = Router::new()
+        .route(
+            "/v1/products/{id}",
+            get(move |Path(id): Path<i64>| {
+                let one = one.clone();
+                async move {
+                    if id == 1 {
+                        one.into_response()
+                    } else {
+                        StatusCode::NOT_FOUND.into_response()
+                    }
+                }
+            }),
+        )
+        .route(
+            "/v1/products",
+            get(move || {
+                let page = page.clone();
+                async move { page }
+            }),
+        );
+
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{}", args.port))?;
+    let addr = listener.local_addr()?;
+    println!("bare-rest serving http://{addr}");
+    axum::serve(listener, app).await?;
+    Ok(())
+}
