@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod domain;
+pub mod grpc;
 pub mod rest;
 pub mod seed;
 pub mod store;
@@ -27,11 +28,13 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     .await
     .map_err(|e| server::StartError::database(SERVICE, e))?;
     let idempotency = Idempotency::new(db.clone(), (&settings.idempotency).into());
-    let state = rest::AppState {
-        store: CatalogStore::new(db.clone()),
+    let store = CatalogStore::new(db.clone());
+    let faces = rest::router(rest::AppState {
+        store: store.clone(),
         idempotency: idempotency.clone(),
-    };
-    let mut app = server::Application::build(SERVICE, settings, db, rest::router(state)).await?;
+    })
+    .merge(server::grpc::face(grpc::routes(store, idempotency.clone())));
+    let mut app = server::Application::build(SERVICE, settings, db, faces).await?;
     let every = settings.idempotency.purge_every;
     app.spawn_background(move |stop| idempotency.run_purger(every, stop));
     Ok(app)

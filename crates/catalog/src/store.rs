@@ -109,6 +109,28 @@ pub async fn get_product(
     row.map(Product::try_from).transpose()
 }
 
+/// The products among `ids` (unknown ids are simply absent), in id order.
+pub async fn get_products(
+    conn: &mut AnyConnection,
+    ids: &[ProductId],
+) -> Result<Vec<Product>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // `= ANY($1)` is PostgreSQL-only; a placeholder list works on both backends.
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT {PRODUCT_COLUMNS} FROM products WHERE id IN ({}) ORDER BY id",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, ProductRow>(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(id.0);
+    }
+    let rows = query.fetch_all(conn).await?;
+    rows.into_iter().map(Product::try_from).collect()
+}
+
 /// Products with an id greater than `after`, in id order: a keyset page, so concurrent
 /// inserts (which always get larger ids) never shift a page or repeat an item.
 pub async fn list_products(
@@ -281,6 +303,10 @@ impl CatalogStore {
 
     pub async fn product(&self, id: ProductId) -> Result<Option<Product>, StoreError> {
         with_conn!(self, |c| get_product(&mut c, id).await)
+    }
+
+    pub async fn products_by_id(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError> {
+        with_conn!(self, |c| get_products(&mut c, ids).await)
     }
 
     pub async fn products(

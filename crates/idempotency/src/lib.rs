@@ -41,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 mod extract;
+mod grpc;
 mod key;
 mod record;
 

@@ -154,6 +154,11 @@ impl Idempotency {
         &self.settings
     }
 
+    /// The service database the keys (and the writes they protect) live in.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// The whole protocol for one idempotent write, for handlers: claim the request's key
     /// (or answer with the replay or the refusal), open a write transaction, let `work`
     /// write in it and produce the response, then store the response with the write and

@@ -56,3 +56,16 @@ impl From<Problem> for tonic::Status {
         problem.to_status(&correlation_id)
     }
 }
+
+impl Problem {
+    /// This problem as a trailers-only gRPC response, for middleware that answers a gRPC
+    /// call itself (deadline, load shedding, unknown service).
+    pub fn into_grpc_response(self) -> axum::response::Response {
+        let kind = self.kind;
+        let mut response = tonic::Status::from(self).into_http::<axum::body::Body>();
+        response
+            .extensions_mut()
+            .insert(telemetry::ErrorKindLabel(kind.slug()));
+        response
+    }
+}

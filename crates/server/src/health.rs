@@ -31,3 +31,30 @@ pub async fn metrics(State(service): State<&'static str>) -> impl IntoResponse {
         telemetry::metrics::render_for(service),
     )
 }
+
+/// Keeps the standard `grpc.health.v1.Health` service in step with `/readyz`: SERVING
+/// while the database answers and migrations are applied, NOT_SERVING otherwise and once
+/// shutdown begins (so balancers stop sending work before the port closes).
+pub async fn report_grpc_readiness(
+    db: Database,
+    reporter: tonic_health::server::HealthReporter,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    use tonic_health::ServingStatus;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        let status = match db.ping().await {
+            Ok(()) => ServingStatus::Serving,
+            Err(_) => ServingStatus::NotServing,
+        };
+        reporter.set_service_status("", status).await;
+    }
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+}

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod extract;
+pub mod grpc;
 mod health;
 pub mod rest;
 mod stack;
@@ -70,6 +71,17 @@ impl Application {
         faces: Router,
     ) -> Result<Application, StartError> {
         let addr = settings.services.get(service).addr();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let grpc_health = match grpc::reflection() {
+            Ok(reflection) => reflection.add_service(health_service),
+            Err(err) => {
+                return Err(StartError::Bind {
+                    service,
+                    addr,
+                    reason: format!("gRPC reflection could not load the descriptors: {err}"),
+                });
+            }
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| bind_error(service, addr, &e))?;
@@ -78,16 +90,18 @@ impl Application {
             .map_err(|e| bind_error(service, addr, &e))?;
         // Install the recorder before the first request so every series is kept.
         let _ = telemetry::metrics::handle();
-        Ok(Application {
+        let mut app = Application {
             service,
             listener,
             local_addr,
-            router: stack::router(service, db.clone(), faces),
-            db,
+            router: stack::router(service, db.clone(), faces, grpc_health),
+            db: db.clone(),
             grace: settings.shutdown_grace,
             stop: tokio_util::sync::CancellationToken::new(),
             background: tokio::task::JoinSet::new(),
-        })
+        };
+        app.spawn_background(move |stop| health::report_grpc_readiness(db, health, stop));
+        Ok(app)
     }
 
     /// Runs `task` beside the server until shutdown begins (its token is cancelled then);

@@ -15,13 +15,20 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::health;
 
-/// The service's wire faces plus health and metrics, behind the shared stack.
-pub fn router(service: ServiceName, db: Database, faces: Router) -> Router {
+/// The service's wire faces plus health (HTTP and gRPC), reflection and metrics, behind
+/// the shared stack.
+pub fn router(
+    service: ServiceName,
+    db: Database,
+    faces: Router,
+    grpc_health: crate::grpc::GrpcRoutes,
+) -> Router {
     let name: &'static str = service.as_str();
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz).with_state(db))
         .route("/metrics", get(health::metrics).with_state(name))
+        .merge(crate::grpc::face(grpc_health))
         .merge(faces)
         // The framework's own rejections speak problem+json too.
         .fallback(not_found)
@@ -44,8 +51,14 @@ pub fn router(service: ServiceName, db: Database, faces: Router) -> Router {
         )
 }
 
-async fn not_found() -> Problem {
-    Problem::not_found("no resource lives at this path")
+async fn not_found(headers: http::HeaderMap) -> Response {
+    if crate::grpc::is_grpc(&headers) {
+        // A gRPC client calling a service this port does not serve.
+        return crate::grpc::status_response(tonic::Status::unimplemented(
+            "no such gRPC service on this port",
+        ));
+    }
+    Problem::not_found("no resource lives at this path").into_response()
 }
 
 async fn method_not_allowed() -> Problem {

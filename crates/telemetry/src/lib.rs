@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod context;
+pub mod deadline;
 mod logging;
 pub mod metrics;
 mod middleware;

@@ -1,0 +1,324 @@
+//! Catalog's gRPC face: the seed's `ProductService` (plus `BatchGetProducts`) and
+//! `ReviewService`, translating between protobuf and the domain. Errors come from the one
+//! table through `Problem`'s conversion to `tonic::Status`.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use idempotency::Idempotency;
+use problem::{FieldError, Problem};
+use proto::v1::product_service_server::{ProductService, ProductServiceServer};
+use proto::v1::review_service_server::{ReviewService, ReviewServiceServer};
+use proto::v1::{
+    BatchGetProductsRequest, BatchGetProductsResponse, CreateProductRequest, CreateReviewRequest,
+    ListProductsRequest, ListReviewsRequest, ListReviewsResponse, ProductRequest, ProductResponse,
+    Review as ReviewMessage,
+};
+use server::grpc::GrpcRoutes;
+use server::rest::PageQuery;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{NewProduct, NewReview, Product, ProductId, Review, ReviewId};
+use crate::store::{self, CatalogStore};
+
+/// Largest message a caller may send; a create is a few hundred bytes.
+const MAX_MESSAGE: usize = 64 * 1024;
+/// Products fetched per database round trip while streaming.
+const STREAM_BATCH: u32 = 200;
+/// Most ids one batched lookup may ask for.
+const MAX_BATCH: usize = 200;
+
+#[derive(Clone)]
+pub struct CatalogGrpc {
+    store: CatalogStore,
+    idempotency: Idempotency,
+}
+
+/// The catalog's gRPC services, ready for `server::grpc::face`.
+pub fn routes(store: CatalogStore, idempotency: Idempotency) -> GrpcRoutes {
+    let api = CatalogGrpc { store, idempotency };
+    GrpcRoutes::new()
+        .add_service(ProductServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(ReviewServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE))
+}
+
+fn product_message(p: Product) -> Result<ProductResponse, Problem> {
+    Ok(ProductResponse {
+        id: int32(p.id.0, "id")?,
+        name: p.name.as_str().to_owned(),
+        price: p.price.to_decimal(),
+        // Stock is at most i32::MAX by the domain's rule.
+        stock: int32(p.stock.units(), "stock")?,
+    })
+}
+
+/// The proto carries int32 ids (the seed's choice); a larger id cannot be represented.
+fn int32(value: i64, what: &str) -> Result<i32, Problem> {
+    i32::try_from(value).map_err(|_| {
+        Problem::internal(std::io::Error::other(format!(
+            "{what} {value} exceeds int32"
+        )))
+    })
+}
+
+fn not_found(id: i64) -> Problem {
+    Problem::not_found(format!("Product {id} not found")).with_extension("product_id", id)
+}
+
+fn review_message(r: Review) -> Result<ReviewMessage, Problem> {
+    Ok(ReviewMessage {
+        id: r.id.0,
+        product_id: int32(r.product_id.0, "product_id")?,
+        user_id: r.user_id.0,
+        rating: i32::from(r.rating.stars()),
+        comment: r.comment.map(|c| c.as_str().to_owned()).unwrap_or_default(),
+    })
+}
+
+/// `page_size`/`page_token` validated like REST's `limit`/`cursor`.
+fn page(
+    page_size: i32,
+    page_token: &str,
+    field_prefix: &str,
+) -> Result<server::rest::PageRequest, Problem> {
+    let query = PageQuery {
+        limit: (page_size != 0).then_some(i64::from(page_size)),
+        cursor: (!page_token.is_empty()).then(|| page_token.to_owned()),
+    };
+    query.parse().map_err(|p| {
+        // Name the proto fields, not the REST ones.
+        let errors = p
+            .errors()
+            .iter()
+            .map(|e| {
+                let field = if e.field == "limit" {
+                    "page_size"
+                } else {
+                    "page_token"
+                };
+                FieldError::new(format!("{field_prefix}{field}"), e.reason.clone())
+            })
+            .collect();
+        Problem::invalid_request("invalid paging parameters").with_errors(errors)
+    })
+}
+
+type ProductStream = Pin<Box<dyn Stream<Item = Result<ProductResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ProductService for CatalogGrpc {
+    async fn get_product(
+        &self,
+        request: Request<ProductRequest>,
+    ) -> Result<Response<ProductResponse>, Status> {
+        let id = i64::from(request.into_inner().product_id);
+        let product = self
+            .store
+            .product(ProductId(id))
+            .await
+            .map_err(Problem::from)?
+            .ok_or_else(|| not_found(id))?;
+        Ok(Response::new(product_message(product)?))
+    }
+
+    type ListProductsStream = ProductStream;
+
+    /// Streams products in id order, fetching them from the database a batch at a time
+    /// (memory stays flat however many there are) and stopping at the caller's deadline.
+    async fn list_products(
+        &self,
+        request: Request<ListProductsRequest>,
+    ) -> Result<Response<ProductStream>, Status> {
+        let request = request.into_inner();
+        if request.page_size < 0 {
+            return Err(Problem::validation(vec![FieldError::new(
+                "page_size",
+                "must not be negative (0 streams every product)",
+            )])
+            .into());
+        }
+        // page_size 0 streams everything, so only the token is validated here.
+        let start = page(0, &request.page_token, "")?.after;
+        let limit = (request.page_size > 0).then_some(request.page_size as u64);
+        // The stream is polled after this handler returns, outside the deadline's scope:
+        // carry the deadline along.
+        let deadline = telemetry::deadline::current();
+        let state = Streaming {
+            store: self.store.clone(),
+            after: start.map(ProductId),
+            left: limit,
+            buffer: Vec::new().into_iter(),
+            done: false,
+            deadline,
+        };
+        let stream = futures::stream::unfold(state, Streaming::next);
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn create_product(
+        &self,
+        request: Request<CreateProductRequest>,
+    ) -> Result<Response<ProductResponse>, Status> {
+        let body = request.get_ref();
+        let new = NewProduct::parse(&body.name, body.price, i64::from(body.stock))
+            .map_err(Problem::validation)?;
+        let message = self
+            .idempotency
+            .execute_grpc(
+                "/ecommerce.v1.ProductService/CreateProduct",
+                &request,
+                |mut tx| async move {
+                    let result = match store::insert_product(&mut tx, &new).await {
+                        Ok(product) => product_message(product),
+                        Err(err) => Err(err.into()),
+                    };
+                    (tx, result)
+                },
+            )
+            .await?;
+        Ok(Response::new(message))
+    }
+
+    async fn batch_get_products(
+        &self,
+        request: Request<BatchGetProductsRequest>,
+    ) -> Result<Response<BatchGetProductsResponse>, Status> {
+        let ids = request.into_inner().product_ids;
+        if ids.len() > MAX_BATCH {
+            return Err(Problem::validation(vec![FieldError::new(
+                "product_ids",
+                format!("at most {MAX_BATCH} ids per call"),
+            )])
+            .into());
+        }
+        let wanted: Vec<ProductId> = ids.iter().map(|id| ProductId(i64::from(*id))).collect();
+        let found = self
+            .store
+            .products_by_id(&wanted)
+            .await
+            .map_err(Problem::from)?;
+        let mut products = Vec::with_capacity(ids.len());
+        let mut missing_ids = Vec::new();
+        for id in ids {
+            match found.iter().find(|p| p.id.0 == i64::from(id)) {
+                Some(p) => products.push(product_message(p.clone())?),
+                None => missing_ids.push(id),
+            }
+        }
+        Ok(Response::new(BatchGetProductsResponse {
+            products,
+            missing_ids,
+        }))
+    }
+}
+
+/// The state of one `ListProducts` stream.
+struct Streaming {
+    store: CatalogStore,
+    after: Option<ProductId>,
+    /// Products still to send; `None` for all.
+    left: Option<u64>,
+    buffer: std::vec::IntoIter<Product>,
+    done: bool,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Streaming {
+    async fn next(mut self) -> Option<(Result<ProductResponse, Status>, Self)> {
+        if self.done || self.left == Some(0) {
+            return None;
+        }
+        if self
+            .deadline
+            .is_some_and(|d| tokio::time::Instant::now() >= d)
+        {
+            self.done = true;
+            let status: Status = Problem::new(problem::Kind::Timeout)
+                .with_detail("the call's deadline passed while streaming")
+                .into();
+            return Some((Err(status), self));
+        }
+        let product = match self.buffer.next() {
+            Some(p) => p,
+            None => {
+                let batch = match self.store.products(self.after, STREAM_BATCH).await {
+                    Ok(batch) => batch,
+                    Err(err) => {
+                        self.done = true;
+                        return Some((Err(Problem::from(err).into()), self));
+                    }
+                };
+                let mut batch = batch.into_iter();
+                let first = batch.next()?;
+                self.buffer = batch;
+                first
+            }
+        };
+        self.after = Some(product.id);
+        self.left = self.left.map(|n| n - 1);
+        let item = product_message(product).map_err(Status::from);
+        Some((item, self))
+    }
+}
+
+#[tonic::async_trait]
+impl ReviewService for CatalogGrpc {
+    async fn list_reviews(
+        &self,
+        request: Request<ListReviewsRequest>,
+    ) -> Result<Response<ListReviewsResponse>, Status> {
+        let request = request.into_inner();
+        let page = page(request.page_size, &request.page_token, "")?;
+        let product = ProductId(i64::from(request.product_id));
+        if self
+            .store
+            .product(product)
+            .await
+            .map_err(Problem::from)?
+            .is_none()
+        {
+            return Err(not_found(product.0).into());
+        }
+        let rows = self
+            .store
+            .reviews(product, page.after.map(ReviewId), page.limit + 1)
+            .await
+            .map_err(Problem::from)?;
+        let listed = server::rest::Page::from_rows(rows, page.limit, |r| r.id.0, review_message);
+        Ok(Response::new(ListReviewsResponse {
+            reviews: listed.items.into_iter().collect::<Result<_, _>>()?,
+            next_page_token: listed.next_cursor.unwrap_or_default(),
+        }))
+    }
+
+    async fn create_review(
+        &self,
+        request: Request<CreateReviewRequest>,
+    ) -> Result<Response<ReviewMessage>, Status> {
+        let body = request.get_ref();
+        let comment = (!body.comment.is_empty()).then_some(body.comment.as_str());
+        let new = NewReview::parse(
+            ProductId(i64::from(body.product_id)),
+            body.user_id,
+            i64::from(body.rating),
+            comment,
+        )
+        .map_err(Problem::validation)?;
+        let message = self
+            .idempotency
+            .execute_grpc(
+                "/ecommerce.v1.ReviewService/CreateReview",
+                &request,
+                |mut tx| async move {
+                    let result = match store::insert_review(&mut tx, &new).await {
+                        Ok(review) => review_message(review),
+                        Err(storage::StoreError::NotFound(_)) => Err(not_found(new.product_id.0)),
+                        Err(err) => Err(err.into()),
+                    };
+                    (tx, result)
+                },
+            )
+            .await?;
+        Ok(Response::new(message))
+    }
+}

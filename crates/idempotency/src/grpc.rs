@@ -1,0 +1,116 @@
+//! The same keys, store and semantics for gRPC writes: the key travels as
+//! `idempotency-key` metadata, the fingerprint covers the method path and the encoded
+//! request, and the stored "body" is the encoded response message. A replayed problem
+//! comes back as the status the table gives its kind.
+
+use std::future::Future;
+
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use problem::{Kind, Problem, ProblemBody};
+use prost::Message;
+use sqlx::{Any, Transaction};
+use storage::StoreError;
+
+use crate::key::{ClientScope, Fingerprint, HEADER, IdempotencyKey};
+use crate::record::{Begin, Idempotency};
+
+/// Content type under which an encoded protobuf response is stored.
+const PROTOBUF: &str = "application/x-protobuf";
+
+/// The largest stored response read back (a stored message or problem is far smaller).
+const MAX_STORED: usize = 4 * 1024 * 1024;
+
+impl Idempotency {
+    /// Runs one gRPC write. With an `idempotency-key` in `request`'s metadata it follows
+    /// the REST protocol (claim, write, store the answer with the write, or replay /
+    /// refuse); without one the write simply runs in its own transaction, as the seed's
+    /// clients expect. `work` hands the transaction back with its result.
+    pub async fn execute_grpc<Req, Resp, F, Fut>(
+        &self,
+        method_path: &str,
+        request: &tonic::Request<Req>,
+        work: F,
+    ) -> Result<Resp, tonic::Status>
+    where
+        Req: Message,
+        Resp: Message + Default,
+        F: FnOnce(Transaction<'static, Any>) -> Fut,
+        Fut: Future<Output = (Transaction<'static, Any>, Result<Resp, Problem>)>,
+    {
+        let key = match request.metadata().get(HEADER) {
+            None => None,
+            Some(value) => {
+                let raw = value.to_str().map_err(|_| {
+                    Problem::invalid_request("the idempotency-key must be visible ASCII")
+                })?;
+                Some(IdempotencyKey::parse(raw)?)
+            }
+        };
+        let Some(key) = key else {
+            let tx = self
+                .database()
+                .begin_write()
+                .await
+                .map_err(StoreError::from)
+                .map_err(Problem::from)?;
+            let (tx, result) = work(tx).await;
+            let message = result?;
+            tx.commit()
+                .await
+                .map_err(StoreError::from)
+                .map_err(Problem::from)?;
+            return Ok(message);
+        };
+        let scope = request
+            .extensions()
+            .get::<ClientScope>()
+            .map_or(ClientScope::ANONYMOUS, |s| s.0.as_str())
+            .to_owned();
+        let fingerprint = Fingerprint::of(
+            &http::Method::POST,
+            method_path,
+            &request.get_ref().encode_to_vec(),
+        );
+        let claim = match self.begin(&scope, &key, &fingerprint).await? {
+            Begin::Replay(response) => return decode(response).await,
+            Begin::Claimed(claim) => claim,
+        };
+        let tx = match self.database().begin_write().await {
+            Ok(tx) => tx,
+            Err(err) => {
+                claim.release().await;
+                return Err(Problem::from(StoreError::from(err)).into());
+            }
+        };
+        let (tx, result) = work(tx).await;
+        let response = result.map(|message| {
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF))],
+                message.encode_to_vec(),
+            )
+                .into_response()
+        });
+        decode(claim.finish(tx, response).await).await
+    }
+}
+
+/// A stored (or just stored) answer back into a message or a status.
+async fn decode<Resp: Message + Default>(response: Response) -> Result<Resp, tonic::Status> {
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), MAX_STORED)
+        .await
+        .map_err(|e| Problem::internal(std::io::Error::other(e.to_string())))?;
+    if status.is_success() {
+        return Resp::decode(bytes).map_err(|e| Problem::internal(e).into());
+    }
+    // A problem+json document: rebuild the problem from its `type` and detail.
+    let body: ProblemBody = serde_json::from_slice(&bytes).map_err(Problem::internal)?;
+    let kind = Kind::from_type_uri(&body.type_uri).unwrap_or(Kind::Internal);
+    let mut problem = Problem::new(kind).with_errors(body.errors);
+    if let Some(detail) = body.detail {
+        problem = problem.with_detail(detail);
+    }
+    Err(problem.into())
+}
