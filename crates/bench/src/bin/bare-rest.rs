@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use axum::Router;
@@ -73,9 +74,23 @@ async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<Canned> {
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
+    // The same runtime as `brigade` (multi-threaded, one worker per CPU it may run on), so
+    // the comparison is of the request path only.
+    let result = tokio::runtime::Runtime::new()
+        .context("starting the async runtime")
+        .and_then(|runtime| runtime.block_on(serve(args)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("bare-rest: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     let from = args.from.trim_end_matches('/');
     let client = reqwest::Client::new();
     let one = fetch(&client, &format!("{from}/v1/products/1")).await?;

@@ -1,0 +1,458 @@
+//! The gRPC face over a real HTTP/2 connection on the service's one port.
+
+use std::time::Duration;
+
+use bytes::{Buf, BufMut};
+use proto::v1::product_service_client::ProductServiceClient;
+use proto::v1::{
+    BatchGetProductsRequest, CreateProductRequest, ListProductsRequest, ProductRequest,
+};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+use tonic_types::StatusExt;
+
+use crate::helpers::{Backend, TestApp, TestData};
+
+async fn channel(app: &TestApp) -> Channel {
+    Channel::from_shared(app.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn client(app: &TestApp) -> ProductServiceClient<Channel> {
+    ProductServiceClient::new(channel(app).await)
+}
+
+fn create(name: &str, price: f64, stock: i32) -> CreateProductRequest {
+    CreateProductRequest {
+        name: name.into(),
+        price,
+        stock,
+    }
+}
+
+#[tokio::test]
+async fn the_seeds_product_service_works_over_grpc() {
+    let data = TestData::new(Backend::Sqlite).await;
+    let app = data.spawn().await;
+    let mut c = client(&app).await;
+    let laptop = c
+        .create_product(create("Laptop", 999.99, 50))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (laptop.id, laptop.name.as_str(), laptop.price, laptop.stock),
+        (1, "Laptop", 999.99, 50)
+    );
+    c.create_product(create("Mouse", 29.99, 200)).await.unwrap();
+
+    let got = c
+        .get_product(ProductRequest { product_id: 1 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got, laptop);
+    // REST and gRPC are two faces of one catalog.
+    let rest: serde_json::Value = app.get("/v1/products/2").await.json().await.unwrap();
+    assert_eq!(rest["name"], "Mouse");
+
+    let batch = c
+        .batch_get_products(BatchGetProductsRequest {
+            product_ids: vec![2, 99, 1],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        batch.products.iter().map(|p| p.id).collect::<Vec<_>>(),
+        [2, 1]
+    );
+    assert_eq!(batch.missing_ids, [99]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn list_products_streams_every_product_in_order() {
+    let data = TestData::new(Backend::Sqlite).await;
+    let app = data.spawn().await;
+    let mut c = client(&app).await;
+    for i in 0..450 {
+        c.create_product(create(&format!("P{i}"), 1.0, i))
+            .await
+            .unwrap();
+    }
+    let mut stream = c
+        .list_products(ListProductsRequest {
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(p) = stream.message().await.unwrap() {
+        ids.push(p.id);
+    }
+    assert_eq!(
+        ids,
+        (1..=450).collect::<Vec<_>>(),
+        "all of them, across stream batches"
+    );
+
+    let mut some = c
+        .list_products(ListProductsRequest {
+            page_size: 7,
+            page_token: "a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(p) = some.message().await.unwrap() {
+        ids.push(p.id);
+    }
+    assert_eq!(
+        ids,
+        (11..=17).collect::<Vec<_>>(),
+        "page_token 'a' is base 36 for 10"
+    );
+
+    let bad = c
+        .list_products(ListProductsRequest {
+            page_size: -1,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let bad = c
+        .list_products(ListProductsRequest {
+            page_size: 0,
+            page_token: "NOT A TOKEN".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn errors_come_from_the_table_with_rich_details() {
+    let data = TestData::new(Backend::Sqlite).await;
+    let app = data.spawn().await;
+    let mut c = client(&app).await;
+
+    let mut request = Request::new(ProductRequest { product_id: 404 });
+    request
+        .metadata_mut()
+        .insert("x-correlation-id", "grpc-corr-1".parse().unwrap());
+    let missing = c.get_product(request).await.unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(missing.message(), "Product 404 not found");
+    let info = missing
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(info.reason, "NOT_FOUND");
+    assert_eq!(
+        info.metadata["type"],
+        "https://brigade.dev/problems/not-found"
+    );
+    assert_eq!(info.metadata["correlation_id"], "grpc-corr-1");
+
+    let invalid = c.create_product(create("", -1.0, 5)).await.unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    let bad_request = invalid
+        .get_error_details()
+        .bad_request()
+        .cloned()
+        .expect("BadRequest");
+    let fields: Vec<&str> = bad_request
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["name", "price"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn correlation_ids_are_returned_as_metadata() {
+    let data = TestData::new(Backend::Sqlite).await;
+    let app = data.spawn().await;
+    let mut c = client(&app).await;
+    c.create_product(create("Laptop", 999.99, 50))
+        .await
+        .unwrap();
+    let mut request = Request::new(ProductRequest { product_id: 1 });
+    request
+        .metadata_mut()
+        .insert("x-correlation-id", "grpc-corr-2".parse().unwrap());
+    let response = c.get_product(request).await.unwrap();
+    assert_eq!(
+        response.metadata().get("x-correlation-id").unwrap(),
+        "grpc-corr-2"
+    );
+    let generated = c
+        .get_product(ProductRequest { product_id: 1 })
+        .await
+        .unwrap();
+    assert!(generated.metadata().get("x-correlation-id").is_some());
+    app.stop().await;
+}
+
+fn keyed(key: &str, body: CreateProductRequest) -> Request<CreateProductRequest> {
+    let mut request = Request::new(body);
+    request
+        .metadata_mut()
+        .insert("idempotency-key", key.parse().unwrap());
+    request
+}
+
+async fn create_is_idempotent_with_a_key(backend: Backend) {
+    let data = TestData::new(backend).await;
+    let app = data.spawn().await;
+    let mut c = client(&app).await;
+    let first = c
+        .create_product(keyed("grpc-key", create("Desk", 150.0, 3)))
+        .await
+        .unwrap()
+        .into_inner();
+    let again = c
+        .create_product(keyed("grpc-key", create("Desk", 150.0, 3)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first, again, "the retry replays the first answer");
+    let reused = c
+        .create_product(keyed("grpc-key", create("Desk", 99.0, 3)))
+        .await
+        .unwrap_err();
+    assert_eq!(reused.code(), Code::InvalidArgument);
+    let info = reused
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(
+        info.metadata["type"],
+        "https://brigade.dev/problems/idempotency-key-reused"
+    );
+    let malformed = c
+        .create_product(keyed("", create("Desk", 150.0, 3)))
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), Code::InvalidArgument);
+    // One product exists, and after a restart the key still replays.
+    let batch = c
+        .batch_get_products(BatchGetProductsRequest {
+            product_ids: vec![1, 2],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(batch.missing_ids, [2]);
+    app.stop().await;
+    let app = data.spawn().await;
+    let mut c = client(&app).await;
+    let after_restart = c
+        .create_product(keyed("grpc-key", create("Desk", 150.0, 3)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after_restart, first);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn create_is_idempotent_with_a_key_sqlite() {
+    create_is_idempotent_with_a_key(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn create_is_idempotent_with_a_key_postgres() {
+    create_is_idempotent_with_a_key(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn health_follows_readiness_and_reflection_lists_the_services() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let data = TestData::new(Backend::Sqlite).await;
+    let app = data.spawn().await;
+    let mut health = HealthClient::new(channel(&app).await);
+    // The reporter polls readiness; poll it until it says SERVING, within a deadline.
+    let serving = async {
+        loop {
+            let r = health
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .map(|r| r.into_inner().status);
+            if r.ok() == Some(ServingStatus::Serving as i32) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("SERVING within 10 s");
+
+    let mut reflection = ServerReflectionClient::new(channel(&app).await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = reflection
+        .server_reflection_info(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+        panic!("unexpected reflection answer");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for expected in [
+        "ecommerce.v1.ProductService",
+        "ecommerce.v1.ReviewService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} in {names:?}"
+        );
+    }
+    app.stop().await;
+}
+
+/// Sends raw bytes as a gRPC message, to speak to the server as a broken client would.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn encode(&mut self, item: Vec<u8>, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Vec<u8>>, Status> {
+        let bytes = buf.copy_to_bytes(buf.remaining());
+        Ok(Some(bytes.to_vec()))
+    }
+}
+
+async fn raw_call(app: &TestApp, path: &'static str, body: Vec<u8>) -> Status {
+    let mut grpc = tonic::client::Grpc::new(channel(app).await);
+    grpc.ready().await.unwrap();
+    let path = axum::http::uri::PathAndQuery::from_static(path);
+    grpc.unary(Request::new(body), path, RawCodec)
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn broken_calls_get_proper_codes_and_never_break_the_server() {
+    let data = TestData::new(Backend::Sqlite).await;
+    let app = data.spawn().await;
+    // Field 1 declared as a length-delimited string of 100 bytes, with 2 present.
+    let malformed = raw_call(
+        &app,
+        "/ecommerce.v1.ProductService/GetProduct",
+        vec![0x0a, 100, 1, 2],
+    )
+    .await;
+    assert_eq!(malformed.code(), Code::InvalidArgument, "{malformed:?}");
+
+    let oversized = raw_call(
+        &app,
+        "/ecommerce.v1.ProductService/CreateProduct",
+        vec![0x0a; 100_000],
+    )
+    .await;
+    assert!(
+        matches!(oversized.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{oversized:?}"
+    );
+
+    let unknown_method = raw_call(
+        &app,
+        "/ecommerce.v1.ProductService/StealProduct",
+        Vec::new(),
+    )
+    .await;
+    assert_eq!(unknown_method.code(), Code::Unimplemented);
+    let unknown_service = raw_call(&app, "/ecommerce.v1.NoSuchService/Anything", Vec::new()).await;
+    assert_eq!(unknown_service.code(), Code::Unimplemented);
+
+    // Still serving.
+    let mut c = client(&app).await;
+    let missing = c
+        .get_product(ProductRequest { product_id: 1 })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_deadline_ends_a_stream_with_deadline_exceeded() {
+    let data = TestData::new(Backend::Sqlite).await;
+    let app = data.spawn().await;
+    let mut c = client(&app).await;
+    c.create_product(create("Laptop", 999.99, 50))
+        .await
+        .unwrap();
+    let mut request = Request::new(ListProductsRequest {
+        page_size: 0,
+        page_token: String::new(),
+    });
+    request.set_timeout(Duration::from_nanos(1));
+    let outcome = match c.list_products(request).await {
+        Err(status) => status,
+        Ok(stream) => {
+            let mut stream = stream.into_inner();
+            loop {
+                match stream.message().await {
+                    Err(status) => break status,
+                    Ok(Some(_)) => continue,
+                    Ok(None) => panic!("the stream ended normally despite an expired deadline"),
+                }
+            }
+        }
+    };
+    assert_eq!(outcome.code(), Code::DeadlineExceeded, "{outcome:?}");
+    app.stop().await;
+}
