@@ -234,6 +234,125 @@ impl NewReview {
     }
 }
 
+/// The order a reservation is for: 1–64 characters of `[A-Za-z0-9_-]` (the seed's
+/// `ORD-12345` is one).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderId(String);
+
+impl OrderId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let ok = (1..=64).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err("must be 1–64 characters of letters, digits, '-' and '_'".into())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Units of one product in a reservation: 1 to 10,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Quantity(i64);
+
+impl Quantity {
+    pub const MAX: i64 = 10_000;
+
+    pub fn parse(units: i64) -> Result<Self, String> {
+        if (1..=Self::MAX).contains(&units) {
+            Ok(Self(units))
+        } else {
+            Err(format!("must be between 1 and {}", Self::MAX))
+        }
+    }
+
+    pub fn units(self) -> i64 {
+        self.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReservationLine {
+    pub product_id: ProductId,
+    pub quantity: Quantity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReservationState {
+    Reserved,
+    Released,
+}
+
+/// Stock held for an order. `lines` are sorted by product id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub order_id: OrderId,
+    pub state: ReservationState,
+    pub lines: Vec<ReservationLine>,
+}
+
+/// A validated request to reserve: 1–100 lines, one per product, sorted by product id
+/// (so the same request always has the same canonical form, and concurrent reservations
+/// lock products in one order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewReservation {
+    pub order_id: OrderId,
+    pub lines: Vec<ReservationLine>,
+}
+
+impl NewReservation {
+    pub const MAX_LINES: usize = 100;
+
+    pub fn parse(order_id: &str, lines: &[(i64, i64)]) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let order_id = OrderId::parse(order_id)
+            .map_err(|r| errors.push(FieldError::new("order_id", r)))
+            .ok();
+        if lines.is_empty() || lines.len() > Self::MAX_LINES {
+            errors.push(FieldError::new(
+                "lines",
+                format!("must hold 1–{} lines", Self::MAX_LINES),
+            ));
+        }
+        let mut parsed = Vec::with_capacity(lines.len());
+        for (i, (product_id, quantity)) in lines.iter().enumerate() {
+            if *product_id <= 0 {
+                errors.push(FieldError::new(
+                    format!("lines[{i}].product_id"),
+                    "must be a positive id",
+                ));
+            }
+            match Quantity::parse(*quantity) {
+                Ok(quantity) => parsed.push(ReservationLine {
+                    product_id: ProductId(*product_id),
+                    quantity,
+                }),
+                Err(r) => errors.push(FieldError::new(format!("lines[{i}].quantity"), r)),
+            }
+        }
+        parsed.sort();
+        if parsed
+            .windows(2)
+            .any(|w| w[0].product_id == w[1].product_id)
+        {
+            errors.push(FieldError::new("lines", "must name each product once"));
+        }
+        match order_id {
+            Some(order_id) if errors.is_empty() => Ok(Self {
+                order_id,
+                lines: parsed,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +390,19 @@ mod tests {
         assert_eq!(errs.len(), 3);
         let review = NewReview::parse(ProductId(1), 3, 5, Some("   ")).unwrap();
         assert_eq!(review.comment, None);
+    }
+
+    #[test]
+    fn reservations_are_canonical_and_checked() {
+        let r = NewReservation::parse("ORD-12345", &[(2, 1), (1, 3)]).unwrap();
+        let ids: Vec<i64> = r.lines.iter().map(|l| l.product_id.0).collect();
+        assert_eq!(ids, [1, 2]);
+        assert!(NewReservation::parse("ORD 1", &[(1, 1)]).is_err());
+        assert!(NewReservation::parse("ORD-1", &[]).is_err());
+        assert!(NewReservation::parse("ORD-1", &[(1, 1), (1, 2)]).is_err());
+        let errors = NewReservation::parse("", &[(0, 0)]).unwrap_err();
+        assert_eq!(errors.len(), 3);
+        assert!(NewReservation::parse("ORD-1", &[(1, 10_001)]).is_err());
     }
 
     #[test]

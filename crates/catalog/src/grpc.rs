@@ -7,18 +7,24 @@ use std::pin::Pin;
 use futures::Stream;
 use idempotency::Idempotency;
 use problem::{FieldError, Problem};
+use proto::v1::inventory_service_server::{InventoryService, InventoryServiceServer};
 use proto::v1::product_service_server::{ProductService, ProductServiceServer};
 use proto::v1::review_service_server::{ReviewService, ReviewServiceServer};
 use proto::v1::{
     BatchGetProductsRequest, BatchGetProductsResponse, CreateProductRequest, CreateReviewRequest,
     ListProductsRequest, ListReviewsRequest, ListReviewsResponse, ProductRequest, ProductResponse,
-    Review as ReviewMessage,
+    ReleaseStockRequest, Reservation as ReservationMessage, ReservationLine as LineMessage,
+    ReserveStockRequest, Review as ReviewMessage,
 };
 use server::grpc::GrpcRoutes;
 use server::rest::PageQuery;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{NewProduct, NewReview, Product, ProductId, Review, ReviewId};
+use crate::domain::{
+    NewProduct, NewReservation, NewReview, OrderId, Product, ProductId, Reservation,
+    ReservationState, Review, ReviewId,
+};
+use crate::store::reservations::{self, ReserveError};
 use crate::store::{self, CatalogStore};
 
 /// Largest message a caller may send; a create is a few hundred bytes.
@@ -39,7 +45,8 @@ pub fn routes(store: CatalogStore, idempotency: Idempotency) -> GrpcRoutes {
     let api = CatalogGrpc { store, idempotency };
     GrpcRoutes::new()
         .add_service(ProductServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
-        .add_service(ReviewServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(ReviewServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(InventoryServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE))
 }
 
 fn product_message(p: Product) -> Result<ProductResponse, Problem> {
@@ -320,5 +327,84 @@ impl ReviewService for CatalogGrpc {
             )
             .await?;
         Ok(Response::new(message))
+    }
+}
+
+impl From<ReserveError> for Problem {
+    fn from(err: ReserveError) -> Self {
+        match err {
+            ReserveError::UnknownProduct(id) => not_found(id),
+            ReserveError::InsufficientStock {
+                product_id,
+                requested,
+                available,
+            } => Problem::new(problem::Kind::InsufficientStock)
+                .with_detail(format!(
+                    "Requested {requested} units of product {product_id}; only {available} available."
+                ))
+                .with_extension("product_id", product_id)
+                .with_extension("requested", requested)
+                .with_extension("available_stock", available),
+            ReserveError::DifferentLines(order) => {
+                Problem::new(problem::Kind::BusinessRuleViolated).with_detail(format!(
+                    "order {order} was already reserved with different lines"
+                ))
+            }
+            ReserveError::Store(err) => err.into(),
+        }
+    }
+}
+
+fn reservation_message(r: Reservation) -> Result<ReservationMessage, Problem> {
+    use proto::v1::reservation::State;
+    let state = match r.state {
+        ReservationState::Reserved => State::Reserved,
+        ReservationState::Released => State::Released,
+    };
+    Ok(ReservationMessage {
+        order_id: r.order_id.as_str().to_owned(),
+        state: state as i32,
+        lines: r
+            .lines
+            .into_iter()
+            .map(|l| {
+                Ok(LineMessage {
+                    product_id: int32(l.product_id.0, "product_id")?,
+                    quantity: int32(l.quantity.units(), "quantity")?,
+                })
+            })
+            .collect::<Result<_, Problem>>()?,
+    })
+}
+
+#[tonic::async_trait]
+impl InventoryService for CatalogGrpc {
+    async fn reserve_stock(
+        &self,
+        request: Request<ReserveStockRequest>,
+    ) -> Result<Response<ReservationMessage>, Status> {
+        let request = request.into_inner();
+        let lines: Vec<(i64, i64)> = request
+            .lines
+            .iter()
+            .map(|l| (i64::from(l.product_id), i64::from(l.quantity)))
+            .collect();
+        let new = NewReservation::parse(&request.order_id, &lines).map_err(Problem::validation)?;
+        let reservation = reservations::reserve(self.store.database(), &new)
+            .await
+            .map_err(Problem::from)?;
+        Ok(Response::new(reservation_message(reservation)?))
+    }
+
+    async fn release_stock(
+        &self,
+        request: Request<ReleaseStockRequest>,
+    ) -> Result<Response<ReservationMessage>, Status> {
+        let order = OrderId::parse(&request.into_inner().order_id)
+            .map_err(|r| Problem::validation(vec![FieldError::new("order_id", r)]))?;
+        let reservation = reservations::release(self.store.database(), &order)
+            .await
+            .map_err(Problem::from)?;
+        Ok(Response::new(reservation_message(reservation)?))
     }
 }

@@ -43,6 +43,8 @@ pub enum Kind {
     Conflict,
     /// The request is valid but a business rule refuses it.
     BusinessRuleViolated,
+    /// Not enough units in stock (the seed's example: `available_stock` says how many).
+    InsufficientStock,
     /// A conditional request's precondition (`If-Match`) does not hold.
     PreconditionFailed,
     /// A request with this `Idempotency-Key` is still being processed.
@@ -87,7 +89,7 @@ const fn row(
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 17] = [
+    pub const ALL: [Kind; 18] = [
         Kind::InvalidRequest,
         Kind::ValidationFailed,
         Kind::UnsupportedMediaType,
@@ -98,6 +100,7 @@ impl Kind {
         Kind::MethodNotAllowed,
         Kind::Conflict,
         Kind::BusinessRuleViolated,
+        Kind::InsufficientStock,
         Kind::PreconditionFailed,
         Kind::IdempotencyKeyInUse,
         Kind::IdempotencyKeyReused,
@@ -177,6 +180,13 @@ impl Kind {
                 "business-rule-violated",
                 "Business rule violated",
                 StatusCode::UNPROCESSABLE_ENTITY,
+                Code::FailedPrecondition,
+                Never,
+            ),
+            Kind::InsufficientStock => row(
+                "insufficient-stock",
+                "Insufficient stock",
+                StatusCode::CONFLICT,
                 Code::FailedPrecondition,
                 Never,
             ),

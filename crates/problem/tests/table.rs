@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 /// (kind, slug, HTTP status, gRPC code, retry advice) — the whole table, spelled out.
-const TABLE: [(Kind, &str, u16, Code, Retry); 17] = [
+const TABLE: [(Kind, &str, u16, Code, Retry); 18] = [
     (
         Kind::InvalidRequest,
         "invalid-request",
@@ -74,6 +74,13 @@ const TABLE: [(Kind, &str, u16, Code, Retry); 17] = [
         Kind::BusinessRuleViolated,
         "business-rule-violated",
         422,
+        Code::FailedPrecondition,
+        Retry::Never,
+    ),
+    (
+        Kind::InsufficientStock,
+        "insufficient-stock",
+        409,
         Code::FailedPrecondition,
         Retry::Never,
     ),

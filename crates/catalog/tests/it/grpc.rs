@@ -456,3 +456,85 @@ async fn an_expired_deadline_ends_a_stream_with_deadline_exceeded() {
     assert_eq!(outcome.code(), Code::DeadlineExceeded, "{outcome:?}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn inventory_reserves_and_releases_over_grpc() {
+    use proto::v1::inventory_service_client::InventoryServiceClient;
+    use proto::v1::reservation::State;
+    use proto::v1::{ReleaseStockRequest, ReservationLine, ReserveStockRequest};
+
+    let data = TestData::new(Backend::Sqlite).await;
+    let app = data.spawn().await;
+    let mut products = client(&app).await;
+    products
+        .create_product(create("Laptop", 999.99, 50))
+        .await
+        .unwrap();
+    let mut inventory = InventoryServiceClient::new(channel(&app).await);
+    let reserve = |quantity| ReserveStockRequest {
+        order_id: "ORD-12345".into(),
+        lines: vec![ReservationLine {
+            product_id: 1,
+            quantity,
+        }],
+    };
+    let held = inventory
+        .reserve_stock(reserve(2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(held.state, State::Reserved as i32);
+    inventory.reserve_stock(reserve(2)).await.unwrap();
+    let stock = products
+        .get_product(ProductRequest { product_id: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .stock;
+    assert_eq!(stock, 48, "idempotent per order id");
+
+    let too_many = inventory
+        .reserve_stock(ReserveStockRequest {
+            order_id: "ORD-2".into(),
+            lines: vec![ReservationLine {
+                product_id: 1,
+                quantity: 49,
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(too_many.code(), Code::FailedPrecondition);
+    let info = too_many
+        .get_error_details()
+        .error_info()
+        .cloned()
+        .expect("ErrorInfo");
+    assert_eq!(
+        info.metadata["type"],
+        "https://brigade.dev/problems/insufficient-stock"
+    );
+
+    let released = inventory
+        .release_stock(ReleaseStockRequest {
+            order_id: "ORD-12345".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(released.state, State::Released as i32);
+    let stock = products
+        .get_product(ProductRequest { product_id: 1 })
+        .await
+        .unwrap()
+        .into_inner()
+        .stock;
+    assert_eq!(stock, 50);
+    let invalid = inventory
+        .release_stock(ReleaseStockRequest {
+            order_id: "not valid!".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    app.stop().await;
+}

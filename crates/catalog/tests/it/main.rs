@@ -7,4 +7,5 @@ mod grpc;
 mod helpers;
 mod idempotency;
 mod products;
+mod reservations;
 mod store;

@@ -4,6 +4,8 @@
 //! inside its own transaction (the idempotency record and the outbox share the write's
 //! transaction); [`CatalogStore`] is the pool-backed convenience for everything else.
 
+pub mod reservations;
+
 use money::Money;
 use sqlx::{AnyConnection, FromRow};
 use storage::{Database, Migrations, StoreError, now_millis};
