@@ -174,6 +174,15 @@ async fn seed_into(
     Ok((products, users))
 }
 
+/// The wire faces of each service, for the table (every one also serves `/healthz`,
+/// `/readyz`, `/metrics` and gRPC health and reflection).
+fn serves(service: ServiceName) -> &'static str {
+    match service {
+        ServiceName::Catalog | ServiceName::Accounts => "REST, gRPC, gRPC-Web",
+        ServiceName::Gateway | ServiceName::Orders | ServiceName::Billing => "health, metrics",
+    }
+}
+
 /// What serves where, on stdout (logs go to stderr).
 fn print_table(settings: &Settings, apps: &[Application]) {
     let mut out = String::new();
@@ -182,15 +191,15 @@ fn print_table(settings: &Settings, apps: &[Application]) {
         settings.data_dir.display()
     ));
     out.push_str(&format!(
-        "  {:<10} {:<24} {:<18} {}\n",
+        "  {:<10} {:<24} {:<22} {}\n",
         "SERVICE", "URL", "SERVES", "DATABASE"
     ));
     for app in apps {
         out.push_str(&format!(
-            "  {:<10} {:<24} {:<18} {}\n",
+            "  {:<10} {:<24} {:<22} {}\n",
             app.service().as_str(),
             format!("http://{}", app.local_addr()),
-            "health, metrics",
+            serves(app.service()),
             app.database().url(),
         ));
     }

@@ -39,6 +39,9 @@ pub fn router(
                 // Correlation ID and trace context first, so every log line, metric and
                 // problem below (even a panic's) can name the request.
                 .layer(from_fn(telemetry::correlate))
+                // CORS next, so a browser on another origin can call REST and gRPC-Web
+                // (its preflight is answered here, before routing).
+                .layer(cors())
                 // Metrics next: they must see the final status, including the 500 the
                 // panic layer below makes out of a panic.
                 .layer(from_fn_with_state(name, telemetry::metrics::record))
@@ -51,12 +54,57 @@ pub fn router(
         )
 }
 
+/// Browsers on any origin may call the API: it authenticates with headers (API keys),
+/// never cookies, so `*` leaks nothing. The exposed headers are what a client needs to
+/// read errors (gRPC-Web sends them as headers), caching and correlation.
+fn cors() -> tower_http::cors::CorsLayer {
+    use http::{HeaderName, Method};
+    use tower_http::cors::{Any, CorsLayer};
+    let header = HeaderName::from_static;
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([
+            http::header::CONTENT_TYPE,
+            http::header::IF_MATCH,
+            http::header::IF_NONE_MATCH,
+            header("idempotency-key"),
+            header("x-correlation-id"),
+            header("traceparent"),
+            header("x-grpc-web"),
+            header("x-user-agent"),
+            header("grpc-timeout"),
+        ])
+        .expose_headers([
+            http::header::ETAG,
+            http::header::LOCATION,
+            http::header::RETRY_AFTER,
+            header("idempotent-replayed"),
+            header("x-correlation-id"),
+            header("traceparent"),
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 async fn not_found(headers: http::HeaderMap) -> Response {
     if crate::grpc::is_grpc(&headers) {
         // A gRPC client calling a service this port does not serve.
-        return crate::grpc::status_response(tonic::Status::unimplemented(
+        let mut response = crate::grpc::status_response(tonic::Status::unimplemented(
             "no such gRPC service on this port",
         ));
+        // This fallback sits outside tonic-web's translation: answer a gRPC-Web client
+        // in its own content type.
+        if let Some(ct) = headers.get(http::header::CONTENT_TYPE)
+            && ct.as_bytes().starts_with(b"application/grpc-web")
+        {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_TYPE, ct.clone());
+        }
+        return response;
     }
     Problem::not_found("no resource lives at this path").into_response()
 }

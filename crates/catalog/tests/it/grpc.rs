@@ -453,7 +453,14 @@ async fn an_expired_deadline_ends_a_stream_with_deadline_exceeded() {
             }
         }
     };
-    assert_eq!(outcome.code(), Code::DeadlineExceeded, "{outcome:?}");
+    // tonic's client enforces grpc-timeout too, so whichever side notices first ends the
+    // call; what matters here is that the stream never completes normally. (That the
+    // server itself enforces it is shown in the server crate's deadline test, with a
+    // client that does not.)
+    assert!(
+        matches!(outcome.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{outcome:?}"
+    );
     app.stop().await;
 }
 
