@@ -91,7 +91,7 @@ impl UserService for AccountsGrpc {
     ) -> Result<Response<UserMessage>, Status> {
         let new = NewUser::parse(&request.get_ref().name, &request.get_ref().email)
             .map_err(Problem::validation)?;
-        let message = self
+        let response = self
             .idempotency
             .execute_grpc(
                 "/ecommerce.v1.UserService/CreateUser",
@@ -105,6 +105,6 @@ impl UserService for AccountsGrpc {
                 },
             )
             .await?;
-        Ok(Response::new(message))
+        Ok(response)
     }
 }

@@ -169,7 +169,7 @@ impl ProductService for CatalogGrpc {
         let body = request.get_ref();
         let new = NewProduct::parse(&body.name, body.price, i64::from(body.stock))
             .map_err(Problem::validation)?;
-        let message = self
+        let response = self
             .idempotency
             .execute_grpc(
                 "/ecommerce.v1.ProductService/CreateProduct",
@@ -183,7 +183,7 @@ impl ProductService for CatalogGrpc {
                 },
             )
             .await?;
-        Ok(Response::new(message))
+        Ok(response)
     }
 
     async fn batch_get_products(
@@ -311,7 +311,7 @@ impl ReviewService for CatalogGrpc {
             comment,
         )
         .map_err(Problem::validation)?;
-        let message = self
+        let response = self
             .idempotency
             .execute_grpc(
                 "/ecommerce.v1.ReviewService/CreateReview",
@@ -326,7 +326,7 @@ impl ReviewService for CatalogGrpc {
                 },
             )
             .await?;
-        Ok(Response::new(message))
+        Ok(response)
     }
 }
 

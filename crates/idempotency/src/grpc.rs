@@ -12,7 +12,7 @@ use prost::Message;
 use sqlx::{Any, Transaction};
 use storage::StoreError;
 
-use crate::key::{ClientScope, Fingerprint, HEADER, IdempotencyKey};
+use crate::key::{ClientScope, Fingerprint, HEADER, IdempotencyKey, REPLAYED_HEADER};
 use crate::record::{Begin, Idempotency};
 
 /// Content type under which an encoded protobuf response is stored.
@@ -24,14 +24,15 @@ const MAX_STORED: usize = 4 * 1024 * 1024;
 impl Idempotency {
     /// Runs one gRPC write. With an `idempotency-key` in `request`'s metadata it follows
     /// the REST protocol (claim, write, store the answer with the write, or replay /
-    /// refuse); without one the write simply runs in its own transaction, as the seed's
-    /// clients expect. `work` hands the transaction back with its result.
+    /// refuse; a replay carries `idempotent-replayed: true` metadata, like REST's header);
+    /// without one the write simply runs in its own transaction, as the seed's clients
+    /// expect. `work` hands the transaction back with its result.
     pub async fn execute_grpc<Req, Resp, F, Fut>(
         &self,
         method_path: &str,
         request: &tonic::Request<Req>,
         work: F,
-    ) -> Result<Resp, tonic::Status>
+    ) -> Result<tonic::Response<Resp>, tonic::Status>
     where
         Req: Message,
         Resp: Message + Default,
@@ -60,7 +61,7 @@ impl Idempotency {
                 .await
                 .map_err(StoreError::from)
                 .map_err(Problem::from)?;
-            return Ok(message);
+            return Ok(tonic::Response::new(message));
         };
         let scope = request
             .extensions()
@@ -73,7 +74,14 @@ impl Idempotency {
             &request.get_ref().encode_to_vec(),
         );
         let claim = match self.begin(&scope, &key, &fingerprint).await? {
-            Begin::Replay(response) => return decode(response).await,
+            Begin::Replay(response) => {
+                let mut replayed = tonic::Response::new(decode(response).await?);
+                replayed.metadata_mut().insert(
+                    REPLAYED_HEADER,
+                    tonic::metadata::MetadataValue::from_static("true"),
+                );
+                return Ok(replayed);
+            }
             Begin::Claimed(claim) => claim,
         };
         let tx = match self.database().begin_write().await {
@@ -92,7 +100,9 @@ impl Idempotency {
             )
                 .into_response()
         });
-        decode(claim.finish(tx, response).await).await
+        decode(claim.finish(tx, response).await)
+            .await
+            .map(tonic::Response::new)
     }
 }
 

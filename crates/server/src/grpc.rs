@@ -95,8 +95,3 @@ pub fn is_grpc(req_headers: &http::HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
-
-/// A trailers-only gRPC response carrying `status`.
-pub fn status_response(status: tonic::Status) -> Response {
-    status.into_http::<axum::body::Body>().into_response()
-}

@@ -92,9 +92,11 @@ fn cors() -> tower_http::cors::CorsLayer {
 async fn not_found(headers: http::HeaderMap) -> Response {
     if crate::grpc::is_grpc(&headers) {
         // A gRPC client calling a service this port does not serve.
-        let mut response = crate::grpc::status_response(tonic::Status::unimplemented(
-            "no such gRPC service on this port",
-        ));
+        // UNIMPLEMENTED, as gRPC asks for an unknown service; through the table, so the
+        // caller gets the same rich details as for any other error.
+        let mut response = Problem::new(Kind::MethodNotAllowed)
+            .with_detail("no such gRPC service on this port")
+            .into_grpc_response();
         // This fallback sits outside tonic-web's translation: answer a gRPC-Web client
         // in its own content type.
         if let Some(ct) = headers.get(http::header::CONTENT_TYPE)

@@ -1,0 +1,262 @@
+"""A client that is not ours: generate a Python gRPC client from proto/ with grpcio-tools
+and use it against a running catalog service.
+
+Usage: python test_catalog.py http://127.0.0.1:8081 [proto-dir]
+
+The stubs are generated into a temporary directory at start-up (never committed). Each
+check prints PASS or FAIL; the last line is "N passed, N failed". Exits 1 on any failure.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+import urllib.parse
+import urllib.request
+import uuid
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from grpc_tools import protoc
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+TIMEOUT = 10  # seconds, for every unary call
+DOMAIN = "brigade.dev"
+
+
+def generate_stubs(proto_dir, out_dir):
+    """protoc (bundled with grpcio-tools) over every .proto under proto_dir."""
+    files = []
+    for dirpath, _, names in os.walk(proto_dir):
+        files += [
+            os.path.relpath(os.path.join(dirpath, n), proto_dir)
+            for n in names
+            if n.endswith(".proto")
+        ]
+    if not files:
+        raise SystemExit(f"no .proto files under {proto_dir}")
+    # grpc_tools ships the well-known types (google/protobuf/*.proto) beside itself.
+    well_known = os.path.join(os.path.dirname(protoc.__file__), "_proto")
+    args = [
+        "grpc_tools.protoc",
+        f"-I{proto_dir}",
+        f"-I{well_known}",
+        f"--python_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
+        *sorted(files),
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("grpc_tools.protoc failed on " + " ".join(sorted(files)))
+    return sorted(files)
+
+
+class Checks:
+    def __init__(self, url):
+        parsed = urllib.parse.urlparse(url)
+        self.rest = url.rstrip("/")
+        self.target = parsed.netloc
+        # The server is on this machine: no proxy from the environment may sit between.
+        self.channel = grpc.insecure_channel(self.target,
+                                             options=[("grpc.enable_http_proxy", 0)])
+        self.http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT)
+        from ecommerce.v1 import product_pb2, product_pb2_grpc
+
+        self.pb = product_pb2
+        self.products = product_pb2_grpc.ProductServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    # -- helpers --------------------------------------------------------------------
+
+    def rest_products(self):
+        """Every product as the REST face lists it, walking limit=200 pages."""
+        items, cursor, pages = [], None, 0
+        while True:
+            query = {"limit": "200"}
+            if cursor:
+                query["cursor"] = cursor
+            url = f"{self.rest}/v1/products?{urllib.parse.urlencode(query)}"
+            with self.http.open(url, timeout=TIMEOUT) as response:
+                assert response.status == 200, f"GET {url}: {response.status}"
+                page = json.load(response)
+            items += page["items"]
+            pages += 1
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+            assert pages < 10_000, "REST pagination does not end"
+
+    def rpc_error(self, call, *args, **kwargs):
+        """Runs a call that must fail; returns the grpc.RpcError."""
+        try:
+            result = call(*args, timeout=TIMEOUT, **kwargs)
+        except grpc.RpcError as err:
+            return err
+        raise AssertionError(f"expected an error, got {result!r}")
+
+    @staticmethod
+    def details(err):
+        """The google.rpc.Status in grpc-status-details-bin, decoded by hand, plus the
+        same through grpcio-status (which also checks it agrees with code and message)."""
+        trailers = dict(err.trailing_metadata() or ())
+        raw = trailers.get("grpc-status-details-bin")
+        assert raw is not None, f"no grpc-status-details-bin in {sorted(trailers)}"
+        status = status_pb2.Status.FromString(raw)
+        assert status.code == err.code().value[0], (status.code, err.code())
+        assert status.message == err.details(), (status.message, err.details())
+        via_lib = rpc_status.from_call(err)
+        assert via_lib == status, "grpcio-status decodes a different Status"
+        found = {}
+        for any_ in status.details:
+            for cls in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest,
+                        error_details_pb2.RetryInfo):
+                if any_.Is(cls.DESCRIPTOR):
+                    message = cls()
+                    any_.Unpack(message)
+                    found[cls.__name__] = message
+        return found
+
+    def error_info(self, err, reason):
+        info = self.details(err).get("ErrorInfo")
+        assert info is not None, "no google.rpc.ErrorInfo in the status details"
+        assert info.reason == reason, f"ErrorInfo.reason {info.reason!r}, want {reason!r}"
+        assert info.domain == DOMAIN, f"ErrorInfo.domain {info.domain!r}"
+        assert info.metadata.get("type", "").startswith("https://brigade.dev/problems/"), \
+            dict(info.metadata)
+        assert info.metadata.get("correlation_id"), f"no correlation_id: {dict(info.metadata)}"
+        return info
+
+    def create(self, name, price, stock, key=None):
+        metadata = [("idempotency-key", key)] if key else None
+        request = self.pb.CreateProductRequest(name=name, price=price, stock=stock)
+        return self.products.CreateProduct(request, timeout=TIMEOUT, metadata=metadata)
+
+    # -- checks, run in this order ------------------------------------------------------
+
+    def check_get_product_seed_laptop(self):
+        p = self.products.GetProduct(self.pb.ProductRequest(product_id=1), timeout=TIMEOUT)
+        assert (p.id, p.name, p.price, p.stock) == (1, "Laptop", 999.99, 50), p
+
+    def check_get_product_seed_mouse(self):
+        p = self.products.GetProduct(self.pb.ProductRequest(product_id=2), timeout=TIMEOUT)
+        assert (p.id, p.name, p.price, p.stock) == (2, "Mouse", 29.99, 200), p
+
+    def check_list_products_streams_every_product(self):
+        # Runs before any create, so REST and gRPC see the same rows.
+        rest = self.rest_products()
+        stream = self.products.ListProducts(self.pb.ListProductsRequest(page_size=0),
+                                            timeout=120)
+        ids, by_id = [], {}
+        for p in stream:
+            ids.append(p.id)
+            by_id[p.id] = p
+        assert len(ids) == len(rest), f"gRPC streamed {len(ids)}, REST lists {len(rest)}"
+        assert len(ids) >= 3000, f"only {len(ids)} products: demo data not loaded?"
+        bad = [(a, b) for a, b in zip(ids, ids[1:]) if not a < b]
+        assert not bad, f"ids not strictly increasing, first at {bad[0]}"
+        assert ids == [item["id"] for item in rest], "gRPC and REST list different ids"
+        for item in rest[:50] + rest[-50:]:
+            p = by_id[item["id"]]
+            assert (p.name, p.price, p.stock) == (item["name"], item["price"], item["stock"]), \
+                (p, item)
+        print(f"    streamed {len(ids)} products; REST walked the same {len(rest)}")
+
+    def check_list_products_page(self):
+        stream = self.products.ListProducts(
+            self.pb.ListProductsRequest(page_size=3, page_token="1"), timeout=TIMEOUT)
+        ids = [p.id for p in stream]
+        assert ids == [2, 3, 4], f"page_size 3 after token \"1\" streamed ids {ids}"
+
+    def check_create_product_then_get(self):
+        name = f"Python client {uuid.uuid4().hex[:8]}"
+        created = self.create(name, 12.34, 7)
+        assert created.id > 0 and (created.name, created.price, created.stock) == \
+            (name, 12.34, 7), created
+        got = self.products.GetProduct(self.pb.ProductRequest(product_id=created.id),
+                                       timeout=TIMEOUT)
+        assert got == created, (got, created)
+
+    def check_not_found_with_error_info(self):
+        correlation = f"py-contract-{uuid.uuid4().hex}"
+        err = self.rpc_error(self.products.GetProduct,
+                             self.pb.ProductRequest(product_id=2_000_000_000),
+                             metadata=[("x-correlation-id", correlation)])
+        assert err.code() == grpc.StatusCode.NOT_FOUND, (err.code(), err.details())
+        info = self.error_info(err, "NOT_FOUND")
+        assert info.metadata["type"] == "https://brigade.dev/problems/not-found", \
+            dict(info.metadata)
+        assert info.metadata["correlation_id"] == correlation, \
+            f"sent correlation id {correlation}, ErrorInfo has {info.metadata['correlation_id']}"
+
+    def check_validation_failure(self):
+        err = self.rpc_error(self.products.CreateProduct,
+                             self.pb.CreateProductRequest(name="", price=-1.0, stock=1))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
+        self.error_info(err, "VALIDATION_FAILED")
+        bad = self.details(err).get("BadRequest")
+        assert bad is not None, "no google.rpc.BadRequest in the status details"
+        fields = {v.field for v in bad.field_violations}
+        assert fields == {"name", "price"}, f"field violations for {sorted(fields)}"
+        assert all(v.description for v in bad.field_violations), bad
+
+    def check_idempotent_create(self):
+        key = f"py-{uuid.uuid4()}"
+        name = f"Idempotent {key[3:11]}"
+        first = self.create(name, 5.0, 1, key=key)
+        second = self.create(name, 5.0, 1, key=key)
+        assert first.id == second.id, f"same key made two products: {first.id}, {second.id}"
+        assert first == second, (first, second)
+        err = self.rpc_error(self.products.CreateProduct,
+                             self.pb.CreateProductRequest(name=name, price=6.0, stock=1),
+                             metadata=[("idempotency-key", key)])
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
+        self.error_info(err, "IDEMPOTENCY_KEY_REUSED")
+
+    def check_batch_get_products(self):
+        response = self.products.BatchGetProducts(
+            self.pb.BatchGetProductsRequest(product_ids=[2, 2_000_000_000, 1]),
+            timeout=TIMEOUT)
+        assert [p.name for p in response.products] == ["Mouse", "Laptop"], response
+        assert list(response.missing_ids) == [2_000_000_000], response
+
+    def check_health_serving(self):
+        response = self.health.Check(health_pb2.HealthCheckRequest(service=""),
+                                     timeout=TIMEOUT)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING, response
+
+
+def main():
+    if len(sys.argv) < 2:
+        raise SystemExit(__doc__)
+    url = sys.argv[1]
+    proto_dir = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "proto")
+    with tempfile.TemporaryDirectory(prefix="brigade-grpc-python-") as out:
+        files = generate_stubs(proto_dir, out)
+        print(f"generated Python stubs for {', '.join(files)}")
+        sys.path.insert(0, out)
+        checks = Checks(url)
+        names = [n for n in Checks.__dict__ if n.startswith("check_")]
+        passed = failed = 0
+        for name in names:
+            started = time.monotonic()
+            try:
+                getattr(checks, name)()
+            except Exception:  # noqa: BLE001 - every failure is reported, then counted
+                failed += 1
+                print(f"FAIL {name[6:]}")
+                traceback.print_exc(file=sys.stdout)
+            else:
+                passed += 1
+                print(f"PASS {name[6:]} ({time.monotonic() - started:.2f}s)")
+        checks.channel.close()
+    print(f"grpc-python: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
