@@ -14,6 +14,7 @@
 #   BENCH_PIN=1            pin the servers to BENCH_SERVER_CPU and wrk to BENCH_CLIENT_CPU
 #   BENCH_SERVER_CPU=0     (taskset -c list); 0 = unpinned
 #   BENCH_CLIENT_CPU=1
+#   BENCH_SKIP_BUILD=0     1 = measure the release binaries already in the target directory
 #   BENCH_LOG_FILTER=warn  Brigade's log filter. Users run the default `info,sqlx=warn`;
 #                          pass that to measure what they get.
 #
@@ -55,8 +56,12 @@ else
 fi
 
 # --- build -------------------------------------------------------------------------------
-say "building release binaries (brigade, bare-rest)"
-cargo build --release -p brigade -p bench
+if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
+  say "BENCH_SKIP_BUILD=1: using the release binaries already built"
+else
+  say "building release binaries (brigade, bare-rest)"
+  cargo build --release -p brigade -p bench
+fi
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
   | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 BRIGADE="$TARGET_DIR/release/brigade"
@@ -149,31 +154,53 @@ WALL=$(seconds_of "$DURATION")
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 
+# Busy and steal jiffies of the whole machine (all CPUs), from /proc/stat.
+machine_jiffies() {
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $9; exit }' /proc/stat
+}
+
 # run SERVER PATH ROUND (ROUND 0 = warm-up, not recorded)
 run() {
-  local server=$1 path=$2 round=$3 url pid duration out before after
+  local server=$1 path=$2 round=$3 url pid duration out before after m0 m1
   if [ "$server" = brigade ]; then url=$BRIGADE_URL pid=$BRIGADE_PID; else url=$BARE_URL pid=$BARE_PID; fi
   duration=$DURATION
   if [ "$round" = 0 ]; then duration=$WARMUP; fi
+  m0=$(machine_jiffies)
   before=$(cpu_ticks "$pid")
-  out=$("${PIN_CLIENT[@]}" wrk -t1 -c"$CONNECTIONS" -d"$duration" --latency "$url$path") \
-    || die "wrk failed against $server $path"
+  # bash's `time` gives wrk's own CPU time, so the rest of the machine's load can be told apart.
+  if ! { TIMEFORMAT='%3U %3S'; time "${PIN_CLIENT[@]}" wrk -t1 -c"$CONNECTIONS" -d"$duration" \
+      --latency "$url$path" >"$WORK/wrk.out"; } 2>"$WORK/wrk.time"; then
+    cat "$WORK/wrk.out" "$WORK/wrk.time" >&2
+    die "wrk failed against $server $path"
+  fi
   after=$(cpu_ticks "$pid")
+  m1=$(machine_jiffies)
+  out=$(cat "$WORK/wrk.out")
   if grep -q -E 'Non-2xx|Socket errors' <<<"$out"; then
     say "$out"
     die "$server answered $path with errors"
   fi
   [ "$round" = 0 ] && return 0
-  local requests rps p50 p99
+  local requests rps p50 p99 wrk_cpu other steal
   requests=$(awk '/requests in/ { print $1 }' <<<"$out")
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
   p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
   p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$path" "$server" "$round" "$rps" "$requests" \
-    "$((after - before))" "$p50" "$p99" >>"$RESULTS"
-  say "  round $round  $(printf '%-22s %-8s' "$path" "$server") $(printf '%10.0f' "$rps") req/s  p50 $p50  p99 $p99"
+  wrk_cpu=$(awk '{ print $1 + $2; exit }' "$WORK/wrk.time")
+  # CPU used by everything but the server and wrk during the run, in % of one core;
+  # steal is time the hypervisor gave our vCPUs to someone else.
+  read -r other steal < <(awk -v m0="$m0" -v m1="$m1" -v srv="$((after - before))" \
+    -v wrk="$wrk_cpu" -v t="$TICKS" -v wall="$WALL" 'BEGIN {
+      split(m0, a, " "); split(m1, b, " ")
+      o = ((b[1] - a[1]) - srv) / t - wrk; if (o < 0) o = 0
+      printf "%.0f %.0f\n", o / wall * 100, (b[2] - a[2]) / t / wall * 100 }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$path" "$server" "$round" "$rps" \
+    "$requests" "$((after - before))" "$p50" "$p99" "$wrk_cpu" "$other" "$steal" >>"$RESULTS"
+  say "  round $round  $(printf '%-22s %-8s' "$path" "$server") $(printf '%10.0f' "$rps") req/s" \
+    " p50 $p50  p99 $p99  wrk CPU ${wrk_cpu}s  other load ${other}%  steal ${steal}%"
 }
 
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 say "warming up ($WARMUP per server and endpoint)"
 for path in "${ENDPOINTS[@]}"; do
   run brigade "$path" 0
@@ -195,8 +222,10 @@ if [ "$PIN" = 1 ]; then
 else
   pinning="unpinned"
 fi
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 echo
 echo "REST reads: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, medians; $pinning; brigade log filter '$LOG_FILTER'"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)); $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM; $(uname -sr); load average $LOAD_START at start, $LOAD_END at end"
 echo
 awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
   function median(list,   a, n, i, j, t) {
@@ -210,17 +239,19 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
     rps[key] = rps[key] " " $4
     us[key] = us[key] " " ($6 / ticks * 1e6 / $5)
     util[key] = util[key] " " ($6 / ticks / wall * 100)
+    wrk[key] = wrk[key] " " ($9 / wall * 100)
     each[key] = each[key] (each[key] == "" ? "" : " / ") sprintf("%.0f", $4)
-    p99[key] = p99[key] (p99[key] == "" ? "" : " / ") $8
+    other[key] = other[key] (other[key] == "" ? "" : "/") $10
+    p99[key] = $8 " " p99[key]
   }
   END {
-    fmt = "| %-22s | %-7s | %9s | %-26s | %11s | %10s | %-26s | %11s |\n"
-    printf fmt, "endpoint", "server", "req/s", "req/s per round", "CPU µs/req", "server CPU", "p99 latency per round", "brigade/bare"
-    printf "|%s|%s|%s|%s|%s|%s|%s|%s|\n", "------------------------", "---------", "----------:", "----------------------------", "------------:", "-----------:", "----------------------------", "-------------:"
+    fmt = "| %-21s | %-7s | %7s | %-24s | %10s | %6s | %6s | %-12s | %12s |\n"
+    printf fmt, "endpoint", "server", "req/s", "req/s per round", "CPU µs/req", "server", "wrk", "other load", "brigade/bare"
+    printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", "-----------------------", "---------", "--------:", "--------------------------", "-----------:", "-------:", "-------:", "--------------", "-------------:"
     for (i = 1; i <= n; i++) {
       split(order[i], k, SUBSEP)
-      path = k[1]; server = k[2]
-      m[path, server] = median(rps[order[i]])
+      m[k[1], k[2]] = median(rps[order[i]])
+      c[k[1], k[2]] = median(us[order[i]])
     }
     for (i = 1; i <= n; i++) {
       split(order[i], k, SUBSEP)
@@ -228,8 +259,23 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
       ratio = ""
       if (server == "brigade" && m[path, "bare"] > 0) ratio = sprintf("%.2f×", m[path, "brigade"] / m[path, "bare"])
       printf fmt, path, server, sprintf("%.0f", m[path, server]), each[order[i]], \
-        sprintf("%.1f", median(us[order[i]])), sprintf("%.0f%%", median(util[order[i]])), p99[order[i]], ratio
+        sprintf("%.1f", c[path, server]), sprintf("%.0f%%", median(util[order[i]])), \
+        sprintf("%.0f%%", median(wrk[order[i]])), other[order[i]] "%", ratio
+    }
+    print ""
+    for (i = 1; i <= n; i++) {
+      split(order[i], k, SUBSEP)
+      if (k[2] == "brigade" && c[k[1], "bare"] > 0)
+        printf "%s: Brigade spends %.1f× the bare handler'"'"'s CPU per request (%.1f vs %.1f µs).\n", \
+          k[1], c[k[1], "brigade"] / c[k[1], "bare"], c[k[1], "brigade"], c[k[1], "bare"]
     }
   }' "$RESULTS"
 echo
-echo "CPU µs/req = server utime+stime (all threads) / requests; server CPU = that time / wall time (100% = one core)."
+cat <<'NOTE'
+
+req/s: median of the rounds. CPU µs/req: the server's utime+stime (all its threads) per
+request, median of the rounds. server, wrk: CPU each used during the run, in % of one core
+(a server below ~95% was not the bottleneck). other load: CPU the rest of the machine used
+during each round's run, in % of one core; when it is high, the absolute numbers are not
+comparable across runs, only the side-by-side ratios are.
+NOTE

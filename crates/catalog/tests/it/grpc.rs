@@ -221,14 +221,19 @@ async fn create_is_idempotent_with_a_key(backend: Backend) {
     let first = c
         .create_product(keyed("grpc-key", create("Desk", 150.0, 3)))
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap();
+    assert!(first.metadata().get("idempotent-replayed").is_none());
+    let first = first.into_inner();
     let again = c
         .create_product(keyed("grpc-key", create("Desk", 150.0, 3)))
         .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(first, again, "the retry replays the first answer");
+        .unwrap();
+    assert_eq!(again.metadata().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(
+        first,
+        again.into_inner(),
+        "the retry replays the first answer"
+    );
     let reused = c
         .create_product(keyed("grpc-key", create("Desk", 99.0, 3)))
         .await
