@@ -69,3 +69,46 @@ impl Problem {
         response
     }
 }
+
+impl Problem {
+    /// A downstream's gRPC status as a problem of ours. A client error keeps its kind
+    /// (from the `ErrorInfo` type when the callee is Brigade, else from the code); any
+    /// server-side failure of the callee becomes Unavailable, so a dependency's 500 never
+    /// surfaces as ours (the seed's first rule for cross-service errors). A
+    /// `grpc-retry-pushback-ms` becomes the problem's `Retry-After`.
+    pub fn from_downstream(service: &str, status: &tonic::Status) -> Problem {
+        use crate::Kind;
+        use tonic::Code;
+        let typed = status
+            .get_error_details()
+            .error_info()
+            .and_then(|info| info.metadata.get("type"))
+            .and_then(|uri| Kind::from_type_uri(uri));
+        let kind = match status.code() {
+            Code::NotFound => Kind::NotFound,
+            Code::InvalidArgument | Code::OutOfRange => typed.unwrap_or(Kind::InvalidRequest),
+            Code::AlreadyExists | Code::Aborted => typed.unwrap_or(Kind::Conflict),
+            Code::FailedPrecondition => typed.unwrap_or(Kind::BusinessRuleViolated),
+            Code::PermissionDenied => Kind::Forbidden,
+            Code::Unauthenticated => Kind::Unauthenticated,
+            Code::ResourceExhausted => Kind::RateLimited,
+            Code::DeadlineExceeded => Kind::Timeout,
+            _ => Kind::Unavailable,
+        };
+        let detail = if kind.is_server_error() {
+            format!("{service} is unavailable ({:?})", status.code())
+        } else {
+            status.message().to_owned()
+        };
+        let mut problem = Problem::new(kind).with_detail(detail);
+        if let Some(ms) = status
+            .metadata()
+            .get("grpc-retry-pushback-ms")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            problem = problem.with_retry_after(std::time::Duration::from_millis(ms));
+        }
+        problem
+    }
+}

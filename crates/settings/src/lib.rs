@@ -34,6 +34,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub database: PoolSettings,
     pub idempotency: IdempotencySettings,
+    pub outbound: OutboundSettings,
     pub services: Services,
 }
 
@@ -46,6 +47,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             database: PoolSettings::default(),
             idempotency: IdempotencySettings::default(),
+            outbound: OutboundSettings::default(),
             services: Services::default(),
         }
     }
@@ -113,6 +115,56 @@ impl Default for IdempotencySettings {
             ttl: Duration::from_secs(24 * 60 * 60),
             lock_timeout: Duration::from_secs(30),
             purge_every: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// How services call each other (the `resilience` crate's policy). Defaults follow the
+/// seed's timeout table: an in-region internal call gets 200 ms – 2 s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboundSettings {
+    /// The whole call's budget, all attempts included (capped by the inbound deadline).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Taken off the inbound request's remaining time for every outbound call.
+    #[serde(with = "humantime_serde")]
+    pub deadline_margin: Duration,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_cap: Duration,
+    /// The breaker's count window (last N calls).
+    pub breaker_window: u32,
+    /// Calls recorded before failure rates count.
+    pub breaker_minimum_calls: u32,
+    /// Failure rate (percent) that opens the breaker.
+    pub breaker_failure_rate: f64,
+    /// How long an open breaker fails fast before letting probes through.
+    #[serde(with = "humantime_serde")]
+    pub breaker_wait: Duration,
+    /// Probes let through when half-open.
+    pub breaker_probes: u32,
+    /// Calls in flight to one downstream at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            deadline_margin: Duration::from_millis(10),
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(50),
+            backoff_cap: Duration::from_secs(1),
+            breaker_window: 50,
+            breaker_minimum_calls: 10,
+            breaker_failure_rate: 50.0,
+            breaker_wait: Duration::from_secs(5),
+            breaker_probes: 3,
+            max_concurrency: 64,
         }
     }
 }
@@ -188,10 +240,31 @@ impl Settings {
             ("idempotency.ttl", self.idempotency.ttl),
             ("idempotency.lock_timeout", self.idempotency.lock_timeout),
             ("idempotency.purge_every", self.idempotency.purge_every),
+            ("outbound.timeout", self.outbound.timeout),
+            ("outbound.backoff_base", self.outbound.backoff_base),
         ] {
             if value.is_zero() {
                 return Err(invalid(key, "must be greater than zero"));
             }
+        }
+        let o = &self.outbound;
+        if o.max_attempts == 0 {
+            return Err(invalid("outbound.max_attempts", "must be at least 1"));
+        }
+        if o.breaker_window == 0 || o.breaker_minimum_calls == 0 || o.breaker_probes == 0 {
+            return Err(invalid(
+                "outbound.breaker_window",
+                "breaker counts must be at least 1",
+            ));
+        }
+        if !(0.0..=100.0).contains(&o.breaker_failure_rate) || o.breaker_failure_rate == 0.0 {
+            return Err(invalid(
+                "outbound.breaker_failure_rate",
+                "must be a percentage in (0, 100]",
+            ));
+        }
+        if o.max_concurrency == 0 {
+            return Err(invalid("outbound.max_concurrency", "must be at least 1"));
         }
         let mut seen: Vec<(ServiceName, &ServiceSettings)> = Vec::new();
         for name in ServiceName::ALL {
@@ -208,6 +281,11 @@ impl Settings {
             seen.push((name, svc));
         }
         Ok(())
+    }
+
+    /// Where `service` is reached by the others (its configured host and port).
+    pub fn service_url(&self, service: ServiceName) -> String {
+        format!("http://{}", self.services.get(service).addr())
     }
 
     /// The database of `service`: its configured URL, or a SQLite file in the data dir.

@@ -24,6 +24,19 @@ pub fn current() -> Option<RequestContext> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
+/// The headers that carry this request's context on an outbound call: the same
+/// correlation ID, and a `traceparent` naming this hop's span as the callee's parent.
+/// Empty outside a request.
+pub fn outbound_headers() -> Vec<(&'static str, String)> {
+    match current() {
+        Some(ctx) => vec![
+            (crate::CORRELATION_HEADER, ctx.correlation_id.to_string()),
+            (crate::TRACEPARENT_HEADER, ctx.trace.to_string()),
+        ],
+        None => Vec::new(),
+    }
+}
+
 /// Runs `fut` with `ctx` as the current request context.
 pub async fn scope<F: Future>(ctx: RequestContext, fut: F) -> F::Output {
     CURRENT.scope(ctx, fut).await
