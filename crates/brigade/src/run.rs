@@ -96,12 +96,27 @@ async fn build(service: ServiceName, settings: &Settings) -> Result<Application,
     }
 }
 
+/// The order `up` starts services in: a service's dependencies first, so each is told
+/// where the others really listen (ports may be 0 until bound).
+const START_ORDER: [ServiceName; 5] = [
+    ServiceName::Accounts,
+    ServiceName::Catalog,
+    ServiceName::Orders,
+    ServiceName::Billing,
+    ServiceName::Gateway,
+];
+
 async fn up(settings: &Settings, seed_if_new: bool) -> anyhow::Result<()> {
     let fresh = !settings.data_dir.exists();
+    let mut bound = settings.clone();
     let mut apps = Vec::new();
-    for service in ServiceName::ALL {
-        apps.push(build(service, settings).await?);
+    for service in START_ORDER {
+        let app = build(service, &bound).await?;
+        bound.services.get_mut(service).port = app.port();
+        apps.push(app);
     }
+    // The table lists services in their usual order.
+    apps.sort_by_key(|a| ServiceName::ALL.iter().position(|s| *s == a.service()));
     if fresh && seed_if_new {
         let catalog = find(&apps, ServiceName::Catalog)?;
         let accounts = find(&apps, ServiceName::Accounts)?;

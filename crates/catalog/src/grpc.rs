@@ -38,11 +38,20 @@ const MAX_BATCH: usize = 200;
 pub struct CatalogGrpc {
     store: CatalogStore,
     idempotency: Idempotency,
+    accounts: crate::accounts::Accounts,
 }
 
 /// The catalog's gRPC services, ready for `server::grpc::face`.
-pub fn routes(store: CatalogStore, idempotency: Idempotency) -> GrpcRoutes {
-    let api = CatalogGrpc { store, idempotency };
+pub fn routes(
+    store: CatalogStore,
+    idempotency: Idempotency,
+    accounts: crate::accounts::Accounts,
+) -> GrpcRoutes {
+    let api = CatalogGrpc {
+        store,
+        idempotency,
+        accounts,
+    };
     GrpcRoutes::new()
         .add_service(ProductServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(ReviewServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
@@ -311,6 +320,7 @@ impl ReviewService for CatalogGrpc {
             comment,
         )
         .map_err(Problem::validation)?;
+        self.accounts.check_reviewer(new.user_id).await?;
         let response = self
             .idempotency
             .execute_grpc(

@@ -3,6 +3,7 @@
 //! `seed` the deterministic demo data; wire faces are added one module each.
 #![forbid(unsafe_code)]
 
+pub mod accounts;
 pub mod domain;
 pub mod grpc;
 pub mod rest;
@@ -28,12 +29,22 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     .await
     .map_err(|e| server::StartError::database(SERVICE, e))?;
     let idempotency = Idempotency::new(db.clone(), (&settings.idempotency).into());
+    let accounts = accounts::Accounts::new(settings).map_err(|e| server::StartError::Bind {
+        service: SERVICE,
+        addr: settings.services.catalog.addr(),
+        reason: format!("the accounts address is not a valid URL: {e}"),
+    })?;
     let store = CatalogStore::new(db.clone());
     let faces = rest::router(rest::AppState {
         store: store.clone(),
         idempotency: idempotency.clone(),
+        accounts: accounts.clone(),
     })
-    .merge(server::grpc::face(grpc::routes(store, idempotency.clone())));
+    .merge(server::grpc::face(grpc::routes(
+        store,
+        idempotency.clone(),
+        accounts,
+    )));
     let mut app = server::Application::build(SERVICE, settings, db, faces).await?;
     let every = settings.idempotency.purge_every;
     app.spawn_background(move |stop| idempotency.run_purger(every, stop));

@@ -17,6 +17,8 @@ use crate::store::CatalogStore;
 pub struct AppState {
     pub store: CatalogStore,
     pub idempotency: Idempotency,
+    /// Asked whether a review's author exists.
+    pub accounts: crate::accounts::Accounts,
 }
 
 const INTRO: &str = "Products and their reviews.";

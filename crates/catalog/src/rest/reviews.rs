@@ -149,6 +149,8 @@ pub async fn create(
         body.comment.as_deref(),
     )
     .map_err(Problem::validation)?;
+    // The author must exist: a call to accounts, before the write and its key.
+    state.accounts.check_reviewer(new.user_id).await?;
     let response = state
         .idempotency
         .execute(&request, |mut tx| async move {

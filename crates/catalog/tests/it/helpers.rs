@@ -13,11 +13,13 @@ pub enum Backend {
     Postgres,
 }
 
-/// Where a test's catalog keeps its data, kept across restarts of the service.
+/// Where a test's catalog keeps its data, kept across restarts of the service, and the
+/// accounts service it asks about reviewers (users 1–5 exist).
 pub struct TestData {
     pub settings: Settings,
     _dir: tempfile::TempDir,
     pg_name: Option<String>,
+    _accounts: TestApp,
 }
 
 impl TestData {
@@ -35,25 +37,23 @@ impl TestData {
             settings.services.catalog.database_url = Some(url);
             pg_name = Some(name);
         }
+        // A real accounts service on its own free port, with a few users.
+        settings.services.accounts.port = 0;
+        let accounts = accounts::build(&settings).await.unwrap();
+        let store = accounts::AccountsStore::new(accounts.database().clone());
+        accounts::seed::seed(&store, 5).await.unwrap();
+        settings.services.accounts.port = accounts.port();
+        let accounts = TestApp::run(accounts);
         TestData {
             settings,
             _dir: dir,
             pg_name,
+            _accounts: accounts,
         }
     }
 
     pub async fn spawn(&self) -> TestApp {
-        let app = catalog::build(&self.settings).await.unwrap();
-        let base = format!("http://{}", app.local_addr());
-        let stop = Arc::new(Notify::new());
-        let signal = stop.clone();
-        let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
-        TestApp {
-            base,
-            client: reqwest::Client::new(),
-            stop,
-            handle,
-        }
+        TestApp::run(catalog::build(&self.settings).await.unwrap())
     }
 }
 
@@ -81,6 +81,19 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    fn run(app: server::Application) -> TestApp {
+        let base = format!("http://{}", app.local_addr());
+        let stop = Arc::new(Notify::new());
+        let signal = stop.clone();
+        let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            stop,
+            handle,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -8,4 +8,5 @@ mod helpers;
 mod idempotency;
 mod products;
 mod reservations;
+mod resilience;
 mod store;

@@ -1,0 +1,100 @@
+//! What catalog asks of the accounts service: whether a user exists (a review's author
+//! must). A real service-to-service call — gRPC `UserService.GetUser` — made through the
+//! `resilience` layer: a deadline under the caller's, budgeted retries, a breaker.
+//! Catalog never reads accounts' database.
+
+use problem::{FieldError, Problem};
+use proto::v1::GetUserRequest;
+use proto::v1::user_service_client::UserServiceClient;
+use resilience::downstream::{Downstream, Policy};
+use settings::{OutboundSettings, ServiceName, Settings};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::domain::UserId;
+
+#[derive(Debug, Clone)]
+pub struct Accounts {
+    client: UserServiceClient<Channel>,
+    downstream: Downstream,
+}
+
+/// The resilience policy from the `[outbound]` settings.
+pub fn policy(outbound: &OutboundSettings) -> Policy {
+    use resilience::breaker::{BreakerConfig, SlidingWindow};
+    use resilience::retry::{Backoff, RetryPolicy};
+    Policy {
+        timeout: outbound.timeout,
+        deadline_margin: outbound.deadline_margin,
+        retry: RetryPolicy {
+            max_attempts: outbound.max_attempts,
+            backoff: Backoff {
+                base: outbound.backoff_base,
+                cap: outbound.backoff_cap,
+            },
+        },
+        breaker: BreakerConfig {
+            window: SlidingWindow::Count(outbound.breaker_window),
+            minimum_calls: outbound.breaker_minimum_calls,
+            failure_rate_threshold: outbound.breaker_failure_rate,
+            wait_in_open: outbound.breaker_wait,
+            permitted_calls_in_half_open: outbound.breaker_probes,
+            ..BreakerConfig::default()
+        },
+        max_concurrency: outbound.max_concurrency,
+    }
+}
+
+impl Accounts {
+    /// A client for the accounts service at its configured address. Connects lazily, so
+    /// catalog starts (and serves everything else) while accounts is down.
+    pub fn new(settings: &Settings) -> Result<Self, tonic::transport::Error> {
+        let url = settings.service_url(ServiceName::Accounts);
+        let channel = Endpoint::from_shared(url)?
+            .connect_timeout(settings.outbound.timeout)
+            .connect_lazy();
+        Ok(Self {
+            client: UserServiceClient::new(channel),
+            downstream: Downstream::new("accounts", policy(&settings.outbound)),
+        })
+    }
+
+    pub fn downstream(&self) -> &Downstream {
+        &self.downstream
+    }
+
+    /// Whether `user` exists. A lookup is a read, so it may be retried.
+    pub async fn user_exists(&self, user: UserId) -> Result<bool, Problem> {
+        self.downstream
+            .call(true, |attempt| {
+                let mut client = self.client.clone();
+                async move {
+                    let mut request = tonic::Request::new(GetUserRequest { user_id: user.0 });
+                    // The callee gets this attempt's budget, so it stops before we do.
+                    request.set_timeout(attempt.budget);
+                    for (name, value) in telemetry::context::outbound_headers() {
+                        if let Ok(value) = value.parse() {
+                            request.metadata_mut().insert(name, value);
+                        }
+                    }
+                    match client.get_user(request).await {
+                        Ok(_) => Ok(true),
+                        Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+                        Err(status) => Err(Problem::from_downstream("accounts", &status)),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// The rule a review's author must meet: an existing user.
+    pub async fn check_reviewer(&self, user: UserId) -> Result<(), Problem> {
+        if self.user_exists(user).await? {
+            Ok(())
+        } else {
+            Err(Problem::validation(vec![FieldError::new(
+                "user_id",
+                format!("no user {} exists", user.0),
+            )]))
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! One downstream service, as every call site sees it: [`Downstream::call`] runs an
+//! operation under the whole policy. The layers, outermost first, and why in that order:
+//!
+//! 1. **Deadline** — the call's budget is the configured timeout, capped by what the
+//!    inbound request has left minus a margin, so this service gives up before its caller
+//!    does. Work whose deadline has passed is not started.
+//! 2. **Retry** (with the budget) — outside the breaker and bulkhead, so each attempt
+//!    asks them again: a retry into an open breaker fails fast instead of waiting.
+//! 3. **Circuit breaker** — rejects at once while the downstream is known to be failing;
+//!    records every attempt's outcome and latency.
+//! 4. **Bulkhead** — a concurrency cap, so one slow downstream cannot take every task.
+//!    Inside the breaker: a rejected call never holds a slot.
+//! 5. **Attempt timeout** — the attempt gets what is left of the budget; the operation
+//!    receives it to pass on (`grpc-timeout`), so the callee gives up first, too.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use problem::{Kind, Problem};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::breaker::{BreakerConfig, CircuitBreaker, Permit, Rejected};
+use crate::retry::{RetryBudget, RetryPolicy};
+
+/// How one downstream is called.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The whole call's budget (all attempts), before capping by the inbound deadline.
+    /// The seed's table: in-region internal calls 200 ms – 2 s.
+    pub timeout: Duration,
+    /// Taken off the inbound request's remaining time, so the callee stops before the
+    /// caller and the caller still has time to answer.
+    pub deadline_margin: Duration,
+    pub retry: RetryPolicy,
+    pub breaker: BreakerConfig,
+    /// Most calls in flight at once.
+    pub max_concurrency: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(1),
+            deadline_margin: Duration::from_millis(10),
+            retry: RetryPolicy::default(),
+            breaker: BreakerConfig::default(),
+            max_concurrency: 64,
+        }
+    }
+}
+
+/// What one attempt is given.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt {
+    /// 0 for the first attempt.
+    pub number: u32,
+    /// The time this attempt may take: pass it on (`grpc-timeout`).
+    pub budget: Duration,
+}
+
+/// A downstream service and its policy, state shared by every caller.
+#[derive(Debug, Clone)]
+pub struct Downstream {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    name: String,
+    policy: Policy,
+    breaker: CircuitBreaker,
+    budget: RetryBudget,
+    bulkhead: Semaphore,
+}
+
+impl Downstream {
+    pub fn new(name: impl Into<String>, policy: Policy) -> Self {
+        let name = name.into();
+        Self {
+            inner: Arc::new(Inner {
+                breaker: CircuitBreaker::new(name.clone(), policy.breaker.clone()),
+                budget: RetryBudget::default(),
+                bulkhead: Semaphore::new(policy.max_concurrency),
+                name,
+                policy,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.inner.breaker
+    }
+
+    /// Runs `operation` under the policy. `idempotent` says whether it may be retried
+    /// (reads, or writes that carry an idempotency key). Errors are problems from the one
+    /// table: the operation's own, or Unavailable (breaker open, bulkhead full) and
+    /// Timeout (budget spent) from the layers.
+    pub async fn call<T, F, Fut>(&self, idempotent: bool, mut operation: F) -> Result<T, Problem>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, Problem>>,
+    {
+        let inner = &self.inner;
+        let deadline = self.deadline();
+        if Instant::now() >= deadline {
+            metrics::counter!("brigade_deadline_exceeded_total", "downstream" => inner.name.clone())
+                .increment(1);
+            return Err(Problem::new(Kind::Timeout)
+                .with_detail(format!("no time left to call {}", inner.name)));
+        }
+        crate::retry::retry(
+            &inner.policy.retry,
+            &inner.budget,
+            idempotent,
+            Some(deadline),
+            &inner.name,
+            |number| {
+                // Ask the breaker first; only a permitted attempt starts the operation.
+                let budget = deadline.saturating_duration_since(Instant::now());
+                let permit = inner.breaker.try_acquire();
+                let call = permit
+                    .is_ok()
+                    .then(|| operation(Attempt { number, budget }));
+                self.attempt(permit, call, deadline)
+            },
+        )
+        .await
+    }
+
+    /// When the whole call must be over.
+    fn deadline(&self) -> Instant {
+        let policy = &self.inner.policy;
+        let own = Instant::now() + policy.timeout;
+        match telemetry::deadline::current() {
+            Some(inbound) => own.min(
+                inbound
+                    .checked_sub(policy.deadline_margin)
+                    .unwrap_or(inbound),
+            ),
+            None => own,
+        }
+    }
+
+    async fn attempt<T, Fut>(
+        &self,
+        permit: Result<Permit<'_>, Rejected>,
+        call: Option<Fut>,
+        deadline: Instant,
+    ) -> Result<T, Problem>
+    where
+        Fut: Future<Output = Result<T, Problem>>,
+    {
+        let inner = &self.inner;
+        let permit = permit.map_err(Problem::from)?;
+        let Ok(_slot) = inner.bulkhead.try_acquire() else {
+            permit.ignore();
+            metrics::counter!("brigade_bulkhead_rejections_total", "downstream" => inner.name.clone())
+                .increment(1);
+            return Err(Problem::unavailable(format!(
+                "too many calls to {} in flight",
+                inner.name
+            ))
+            .with_retry_after(Duration::from_secs(1)));
+        };
+        let Some(call) = call else {
+            permit.ignore();
+            return Err(Problem::unavailable("no call was made"));
+        };
+        let started = Instant::now();
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(value)) => {
+                permit.record_success(started.elapsed());
+                Ok(value)
+            }
+            Ok(Err(problem)) => {
+                // A client error means the downstream is healthy and said no.
+                if problem.kind().is_server_error() {
+                    permit.record_failure(started.elapsed());
+                } else {
+                    permit.record_success(started.elapsed());
+                }
+                Err(problem)
+            }
+            Err(_) => {
+                permit.record_failure(started.elapsed());
+                metrics::counter!("brigade_deadline_exceeded_total", "downstream" => inner.name.clone())
+                    .increment(1);
+                Err(Problem::new(Kind::Timeout).with_detail(format!(
+                    "{} did not answer within the call's budget",
+                    inner.name
+                )))
+            }
+        }
+    }
+}

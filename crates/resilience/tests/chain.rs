@@ -1,0 +1,220 @@
+//! A three-hop chain of real servers (A → B → C) with a 300 ms budget and a leaf that
+//! would take 1 s: each hop's outbound call gets its remaining budget minus a margin, so
+//! every hop gives up by about 350 ms and the leaf's work is cancelled.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use problem::{Kind, Problem};
+use resilience::downstream::{Downstream, Policy};
+use server::grpc::{GrpcRoutes, face};
+use settings::{ServiceName, Settings};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// What each hop reports: when it answered (since the test began) and with what.
+#[derive(Debug)]
+enum Event {
+    Answered {
+        hop: &'static str,
+        at: Duration,
+        status: String,
+    },
+    LeafCancelled {
+        at: Duration,
+    },
+}
+
+#[derive(Clone)]
+struct Hop {
+    name: &'static str,
+    next: Option<(String, Downstream, reqwest::Client)>,
+    events: UnboundedSender<Event>,
+    began: Instant,
+}
+
+impl tonic::server::NamedService for Hop {
+    const NAME: &'static str = "test.Hop";
+}
+
+struct Cancelled(UnboundedSender<Event>, Instant);
+
+impl Drop for Cancelled {
+    fn drop(&mut self) {
+        let _ = self.0.send(Event::LeafCancelled {
+            at: self.1.elapsed(),
+        });
+    }
+}
+
+/// Calls the next hop as a plain gRPC client would, passing on this attempt's budget.
+async fn forward(client: &reqwest::Client, url: &str, budget: Duration) -> Result<(), Problem> {
+    let response = client
+        .post(format!("{url}/test.Hop/Call"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header(
+            "grpc-timeout",
+            telemetry::deadline::format_grpc_timeout(budget),
+        )
+        .body(vec![0u8, 0, 0, 0, 0])
+        .send()
+        .await
+        .map_err(|e| Problem::unavailable(e.to_string()))?;
+    match response
+        .headers()
+        .get("grpc-status")
+        .map(|v| v.as_bytes().to_vec())
+    {
+        Some(code) if code == b"4" => Err(Problem::new(Kind::Timeout)),
+        Some(code) if code == b"0" => Ok(()),
+        _ => Err(Problem::unavailable("unexpected answer")),
+    }
+}
+
+impl tower::Service<axum::extract::Request> for Hop {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _req: axum::extract::Request) -> Self::Future {
+        let hop = self.clone();
+        Box::pin(async move {
+            let outcome = match &hop.next {
+                // The leaf: a second of work, cancelled when the deadline passes.
+                None => {
+                    let _guard = Cancelled(hop.events.clone(), hop.began);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Ok(())
+                }
+                Some((url, downstream, client)) => {
+                    downstream
+                        .call(true, |attempt| forward(client, url, attempt.budget))
+                        .await
+                }
+            };
+            let status = match &outcome {
+                Ok(()) => "ok".to_owned(),
+                Err(p) => p.kind().slug().to_owned(),
+            };
+            let _ = hop.events.send(Event::Answered {
+                hop: hop.name,
+                at: hop.began.elapsed(),
+                status,
+            });
+            let response = match outcome {
+                Ok(()) => tonic::Status::ok("").into_http::<axum::body::Body>(),
+                Err(problem) => tonic::Status::from(problem).into_http::<axum::body::Body>(),
+            };
+            Ok(axum::response::IntoResponse::into_response(response))
+        })
+    }
+}
+
+async fn start(service: ServiceName, hop: Hop) -> (String, Arc<tokio::sync::Notify>) {
+    let db = storage::testing::sqlite(&[&storage::Migrations::NONE]).await;
+    let mut settings = Settings::default();
+    settings.services.get_mut(service).port = 0;
+    let app = server::Application::build(
+        service,
+        &settings,
+        db.db.clone(),
+        face(GrpcRoutes::new().add_service(hop)),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}", app.local_addr());
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let signal = stop.clone();
+    tokio::spawn(async move {
+        let _db = db;
+        app.run_until_stopped(async move { signal.notified().await })
+            .await
+    });
+    (url, stop)
+}
+
+#[tokio::test]
+async fn every_hop_gives_up_before_its_caller_and_the_leaf_is_cancelled() {
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let began = Instant::now();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let policy = Policy {
+        timeout: Duration::from_secs(2),
+        deadline_margin: Duration::from_millis(10),
+        ..Policy::default()
+    };
+    let hop = |name, next| Hop {
+        name,
+        next,
+        events: tx.clone(),
+        began,
+    };
+    let (c_url, _c) = start(ServiceName::Catalog, hop("C", None)).await;
+    let (b_url, _b) = start(
+        ServiceName::Orders,
+        hop(
+            "B",
+            Some((c_url, Downstream::new("C", policy.clone()), client.clone())),
+        ),
+    )
+    .await;
+    let (a_url, _a) = start(
+        ServiceName::Gateway,
+        hop(
+            "A",
+            Some((b_url, Downstream::new("B", policy.clone()), client.clone())),
+        ),
+    )
+    .await;
+
+    let sent = Instant::now();
+    let status = forward(&client, &a_url, Duration::from_millis(300)).await;
+    let took = sent.elapsed();
+    assert_eq!(status.unwrap_err().kind(), Kind::Timeout);
+    assert!(
+        took < Duration::from_millis(350),
+        "the caller waited {took:?}"
+    );
+
+    let mut answered = Vec::new();
+    let mut leaf_cancelled = false;
+    // The leaf never answers: its work is dropped at its deadline. A and B answer.
+    while answered.len() < 2 || !leaf_cancelled {
+        match tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Answered { hop, at, status } => answered.push((hop, at, status)),
+            Event::LeafCancelled { at } => {
+                let since_sent = at.saturating_sub(sent.duration_since(began));
+                assert!(
+                    since_sent < Duration::from_millis(350),
+                    "the leaf ran for {since_sent:?}"
+                );
+                leaf_cancelled = true;
+            }
+        }
+    }
+    assert!(leaf_cancelled, "the leaf's work was cancelled");
+    for (hop, at, status) in &answered {
+        let since_sent = at.saturating_sub(sent.duration_since(began));
+        assert!(
+            since_sent < Duration::from_millis(350),
+            "{hop} answered after {since_sent:?}"
+        );
+        assert_eq!(status, "timeout", "{hop}");
+    }
+}
