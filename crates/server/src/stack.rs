@@ -2,14 +2,18 @@
 
 use std::any::Any;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::extract::State;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use problem::{Kind, Problem};
 use settings::ServiceName;
 use storage::Database;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -22,7 +26,9 @@ pub fn router(
     db: Database,
     faces: Router,
     grpc_health: crate::grpc::GrpcRoutes,
+    max_in_flight: usize,
 ) -> Router {
+    let in_flight = Arc::new(Semaphore::new(max_in_flight));
     let name: &'static str = service.as_str();
     Router::new()
         .route("/healthz", get(health::healthz))
@@ -45,6 +51,10 @@ pub fn router(
                 // Metrics next: they must see the final status, including the 500 the
                 // panic layer below makes out of a panic.
                 .layer(from_fn_with_state(name, telemetry::metrics::record))
+                // Load shedding: past `max_in_flight` requests, answer 503 / UNAVAILABLE
+                // at once rather than queue without bound. Inside metrics, so shed
+                // requests are counted like any other answer.
+                .layer(from_fn_with_state((name, in_flight), shed_load))
                 // A panicking handler becomes a 500 problem instead of a dropped
                 // connection; below metrics and correlation, so they still see it.
                 .layer(CatchPanicLayer::custom(panic_to_problem))
@@ -87,6 +97,27 @@ fn cors() -> tower_http::cors::CorsLayer {
             header("grpc-status-details-bin"),
         ])
         .max_age(std::time::Duration::from_secs(600))
+}
+
+/// Admits a request while fewer than `max_in_flight` are being served; otherwise refuses
+/// it at once, in the caller's protocol, with a hint to come back in a second.
+async fn shed_load(
+    State((service, in_flight)): State<(&'static str, Arc<Semaphore>)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = in_flight.try_acquire() else {
+        metrics::counter!("brigade_shed_total", "service" => service).increment(1);
+        tracing::warn!(service, "saturated; shedding a request");
+        let problem = Problem::unavailable("the service is saturated; retry shortly")
+            .with_retry_after(std::time::Duration::from_secs(1));
+        return if crate::grpc::is_grpc(req.headers()) {
+            problem.into_grpc_response()
+        } else {
+            problem.into_response()
+        };
+    };
+    next.run(req).await
 }
 
 async fn not_found(headers: http::HeaderMap) -> Response {

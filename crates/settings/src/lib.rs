@@ -31,6 +31,9 @@ pub struct Settings {
     /// How long in-flight requests get to finish after SIGINT/SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Requests one service handles at once; beyond that it sheds load (503 /
+    /// UNAVAILABLE with Retry-After, at once) instead of queueing without bound.
+    pub max_in_flight: usize,
     pub log: LogSettings,
     pub database: PoolSettings,
     pub idempotency: IdempotencySettings,
@@ -44,6 +47,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             seed_demo_data: true,
             shutdown_grace: Duration::from_secs(10),
+            max_in_flight: 1024,
             log: LogSettings::default(),
             database: PoolSettings::default(),
             idempotency: IdempotencySettings::default(),
@@ -220,6 +224,9 @@ impl Settings {
         }
         if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
             return Err(invalid("log.filter", &err.to_string()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(invalid("max_in_flight", "must be at least 1"));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));

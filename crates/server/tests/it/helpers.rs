@@ -23,10 +23,18 @@ pub async fn spawn(service: ServiceName, faces: Router) -> TestApp {
 }
 
 pub async fn spawn_with_grace(service: ServiceName, faces: Router, grace: Duration) -> TestApp {
+    spawn_configured(service, faces, |s| s.shutdown_grace = grace).await
+}
+
+pub async fn spawn_configured(
+    service: ServiceName,
+    faces: Router,
+    configure: impl FnOnce(&mut Settings),
+) -> TestApp {
     let test_db = storage::testing::sqlite(&[&Migrations::NONE]).await;
     let mut settings = Settings::default();
     settings.services.get_mut(service).port = 0;
-    settings.shutdown_grace = grace;
+    configure(&mut settings);
     let app = server::Application::build(service, &settings, test_db.db.clone(), faces)
         .await
         .unwrap();

@@ -83,3 +83,48 @@ async fn a_request_that_never_ends_is_cut_off_after_the_grace_period() {
         .unwrap();
     assert!(begun.elapsed() >= grace, "stopped before the grace period");
 }
+
+#[tokio::test]
+async fn a_saturated_service_sheds_load_at_once() {
+    let started = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let app = crate::helpers::spawn_configured(
+        ServiceName::Orders,
+        gated(started.clone(), release.clone()),
+        |s| s.max_in_flight = 1,
+    )
+    .await;
+    let client = app.client.clone();
+    let url = app.url("/v1/slow");
+    let busy = tokio::spawn(async move { client.get(url).send().await });
+    started.notified().await;
+
+    let begun = Instant::now();
+    let shed = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert!(
+        begun.elapsed() < Duration::from_secs(1),
+        "refused at once, not queued"
+    );
+    assert_eq!(shed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    assert_eq!(shed.headers()["content-type"], "application/problem+json");
+
+    release.notify_one();
+    assert_eq!(busy.await.unwrap().unwrap().status(), StatusCode::OK);
+    // With the slot free again, requests are served.
+    let ok = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"brigade_shed_total{service="orders"} 1"#),
+        "{metrics}"
+    );
+}
