@@ -21,6 +21,7 @@ use problem::{Kind, Problem};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::balance::{InFlight, Replicas};
 use crate::breaker::{BreakerConfig, CircuitBreaker, Permit, Rejected};
 use crate::retry::{RetryBudget, RetryPolicy};
 
@@ -58,6 +59,8 @@ pub struct Attempt {
     pub number: u32,
     /// The time this attempt may take: pass it on (`grpc-timeout`).
     pub budget: Duration,
+    /// Which replica serves it, for balanced calls (0 otherwise).
+    pub replica: usize,
 }
 
 /// A downstream service and its policy, state shared by every caller.
@@ -124,10 +127,73 @@ impl Downstream {
                 // Ask the breaker first; only a permitted attempt starts the operation.
                 let budget = deadline.saturating_duration_since(Instant::now());
                 let permit = inner.breaker.try_acquire();
-                let call = permit
-                    .is_ok()
-                    .then(|| operation(Attempt { number, budget }));
-                self.attempt(permit, call, deadline)
+                let call = permit.is_ok().then(|| {
+                    operation(Attempt {
+                        number,
+                        budget,
+                        replica: 0,
+                    })
+                });
+                self.attempt(permit, call, deadline, None)
+            },
+        )
+        .await
+    }
+
+    /// Like [`call`](Self::call), across `replicas`: each attempt picks a replica (power
+    /// of two choices over the healthy ones) and gets its client; its outcome goes to that
+    /// replica's breaker, so a failing replica is ejected while the others carry on, and a
+    /// retry usually lands on another replica.
+    pub async fn call_balanced<C, T, F, Fut>(
+        &self,
+        replicas: &Replicas<C>,
+        idempotent: bool,
+        mut operation: F,
+    ) -> Result<T, Problem>
+    where
+        F: FnMut(Attempt, &C) -> Fut,
+        Fut: Future<Output = Result<T, Problem>>,
+    {
+        let inner = &self.inner;
+        let deadline = self.deadline();
+        if Instant::now() >= deadline {
+            return Err(Problem::new(Kind::Timeout)
+                .with_detail(format!("no time left to call {}", inner.name)));
+        }
+        let mut rng = fastrand::Rng::new();
+        crate::retry::retry(
+            &inner.policy.retry,
+            &inner.budget,
+            idempotent,
+            Some(deadline),
+            &inner.name,
+            |number| {
+                let budget = deadline.saturating_duration_since(Instant::now());
+                let picked = replicas.pick(&mut rng);
+                let (permit, call, guard) = match picked {
+                    Some(p) => {
+                        let attempt = Attempt {
+                            number,
+                            budget,
+                            replica: p.index,
+                        };
+                        (
+                            Ok(p.permit),
+                            Some(operation(attempt, p.client)),
+                            Some(p.in_flight),
+                        )
+                    }
+                    None => (
+                        Err(Rejected {
+                            name: format!("every replica of {}", inner.name),
+                            state: crate::breaker::State::Open,
+                            retry_after: Duration::from_secs(1),
+                        }),
+                        None,
+                        None,
+                    ),
+                };
+                self.attempt(permit, call, deadline, guard)
             },
         )
         .await
@@ -152,6 +218,8 @@ impl Downstream {
         permit: Result<Permit<'_>, Rejected>,
         call: Option<Fut>,
         deadline: Instant,
+        // Counts the attempt as in flight on its replica until it ends.
+        _in_flight: Option<InFlight<'_>>,
     ) -> Result<T, Problem>
     where
         Fut: Future<Output = Result<T, Problem>>,

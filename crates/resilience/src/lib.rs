@@ -5,6 +5,7 @@
 //! (plain async API) and assembled per client in one place.
 #![forbid(unsafe_code)]
 
+pub mod balance;
 pub mod breaker;
 pub mod downstream;
 pub mod retry;
