@@ -69,23 +69,36 @@ async fn enforce_deadline(req: Request, next: Next) -> Response {
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(telemetry::deadline::parse_grpc_timeout);
-    let Some(timeout) = timeout else {
-        return next.run(req).await;
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let call = telemetry::deadline::scope(deadline, next.run(req));
-    match tokio::time::timeout_at(deadline, call).await {
-        Ok(response) => response,
-        Err(_) => deadline_exceeded(timeout),
+    match timeout {
+        Some(timeout) => run_within(timeout, "grpc", next.run(req)).await,
+        None => next.run(req).await,
     }
 }
 
-fn deadline_exceeded(timeout: Duration) -> Response {
-    metrics::counter!("brigade_deadline_exceeded_total", "protocol" => "grpc").increment(1);
-    tracing::info!(?timeout, "deadline exceeded; call cancelled");
-    problem::Problem::new(problem::Kind::Timeout)
-        .with_detail(format!("the call's deadline ({timeout:?}) passed"))
-        .into_grpc_response()
+/// Runs `call` within `timeout`, with the deadline visible to it; past the deadline the
+/// call is dropped and the answer is a Timeout problem in the caller's protocol.
+pub(crate) async fn run_within(
+    timeout: Duration,
+    protocol: &'static str,
+    call: impl std::future::Future<Output = Response>,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let call = telemetry::deadline::scope(deadline, call);
+    match tokio::time::timeout_at(deadline, call).await {
+        Ok(response) => response,
+        Err(_) => {
+            metrics::counter!("brigade_deadline_exceeded_total", "protocol" => protocol)
+                .increment(1);
+            tracing::info!(?timeout, protocol, "deadline exceeded; call cancelled");
+            let problem = problem::Problem::new(problem::Kind::Timeout)
+                .with_detail(format!("the call's deadline ({timeout:?}) passed"));
+            if protocol == "grpc" {
+                problem.into_grpc_response()
+            } else {
+                problem.into_response()
+            }
+        }
+    }
 }
 
 /// Whether a request speaks gRPC (or gRPC-Web), for answers that must be gRPC statuses.

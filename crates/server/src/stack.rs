@@ -51,6 +51,10 @@ pub fn router(
                 // Metrics next: they must see the final status, including the 500 the
                 // panic layer below makes out of a panic.
                 .layer(from_fn_with_state(name, telemetry::metrics::record))
+                // An HTTP caller's deadline (`x-request-timeout-ms`, which the gateway sets
+                // from its own timeout): the handler sees it and is cut off at it. gRPC
+                // calls carry `grpc-timeout` instead, enforced in `grpc::face`.
+                .layer(from_fn(http_deadline))
                 // Load shedding: past `max_in_flight` requests, answer 503 / UNAVAILABLE
                 // at once rather than queue without bound. Inside metrics, so shed
                 // requests are counted like any other answer.
@@ -97,6 +101,22 @@ fn cors() -> tower_http::cors::CorsLayer {
             header("grpc-status-details-bin"),
         ])
         .max_age(std::time::Duration::from_secs(600))
+}
+
+/// The header an HTTP caller states its remaining budget in, in milliseconds.
+pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+
+async fn http_deadline(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let timeout = req
+        .headers()
+        .get(REQUEST_TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
+    match timeout {
+        Some(timeout) => crate::grpc::run_within(timeout, "http", next.run(req)).await,
+        None => next.run(req).await,
+    }
 }
 
 /// Admits a request while fewer than `max_in_flight` are being served; otherwise refuses

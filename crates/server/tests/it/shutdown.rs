@@ -128,3 +128,28 @@ async fn a_saturated_service_sheds_load_at_once() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_http_callers_deadline_cuts_the_handler_off() {
+    let started = Arc::new(Notify::new());
+    let never = Arc::new(Notify::new());
+    let app = spawn(ServiceName::Billing, gated(started, never)).await;
+    let begun = Instant::now();
+    let response = app
+        .client
+        .get(app.url("/v1/slow"))
+        .header("x-request-timeout-ms", "200")
+        .send()
+        .await
+        .unwrap();
+    let took = begun.elapsed();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(
+        took >= Duration::from_millis(200) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}
