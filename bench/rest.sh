@@ -272,7 +272,6 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
   }' "$RESULTS"
 echo
 cat <<'NOTE'
-
 req/s: median of the rounds. CPU µs/req: the server's utime+stime (all its threads) per
 request, median of the rounds. server, wrk: CPU each used during the run, in % of one core
 (a server below ~95% was not the bottleneck). other load: CPU the rest of the machine used

@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# gRPC read benchmark (issue 4): Brigade's catalog, with its whole stack (one port shared
+# with REST, middleware, SQLite), against a bare tonic server (`bare-grpc`: the same
+# generated service and codec, `tonic::transport::Server` with its defaults, the same
+# messages served from memory). Both run side by side in the same run; the load generator
+# drives them alternately (A B, then B A, ...) so that whatever else the machine is doing
+# hits both alike. Then `wire-size` measures JSON vs protobuf on the same data. Everything
+# stays on 127.0.0.1.
+#
+#   bench/grpc.sh
+#
+# Calls: GetProduct {product_id: 1} (unary) and ListProducts {page_size: 50} (a server
+# stream of 50 messages).
+#
+# The load generator is h2load (Debian's nghttp2-client), sending the framed protobuf
+# request with `content-type: application/grpc` and `te: trailers`: a C client that spends
+# far less CPU per call than a tonic client, so on its own core it can outrun the bare
+# server and the ratio is the servers', not the client's. It does not read grpc-status, so
+# the script checks what it can: both servers' answers are compared message by message
+# before measuring (`grpc-load --once`), and every run must have only 2xx responses and
+# the DATA bytes per call of a successful call (a gRPC error carries no DATA). The tonic
+# client `grpc-load`, which checks every status, is the cross-check: BENCH_CLIENT=grpc-load.
+#
+# Knobs (environment):
+#   BENCH_DURATION=10s     duration of each measured run
+#   BENCH_WARMUP=2s        unmeasured run per server and call before round 1
+#   BENCH_ROUNDS=3         rounds; the table shows the median
+#   BENCH_CONNECTIONS=4    HTTP/2 connections (one client thread)
+#   BENCH_STREAMS=16       concurrent calls per connection (h2load -m), so 64 in flight
+#   BENCH_CLIENT=h2load    h2load | grpc-load
+#   BENCH_PIN=1            pin the servers to BENCH_SERVER_CPU and the client to BENCH_CLIENT_CPU
+#   BENCH_SERVER_CPU=0     (taskset -c list); 0 = unpinned
+#   BENCH_CLIENT_CPU=1
+#   BENCH_SKIP_BUILD=0     1 = measure the release binaries already in the target directory
+#   BENCH_LOG_FILTER=warn  Brigade's log filter. Users run the default `info,sqlx=warn`;
+#                          pass that to measure what they get.
+#   BENCH_WIRE=1           0 = skip the JSON vs protobuf table (wire-size)
+#   BENCH_LAYERS=0         1 = also measure grpc-layers' variants, which add Brigade's layers
+#                          to the bare server one at a time: plain-memory (axum hosting and
+#                          the gRPC face's wrapping), hosted-memory (+ the shared middleware
+#                          stack, health, reflection: all of Brigade but its database)
+#
+# Output: a table of calls/s (median of the rounds), server CPU time per call (utime+stime
+# of the whole server process from /proc/<pid>/stat, all threads), the server's and the
+# client's CPU use during the run, response header bytes per call, and Brigade's ratio to
+# the bare server; then wire-size's table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${BENCH_DURATION:-10s}
+WARMUP=${BENCH_WARMUP:-2s}
+ROUNDS=${BENCH_ROUNDS:-3}
+CONNECTIONS=${BENCH_CONNECTIONS:-4}
+STREAMS=${BENCH_STREAMS:-16}
+CLIENT=${BENCH_CLIENT:-h2load}
+PIN=${BENCH_PIN:-1}
+SERVER_CPU=${BENCH_SERVER_CPU:-0}
+CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
+LOG_FILTER=${BENCH_LOG_FILTER:-warn}
+WIRE=${BENCH_WIRE:-1}
+LAYERS=${BENCH_LAYERS:-0}
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "grpc.sh: $*"; exit 1; }
+
+case $CLIENT in
+  h2load | grpc-load) ;;
+  *) die "BENCH_CLIENT must be h2load or grpc-load, not '$CLIENT'" ;;
+esac
+
+# --- tools -------------------------------------------------------------------------------
+if [ "$CLIENT" = h2load ] && ! command -v h2load >/dev/null 2>&1; then
+  say "h2load is missing; installing nghttp2-client with apt-get"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update
+  $SUDO apt-get install -y nghttp2-client
+fi
+
+if [ "$PIN" = 1 ]; then
+  command -v taskset >/dev/null 2>&1 || die "taskset is needed for pinning (or BENCH_PIN=0)"
+  PIN_SERVER=(taskset -c "$SERVER_CPU")
+  PIN_CLIENT=(taskset -c "$CLIENT_CPU")
+else
+  PIN_SERVER=()
+  PIN_CLIENT=()
+fi
+
+# --- build -------------------------------------------------------------------------------
+if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
+  say "BENCH_SKIP_BUILD=1: using the release binaries already built"
+else
+  say "building release binaries (brigade, bare-grpc, grpc-load, wire-size)"
+  cargo build --release -p brigade -p bench
+fi
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
+  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+BRIGADE="$TARGET_DIR/release/brigade"
+BARE="$TARGET_DIR/release/bare-grpc"
+LOAD="$TARGET_DIR/release/grpc-load"
+WIRE_SIZE="$TARGET_DIR/release/wire-size"
+LAYERS_BIN="$TARGET_DIR/release/grpc-layers"
+for bin in "$BRIGADE" "$BARE" "$LOAD" "$WIRE_SIZE" "$LAYERS_BIN"; do
+  [ -x "$bin" ] || die "release binary $bin not found"
+done
+
+# --- servers -----------------------------------------------------------------------------
+WORK=$(mktemp -d -t brigade-bench.XXXXXX)
+# The servers measured, in order; their URLs and pids.
+SERVERS=()
+declare -A URL=() PID=()
+cleanup() {
+  for pid in "${PID[@]}"; do
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Explicit flags and variables only: a BRIGADE_CONFIG in the caller's environment must not
+# change what is measured. JSON logs, as when stderr is not a terminal.
+BRIGADE_ENV=(env -u BRIGADE_CONFIG BRIGADE_LOG__FILTER="$LOG_FILTER" BRIGADE_LOG__FORMAT=json)
+
+# Waits until FILE contains an http://127.0.0.1:PORT URL printed by process PID.
+wait_for_url() {
+  local file=$1 pid=$2 name=$3 url=""
+  for _ in $(seq 1 300); do
+    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$file" 2>/dev/null | head -n1 || true)
+    if [ -n "$url" ]; then printf '%s\n' "$url"; return 0; fi
+    kill -0 "$pid" 2>/dev/null || { cat "$WORK"/*.err >&2 || true; die "$name exited early"; }
+    sleep 0.1
+  done
+  die "$name did not start within 30 s"
+}
+
+# start NAME COMMAND...: starts a server, records its pid and URL. `env` and `taskset`
+# both exec, so $! is the server's own pid.
+start() {
+  local name=$1
+  shift
+  "$@" >"$WORK/$name.out" 2>"$WORK/$name.err" &
+  PID[$name]=$!
+  URL[$name]=$(wait_for_url "$WORK/$name.out" "${PID[$name]}" "$name")
+  SERVERS+=("$name")
+}
+
+say "seeding a fresh data directory in $WORK/data"
+"${BRIGADE_ENV[@]}" "$BRIGADE" seed --data-dir "$WORK/data" >"$WORK/seed.out" 2>"$WORK/seed.err" \
+  || { cat "$WORK/seed.err" >&2; die "brigade seed failed"; }
+
+start brigade "${BRIGADE_ENV[@]}" "${PIN_SERVER[@]}" \
+  "$BRIGADE" serve catalog --data-dir "$WORK/data" --port 0
+BRIGADE_URL=${URL[brigade]}
+start bare "${PIN_SERVER[@]}" "$BARE" --from "$BRIGADE_URL" --port 0
+if [ "$LAYERS" = 1 ]; then
+  start plain-memory "${PIN_SERVER[@]}" \
+    "$LAYERS_BIN" serve --variant plain-memory --from "$BRIGADE_URL"
+  start hosted-memory env BENCH_LOG_FILTER="$LOG_FILTER" "${PIN_SERVER[@]}" \
+    "$LAYERS_BIN" serve --variant hosted-memory --from "$BRIGADE_URL"
+fi
+
+# Each call: its name in the table, its gRPC path and its request message (protobuf, hex):
+# ProductRequest {product_id: 1} = 08 01; ListProductsRequest {page_size: 50} = 08 32.
+# The keys are grpc-load's --call values.
+CALLS=(get list)
+declare -A NAME=([get]="GetProduct(1)" [list]="ListProducts(50)")
+declare -A RPC=([get]=/ecommerce.v1.ProductService/GetProduct [list]=/ecommerce.v1.ProductService/ListProducts)
+declare -A REQUEST_HEX=([get]=0801 [list]=0832)
+declare -A DATA_PER_CALL=()
+
+# A gRPC request body: the message behind its 5-byte frame header (uncompressed, length).
+command -v xxd >/dev/null 2>&1 || die "xxd is needed (to write the framed request bodies)"
+frame() {
+  local hex=$1
+  printf '00%08x%s' $((${#hex} / 2)) "$hex" | xxd -r -p
+}
+
+# The comparison is only fair if all send the same messages.
+for call in "${CALLS[@]}"; do
+  frame "${REQUEST_HEX[$call]}" >"$WORK/request-$call.bin"
+  "$LOAD" --url "$BRIGADE_URL" --call "$call" --once >"$WORK/brigade.msgs" \
+    || die "${NAME[$call]} on brigade failed"
+  for server in "${SERVERS[@]}"; do
+    "$LOAD" --url "${URL[$server]}" --call "$call" --once >"$WORK/other.msgs" \
+      || die "${NAME[$call]} on $server failed"
+    cmp -s "$WORK/brigade.msgs" "$WORK/other.msgs" \
+      || die "the messages of ${NAME[$call]} differ between brigade and $server"
+  done
+  # DATA bytes of one successful call: each message plus its 5-byte frame header.
+  DATA_PER_CALL[$call]=$(awk '{ n += length($0) / 2 + 5 } END { print n }' "$WORK/brigade.msgs")
+  say "${NAME[$call]}: identical answers from ${SERVERS[*]}; $(wc -l <"$WORK/brigade.msgs")" \
+    "message(s), ${DATA_PER_CALL[$call]} DATA bytes per call"
+done
+
+# --- measuring ---------------------------------------------------------------------------
+TICKS=$(getconf CLK_TCK)
+
+# utime+stime of the whole process (all threads), in clock ticks. The command name may
+# hold spaces, so fields are counted after its closing parenthesis.
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat") || die "server $1 is gone"
+  stat=${stat##*) }
+  # After "pid (comm) ": state=1 ... utime=12 stime=13.
+  awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+# seconds of "10s", "2m", "500ms" (h2load's syntax; a bare number is seconds)
+seconds_of() {
+  case $1 in
+    *ms) awk -v v="${1%ms}" 'BEGIN { print v / 1000 }' ;;
+    *s) printf '%s\n' "${1%s}" ;;
+    *m) awk -v v="${1%m}" 'BEGIN { print v * 60 }' ;;
+    *) printf '%s\n' "$1" ;;
+  esac
+}
+WALL=$(seconds_of "$DURATION")
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+
+# Busy and steal jiffies of the whole machine (all CPUs), from /proc/stat.
+machine_jiffies() {
+  awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $9; exit }' /proc/stat
+}
+
+# Runs the client; prints "calls_per_s calls header_bytes_per_call mean_latency".
+load() {
+  local call=$1 url=$2 duration=$3 out=$WORK/client.out
+  if [ "$CLIENT" = h2load ]; then
+    "${PIN_CLIENT[@]}" h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D "$duration" \
+      -d "$WORK/request-$call.bin" -H 'content-type: application/grpc' -H 'te: trailers' \
+      "$url${RPC[$call]}" >"$out" || { cat "$out" >&2; return 1; }
+    # requests: T total, S started, D done, K succeeded, F failed, E errored, O timeout
+    local started done ok bad non2xx data headers
+    read -r started done ok bad < <(awk '/^requests:/ {
+      gsub(",", ""); print $4, $6, $8, $10 + $12 + $14 }' "$out")
+    non2xx=$(awk '/^status codes:/ { gsub(",", ""); print $5 + $7 + $9 }' "$out")
+    data=$(sed -n 's/^traffic:.*(\([0-9]*\)) data.*/\1/p' "$out")
+    headers=$(sed -n 's/^traffic:.*(\([0-9]*\)) headers.*/\1/p' "$out")
+    if [ "$bad" != 0 ] || [ "$non2xx" != 0 ] || [ "$ok" != "$done" ] || [ "$done" = 0 ]; then
+      cat "$out" >&2
+      say "${NAME[$call]}: $bad failed/errored/timed out, $non2xx non-2xx"
+      return 1
+    fi
+    # Every finished call brought a whole answer: calls still in flight at the end may
+    # have brought part of theirs, so the DATA lies between done and started whole ones.
+    local per=${DATA_PER_CALL[$call]}
+    if [ "$data" -lt $((done * per)) ] || [ "$data" -gt $((started * per)) ]; then
+      cat "$out" >&2
+      say "${NAME[$call]}: $data DATA bytes for $done calls ($per each): some did not succeed"
+      return 1
+    fi
+    awk -v done="$done" -v headers="$headers" '
+      /^finished in/ { gsub(",", ""); rps = $4 }
+      /^time for request:/ { mean = $6 }
+      END { printf "%s %s %.1f %s\n", rps, done, headers / done, mean }' "$out"
+  else
+    "${PIN_CLIENT[@]}" "$LOAD" --url "$url" --call "$call" \
+      --connections "$CONNECTIONS" --concurrency $((CONNECTIONS * STREAMS)) \
+      --duration "$(seconds_of "$duration")" >"$out" || { cat "$out" >&2; return 1; }
+    local line
+    line=$(cat "$out")
+    case $line in
+      *" failures=0 "*) ;;
+      *) say "$line"; return 1 ;;
+    esac
+    sed -n 's/^calls=\([0-9]*\) .*calls_per_s=\([0-9.]*\).*/\2 \1 - -/p' "$out"
+  fi
+}
+
+# run SERVER CALL ROUND (ROUND 0 = warm-up, not recorded)
+run() {
+  local server=$1 call=$2 round=$3 url=${URL[$1]} pid=${PID[$1]} duration before after m0 m1
+  duration=$DURATION
+  if [ "$round" = 0 ]; then duration=$WARMUP; fi
+  m0=$(machine_jiffies)
+  before=$(cpu_ticks "$pid")
+  # bash's `time` gives the client's own CPU time, so the rest of the machine's load can
+  # be told apart.
+  if ! { TIMEFORMAT='%3U %3S'; time load "$call" "$url" "$duration" >"$WORK/result"; } \
+      2>"$WORK/client.time"; then
+    cat "$WORK/client.time" >&2
+    die "$CLIENT failed against $server ${NAME[$call]}"
+  fi
+  after=$(cpu_ticks "$pid")
+  m1=$(machine_jiffies)
+  [ "$round" = 0 ] && return 0
+  local rps calls header_bytes latency client_cpu other steal
+  read -r rps calls header_bytes latency <"$WORK/result"
+  client_cpu=$(awk '{ print $1 + $2; exit }' "$WORK/client.time")
+  # CPU used by everything but the server and the client during the run, in % of one
+  # core; steal is time the hypervisor gave our vCPUs to someone else.
+  read -r other steal < <(awk -v m0="$m0" -v m1="$m1" -v srv="$((after - before))" \
+    -v cli="$client_cpu" -v t="$TICKS" -v wall="$WALL" 'BEGIN {
+      split(m0, a, " "); split(m1, b, " ")
+      o = ((b[1] - a[1]) - srv) / t - cli; if (o < 0) o = 0
+      printf "%.0f %.0f\n", o / wall * 100, (b[2] - a[2]) / t / wall * 100 }')
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "${NAME[$call]}" "$server" "$round" "$rps" \
+    "$calls" "$((after - before))" "$header_bytes" "$latency" "$client_cpu" "$other" \
+    "$steal" >>"$RESULTS"
+  say "  round $round  $(printf '%-17s %-8s' "${NAME[$call]}" "$server") $(printf '%10.0f' "$rps") calls/s" \
+    " mean $latency  $CLIENT CPU ${client_cpu}s  other load ${other}%  steal ${steal}%"
+}
+
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+say "warming up ($WARMUP per server and call)"
+for call in "${CALLS[@]}"; do
+  for server in "${SERVERS[@]}"; do run "$server" "$call" 0; done
+done
+
+say "measuring: $ROUNDS rounds x ${#CALLS[@]} calls x ${#SERVERS[@]} servers, $CLIENT $CONNECTIONS connections x $STREAMS streams, $DURATION"
+for round in $(seq 1 "$ROUNDS"); do
+  for call in "${CALLS[@]}"; do
+    # Alternate the order (forwards, then backwards), so drift in the machine's load
+    # hits all alike.
+    order=("${SERVERS[@]}")
+    if [ $((round % 2)) = 0 ]; then
+      order=()
+      for ((i = ${#SERVERS[@]} - 1; i >= 0; i--)); do order+=("${SERVERS[$i]}"); done
+    fi
+    for server in "${order[@]}"; do run "$server" "$call" "$round"; done
+  done
+done
+
+# --- report ------------------------------------------------------------------------------
+if [ "$PIN" = 1 ]; then
+  pinning="servers on cpu $SERVER_CPU, $CLIENT on cpu $CLIENT_CPU"
+else
+  pinning="unpinned"
+fi
+LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
+# What was measured: the commit, and whether the built tree differed from it.
+REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# (crates/bench is not part of the brigade binary.)
+if ! git diff --quiet HEAD -- crates Cargo.toml Cargo.lock proto ':!crates/bench' 2>/dev/null \
+    || [ -n "$(git ls-files --others --exclude-standard -- crates proto ':!crates/bench' 2>/dev/null)" ]; then
+  REVISION="$REVISION + uncommitted changes"
+fi
+echo
+echo "gRPC reads: $CLIENT, $CONNECTIONS HTTP/2 connections x $STREAMS concurrent streams, $DURATION per run, $ROUNDS rounds, medians; $pinning; brigade log filter '$LOG_FILTER'; Brigade at $REVISION"
+echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)); $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM; $(uname -sr); load average $LOAD_START at start, $LOAD_END at end"
+echo
+awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
+  function median(list,   a, n, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+  {
+    key = $1 SUBSEP $2
+    if (!(key in rps)) { order[++n] = key }
+    rps[key] = rps[key] " " $4
+    us[key] = us[key] " " ($6 / ticks * 1e6 / $5)
+    util[key] = util[key] " " ($6 / ticks / wall * 100)
+    cli[key] = cli[key] " " ($9 / wall * 100)
+    each[key] = each[key] (each[key] == "" ? "" : " / ") sprintf("%.0f", $4)
+    other[key] = other[key] (other[key] == "" ? "" : "/") $10
+    hdr[key] = $7
+  }
+  END {
+    fmt = "| %-16s | %-13s | %7s | %-24s | %11s | %6s | %6s | %-12s | %10s | %7s | %11s |\n"
+    printf fmt, "call", "server", "calls/s", "calls/s per round", "CPU µs/call", "server", "client", "other load", "hdr B/call", "vs bare", "vs bare CPU"
+    printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", "------------------", "---------------", "--------:", "--------------------------", "------------:", "-------:", "-------:", "--------------", "-----------:", "--------:", "------------:"
+    for (i = 1; i <= n; i++) {
+      split(order[i], k, SUBSEP)
+      m[k[1], k[2]] = median(rps[order[i]])
+      c[k[1], k[2]] = median(us[order[i]])
+    }
+    for (i = 1; i <= n; i++) {
+      split(order[i], k, SUBSEP)
+      call = k[1]; server = k[2]
+      ratio = ""; cratio = ""
+      if (server != "bare" && m[call, "bare"] > 0) ratio = sprintf("%.2f×", m[call, server] / m[call, "bare"])
+      if (server != "bare" && c[call, server] > 0) cratio = sprintf("%.2f×", c[call, "bare"] / c[call, server])
+      printf fmt, call, server, sprintf("%.0f", m[call, server]), each[order[i]], \
+        sprintf("%.1f", c[call, server]), sprintf("%.0f%%", median(util[order[i]])), \
+        sprintf("%.0f%%", median(cli[order[i]])), other[order[i]] "%", hdr[order[i]], ratio, cratio
+    }
+    print ""
+    for (i = 1; i <= n; i++) {
+      split(order[i], k, SUBSEP)
+      if (k[2] != "bare" && c[k[1], "bare"] > 0)
+        printf "%s: %s spends %.1f× the bare server'"'"'s CPU per call (%.1f vs %.1f µs).\n", \
+          k[1], k[2], c[k[1], k[2]] / c[k[1], "bare"], c[k[1], k[2]], c[k[1], "bare"]
+    }
+    if (m["GetProduct(1)", "bare"] > 0) {
+      r = m["GetProduct(1)", "brigade"] / m["GetProduct(1)", "bare"]
+      rc = c["GetProduct(1)", "bare"] / c["GetProduct(1)", "brigade"]
+      printf "Goal (issue 4): unary GetProduct at >= 0.85× the bare server: %.2f× by calls/s, %.2f× by CPU per call; %s.\n", \
+        r, rc, (r >= 0.85 && rc >= 0.85 ? "met" : "NOT met")
+    }
+  }' "$RESULTS"
+echo
+cat <<'NOTE'
+calls/s: median of the rounds (a ListProducts call is one whole stream of 50 messages);
+vs bare: the server's calls/s over bare-grpc's. vs bare CPU: bare-grpc's CPU per call over
+the server's, the ratio of what one core serves when CPU is the limit; it is the steadier
+of the two when other load takes the servers' core (server column well below 100%).
+CPU µs/call: the server's utime+stime (all its threads) per call, median of the rounds.
+server, client: CPU each used during the run, in % of one core (a server below ~95% was
+not the bottleneck). other load: CPU the rest of the machine used during each round's run,
+in % of one core; when it is high, the absolute numbers are not comparable across runs,
+only the side-by-side ratios are. hdr B/call: response header bytes per call as received
+(HPACK-compressed HEADERS and trailers; h2load only).
+NOTE
+
+if [ "$WIRE" = 1 ]; then
+  echo
+  say "measuring JSON vs protobuf (wire-size) on the data of the running catalog"
+  "${PIN_CLIENT[@]}" "$WIRE_SIZE" --from "$BRIGADE_URL"
+fi
