@@ -35,6 +35,11 @@
 #   BENCH_LOG_FILTER=warn  Brigade's log filter. Users run the default `info,sqlx=warn`;
 #                          pass that to measure what they get.
 #   BENCH_WIRE=1           0 = skip the JSON vs protobuf table (wire-size)
+#   BENCH_REST=1           also drive Brigade's REST face on the same port with the same
+#                          client (h2load over HTTP/2): GET /v1/products/1 and
+#                          GET /v1/products?limit=50, against Brigade and bench/rest.sh's
+#                          bare axum server (`bare-rest`): gRPC vs REST with the same client,
+#                          both with and without Brigade's layers (h2load only)
 #   BENCH_LAYERS=0         1 = also measure grpc-layers' variants, which add Brigade's layers
 #                          to the bare server one at a time: plain-memory (axum hosting and
 #                          the gRPC face's wrapping), hosted-memory (+ the shared middleware
@@ -59,6 +64,8 @@ CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
 LOG_FILTER=${BENCH_LOG_FILTER:-warn}
 WIRE=${BENCH_WIRE:-1}
 LAYERS=${BENCH_LAYERS:-0}
+REST=${BENCH_REST:-1}
+if [ "$CLIENT" != h2load ]; then REST=0; fi
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "grpc.sh: $*"; exit 1; }
@@ -100,7 +107,8 @@ BARE="$TARGET_DIR/release/bare-grpc"
 LOAD="$TARGET_DIR/release/grpc-load"
 WIRE_SIZE="$TARGET_DIR/release/wire-size"
 LAYERS_BIN="$TARGET_DIR/release/grpc-layers"
-for bin in "$BRIGADE" "$BARE" "$LOAD" "$WIRE_SIZE" "$LAYERS_BIN"; do
+BARE_REST="$TARGET_DIR/release/bare-rest"
+for bin in "$BRIGADE" "$BARE" "$LOAD" "$WIRE_SIZE" "$LAYERS_BIN" "$BARE_REST"; do
   [ -x "$bin" ] || die "release binary $bin not found"
 done
 
@@ -156,6 +164,9 @@ start brigade "${BRIGADE_ENV[@]}" "${PIN_SERVER[@]}" \
   "$BRIGADE" serve catalog --data-dir "$WORK/data" --port 0
 BRIGADE_URL=${URL[brigade]}
 start bare "${PIN_SERVER[@]}" "$BARE" --from "$BRIGADE_URL" --port 0
+if [ "$REST" = 1 ]; then
+  start bare-rest "${PIN_SERVER[@]}" "$BARE_REST" --from "$BRIGADE_URL" --port 0
+fi
 if [ "$LAYERS" = 1 ]; then
   start plain-memory "${PIN_SERVER[@]}" \
     "$LAYERS_BIN" serve --variant plain-memory --from "$BRIGADE_URL"
@@ -165,12 +176,29 @@ fi
 
 # Each call: its name in the table, its gRPC path and its request message (protobuf, hex):
 # ProductRequest {product_id: 1} = 08 01; ListProductsRequest {page_size: 50} = 08 32.
-# The keys are grpc-load's --call values.
+# The keys are grpc-load's --call values. With BENCH_REST, the REST reads of the same
+# data on the same port (Brigade only; plain GETs, no request body).
 CALLS=(get list)
-declare -A NAME=([get]="GetProduct(1)" [list]="ListProducts(50)")
-declare -A RPC=([get]=/ecommerce.v1.ProductService/GetProduct [list]=/ecommerce.v1.ProductService/ListProducts)
+declare -A NAME=([get]="GetProduct(1)" [list]="ListProducts(50)"
+  [rest-one]="GET /v1/products/1" [rest-page]="GET /v1/products?limit=50")
+declare -A RPC=([get]=/ecommerce.v1.ProductService/GetProduct [list]=/ecommerce.v1.ProductService/ListProducts
+  [rest-one]=/v1/products/1 [rest-page]=/v1/products?limit=50)
 declare -A REQUEST_HEX=([get]=0801 [list]=0832)
 declare -A DATA_PER_CALL=()
+if [ "$REST" = 1 ]; then
+  command -v curl >/dev/null 2>&1 || die "curl is needed for BENCH_REST (or BENCH_REST=0)"
+  CALLS+=(rest-one rest-page)
+fi
+
+is_rest() { [[ $1 == rest-* ]]; }
+# Whether SERVER answers CALL: Brigade all; bare-rest REST only; the others gRPC only.
+serves() {
+  case $1 in
+    brigade) return 0 ;;
+    bare-rest) is_rest "$2" ;;
+    *) ! is_rest "$2" ;;
+  esac
+}
 
 # A gRPC request body: the message behind its 5-byte frame header (uncompressed, length).
 command -v xxd >/dev/null 2>&1 || die "xxd is needed (to write the framed request bodies)"
@@ -181,10 +209,21 @@ frame() {
 
 # The comparison is only fair if all send the same messages.
 for call in "${CALLS[@]}"; do
+  if is_rest "$call"; then
+    curl -sf -o "$WORK/rest.body" "$BRIGADE_URL${RPC[$call]}" || die "${NAME[$call]} on brigade failed"
+    curl -sf -o "$WORK/bare-rest.body" "${URL[bare-rest]}${RPC[$call]}" \
+      || die "${NAME[$call]} on bare-rest failed"
+    cmp -s "$WORK/rest.body" "$WORK/bare-rest.body" \
+      || die "the bodies of ${NAME[$call]} differ between brigade and bare-rest"
+    DATA_PER_CALL[$call]=$(wc -c <"$WORK/rest.body")
+    say "${NAME[$call]}: identical ${DATA_PER_CALL[$call]}-byte JSON bodies from brigade and bare-rest"
+    continue
+  fi
   frame "${REQUEST_HEX[$call]}" >"$WORK/request-$call.bin"
   "$LOAD" --url "$BRIGADE_URL" --call "$call" --once >"$WORK/brigade.msgs" \
     || die "${NAME[$call]} on brigade failed"
   for server in "${SERVERS[@]}"; do
+    serves "$server" "$call" || continue
     "$LOAD" --url "${URL[$server]}" --call "$call" --once >"$WORK/other.msgs" \
       || die "${NAME[$call]} on $server failed"
     cmp -s "$WORK/brigade.msgs" "$WORK/other.msgs" \
@@ -192,7 +231,7 @@ for call in "${CALLS[@]}"; do
   done
   # DATA bytes of one successful call: each message plus its 5-byte frame header.
   DATA_PER_CALL[$call]=$(awk '{ n += length($0) / 2 + 5 } END { print n }' "$WORK/brigade.msgs")
-  say "${NAME[$call]}: identical answers from ${SERVERS[*]}; $(wc -l <"$WORK/brigade.msgs")" \
+  say "${NAME[$call]}: identical answers from all gRPC servers; $(wc -l <"$WORK/brigade.msgs")" \
     "message(s), ${DATA_PER_CALL[$call]} DATA bytes per call"
 done
 
@@ -232,8 +271,9 @@ machine_jiffies() {
 load() {
   local call=$1 url=$2 duration=$3 out=$WORK/client.out
   if [ "$CLIENT" = h2load ]; then
-    "${PIN_CLIENT[@]}" h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D "$duration" \
-      -d "$WORK/request-$call.bin" -H 'content-type: application/grpc' -H 'te: trailers' \
+    local request=(-d "$WORK/request-$call.bin" -H 'content-type: application/grpc' -H 'te: trailers')
+    if is_rest "$call"; then request=(); fi
+    "${PIN_CLIENT[@]}" h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D "$duration" "${request[@]}" \
       "$url${RPC[$call]}" >"$out" || { cat "$out" >&2; return 1; }
     # requests: T total, S started, D done, K succeeded, F failed, E errored, O timeout
     local started done ok bad non2xx data headers
@@ -310,7 +350,9 @@ run() {
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 say "warming up ($WARMUP per server and call)"
 for call in "${CALLS[@]}"; do
-  for server in "${SERVERS[@]}"; do run "$server" "$call" 0; done
+  for server in "${SERVERS[@]}"; do
+    if serves "$server" "$call"; then run "$server" "$call" 0; fi
+  done
 done
 
 say "measuring: $ROUNDS rounds x ${#CALLS[@]} calls x ${#SERVERS[@]} servers, $CLIENT $CONNECTIONS connections x $STREAMS streams, $DURATION"
@@ -323,7 +365,9 @@ for round in $(seq 1 "$ROUNDS"); do
       order=()
       for ((i = ${#SERVERS[@]} - 1; i >= 0; i--)); do order+=("${SERVERS[$i]}"); done
     fi
-    for server in "${order[@]}"; do run "$server" "$call" "$round"; done
+    for server in "${order[@]}"; do
+      if serves "$server" "$call"; then run "$server" "$call" "$round"; fi
+    done
   done
 done
 
@@ -363,9 +407,9 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
     hdr[key] = $7
   }
   END {
-    fmt = "| %-16s | %-13s | %7s | %-24s | %11s | %6s | %6s | %-12s | %10s | %7s | %11s |\n"
+    fmt = "| %-25s | %-13s | %7s | %-24s | %11s | %6s | %6s | %-12s | %10s | %7s | %11s |\n"
     printf fmt, "call", "server", "calls/s", "calls/s per round", "CPU µs/call", "server", "client", "other load", "hdr B/call", "vs bare", "vs bare CPU"
-    printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", "------------------", "---------------", "--------:", "--------------------------", "------------:", "-------:", "-------:", "--------------", "-----------:", "--------:", "------------:"
+    printf "|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|%s|\n", "---------------------------", "---------------", "--------:", "--------------------------", "------------:", "-------:", "-------:", "--------------", "-----------:", "--------:", "------------:"
     for (i = 1; i <= n; i++) {
       split(order[i], k, SUBSEP)
       m[k[1], k[2]] = median(rps[order[i]])
@@ -375,8 +419,10 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
       split(order[i], k, SUBSEP)
       call = k[1]; server = k[2]
       ratio = ""; cratio = ""
-      if (server != "bare" && m[call, "bare"] > 0) ratio = sprintf("%.2f×", m[call, server] / m[call, "bare"])
-      if (server != "bare" && c[call, server] > 0) cratio = sprintf("%.2f×", c[call, "bare"] / c[call, server])
+      # REST rows compare with bare-rest, gRPC rows with bare.
+      b = (call ~ /^GET /) ? "bare-rest" : "bare"
+      if (server != b && m[call, b] > 0) ratio = sprintf("%.2f×", m[call, server] / m[call, b])
+      if (server != b && c[call, b] > 0 && c[call, server] > 0) cratio = sprintf("%.2f×", c[call, b] / c[call, server])
       printf fmt, call, server, sprintf("%.0f", m[call, server]), each[order[i]], \
         sprintf("%.1f", c[call, server]), sprintf("%.0f%%", median(util[order[i]])), \
         sprintf("%.0f%%", median(cli[order[i]])), other[order[i]] "%", hdr[order[i]], ratio, cratio
@@ -384,9 +430,10 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
     print ""
     for (i = 1; i <= n; i++) {
       split(order[i], k, SUBSEP)
-      if (k[2] != "bare" && c[k[1], "bare"] > 0)
-        printf "%s: %s spends %.1f× the bare server'"'"'s CPU per call (%.1f vs %.1f µs).\n", \
-          k[1], k[2], c[k[1], k[2]] / c[k[1], "bare"], c[k[1], k[2]], c[k[1], "bare"]
+      b = (k[1] ~ /^GET /) ? "bare-rest" : "bare"
+      if (k[2] != b && c[k[1], b] > 0)
+        printf "%s: %s spends %.1f× %s'"'"'s CPU per call (%.1f vs %.1f µs).\n", \
+          k[1], k[2], c[k[1], k[2]] / c[k[1], b], b, c[k[1], k[2]], c[k[1], b]
     }
     if (m["GetProduct(1)", "bare"] > 0) {
       r = m["GetProduct(1)", "brigade"] / m["GetProduct(1)", "bare"]
@@ -394,11 +441,22 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
       printf "Goal (issue 4): unary GetProduct at >= 0.85× the bare server: %.2f× by calls/s, %.2f× by CPU per call; %s.\n", \
         r, rc, (r >= 0.85 && rc >= 0.85 ? "met" : "NOT met")
     }
+    split("GetProduct(1)|GET /v1/products/1|ListProducts(50)|GET /v1/products?limit=50", pair, "|")
+    for (i = 1; i <= 3; i += 2) {
+      g = pair[i]; h = pair[i + 1]
+      if (m[h, "brigade"] > 0 && c[g, "brigade"] > 0)
+        printf "gRPC vs REST, Brigade (one port): %s %.0f calls/s vs %s %.0f req/s = %.2f× (by CPU per call: %.2f×).\n", \
+          g, m[g, "brigade"], h, m[h, "brigade"], m[g, "brigade"] / m[h, "brigade"], c[h, "brigade"] / c[g, "brigade"]
+      if (m[h, "bare-rest"] > 0 && c[g, "bare"] > 0)
+        printf "gRPC vs REST, bare servers (bare-grpc vs bare-rest): %s %.0f calls/s vs %s %.0f req/s = %.2f× (by CPU per call: %.2f×).\n", \
+          g, m[g, "bare"], h, m[h, "bare-rest"], m[g, "bare"] / m[h, "bare-rest"], c[h, "bare-rest"] / c[g, "bare"]
+    }
   }' "$RESULTS"
 echo
 cat <<'NOTE'
-calls/s: median of the rounds (a ListProducts call is one whole stream of 50 messages);
-vs bare: the server's calls/s over bare-grpc's. vs bare CPU: bare-grpc's CPU per call over
+calls/s: median of the rounds (a ListProducts call is one whole stream of 50 messages; a
+REST row counts requests);
+vs bare: the server's calls/s over bare-grpc's (REST rows: over bare-rest's). vs bare CPU: the bare server's CPU per call over
 the server's, the ratio of what one core serves when CPU is the limit; it is the steadier
 of the two when other load takes the servers' core (server column well below 100%).
 CPU µs/call: the server's utime+stime (all its threads) per call, median of the rounds.

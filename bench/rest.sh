@@ -12,7 +12,9 @@
 #   BENCH_ROUNDS=3         rounds; the table shows the median
 #   BENCH_CONNECTIONS=32   wrk connections (one wrk thread)
 #   BENCH_PIN=1            pin the servers to BENCH_SERVER_CPU and wrk to BENCH_CLIENT_CPU
-#   BENCH_SERVER_CPU=0     (taskset -c list); 0 = unpinned
+#                          (taskset -c lists), so client and servers do not share a core;
+#                          0 = let the scheduler place them
+#   BENCH_SERVER_CPU=0
 #   BENCH_CLIENT_CPU=1
 #   BENCH_SKIP_BUILD=0     1 = measure the release binaries already in the target directory
 #   BENCH_LOG_FILTER=warn  Brigade's log filter. Users run the default `info,sqlx=warn`;
@@ -20,7 +22,9 @@
 #
 # Output: a table of requests/s (median of the rounds), server CPU time per request
 # (utime+stime of the whole server process from /proc/<pid>/stat, all threads), the
-# server's CPU use during the run, and Brigade's ratio to the bare handler.
+# server's and wrk's CPU use during the run, the rest of the machine's load, and Brigade's
+# ratio to the bare handler. Results and their reading: BENCHMARKS.md. Run one benchmark
+# at a time: bench/grpc.sh pins to the same CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -176,10 +180,14 @@ run() {
   after=$(cpu_ticks "$pid")
   m1=$(machine_jiffies)
   out=$(cat "$WORK/wrk.out")
-  if grep -q -E 'Non-2xx|Socket errors' <<<"$out"; then
+  if grep -q -E 'Non-2xx' <<<"$out"; then
     say "$out"
     die "$server answered $path with errors"
   fi
+  # Timeouts (wrk's 2 s) mean the run was disturbed, not that the answer was wrong: keep
+  # the round, and say so under the table.
+  local errors
+  errors=$(sed -n 's/^ *Socket errors: //p' <<<"$out")
   [ "$round" = 0 ] && return 0
   local requests rps p50 p99 wrk_cpu other steal
   requests=$(awk '/requests in/ { print $1 }' <<<"$out")
@@ -194,12 +202,19 @@ run() {
       split(m0, a, " "); split(m1, b, " ")
       o = ((b[1] - a[1]) - srv) / t - wrk; if (o < 0) o = 0
       printf "%.0f %.0f\n", o / wall * 100, (b[2] - a[2]) / t / wall * 100 }')
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$path" "$server" "$round" "$rps" \
-    "$requests" "$((after - before))" "$p50" "$p99" "$wrk_cpu" "$other" "$steal" >>"$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$path" "$server" "$round" "$rps" \
+    "$requests" "$((after - before))" "$p50" "$p99" "$wrk_cpu" "$other" "$steal" "$errors" >>"$RESULTS"
   say "  round $round  $(printf '%-22s %-8s' "$path" "$server") $(printf '%10.0f' "$rps") req/s" \
-    " p50 $p50  p99 $p99  wrk CPU ${wrk_cpu}s  other load ${other}%  steal ${steal}%"
+    " p50 $p50  p99 $p99  wrk CPU ${wrk_cpu}s  other load ${other}%  steal ${steal}%" \
+    "${errors:+  SOCKET ERRORS: $errors}"
 }
 
+# Another benchmark on this machine (bench/grpc.sh uses the same CPUs) disturbs both.
+for tool in wrk h2load; do
+  if pgrep -x "$tool" >/dev/null 2>&1; then
+    say "WARNING: another $tool is running; run one benchmark at a time or the numbers mean little"
+  fi
+done
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 say "warming up ($WARMUP per server and endpoint)"
 for path in "${ENDPOINTS[@]}"; do
@@ -237,12 +252,12 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
     key = $1 SUBSEP $2
     if (!(key in rps)) { order[++n] = key }
     rps[key] = rps[key] " " $4
-    us[key] = us[key] " " ($6 / ticks * 1e6 / $5)
+    us[key] = us[key] " " ($5 > 0 ? $6 / ticks * 1e6 / $5 : 0)
     util[key] = util[key] " " ($6 / ticks / wall * 100)
     wrk[key] = wrk[key] " " ($9 / wall * 100)
     each[key] = each[key] (each[key] == "" ? "" : " / ") sprintf("%.0f", $4)
     other[key] = other[key] (other[key] == "" ? "" : "/") $10
-    p99[key] = $8 " " p99[key]
+    if ($12 != "") errs[key] = errs[key] " round " $3 " (" $12 ")"
   }
   END {
     fmt = "| %-21s | %-7s | %7s | %-24s | %10s | %6s | %6s | %-12s | %12s |\n"
@@ -261,6 +276,10 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
       printf fmt, path, server, sprintf("%.0f", m[path, server]), each[order[i]], \
         sprintf("%.1f", c[path, server]), sprintf("%.0f%%", median(util[order[i]])), \
         sprintf("%.0f%%", median(wrk[order[i]])), other[order[i]] "%", ratio
+    }
+    for (i = 1; i <= n; i++) {
+      split(order[i], k, SUBSEP)
+      if (errs[order[i]] != "") printf "\nsocket errors (wrk): %s %s:%s", k[1], k[2], errs[order[i]]
     }
     print ""
     for (i = 1; i <= n; i++) {
