@@ -28,10 +28,10 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     .map_err(|e| server::StartError::database(SERVICE, e))?;
     let idempotency = Idempotency::new(db.clone(), (&settings.idempotency).into());
     let store = AccountsStore::new(db.clone());
-    let faces = rest::router(rest::AppState {
+    let faces = rest::router(std::sync::Arc::new(rest::Shared {
         store: store.clone(),
         idempotency: idempotency.clone(),
-    })
+    }))
     .merge(server::grpc::face(grpc::routes(store, idempotency.clone())));
     let mut app = server::Application::build(SERVICE, settings, db, faces).await?;
     let every = settings.idempotency.purge_every;

@@ -58,7 +58,7 @@ pub fn routes(
         .add_service(InventoryServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE))
 }
 
-fn product_message(p: Product) -> Result<ProductResponse, Problem> {
+fn product_message(p: &Product) -> Result<ProductResponse, Problem> {
     Ok(ProductResponse {
         id: int32(p.id.0, "id")?,
         name: p.name.as_str().to_owned(),
@@ -134,7 +134,7 @@ impl ProductService for CatalogGrpc {
             .await
             .map_err(Problem::from)?
             .ok_or_else(|| not_found(id))?;
-        Ok(Response::new(product_message(product)?))
+        Ok(Response::new(product_message(&product)?))
     }
 
     type ListProductsStream = ProductStream;
@@ -185,7 +185,7 @@ impl ProductService for CatalogGrpc {
                 &request,
                 |mut tx| async move {
                     let result = match store::insert_product(&mut tx, &new).await {
-                        Ok(product) => product_message(product),
+                        Ok(product) => product_message(&product),
                         Err(err) => Err(err.into()),
                     };
                     (tx, result)
@@ -217,7 +217,7 @@ impl ProductService for CatalogGrpc {
         let mut missing_ids = Vec::new();
         for id in ids {
             match found.iter().find(|p| p.id.0 == i64::from(id)) {
-                Some(p) => products.push(product_message(p.clone())?),
+                Some(p) => products.push(product_message(p)?),
                 None => missing_ids.push(id),
             }
         }
@@ -257,7 +257,11 @@ impl Streaming {
         let product = match self.buffer.next() {
             Some(p) => p,
             None => {
-                let batch = match self.store.products(self.after, STREAM_BATCH).await {
+                // A bounded stream needs no more rows than it has left to send.
+                let want = self.left.map_or(STREAM_BATCH, |left| {
+                    u32::try_from(left).map_or(STREAM_BATCH, |l| l.min(STREAM_BATCH))
+                });
+                let batch = match self.store.products(self.after, want).await {
                     Ok(batch) => batch,
                     Err(err) => {
                         self.done = true;
@@ -272,7 +276,7 @@ impl Streaming {
         };
         self.after = Some(product.id);
         self.left = self.left.map(|n| n - 1);
-        let item = product_message(product).map_err(Status::from);
+        let item = product_message(&product).map_err(Status::from);
         Some((item, self))
     }
 }
@@ -400,9 +404,10 @@ impl InventoryService for CatalogGrpc {
             .map(|l| (i64::from(l.product_id), i64::from(l.quantity)))
             .collect();
         let new = NewReservation::parse(&request.order_id, &lines).map_err(Problem::validation)?;
-        let reservation = reservations::reserve(self.store.database(), &new)
-            .await
-            .map_err(Problem::from)?;
+        let result = reservations::reserve(self.store.database(), &new).await;
+        // Stock changed (or may have, if the outcome is unknown): the cached rows are old.
+        self.store.forget(new.lines.iter().map(|l| l.product_id));
+        let reservation = result.map_err(Problem::from)?;
         Ok(Response::new(reservation_message(reservation)?))
     }
 
@@ -415,6 +420,8 @@ impl InventoryService for CatalogGrpc {
         let reservation = reservations::release(self.store.database(), &order)
             .await
             .map_err(Problem::from)?;
+        self.store
+            .forget(reservation.lines.iter().map(|l| l.product_id));
         Ok(Response::new(reservation_message(reservation)?))
     }
 }

@@ -34,12 +34,16 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         addr: settings.services.catalog.addr(),
         reason: format!("the accounts address is not a valid URL: {e}"),
     })?;
-    let store = CatalogStore::new(db.clone());
-    let faces = rest::router(rest::AppState {
+    let store = CatalogStore::with_read_cache(
+        db.clone(),
+        settings.catalog.read_cache_ttl,
+        settings.catalog.read_cache_capacity,
+    );
+    let faces = rest::router(std::sync::Arc::new(rest::Shared {
         store: store.clone(),
         idempotency: idempotency.clone(),
         accounts: accounts.clone(),
-    })
+    }))
     .merge(server::grpc::face(grpc::routes(
         store,
         idempotency.clone(),

@@ -149,7 +149,16 @@ impl Application {
             trigger.cancel();
         });
 
-        let serve = axum::serve(self.listener, self.router)
+        use axum::serve::ListenerExt;
+        // Nagle's algorithm would hold a streamed response's later frames until the
+        // client's delayed ACK (~40 ms per ListProducts page); replies here are small and
+        // already batched by hyper, so send them at once.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(%err, "could not set TCP_NODELAY on an accepted connection");
+            }
+        });
+        let serve = axum::serve(listener, self.router)
             .with_graceful_shutdown(stop.clone().cancelled_owned());
         let service = self.service;
         let grace = self.grace;

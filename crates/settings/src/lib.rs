@@ -38,6 +38,7 @@ pub struct Settings {
     pub database: PoolSettings,
     pub idempotency: IdempotencySettings,
     pub outbound: OutboundSettings,
+    pub catalog: CatalogSettings,
     pub services: Services,
 }
 
@@ -52,6 +53,7 @@ impl Default for Settings {
             database: PoolSettings::default(),
             idempotency: IdempotencySettings::default(),
             outbound: OutboundSettings::default(),
+            catalog: CatalogSettings::default(),
             services: Services::default(),
         }
     }
@@ -119,6 +121,27 @@ impl Default for IdempotencySettings {
             ttl: Duration::from_secs(24 * 60 * 60),
             lock_timeout: Duration::from_secs(30),
             purge_every: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+/// The catalog's read cache of single products (`GET /v1/products/{id}`, `GetProduct`).
+/// Writes made by the same process are seen at once; writes by another process sharing
+/// the database are seen within `read_cache_ttl`. `0s` turns the cache off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogSettings {
+    #[serde(with = "humantime_serde")]
+    pub read_cache_ttl: Duration,
+    /// Most products held at once.
+    pub read_cache_capacity: usize,
+}
+
+impl Default for CatalogSettings {
+    fn default() -> Self {
+        Self {
+            read_cache_ttl: Duration::from_secs(1),
+            read_cache_capacity: 10_000,
         }
     }
 }

@@ -124,19 +124,24 @@ impl Database {
             .max_connections(pool.max_connections)
             .acquire_timeout(pool.acquire_timeout);
         if backend == Backend::Sqlite {
-            options = options.after_connect(|conn, _meta| {
-                Box::pin(async move {
-                    // WAL lets readers run beside the writer; busy_timeout makes writers
-                    // from several processes wait for each other instead of failing;
-                    // NORMAL sync is durable across process crashes in WAL mode.
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+            // A SQLite "connection" is a file handle in this process: it cannot go stale
+            // the way a socket to a server can, so pinging it before every checkout is a
+            // wasted round trip to sqlx's worker thread (10-15% of a cached-miss read).
+            options = options
+                .test_before_acquire(false)
+                .after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        // WAL lets readers run beside the writer; busy_timeout makes writers
+                        // from several processes wait for each other instead of failing;
+                        // NORMAL sync is durable across process crashes in WAL mode.
+                        conn.execute(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                          PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                    )
-                    .await?;
-                    Ok(())
-                })
-            });
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                });
         }
         let connect = options.connect(url.expose());
         let pool_handle = match tokio::time::timeout(pool.connect_timeout, connect).await {

@@ -10,8 +10,11 @@ use utoipa_axum::routes;
 
 use crate::store::AccountsStore;
 
-#[derive(Clone)]
-pub struct AppState {
+/// What the handlers share. Behind an `Arc`: axum clones the state for every request,
+/// and the clients inside (connection pools, the accounts channel) are not free to clone.
+pub type AppState = std::sync::Arc<Shared>;
+
+pub struct Shared {
     pub store: AccountsStore,
     pub idempotency: Idempotency,
 }

@@ -33,6 +33,12 @@ pub struct ProductView {
 
 impl From<Product> for ProductView {
     fn from(p: Product) -> Self {
+        ProductView::from(&p)
+    }
+}
+
+impl From<&Product> for ProductView {
+    fn from(p: &Product) -> Self {
         ProductView {
             id: p.id.0,
             name: p.name.as_str().to_owned(),
@@ -142,7 +148,7 @@ pub async fn get(
     Ok(json_with_etag(
         &headers,
         Some(tag),
-        &ProductView::from(product),
+        &ProductView::from(product.as_ref()),
     ))
 }
 

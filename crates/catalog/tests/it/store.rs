@@ -14,6 +14,7 @@ storage::backend_tests!(&[&MIGRATIONS];
     reviews_need_an_existing_product,
     seeding_is_deterministic_and_puts_laptop_and_mouse_first,
     the_database_refuses_what_the_domain_refuses,
+    the_read_cache_never_hides_this_processs_own_writes,
 );
 
 async fn creates_and_reads_products_exactly(db: &Database) {
@@ -26,7 +27,7 @@ async fn creates_and_reads_products_exactly(db: &Database) {
     assert_eq!(laptop.version, 1);
     assert!(laptop.created_at > 0 && laptop.created_at == laptop.updated_at);
     let read = store.product(laptop.id).await.unwrap().unwrap();
-    assert_eq!(read, laptop);
+    assert_eq!(*read, laptop);
     assert_eq!(read.price.to_decimal(), 999.99);
     assert!(store.product(ProductId(999_999)).await.unwrap().is_none());
 }
@@ -182,8 +183,8 @@ async fn seeding_is_deterministic_and_puts_laptop_and_mouse_first(db: &Database)
     seed::seed(&other_store, 40, 60, 10).await.unwrap();
     let q17 = other_store.product(ProductId(17)).await.unwrap().unwrap();
     assert_eq!(
-        (p17.name, p17.price, p17.stock),
-        (q17.name, q17.price, q17.stock)
+        (p17.name.clone(), p17.price, p17.stock),
+        (q17.name.clone(), q17.price, q17.stock)
     );
 }
 
@@ -203,4 +204,38 @@ async fn the_database_refuses_what_the_domain_refuses(db: &Database) {
     .execute(db.pool())
     .await;
     assert!(result.is_err());
+}
+
+async fn the_read_cache_never_hides_this_processs_own_writes(db: &Database) {
+    // A long ttl: only invalidation can make the second read see the change.
+    let store =
+        CatalogStore::with_read_cache(db.clone(), std::time::Duration::from_secs(3600), 100);
+    let laptop = store
+        .create_product(&NewProduct::parse("Laptop", 999.99, 50).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(store.product(laptop.id).await.unwrap().unwrap().version, 1);
+
+    let patch = ProductPatch::parse(None, None, Some(7)).unwrap();
+    store.update_product(laptop.id, &patch, None).await.unwrap();
+    let read = store.product(laptop.id).await.unwrap().unwrap();
+    assert_eq!((read.version, read.stock.units()), (2, 7));
+
+    // A refused write (stale version) still drops the entry: someone else changed it.
+    let other = CatalogStore::new(db.clone());
+    other.update_product(laptop.id, &patch, None).await.unwrap();
+    assert_eq!(
+        store.product(laptop.id).await.unwrap().unwrap().version,
+        2,
+        "cached"
+    );
+    let refused = store.update_product(laptop.id, &patch, Some(2)).await;
+    assert!(
+        matches!(refused, Err(StoreError::Stale { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.product(laptop.id).await.unwrap().unwrap().version, 3);
+
+    assert!(store.delete_product(laptop.id).await.unwrap());
+    assert!(store.product(laptop.id).await.unwrap().is_none());
 }
