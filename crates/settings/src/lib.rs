@@ -39,6 +39,7 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub outbound: OutboundSettings,
     pub catalog: CatalogSettings,
+    pub messaging: MessagingSettings,
     pub services: Services,
 }
 
@@ -54,6 +55,7 @@ impl Default for Settings {
             idempotency: IdempotencySettings::default(),
             outbound: OutboundSettings::default(),
             catalog: CatalogSettings::default(),
+            messaging: MessagingSettings::default(),
             services: Services::default(),
         }
     }
@@ -142,6 +144,61 @@ impl Default for CatalogSettings {
         Self {
             read_cache_ttl: Duration::from_secs(1),
             read_cache_capacity: 10_000,
+        }
+    }
+}
+
+/// Which messaging backend carries the work queues and event streams, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MessagingBackend {
+    /// A SQLite file under the data dir (`messaging.db`): no broker needed.
+    #[default]
+    Embedded,
+    /// RabbitMQ over AMQP 0.9.1 (`url`, e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`).
+    Rabbitmq,
+    /// NATS JetStream (`url`, e.g. `nats://127.0.0.1:4222`).
+    Nats,
+    /// Kafka or Redpanda (`url`: bootstrap servers); needs the `kafka` build feature.
+    Kafka,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagingSettings {
+    pub backend: MessagingBackend,
+    /// The broker's address; unused by `embedded`. May hold credentials: never logged.
+    pub url: Option<String>,
+    /// A message delivered this many times without success goes to its dead-letter queue.
+    pub max_deliveries: u32,
+    /// How long event streams keep events.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Partitions per event stream: how many consumers of one group can share its work.
+    pub partitions: u16,
+    /// The seed's "async job: 30 s – 5 min": how long a consumer's handler may take with
+    /// one message before it is abandoned (and the message redelivered).
+    #[serde(with = "humantime_serde")]
+    pub handler_timeout: Duration,
+    /// How long a publish may wait for the backend's confirmation.
+    #[serde(with = "humantime_serde")]
+    pub publish_timeout: Duration,
+    /// How often the outbox relay looks for unsent messages when nothing woke it.
+    #[serde(with = "humantime_serde")]
+    pub relay_poll: Duration,
+}
+
+impl Default for MessagingSettings {
+    fn default() -> Self {
+        Self {
+            backend: MessagingBackend::Embedded,
+            url: None,
+            max_deliveries: 5,
+            retention: Duration::from_secs(7 * 24 * 60 * 60),
+            partitions: 4,
+            handler_timeout: Duration::from_secs(30),
+            publish_timeout: Duration::from_secs(5),
+            relay_poll: Duration::from_millis(200),
         }
     }
 }
@@ -319,6 +376,11 @@ impl Settings {
     }
 
     /// The database of `service`: its configured URL, or a SQLite file in the data dir.
+    /// The embedded messaging backend's file.
+    pub fn messaging_path(&self) -> PathBuf {
+        self.data_dir.join("messaging.db")
+    }
+
     pub fn database_url(&self, service: ServiceName) -> DatabaseUrl {
         match &self.services.get(service).database_url {
             Some(url) => url.clone(),

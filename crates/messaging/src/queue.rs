@@ -1,0 +1,168 @@
+//! The work-queue shape: one message, one consumer, acknowledged and deleted (RabbitMQ,
+//! SQS). A message that keeps failing goes to the queue's dead-letter queue.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::envelope::{Envelope, Malformed};
+use crate::error::Result;
+
+/// How a queue behaves; given when it is declared (declaring is idempotent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// A message delivered this many times without an ack goes to the dead-letter queue
+    /// (reason: "delivered N times").
+    pub max_deliveries: u32,
+    /// The message type assumed for a message that names none (a foreign producer's).
+    pub default_kind: Option<String>,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        Self {
+            max_deliveries: 5,
+            default_kind: None,
+        }
+    }
+}
+
+/// What a consumer decided about one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done: delete it.
+    Ack,
+    /// Failed: deliver it again now (to this or another consumer).
+    Requeue,
+    /// Failed: deliver it again, not before `delay` has passed.
+    RetryAfter(Duration),
+    /// Never going to work: straight to the dead-letter queue, with the reason.
+    Reject(String),
+}
+
+/// How a backend settles one delivery. Backends implement it; consumers use [`Delivery`].
+#[async_trait]
+pub trait Settle: Send {
+    async fn settle(self: Box<Self>, outcome: Outcome) -> Result<()>;
+}
+
+/// One delivery of one message.
+pub struct Delivery {
+    /// The message, or why it could not be read (a consumer should [`Delivery::reject`]
+    /// it with that reason).
+    pub message: std::result::Result<Envelope, Malformed>,
+    /// 1 for the first delivery, 2 for the first redelivery, ...
+    pub attempt: u32,
+    /// The queue's `max_deliveries`: at this attempt, a requeue or retry dead-letters.
+    pub max_deliveries: u32,
+    settle: Box<dyn Settle>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("message", &self.message)
+            .field("attempt", &self.attempt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Delivery {
+    pub fn new(
+        message: std::result::Result<Envelope, Malformed>,
+        attempt: u32,
+        max_deliveries: u32,
+        settle: Box<dyn Settle>,
+    ) -> Self {
+        Self {
+            message,
+            attempt,
+            max_deliveries,
+            settle,
+        }
+    }
+
+    pub async fn ack(self) -> Result<()> {
+        self.settle.settle(Outcome::Ack).await
+    }
+
+    /// Deliver again now; on the last allowed attempt this dead-letters instead.
+    pub async fn nack(self) -> Result<()> {
+        let outcome = self.bounded(Outcome::Requeue);
+        self.settle.settle(outcome).await
+    }
+
+    /// Deliver again after `delay`; on the last allowed attempt this dead-letters instead.
+    pub async fn retry_after(self, delay: Duration) -> Result<()> {
+        let outcome = self.bounded(Outcome::RetryAfter(delay));
+        self.settle.settle(outcome).await
+    }
+
+    /// Straight to the dead-letter queue.
+    pub async fn reject(self, reason: impl Into<String>) -> Result<()> {
+        self.settle.settle(Outcome::Reject(reason.into())).await
+    }
+
+    fn bounded(&self, outcome: Outcome) -> Outcome {
+        if self.attempt >= self.max_deliveries {
+            Outcome::Reject(format!(
+                "delivered {} times without success (max_deliveries {})",
+                self.attempt, self.max_deliveries
+            ))
+        } else {
+            outcome
+        }
+    }
+}
+
+/// A dead-lettered message, as `brigade dlq list` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The message id (or the backend's, for a body that was never an envelope).
+    pub id: String,
+    pub kind: Option<String>,
+    pub reason: String,
+    pub attempts: u32,
+    pub dead_at: SystemTime,
+    /// The body, byte for byte.
+    pub body: Vec<u8>,
+}
+
+/// Depth of a queue, for `/metrics` and the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueStats {
+    /// Waiting to be delivered (including those waiting out a retry delay).
+    pub ready: u64,
+    /// Delivered and not yet settled.
+    pub in_flight: u64,
+    pub dead: u64,
+}
+
+/// Takes deliveries from one queue.
+#[async_trait]
+pub trait QueueConsumer: Send {
+    /// The next delivery; waits until there is one. At most `prefetch` deliveries of
+    /// this consumer are unsettled at a time.
+    async fn next(&mut self) -> Result<Delivery>;
+}
+
+#[async_trait]
+pub trait WorkQueue: Send + Sync {
+    /// Creates the queue (and its dead-letter queue) if it does not exist.
+    async fn declare(&self, queue: &str, options: &QueueOptions) -> Result<()>;
+
+    /// Returns once the backend has taken responsibility for the message (publisher
+    /// confirm, PubAck, committed transaction).
+    async fn publish(&self, queue: &str, message: &Envelope) -> Result<()>;
+
+    async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn QueueConsumer>>;
+
+    /// Dead letters of `queue`, oldest first.
+    async fn dead_letters(&self, queue: &str, limit: usize) -> Result<Vec<DeadLetter>>;
+
+    /// Moves up to `limit` dead letters back onto `queue` with a fresh delivery count;
+    /// returns how many moved.
+    async fn redrive(&self, queue: &str, limit: usize) -> Result<usize>;
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats>;
+}
