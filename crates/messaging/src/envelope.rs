@@ -142,23 +142,39 @@ impl Envelope {
         };
         let kind = match lookup(headers::TYPE) {
             Some(kind) if !kind.trim().is_empty() => kind,
-            _ => defaults.kind.ok_or_else(|| {
-                malformed(format!("the message has no {} and the channel none by default", headers::TYPE))
-            })?.to_owned(),
+            _ => defaults
+                .kind
+                .ok_or_else(|| {
+                    malformed(format!(
+                        "the message has no {} and the channel none by default",
+                        headers::TYPE
+                    ))
+                })?
+                .to_owned(),
         };
         let occurred_at = match lookup(headers::OCCURRED_AT) {
             Some(raw) => time::OffsetDateTime::parse(
                 raw.trim(),
                 &time::format_description::well_known::Rfc3339,
             )
-            .map_err(|e| malformed(format!("{} {raw:?} is not RFC 3339: {e}", headers::OCCURRED_AT)))?,
-            None => defaults.occurred_at.map_or_else(time::OffsetDateTime::now_utc, |t| {
-                time::OffsetDateTime::from(t)
-            }),
+            .map_err(|e| {
+                malformed(format!(
+                    "{} {raw:?} is not RFC 3339: {e}",
+                    headers::OCCURRED_AT
+                ))
+            })?,
+            None => defaults
+                .occurred_at
+                .map_or_else(time::OffsetDateTime::now_utc, |t| {
+                    time::OffsetDateTime::from(t)
+                }),
         };
         let schema_version = match lookup(headers::SCHEMA_VERSION) {
             Some(raw) => raw.trim().parse::<u32>().map_err(|_| {
-                malformed(format!("{} {raw:?} is not a version number", headers::SCHEMA_VERSION))
+                malformed(format!(
+                    "{} {raw:?} is not a version number",
+                    headers::SCHEMA_VERSION
+                ))
             })?,
             None => 1,
         };
@@ -253,10 +269,14 @@ mod tests {
         let err = Envelope::from_wire(b"not json", |_| None, WireDefaults::default()).unwrap_err();
         assert!(err.reason.contains("not JSON"), "{}", err.reason);
         assert_eq!(err.body, b"not json");
-        let err = Envelope::from_wire(b"{}", |n| (n == headers::ID).then(|| "x".into()), WireDefaults {
-            kind: Some("K"),
-            ..WireDefaults::default()
-        })
+        let err = Envelope::from_wire(
+            b"{}",
+            |n| (n == headers::ID).then(|| "x".into()),
+            WireDefaults {
+                kind: Some("K"),
+                ..WireDefaults::default()
+            },
+        )
         .unwrap_err();
         assert!(err.reason.contains("not a UUID"), "{}", err.reason);
         let err = Envelope::from_wire(b"{}", |_| None, WireDefaults::default()).unwrap_err();

@@ -12,15 +12,22 @@
 //! feature, `kafka`. The outbox and inbox tie messages to a service's database writes.
 #![forbid(unsafe_code)]
 
+pub mod asyncapi;
 #[cfg(feature = "testing")]
 pub mod conformance;
 pub mod embedded;
 pub mod envelope;
 pub mod error;
+pub mod inbox;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod nats;
+pub mod observe;
+pub mod outbox;
 pub mod queue;
 pub mod rabbitmq;
 pub mod stream;
+pub mod worker;
 
 use std::sync::Arc;
 
@@ -50,6 +57,64 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// Connects to the backend `settings.messaging` names: the embedded store in
+/// `settings.messaging_path()`, or the broker at `settings.messaging.url`.
+pub async fn connect(settings: &settings::Settings) -> Result<Broker> {
+    use settings::MessagingBackend;
+    let config = &settings.messaging;
+    let url = |backend: &'static str| {
+        config.url.clone().ok_or(MessagingError::Invalid {
+            what: "messaging.url",
+            reason: format!("the {backend} backend needs the broker's address"),
+        })
+    };
+    match config.backend {
+        MessagingBackend::Embedded => embedded::open(&settings.messaging_path(), config).await,
+        MessagingBackend::Rabbitmq => rabbitmq::connect(&url("rabbitmq")?, config).await,
+        MessagingBackend::Nats => nats::connect(&url("nats")?, config).await,
+        #[cfg(feature = "kafka")]
+        MessagingBackend::Kafka => kafka::connect(&url("kafka")?, config).await,
+        #[cfg(not(feature = "kafka"))]
+        MessagingBackend::Kafka => Err(MessagingError::Invalid {
+            what: "messaging.backend",
+            reason: "this build has no Kafka support (build with `--features kafka`)".to_owned(),
+        }),
+    }
+}
+
+/// Declares every channel on `broker` (idempotent): queues with their dead-letter queue
+/// and `max_deliveries`, and a queue's one message type as the type assumed for a
+/// foreign message that names none; streams with their retention and partitions.
+pub async fn declare(
+    broker: &Broker,
+    channels: &[asyncapi::Channel],
+    settings: &settings::MessagingSettings,
+) -> Result<()> {
+    for channel in channels {
+        match channel.shape {
+            asyncapi::Shape::Queue => {
+                let default_kind = match channel.messages.as_slice() {
+                    [only] => Some(only.kind.to_owned()),
+                    _ => None,
+                };
+                let options = QueueOptions {
+                    max_deliveries: settings.max_deliveries,
+                    default_kind,
+                };
+                broker.queues.declare(channel.address, &options).await?;
+            }
+            asyncapi::Shape::Stream => {
+                let options = StreamOptions {
+                    retention: settings.retention,
+                    partitions: settings.partitions,
+                };
+                broker.streams.declare(channel.address, &options).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The partition of `key` among `partitions`: FNV-1a, stable across processes,
 /// languages and releases (the embedded store, RabbitMQ and NATS all route with it, so
 /// a key always lands in the same partition).
@@ -75,8 +140,9 @@ mod tests {
         }
         assert_eq!(partition_of("anything", 1), 0);
         assert_eq!(partition_of("anything", 0), 0);
-        let spread: std::collections::HashSet<u16> =
-            (0..100).map(|i| partition_of(&format!("ORD-{i}"), 4)).collect();
+        let spread: std::collections::HashSet<u16> = (0..100)
+            .map(|i| partition_of(&format!("ORD-{i}"), 4))
+            .collect();
         assert_eq!(spread.len(), 4, "100 keys reach every partition");
     }
 }

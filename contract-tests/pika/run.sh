@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# A producer that is not ours: Python pika publishes to a RabbitMQ queue exactly as the
+# seed does (a durable queue, delivery_mode=2, no other properties), then one malformed
+# body. Our consumer's side is checked by crates/messaging/tests/rabbitmq.rs
+# (`pika_interop_seed_message_and_malformed_body`), which runs this script.
+# Usage: contract-tests/pika/run.sh <queue> [amqp-url]
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(dirname "$(dirname "$here")")"
+queue="${1:?usage: run.sh <queue> [amqp-url]}"
+url="${2:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+venv="${PIKA_VENV:-$root/target/pika-venv}"
+
+# The venv is reused while it was installed from this very requirements.txt.
+if ! cmp -s "$here/requirements.txt" "$venv/.installed-requirements.txt" 2>/dev/null; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+  cp "$here/requirements.txt" "$venv/.installed-requirements.txt"
+fi
+
+exec "$venv/bin/python" "$here/publish_seed.py" "$queue" "$url"

@@ -1,0 +1,310 @@
+//! The transactional outbox: a service writes its state change and the messages it
+//! implies in one database transaction ([`enqueue`]); a relay ([`Outbox::run_relay`])
+//! publishes them in the order they were written and stamps them sent.
+//!
+//! A crash between a publish and its stamp publishes that message again after the
+//! restart: a message may go twice, never zero times. Its envelope id is the same both
+//! times, so backends that de-duplicate (embedded, NATS) drop the copy and every consumer's
+//! inbox ([`crate::inbox`]) ignores it.
+//!
+//! The relay publishes one message at a time, in `seq` order, and stops at the first
+//! failure (retrying it with full-jitter backoff), so events of one key are published in
+//! the order their writes committed. Several processes sharing one database each run a
+//! relay; they may publish a message twice between them, which the same ids absorb.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::AnyConnection;
+use storage::{Database, Migrations, StoreError, now_millis};
+use tokio::sync::Notify;
+
+use crate::{Broker, Envelope};
+
+/// The `outbox` and `inbox` tables, in the database of the service that uses them.
+pub static MIGRATIONS: Migrations = Migrations {
+    owner: "outbox",
+    sqlite: sqlx::migrate!("migrations/outbox/sqlite"),
+    postgres: sqlx::migrate!("migrations/outbox/postgres"),
+};
+
+/// Where an outbox message goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination<'a> {
+    Queue(&'a str),
+    Stream(&'a str),
+}
+
+impl Destination<'_> {
+    fn shape(&self) -> &'static str {
+        match self {
+            Destination::Queue(_) => "queue",
+            Destination::Stream(_) => "stream",
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Destination::Queue(n) | Destination::Stream(n) => n,
+        }
+    }
+}
+
+/// Stores `envelope` for the relay, on `conn`: call it inside the transaction of the
+/// write the message describes, so both commit or neither does.
+pub async fn enqueue(
+    conn: &mut AnyConnection,
+    to: Destination<'_>,
+    envelope: &Envelope,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(envelope)
+        .map_err(|e| StoreError::Corrupt(format!("envelope {}: {e}", envelope.id)))?;
+    sqlx::query(
+        "INSERT INTO outbox (message_id, shape, destination, envelope, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(envelope.id.to_string())
+    .bind(to.shape())
+    .bind(to.name().to_owned())
+    .bind(json)
+    .bind(now_millis())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A service's outbox: its relay, and the bell its writers ring after they commit.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    db: Database,
+    wake: Arc<Notify>,
+    /// The service name, for metrics and logs.
+    service: &'static str,
+}
+
+/// How the relay paces itself.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayOptions {
+    /// How often to look for unsent messages when no writer rang (another process's
+    /// writes, or a ring missed across a restart).
+    pub poll: Duration,
+    /// Most messages published per pass.
+    pub batch: u32,
+    /// How long one publish may take before it counts as failed.
+    pub publish_timeout: Duration,
+    /// Backoff between failed passes (full jitter).
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Sent messages are kept this long (an audit trail), then purged.
+    pub keep_sent: Duration,
+}
+
+impl Default for RelayOptions {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_millis(200),
+            batch: 256,
+            publish_timeout: Duration::from_secs(5),
+            backoff_base: Duration::from_millis(100),
+            backoff_cap: Duration::from_secs(10),
+            keep_sent: Duration::from_secs(24 * 60 * 60),
+        }
+    }
+}
+
+/// Why a relay pass stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("publishing outbox message {seq} ({message_id}) failed: {reason}")]
+    Publish {
+        seq: i64,
+        message_id: String,
+        reason: String,
+    },
+}
+
+impl Outbox {
+    pub fn new(db: Database, service: &'static str) -> Self {
+        Self {
+            db,
+            wake: Arc::new(Notify::new()),
+            service,
+        }
+    }
+
+    /// Wakes the relay: call after committing a transaction that enqueued messages.
+    pub fn notify(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Messages written and not yet published.
+    pub async fn backlog(&self) -> Result<i64, StoreError> {
+        let mut conn = self.db.pool().acquire().await?;
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(n)
+    }
+
+    /// Publishes up to `batch` unsent messages in write order, stamping each as sent
+    /// right after its publish is confirmed. Returns how many went; stops at the first
+    /// failure, leaving it (and everything after it) for the next pass.
+    pub async fn relay_once(
+        &self,
+        broker: &Broker,
+        options: &RelayOptions,
+    ) -> Result<usize, RelayError> {
+        let rows: Vec<(i64, String, String, String, String)> = {
+            let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT seq, message_id, shape, destination, envelope FROM outbox \
+                 WHERE sent_at IS NULL ORDER BY seq LIMIT {}",
+                options.batch
+            )))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(StoreError::from)?
+        };
+        let mut sent = 0;
+        for (seq, message_id, shape, destination, json) in rows {
+            let fail = |reason: String| RelayError::Publish {
+                seq,
+                message_id: message_id.clone(),
+                reason,
+            };
+            let envelope: Envelope = match serde_json::from_str(&json) {
+                Ok(e) => e,
+                Err(e) => {
+                    // Written by this crate's own `enqueue`: only a hand-edited row gets
+                    // here. Skipping it would break the order promise; stop and say so.
+                    let err = fail(format!("the stored envelope is not readable: {e}"));
+                    self.record_failure(seq, &err).await;
+                    return Err(err);
+                }
+            };
+            let publish = async {
+                match shape.as_str() {
+                    "queue" => broker.queues.publish(&destination, &envelope).await,
+                    _ => broker.streams.publish(&destination, &envelope).await,
+                }
+            };
+            let outcome = tokio::time::timeout(options.publish_timeout, publish).await;
+            let failure = match outcome {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(fail(e.to_string())),
+                Err(_) => Some(fail(format!(
+                    "no confirmation within {:?}",
+                    options.publish_timeout
+                ))),
+            };
+            if let Some(err) = failure {
+                self.record_failure(seq, &err).await;
+                return Err(err);
+            }
+            let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+            sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE seq = $2")
+                .bind(now_millis())
+                .bind(seq)
+                .execute(&mut *conn)
+                .await
+                .map_err(StoreError::from)?;
+            metrics::counter!("brigade_outbox_published_total", "service" => self.service)
+                .increment(1);
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    async fn record_failure(&self, seq: i64, err: &RelayError) {
+        metrics::counter!("brigade_outbox_publish_failures_total", "service" => self.service)
+            .increment(1);
+        let Ok(mut conn) = self.db.pool().acquire().await else {
+            return;
+        };
+        let reason: String = err.to_string().chars().take(1000).collect();
+        if let Err(e) =
+            sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE seq = $2")
+                .bind(reason)
+                .bind(seq)
+                .execute(&mut *conn)
+                .await
+        {
+            tracing::debug!(error = %e, seq, "could not record an outbox failure");
+        }
+    }
+
+    /// Deletes messages sent longer ago than `keep`.
+    pub async fn purge_sent(&self, keep: Duration) -> Result<u64, StoreError> {
+        let cutoff =
+            now_millis().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+        let mut conn = self.db.pool().acquire().await?;
+        let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
+            .bind(cutoff)
+            .execute(&mut *conn)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Relays until `stop` fires: a pass whenever a writer rings or `poll` passes, passes
+    /// back to back while there is a backlog, full-jitter backoff after a failure.
+    pub async fn run_relay(
+        self,
+        broker: Broker,
+        options: RelayOptions,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let mut failures: u32 = 0;
+        let mut rng = fastrand::Rng::new();
+        let mut last_purge = tokio::time::Instant::now();
+        loop {
+            let pause = match self.relay_once(&broker, &options).await {
+                Ok(sent) => {
+                    failures = 0;
+                    if sent >= usize::try_from(options.batch).unwrap_or(usize::MAX) {
+                        Duration::ZERO
+                    } else {
+                        options.poll
+                    }
+                }
+                Err(err) => {
+                    failures = failures.saturating_add(1);
+                    let delay = backoff(options, failures, &mut rng);
+                    tracing::warn!(service = self.service, error = %err, retry_in_ms = delay.as_millis() as u64, "outbox relay pass failed");
+                    delay
+                }
+            };
+            if let Ok(n) = self.backlog().await {
+                metrics::gauge!("brigade_outbox_backlog", "service" => self.service).set(n as f64);
+            }
+            if last_purge.elapsed() >= Duration::from_secs(60) {
+                last_purge = tokio::time::Instant::now();
+                if let Err(e) = self.purge_sent(options.keep_sent).await {
+                    tracing::debug!(error = %e, "outbox purge failed");
+                }
+            }
+            if pause.is_zero() {
+                if stop.is_cancelled() {
+                    return;
+                }
+                continue;
+            }
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = self.wake.notified(), if failures == 0 => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+/// Full jitter from the one implementation (`resilience::Backoff`): uniform in
+/// [0, min(cap, base · 2^(failures-1))).
+fn backoff(options: RelayOptions, failures: u32, rng: &mut fastrand::Rng) -> Duration {
+    resilience::retry::Backoff {
+        base: options.backoff_base,
+        cap: options.backoff_cap,
+    }
+    .delay(failures.saturating_sub(1), rng)
+}

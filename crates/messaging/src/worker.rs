@@ -1,0 +1,133 @@
+//! The consumer loop every work-queue worker runs: take a delivery, give it to a handler
+//! within the seed's async-job timeout, and settle it from the outcome — so that no
+//! handler forgets to ack, nothing is acked before its effect, and a message that cannot
+//! be handled goes to the dead-letter queue with its reason while the worker keeps serving.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::{Delivery, Envelope, QueueConsumer};
+
+/// Why a handler could not handle a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// It never will (unknown type, invalid payload, a rule it breaks): dead-letter it
+    /// now, with this reason.
+    #[error("{0}")]
+    Permanent(String),
+    /// It may later (a dependency is down): deliver it again after a backoff; after
+    /// `max_deliveries` it is dead-lettered anyway.
+    #[error("{0}")]
+    Transient(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerOptions {
+    /// The seed's "async job: 30 s – 5 min": a handler that takes longer is abandoned and
+    /// its message retried.
+    pub handler_timeout: Duration,
+    /// Full-jitter backoff between deliveries of a message that failed transiently.
+    pub retry_base: Duration,
+    pub retry_cap: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        Self {
+            handler_timeout: Duration::from_secs(30),
+            retry_base: Duration::from_millis(200),
+            retry_cap: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serves `consumer` until `stop` fires (finishing the message in hand) or the consumer
+/// fails. `queue` labels metrics and logs.
+pub async fn run<H, Fut>(
+    queue: &str,
+    mut consumer: Box<dyn QueueConsumer>,
+    options: WorkerOptions,
+    handler: H,
+    stop: CancellationToken,
+) -> crate::Result<()>
+where
+    H: Fn(Envelope) -> Fut,
+    Fut: Future<Output = Result<(), HandleError>>,
+{
+    let mut rng = fastrand::Rng::new();
+    loop {
+        let delivery = tokio::select! {
+            () = stop.cancelled() => return Ok(()),
+            delivery = consumer.next() => delivery?,
+        };
+        handle_one(queue, delivery, &options, &handler, &mut rng).await?;
+    }
+}
+
+async fn handle_one<H, Fut>(
+    queue: &str,
+    delivery: Delivery,
+    options: &WorkerOptions,
+    handler: &H,
+    rng: &mut fastrand::Rng,
+) -> crate::Result<()>
+where
+    H: Fn(Envelope) -> Fut,
+    Fut: Future<Output = Result<(), HandleError>>,
+{
+    let labels = [("queue", queue.to_owned())];
+    metrics::counter!("brigade_messaging_deliveries_total", &labels).increment(1);
+    if delivery.attempt > 1 {
+        metrics::counter!("brigade_messaging_redeliveries_total", &labels).increment(1);
+    }
+    let envelope = match &delivery.message {
+        Ok(envelope) => envelope.clone(),
+        Err(malformed) => {
+            let reason = malformed.reason.clone();
+            tracing::warn!(queue, %reason, "dead-lettering a malformed message");
+            metrics::counter!("brigade_messaging_dead_letters_total", &labels).increment(1);
+            return delivery.reject(reason).await;
+        }
+    };
+    let id = envelope.id;
+    let kind = envelope.kind.clone();
+    let ctx_correlation = envelope.correlation_id.clone().unwrap_or_default();
+    let outcome = tokio::time::timeout(options.handler_timeout, handler(envelope)).await;
+    match outcome {
+        Ok(Ok(())) => delivery.ack().await,
+        Ok(Err(HandleError::Permanent(reason))) => {
+            tracing::warn!(queue, message_id = %id, kind, correlation_id = ctx_correlation, %reason, "dead-lettering a message its handler refused");
+            metrics::counter!("brigade_messaging_dead_letters_total", &labels).increment(1);
+            delivery.reject(reason).await
+        }
+        Ok(Err(HandleError::Transient(reason))) => {
+            retry(queue, delivery, options, rng, &reason, &labels).await
+        }
+        Err(_) => {
+            let reason = format!("the handler took longer than {:?}", options.handler_timeout);
+            retry(queue, delivery, options, rng, &reason, &labels).await
+        }
+    }
+}
+
+async fn retry(
+    queue: &str,
+    delivery: Delivery,
+    options: &WorkerOptions,
+    rng: &mut fastrand::Rng,
+    reason: &str,
+    labels: &[(&'static str, String); 1],
+) -> crate::Result<()> {
+    let backoff = resilience::retry::Backoff {
+        base: options.retry_base,
+        cap: options.retry_cap,
+    };
+    let delay = backoff.delay(delivery.attempt.saturating_sub(1), rng);
+    if delivery.attempt >= delivery.max_deliveries {
+        metrics::counter!("brigade_messaging_dead_letters_total", labels).increment(1);
+    }
+    tracing::info!(queue, attempt = delivery.attempt, retry_in_ms = delay.as_millis() as u64, %reason, "message failed; retrying later");
+    delivery.retry_after(delay).await
+}

@@ -1,0 +1,447 @@
+//! The conformance suite against the embedded backend (a fresh SQLite file per test), and
+//! what only the embedded backend can show here: a consumer process killed with SIGKILL.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use messaging::conformance::Harness;
+use messaging::embedded::Embedded;
+use messaging::{Broker, Envelope, QueueOptions, StartFrom, StreamOptions};
+
+fn settings() -> settings::MessagingSettings {
+    settings::MessagingSettings {
+        // Short leases, so a consumer that died is replaced quickly in tests.
+        handler_timeout: Duration::from_secs(1),
+        ..settings::MessagingSettings::default()
+    }
+}
+
+struct EmbeddedHarness {
+    dir: tempfile::TempDir,
+}
+
+impl EmbeddedHarness {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("messaging.db")
+    }
+}
+
+#[async_trait]
+impl Harness for EmbeddedHarness {
+    async fn connect(&self) -> Broker {
+        messaging::embedded::open(&self.path(), &settings())
+            .await
+            .unwrap()
+    }
+
+    fn unique(&self, base: &str) -> String {
+        format!("{base}-{}", uuid::Uuid::new_v4().simple())
+    }
+
+    async fn publish_raw(&self, queue: &str, body: &[u8], metadata: &[(&str, String)]) {
+        Embedded::open(&self.path(), &settings())
+            .await
+            .unwrap()
+            .publish_raw(queue, body, metadata)
+            .await
+            .unwrap();
+    }
+
+    fn redelivery_within(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+    // The temp dir goes with the harness: no cleanup needed.
+}
+
+messaging::conformance_tests!(EmbeddedHarness::new();
+    queue_ack_deletes,
+    queue_prefetch_limits_unsettled,
+    queue_redelivers_unacked_when_consumer_dropped,
+    queue_nack_and_retry_after,
+    queue_dead_letters_after_max_deliveries,
+    queue_redrive,
+    queue_deduplicates_republished_id,
+    queue_persists_across_reconnect,
+    queue_malformed_body_is_rejected_to_dlq,
+    stream_per_key_order,
+    stream_groups_are_independent,
+    stream_group_members_share_partitions,
+    stream_replay,
+    stream_deduplicates_republished_id,
+    stream_persists_across_reconnect,
+    stream_retry_after_holds_the_partition,
+);
+
+#[test]
+fn the_suite_lists_every_property_run_here() {
+    let here = include_str!("embedded.rs");
+    for property in messaging::conformance::ALL {
+        assert!(
+            here.contains(&format!("    {property},\n")),
+            "{property} is not run"
+        );
+    }
+}
+
+/// A consumer that died holding messages past `max_deliveries` (here: a consumer that
+/// never settles and goes away each time) dead-letters them instead of delivering again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_consumers_keep_dying_is_dead_lettered() {
+    let h = EmbeddedHarness::new();
+    let broker = h.connect().await;
+    let q = h.unique("dying");
+    broker
+        .queues
+        .declare(
+            &q,
+            &QueueOptions {
+                max_deliveries: 2,
+                ..QueueOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    broker
+        .queues
+        .publish(&q, &Envelope::new("K", serde_json::json!({})))
+        .await
+        .unwrap();
+    for attempt in 1..=2 {
+        let mut consumer = broker.queues.consume(&q, 1).await.unwrap();
+        let d = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.attempt, attempt);
+        // A crash: the settle never happens and is never released (forget keeps Drop from running).
+        std::mem::forget(d);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut consumer = broker.queues.consume(&q, 1).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_millis(1500), consumer.next()).await;
+        assert!(got.is_err(), "delivered a third time: {got:?}");
+        let dead = broker.queues.dead_letters(&q, 10).await.unwrap();
+        if dead.len() == 1 {
+            assert_eq!(dead[0].attempts, 2);
+            assert!(
+                dead[0].reason.contains("delivered 2 times"),
+                "{}",
+                dead[0].reason
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered");
+    }
+}
+
+/// Retention: events older than the stream's retention are gone (purged on publish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_past_retention_are_purged() {
+    let h = EmbeddedHarness::new();
+    let broker = h.connect().await;
+    let s = h.unique("retained");
+    let options = StreamOptions {
+        retention: Duration::from_millis(100),
+        partitions: 1,
+    };
+    broker.streams.declare(&s, &options).await.unwrap();
+    let old = Envelope::new("K", serde_json::json!({"n": 0}));
+    broker.streams.publish(&s, &old).await.unwrap();
+    // Retention is by age: let the first event age past it. The purge runs at most once a
+    // second per stream, so publish until it has run.
+    let fresh_deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let e = Envelope::new("K", serde_json::json!({"n": 1}));
+        broker.streams.publish(&s, &e).await.unwrap();
+        let group = h.unique("g");
+        let mut c = broker
+            .streams
+            .subscribe(&s, &group, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if first.message.as_ref().unwrap().id != old.id {
+            break;
+        }
+        assert!(
+            Instant::now() < fresh_deadline,
+            "the old event was never purged"
+        );
+    }
+}
+
+/// Several processes' worth of clients on one file: a consumer in another `Broker`
+/// sees what this one publishes (by polling) and nothing is delivered twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_on_one_file_share_a_queue_without_duplicates() {
+    let h = EmbeddedHarness::new();
+    let publisher = h.connect().await;
+    let q = h.unique("shared");
+    publisher
+        .queues
+        .declare(&q, &QueueOptions::default())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..2 {
+        let broker = h.connect().await;
+        let mut consumer = broker.queues.consume(&q, 8).await.unwrap();
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            let _broker = broker;
+            loop {
+                let d = consumer.next().await.unwrap();
+                let id = d.message.as_ref().unwrap().id;
+                d.ack().await.unwrap();
+                if tx.send(id).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    let mut sent = HashSet::new();
+    for n in 0..500 {
+        let e = Envelope::new("K", serde_json::json!({"n": n}));
+        sent.insert(e.id);
+        publisher.queues.publish(&q, &e).await.unwrap();
+    }
+    let mut got = HashSet::new();
+    while got.len() < sent.len() {
+        let id = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(got.insert(id), "{id} delivered twice");
+    }
+    assert_eq!(got, sent);
+    for t in tasks {
+        t.abort();
+    }
+}
+
+const CHILD_ENV: &str = "MESSAGING_KILL9_CHILD_DB";
+const CHILD_QUEUE: &str = "kill9";
+const CHILD_STREAM: &str = "kill9-stream";
+
+/// Not a test on its own: the child process of `a_consumer_killed_with_sigkill_...`
+/// (it does nothing unless that test started it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_child_process() {
+    let Ok(path) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let broker = messaging::embedded::open(Path::new(&path), &settings())
+        .await
+        .unwrap();
+    let mut queue = broker.queues.consume(CHILD_QUEUE, 16).await.unwrap();
+    let mut events = broker
+        .streams
+        .subscribe(CHILD_STREAM, "g", StartFrom::Earliest)
+        .await
+        .unwrap();
+    let mut out = std::io::stdout().lock();
+    loop {
+        let d = queue.next().await.unwrap();
+        let id = d.message.as_ref().unwrap().id;
+        writeln!(out, "GOT {id}").unwrap();
+        out.flush().unwrap();
+        d.ack().await.unwrap();
+        writeln!(out, "ACKED {id}").unwrap();
+        let e = events.next().await.unwrap();
+        let (eid, position) = (e.message.as_ref().unwrap().id, e.position);
+        e.commit().await.unwrap();
+        writeln!(out, "COMMITTED {eid} {position}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// The whole consumer process is killed with SIGKILL mid-consumption; a new process
+/// (this one, on a fresh client) finds every message not acked, and none that was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_killed_with_sigkill_loses_nothing_and_repeats_no_ack() {
+    let h = EmbeddedHarness::new();
+    let path = h.path();
+    let broker = h.connect().await;
+    broker
+        .queues
+        .declare(CHILD_QUEUE, &QueueOptions::default())
+        .await
+        .unwrap();
+    broker
+        .streams
+        .declare(
+            CHILD_STREAM,
+            &StreamOptions {
+                partitions: 1,
+                ..StreamOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut sent = Vec::new();
+    for n in 0..2000 {
+        let e = Envelope::new("Work", serde_json::json!({"n": n}));
+        broker.queues.publish(CHILD_QUEUE, &e).await.unwrap();
+        broker.streams.publish(CHILD_STREAM, &e).await.unwrap();
+        sent.push(e.id);
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "kill9_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // Read the child's report to the end (so it never writes to a closed pipe); say when
+    // it has acked enough to be killed mid-consumption.
+    let (enough_tx, enough_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let mut got = HashSet::new();
+        let mut acked = HashSet::new();
+        let mut committed = 0_u64;
+        let mut enough = Some(enough_tx);
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some("GOT"), Some(id)) => {
+                    got.insert(uuid::Uuid::parse_str(id).unwrap());
+                }
+                (Some("ACKED"), Some(id)) => {
+                    acked.insert(uuid::Uuid::parse_str(id).unwrap());
+                }
+                (Some("COMMITTED"), Some(_)) => {
+                    committed = words.next().unwrap().parse().unwrap();
+                    if acked.len() >= 300
+                        && let Some(tx) = enough.take()
+                    {
+                        let _ = tx.send(());
+                    }
+                }
+                _ => {}
+            }
+        }
+        (got, acked, committed)
+    });
+    tokio::task::spawn_blocking(move || enough_rx.recv_timeout(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .expect("the child acked 300 messages");
+    child.kill().unwrap(); // SIGKILL, mid-consumption
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "the child died of SIGKILL, not otherwise: {status:?}"
+    );
+    let (got, acked, committed) = reader.join().unwrap();
+    assert!(
+        acked.len() >= 300,
+        "the child acked {} before the kill",
+        acked.len()
+    );
+
+    // A new client, as a new process: the rest of the queue, nothing acked again.
+    let broker = h.connect().await;
+    let mut consumer = broker.queues.consume(CHILD_QUEUE, 64).await.unwrap();
+    let mut after = HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let stats = broker.queues.stats(CHILD_QUEUE).await.unwrap();
+        if stats.ready == 0 && stats.in_flight == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "queue never drained: {stats:?}");
+        let Ok(d) = tokio::time::timeout(Duration::from_millis(200), consumer.next()).await else {
+            continue;
+        };
+        let d = d.unwrap();
+        let id = d.message.as_ref().unwrap().id;
+        assert!(
+            !acked.contains(&id),
+            "{id} was acked by the killed process and came back"
+        );
+        if got.contains(&id) {
+            assert!(
+                d.attempt >= 2,
+                "{id} was in the killed process's hands: attempt {}",
+                d.attempt
+            );
+        }
+        assert!(after.insert(id), "{id} delivered twice after the kill");
+        d.ack().await.unwrap();
+    }
+    let all: HashSet<uuid::Uuid> = sent.iter().copied().collect();
+    let missing: HashSet<uuid::Uuid> = all
+        .difference(&acked)
+        .copied()
+        .collect::<HashSet<_>>()
+        .difference(&after)
+        .copied()
+        .collect();
+    // Only a message the child got and acked but was killed before reporting may be
+    // neither reported nor redelivered.
+    let unexplained: Vec<_> = missing
+        .iter()
+        .filter(|id| !got.contains(id) || acked.contains(id))
+        .collect();
+    eprintln!(
+        "kill -9: child got {} and acked {} before SIGKILL; {} consumed after; {} acked unreported",
+        got.len(),
+        acked.len(),
+        after.len(),
+        missing.len()
+    );
+    assert!(unexplained.is_empty(), "lost messages: {unexplained:?}");
+    assert!(
+        missing.len() <= 1,
+        "at most the one in flight at the kill: {}",
+        missing.len()
+    );
+    assert_eq!(broker.queues.stats(CHILD_QUEUE).await.unwrap().dead, 0);
+
+    // The stream group resumes after the killed member's last commit.
+    let mut events = broker
+        .streams
+        .subscribe(CHILD_STREAM, "g", StartFrom::Earliest)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.position > committed,
+        "resumed at {} but {committed} was committed",
+        first.position
+    );
+    assert!(
+        first.position <= committed + 2,
+        "skipped past {committed} to {}",
+        first.position
+    );
+}
