@@ -38,6 +38,79 @@ pub enum Command {
     /// Print each REST service's OpenAPI 3.1 document, or with --write refresh the
     /// committed copies (`openapi/<service>.json`) that the tests compare with the code.
     Openapi(OpenapiArgs),
+    /// Print the AsyncAPI 3.0 document of every queue and stream, or with --write refresh
+    /// the committed copy (`asyncapi/brigade.json`) that the tests compare with the code.
+    Asyncapi(AsyncapiArgs),
+    /// Look at a work queue's dead letters, or put them back on the queue.
+    Dlq(DlqArgs),
+    /// Watch an event stream.
+    Events(EventsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AsyncapiArgs {
+    /// Write the document instead of printing it.
+    #[arg(long)]
+    pub write: bool,
+    /// Where --write puts it.
+    #[arg(long, value_name = "FILE", default_value = "asyncapi/brigade.json")]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DlqArgs {
+    #[command(subcommand)]
+    pub action: DlqAction,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqAction {
+    /// List a queue's dead letters, oldest first, one JSON object per line.
+    List {
+        queue: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Move dead letters back onto their queue, with a fresh delivery count.
+    Redrive {
+        queue: String,
+        /// At most this many.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    #[command(subcommand)]
+    pub action: EventsAction,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsAction {
+    /// Print a stream's events as they come, one JSON envelope per line, until Ctrl-C.
+    Tail {
+        stream: String,
+        /// Read as this consumer group: its position is committed, so the next tail
+        /// resumes where this one stopped. Without it, a throwaway group is used.
+        #[arg(long)]
+        group: Option<String>,
+        /// Where a new group starts (and, with --replay, where an existing one restarts):
+        /// `earliest`, `latest`, a position (a number) or an RFC 3339 time.
+        #[arg(long, default_value = "latest")]
+        from: String,
+        /// Move an existing group back (or forward) to --from first: replay.
+        #[arg(long)]
+        replay: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod messages;
 mod run;
 
 use std::process::ExitCode;

@@ -10,6 +10,7 @@ use storage::Database;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, DataDirArg, OpenapiArgs, SeedArgs};
+use crate::messages;
 
 /// Demo data `brigade up` loads into a new data directory.
 const DEMO: SeedArgs = SeedArgs {
@@ -24,12 +25,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Openapi(args) = &cli.command {
         return openapi(args);
     }
+    if let Command::Asyncapi(args) = &cli.command {
+        return messages::asyncapi(args);
+    }
     let mut figment = Settings::figment(cli.config.as_deref())?;
     let data_dir = match &cli.command {
         Command::Up(a) => &a.data,
         Command::Serve(a) => &a.data,
         Command::Seed(a) => &a.data,
-        Command::Openapi(_) => &DEMO.data,
+        Command::Dlq(a) => &a.data,
+        Command::Events(a) => &a.data,
+        Command::Openapi(_) | Command::Asyncapi(_) => &DEMO.data,
     };
     if let Some(dir) = &data_dir.data_dir {
         figment = figment.merge(Serialized::default("data_dir", dir));
@@ -50,6 +56,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up(args) => up(&settings, !args.no_seed && settings.seed_demo_data).await,
         Command::Serve(args) => serve(&settings, args.service.into()).await,
         Command::Openapi(args) => openapi(&args),
+        Command::Asyncapi(args) => messages::asyncapi(&args),
+        Command::Dlq(args) => messages::dlq(&settings, args.action).await,
+        Command::Events(args) => messages::events(&settings, args.action).await,
         Command::Seed(args) => {
             let seeded = seed(&settings, &args).await?;
             println!(
@@ -152,7 +161,7 @@ async fn seed(
     let catalog = Database::open(
         &settings.database_url(ServiceName::Catalog),
         &settings.database,
-        &[&catalog::MIGRATIONS],
+        catalog::ALL_MIGRATIONS,
     )
     .await?;
     let accounts = Database::open(

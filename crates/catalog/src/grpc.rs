@@ -191,8 +191,10 @@ impl ProductService for CatalogGrpc {
                     (tx, result)
                 },
             )
-            .await?;
-        Ok(response)
+            .await;
+        // The ProductCreated event committed with the product: get it published now.
+        self.store.written([]);
+        Ok(response?)
     }
 
     async fn batch_get_products(
@@ -406,7 +408,7 @@ impl InventoryService for CatalogGrpc {
         let new = NewReservation::parse(&request.order_id, &lines).map_err(Problem::validation)?;
         let result = reservations::reserve(self.store.database(), &new).await;
         // Stock changed (or may have, if the outcome is unknown): the cached rows are old.
-        self.store.forget(new.lines.iter().map(|l| l.product_id));
+        self.store.written(new.lines.iter().map(|l| l.product_id));
         let reservation = result.map_err(Problem::from)?;
         Ok(Response::new(reservation_message(reservation)?))
     }
@@ -421,7 +423,7 @@ impl InventoryService for CatalogGrpc {
             .await
             .map_err(Problem::from)?;
         self.store
-            .forget(reservation.lines.iter().map(|l| l.product_id));
+            .written(reservation.lines.iter().map(|l| l.product_id));
         Ok(Response::new(reservation_message(reservation)?))
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod accounts;
 pub mod domain;
+pub mod events;
 pub mod grpc;
 pub mod rest;
 pub mod seed;
@@ -18,13 +19,21 @@ pub use store::{CatalogStore, MIGRATIONS};
 
 pub const SERVICE: ServiceName = ServiceName::Catalog;
 
+/// Every table catalog's database holds: its own, the idempotency store's, and the
+/// outbox's (every product write puts its event there in the same transaction).
+pub static ALL_MIGRATIONS: &[&storage::Migrations] = &[
+    &MIGRATIONS,
+    &idempotency::MIGRATIONS,
+    &messaging::outbox::MIGRATIONS,
+];
+
 /// Opens the catalog's database, applies its migrations (and the idempotency store's),
 /// binds its port, and starts purging expired idempotency keys.
 pub async fn build(settings: &Settings) -> Result<server::Application, server::StartError> {
     let db = Database::open(
         &settings.database_url(SERVICE),
         &settings.database,
-        &[&MIGRATIONS, &idempotency::MIGRATIONS],
+        ALL_MIGRATIONS,
     )
     .await
     .map_err(|e| server::StartError::database(SERVICE, e))?;
@@ -45,12 +54,31 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         accounts: accounts.clone(),
     }))
     .merge(server::grpc::face(grpc::routes(
-        store,
+        store.clone(),
         idempotency.clone(),
         accounts,
     )));
+    let outbox = store.outbox().clone();
+    let broker = messaging::connect(settings)
+        .await
+        .map_err(|e| server::StartError::Messaging {
+            service: SERVICE,
+            reason: e.to_string(),
+        })?;
+    messaging::declare(&broker, &events::channels(), &settings.messaging)
+        .await
+        .map_err(|e| server::StartError::Messaging {
+            service: SERVICE,
+            reason: e.to_string(),
+        })?;
     let mut app = server::Application::build(SERVICE, settings, db, faces).await?;
     let every = settings.idempotency.purge_every;
     app.spawn_background(move |stop| idempotency.run_purger(every, stop));
+    let relay = messaging::outbox::RelayOptions {
+        poll: settings.messaging.relay_poll,
+        publish_timeout: settings.messaging.publish_timeout,
+        ..messaging::outbox::RelayOptions::default()
+    };
+    app.spawn_background(move |stop| outbox.run_relay(broker, relay, stop));
     Ok(app)
 }

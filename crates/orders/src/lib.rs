@@ -2,6 +2,8 @@
 //! health and metrics; its `domain`, `store` and wire faces arrive with its issue.
 #![forbid(unsafe_code)]
 
+pub mod events;
+
 use settings::{ServiceName, Settings};
 use storage::{Database, Migrations};
 
@@ -19,5 +21,26 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     )
     .await
     .map_err(|e| server::StartError::database(SERVICE, e))?;
-    server::Application::build(SERVICE, settings, db, axum::Router::new()).await
+    // Orders owns the seed's two channels: declaring them now lets a producer that is
+    // not Brigade (the seed's pika script) feed `order_processing` already, and
+    // `brigade dlq list order_processing` answer.
+    let messaging_error = |e: messaging::MessagingError| server::StartError::Messaging {
+        service: SERVICE,
+        reason: e.to_string(),
+    };
+    let broker = messaging::connect(settings)
+        .await
+        .map_err(messaging_error)?;
+    messaging::declare(&broker, &events::channels(), &settings.messaging)
+        .await
+        .map_err(messaging_error)?;
+    let mut app = server::Application::build(SERVICE, settings, db, axum::Router::new()).await?;
+    let watch = messaging::observe::Watch {
+        queues: vec![events::ORDER_PROCESSING],
+        groups: Vec::new(),
+    };
+    app.spawn_background(move |stop| {
+        messaging::observe::run(broker, watch, std::time::Duration::from_secs(5), stop)
+    });
+    Ok(app)
 }

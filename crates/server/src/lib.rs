@@ -36,6 +36,12 @@ pub enum StartError {
         #[source]
         source: StorageError,
     },
+    /// The messaging backend could not be reached or opened.
+    #[error("{service} cannot reach its messaging backend: {reason}")]
+    Messaging {
+        service: ServiceName,
+        reason: String,
+    },
 }
 
 impl StartError {

@@ -150,7 +150,7 @@ async fn serve(variant: Variant, from: &str, port: u16) -> anyhow::Result<()> {
             let db = storage::Database::open(
                 &settings_.database_url(ServiceName::Catalog),
                 &settings_.database,
-                &[&catalog::MIGRATIONS],
+                catalog::ALL_MIGRATIONS,
             )
             .await?;
             let app = server::Application::build(

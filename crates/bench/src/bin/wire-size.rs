@@ -120,7 +120,7 @@ async fn seeded() -> anyhow::Result<(ProductJson, PageJson<ProductJson>)> {
     let db = storage::Database::open(
         &url,
         &settings::PoolSettings::default(),
-        &[&catalog::MIGRATIONS],
+        catalog::ALL_MIGRATIONS,
     )
     .await
     .context("opening a temporary catalog")?;

@@ -156,3 +156,30 @@ async fn every_command_explains_itself() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn the_committed_asyncapi_document_matches_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = brigade(dir.path()).arg("asyncapi").output().await.unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let committed_path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../asyncapi/brigade.json");
+    let committed = std::fs::read_to_string(&committed_path).unwrap_or_default();
+    assert!(
+        output.stdout == committed.as_bytes(),
+        "asyncapi/brigade.json is out of date with the code. Regenerate it with \
+         `cargo run -q -p brigade -- asyncapi --write` and review the diff."
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    for address in ["catalog-events", "order_processing", "order-events"] {
+        assert!(
+            doc["channels"]
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|c| c["address"] == address),
+            "{address} is documented"
+        );
+    }
+}

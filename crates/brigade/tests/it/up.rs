@@ -68,3 +68,113 @@ async fn serve_runs_one_service_on_postgres() {
     assert!(status.success());
     storage::testing::drop_postgres_database(&name).await;
 }
+
+/// The running system uses the messaging layer: a product created over REST reaches the
+/// `catalog-events` stream through catalog's outbox and relay, and `brigade events tail`
+/// (a separate process on the same embedded store) shows it.
+#[tokio::test]
+async fn a_created_product_reaches_events_tail_through_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut running = start(on_free_ports(brigade(&data).args(["up", "--no-seed"]))).await;
+    let catalog = &running.urls["catalog"];
+
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{catalog}/v1/products"))
+        .header("idempotency-key", "events-tail-1")
+        .json(&serde_json::json!({"name": "Keyboard", "price": 49.5, "stock": 7}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().unwrap();
+
+    let tail = brigade(&data)
+        .args(["events", "tail", "catalog-events", "--group", "test-tail"])
+        .args(["--from", "earliest", "--count", "1"])
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), tail)
+        .await
+        .expect("events tail printed the event within 30 s")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let line: serde_json::Value =
+        serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let envelope = &line["envelope"];
+    assert_eq!(envelope["type"], "ProductCreated", "{line}");
+    assert_eq!(envelope["key"], id.to_string());
+    assert_eq!(envelope["payload"]["name"], "Keyboard");
+    assert_eq!(envelope["payload"]["product_id"], id);
+    // The request's correlation ID travelled with the event.
+    assert!(
+        envelope["correlation_id"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty()),
+        "{line}"
+    );
+
+    // The group committed its position: the same group, run again, resumes after the
+    // first product and sees the second.
+    reqwest::Client::new()
+        .post(format!("{catalog}/v1/products"))
+        .header("idempotency-key", "events-tail-2")
+        .json(&serde_json::json!({"name": "Monitor", "price": 199.0, "stock": 3}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let again = brigade(&data)
+        .args(["events", "tail", "catalog-events", "--group", "test-tail"])
+        .args(["--from", "earliest", "--count", "1"])
+        .output();
+    let again = tokio::time::timeout(Duration::from_secs(30), again)
+        .await
+        .expect("the second tail printed within 30 s")
+        .unwrap();
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_slice(again.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["envelope"]["payload"]["name"], "Monitor", "{line}");
+
+    // /metrics shows the messaging layer: the outbox backlog on catalog, the
+    // order_processing queue's depth on orders (sampled in the background: poll).
+    let metrics_of = |service: &str| {
+        let url = format!("{}/metrics", running.urls[service]);
+        async move { reqwest::get(url).await.unwrap().text().await.unwrap() }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let catalog_metrics = metrics_of("catalog").await;
+        let orders_metrics = metrics_of("orders").await;
+        let outbox = catalog_metrics.contains("brigade_outbox_backlog{service=\"catalog\"} 0")
+            && catalog_metrics.contains("brigade_outbox_published_total{service=\"catalog\"} 2");
+        let depth = orders_metrics.contains(
+            "brigade_messaging_queue_depth{backend=\"embedded\",queue=\"order_processing\",state=\"ready\"} 0",
+        );
+        if outbox && depth {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "metrics never showed the outbox and the queue:\n{catalog_metrics}\n{orders_metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    terminate(&running.child);
+    let status = tokio::time::timeout(Duration::from_secs(20), running.child.wait())
+        .await
+        .expect("stopped")
+        .unwrap();
+    assert!(status.success());
+}

@@ -182,6 +182,8 @@ pub async fn create(
             (tx, result)
         })
         .await;
+    // The ProductCreated event committed with the product: get it published now.
+    state.store.written([]);
     Ok(response)
 }
 

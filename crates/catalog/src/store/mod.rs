@@ -10,15 +10,20 @@ pub mod reservations;
 use std::sync::Arc;
 use std::time::Duration;
 
+use messaging::outbox::{self, Destination};
 use money::Money;
 use sqlx::{AnyConnection, FromRow};
 use storage::{Database, Migrations, StoreError, now_millis};
+
+use crate::events;
 
 use crate::domain::{
     Comment, NewProduct, NewReview, Product, ProductId, ProductName, ProductPatch, Rating, Review,
     ReviewId, Stock, UserId,
 };
 
+/// Catalog's own tables. Its database also holds the idempotency store's and the
+/// outbox's (`messaging::outbox::MIGRATIONS`), which catalog's writes use.
 pub static MIGRATIONS: Migrations = Migrations {
     owner: "catalog",
     sqlite: sqlx::migrate!("migrations/sqlite"),
@@ -97,9 +102,17 @@ pub async fn insert_product(
     .bind(new.price.minor())
     .bind(new.stock.units())
     .bind(now)
-    .fetch_one(conn)
+    .fetch_one(&mut *conn)
     .await?;
-    row.try_into()
+    let product: Product = row.try_into()?;
+    publish(conn, &events::product_created(&product)).await?;
+    Ok(product)
+}
+
+/// Puts a catalog event in the outbox, on `conn`: inside the caller's transaction, so the
+/// event and the change it describes commit together.
+async fn publish(conn: &mut AnyConnection, event: &messaging::Envelope) -> Result<(), StoreError> {
+    outbox::enqueue(conn, Destination::Stream(events::STREAM), event).await
 }
 
 pub async fn get_product(
@@ -183,7 +196,21 @@ pub async fn update_product(
     .fetch_optional(&mut *conn)
     .await?;
     match row {
-        Some(row) => row.try_into(),
+        Some(row) => {
+            let product: Product = row.try_into()?;
+            publish(conn, &events::product_updated(&product)).await?;
+            if patch.stock.is_some() {
+                let event = events::stock_changed(
+                    id,
+                    product.stock.units(),
+                    None,
+                    events::StockReason::Set,
+                    None,
+                );
+                publish(conn, &event).await?;
+            }
+            Ok(product)
+        }
         None => match (get_product(conn, id).await?, expected_version) {
             (Some(current), Some(expected)) => Err(StoreError::Stale {
                 expected,
@@ -204,9 +231,13 @@ pub async fn delete_product(conn: &mut AnyConnection, id: ProductId) -> Result<b
         .await?;
     let done = sqlx::query("DELETE FROM products WHERE id = $1")
         .bind(id.0)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
-    Ok(done.rows_affected() > 0)
+    let deleted = done.rows_affected() > 0;
+    if deleted {
+        publish(conn, &events::product_deleted(id)).await?;
+    }
+    Ok(deleted)
 }
 
 const REVIEW_COLUMNS: &str = "id, product_id, user_id, rating, comment, created_at";
@@ -288,6 +319,9 @@ pub async fn count_products(conn: &mut AnyConnection) -> Result<i64, StoreError>
 pub struct CatalogStore {
     db: Database,
     cache: Arc<cache::ProductCache>,
+    /// Writes put their events in the outbox table; ringing it after a commit gets them
+    /// published at once instead of at the relay's next poll.
+    outbox: outbox::Outbox,
 }
 
 macro_rules! with_conn {
@@ -307,6 +341,7 @@ impl CatalogStore {
     /// products); see [`cache`] for what that means for freshness.
     pub fn with_read_cache(db: Database, ttl: Duration, capacity: usize) -> Self {
         Self {
+            outbox: outbox::Outbox::new(db.clone(), "catalog"),
             db,
             cache: Arc::new(cache::ProductCache::new(ttl, capacity)),
         }
@@ -317,7 +352,12 @@ impl CatalogStore {
     }
 
     pub async fn create_product(&self, new: &NewProduct) -> Result<Product, StoreError> {
-        with_conn!(self, |c| insert_product(&mut c, new).await)
+        // A transaction: the product and its ProductCreated event commit together.
+        let mut tx = self.db.begin_write().await?;
+        let product = insert_product(&mut tx, new).await?;
+        tx.commit().await?;
+        self.outbox.notify();
+        Ok(product)
     }
 
     /// One product, from the read cache when it holds it.
@@ -333,12 +373,18 @@ impl CatalogStore {
         Ok(found)
     }
 
-    /// Forgets `ids` in the read cache; for writes made with the repository functions
-    /// directly (call after their transaction commits).
-    pub fn forget(&self, ids: impl IntoIterator<Item = ProductId>) {
+    /// For writes made with the repository functions directly, after their transaction
+    /// commits: forgets `ids` in the read cache and rings the outbox relay.
+    pub fn written(&self, ids: impl IntoIterator<Item = ProductId>) {
         for id in ids {
             self.cache.invalidate(id);
         }
+        self.outbox.notify();
+    }
+
+    /// The outbox catalog's writes fill; its relay runs in `catalog::build`.
+    pub fn outbox(&self) -> &outbox::Outbox {
+        &self.outbox
     }
 
     pub async fn products_by_id(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError> {
@@ -371,7 +417,7 @@ impl CatalogStore {
         };
         // Forget the product even when the write failed: a stale-version refusal means
         // someone else changed it, and this process may be caching the older row.
-        self.cache.invalidate(id);
+        self.written([id]);
         committed
     }
 
@@ -379,7 +425,7 @@ impl CatalogStore {
         let mut tx = self.db.begin_write().await?;
         let deleted = delete_product(&mut tx, id).await?;
         tx.commit().await?;
-        self.cache.invalidate(id);
+        self.written([id]);
         Ok(deleted)
     }
 

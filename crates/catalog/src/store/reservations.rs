@@ -2,8 +2,11 @@
 //! most once per order id. The `reservations` row is written in the same transaction as
 //! the stock change, so a retry can always tell whether the work was done.
 
+use messaging::outbox::{self, Destination};
 use sqlx::AnyConnection;
 use storage::{Database, StoreError, now_millis};
+
+use crate::events;
 
 use crate::domain::{
     NewReservation, OrderId, ProductId, Quantity, Reservation, ReservationLine, ReservationState,
@@ -94,16 +97,25 @@ pub async fn reserve(db: &Database, new: &NewReservation) -> Result<Reservation,
     // Lines are sorted by product id, so concurrent reservations take row locks in one
     // order and cannot deadlock each other.
     for line in &new.lines {
-        let taken = sqlx::query(
+        let taken: Option<(i64,)> = sqlx::query_as(
             "UPDATE products SET stock = stock - $1, version = version + 1, updated_at = $2 \
-             WHERE id = $3 AND stock >= $1",
+             WHERE id = $3 AND stock >= $1 RETURNING stock",
         )
         .bind(line.quantity.units())
         .bind(now)
         .bind(line.product_id.0)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if taken.rows_affected() == 0 {
+        if let Some((stock,)) = taken {
+            let event = events::stock_changed(
+                line.product_id,
+                stock,
+                Some(-line.quantity.units()),
+                events::StockReason::Reserved,
+                Some(&new.order_id),
+            );
+            outbox::enqueue(&mut tx, Destination::Stream(events::STREAM), &event).await?;
+        } else {
             // Dropping the transaction rolls back the lines already taken: all or nothing.
             let available: Option<(i64,)> =
                 sqlx::query_as("SELECT stock FROM products WHERE id = $1")
@@ -200,15 +212,26 @@ pub async fn release(db: &Database, order: &OrderId) -> Result<Reservation, Stor
             if flipped.rows_affected() == 1 {
                 for line in &r.lines {
                     // A product deleted since simply gets nothing back.
-                    sqlx::query(
+                    let given: Option<(i64,)> = sqlx::query_as(
                         "UPDATE products SET stock = stock + $1, version = version + 1, \
-                         updated_at = $2 WHERE id = $3",
+                         updated_at = $2 WHERE id = $3 RETURNING stock",
                     )
                     .bind(line.quantity.units())
                     .bind(now)
                     .bind(line.product_id.0)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
+                    if let Some((stock,)) = given {
+                        let event = events::stock_changed(
+                            line.product_id,
+                            stock,
+                            Some(line.quantity.units()),
+                            events::StockReason::Released,
+                            Some(order),
+                        );
+                        outbox::enqueue(&mut tx, Destination::Stream(events::STREAM), &event)
+                            .await?;
+                    }
                 }
             }
             Reservation {

@@ -4,6 +4,7 @@
 
 mod balance;
 mod contract;
+mod events;
 mod grpc;
 mod helpers;
 mod idempotency;

@@ -1,11 +1,11 @@
 //! Stock reservations on both backends: all or nothing, once per order id.
 
+use catalog::CatalogStore;
 use catalog::domain::{NewProduct, NewReservation, OrderId, ProductId, ReservationState};
 use catalog::store::reservations::{self, ReserveError};
-use catalog::{CatalogStore, MIGRATIONS};
 use storage::Database;
 
-storage::backend_tests!(&[&MIGRATIONS];
+storage::backend_tests!(catalog::ALL_MIGRATIONS;
     reserving_takes_stock_once_per_order,
     a_line_that_cannot_be_met_takes_nothing,
     the_same_order_with_other_lines_is_refused,

@@ -1,12 +1,12 @@
 //! The repository, run against both backends: a fresh SQLite file and a fresh PostgreSQL
 //! database per test.
 
+use catalog::CatalogStore;
 use catalog::domain::{NewProduct, NewReview, ProductId, ProductPatch};
 use catalog::seed;
-use catalog::{CatalogStore, MIGRATIONS};
 use storage::{Database, StoreError};
 
-storage::backend_tests!(&[&MIGRATIONS];
+storage::backend_tests!(catalog::ALL_MIGRATIONS;
     creates_and_reads_products_exactly,
     pages_by_id_without_gaps_or_repeats,
     updates_check_the_version,
@@ -178,7 +178,7 @@ async fn seeding_is_deterministic_and_puts_laptop_and_mouse_first(db: &Database)
     assert_eq!(store.product_count().await.unwrap(), 40);
     // Same inputs, same data: product 17 is always the same.
     let p17 = store.product(ProductId(17)).await.unwrap().unwrap();
-    let other = storage::testing::sqlite(&[&MIGRATIONS]).await;
+    let other = storage::testing::sqlite(catalog::ALL_MIGRATIONS).await;
     let other_store = CatalogStore::new(other.db.clone());
     seed::seed(&other_store, 40, 60, 10).await.unwrap();
     let q17 = other_store.product(ProductId(17)).await.unwrap().unwrap();

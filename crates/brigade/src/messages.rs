@@ -1,0 +1,139 @@
+//! The messaging commands: `asyncapi`, `dlq list|redrive`, `events tail`.
+
+use std::io::Write;
+
+use anyhow::Context;
+use messaging::StartFrom;
+use settings::Settings;
+
+use crate::cli::{AsyncapiArgs, DlqAction, EventsAction};
+
+/// Every channel of every service.
+pub fn channels() -> Vec<messaging::asyncapi::Channel> {
+    let mut all = catalog::events::channels();
+    all.extend(orders::events::channels());
+    all
+}
+
+/// The AsyncAPI document, pretty-printed as committed.
+pub fn asyncapi_text() -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(&messaging::asyncapi::document(&channels()))? + "\n")
+}
+
+pub fn asyncapi(args: &AsyncapiArgs) -> anyhow::Result<()> {
+    let text = asyncapi_text()?;
+    if args.write {
+        if let Some(dir) = args.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&args.path, text)
+            .with_context(|| format!("writing {}", args.path.display()))?;
+        println!("wrote {}", args.path.display());
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}
+
+pub async fn dlq(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
+    let broker = messaging::connect(settings)
+        .await
+        .context("connecting to the messaging backend")?;
+    let mut out = std::io::stdout().lock();
+    match action {
+        DlqAction::List { queue, limit } => {
+            let letters = broker.queues.dead_letters(&queue, limit).await?;
+            for letter in &letters {
+                let dead_at = time::OffsetDateTime::from(letter.dead_at)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                let line = serde_json::json!({
+                    "id": letter.id,
+                    "type": letter.kind,
+                    "reason": letter.reason,
+                    "attempts": letter.attempts,
+                    "dead_at": dead_at,
+                    "body": String::from_utf8_lossy(&letter.body),
+                });
+                writeln!(out, "{line}")?;
+            }
+            eprintln!("{} dead letter(s) in {queue}", letters.len());
+        }
+        DlqAction::Redrive { queue, limit } => {
+            let moved = broker.queues.redrive(&queue, limit).await?;
+            writeln!(out, "moved {moved} dead letter(s) back onto {queue}")?;
+        }
+    }
+    Ok(())
+}
+
+/// `earliest`, `latest`, a position, or an RFC 3339 time.
+pub fn parse_start(raw: &str) -> anyhow::Result<StartFrom> {
+    match raw {
+        "earliest" => Ok(StartFrom::Earliest),
+        "latest" => Ok(StartFrom::Latest),
+        _ => {
+            if let Ok(position) = raw.parse::<u64>() {
+                return Ok(StartFrom::Position(position));
+            }
+            let time = time::OffsetDateTime::parse(
+                raw,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .with_context(|| {
+                format!("--from {raw:?}: expected earliest, latest, a position or an RFC 3339 time")
+            })?;
+            Ok(StartFrom::Time(time.into()))
+        }
+    }
+}
+
+pub async fn events(settings: &Settings, action: EventsAction) -> anyhow::Result<()> {
+    let EventsAction::Tail {
+        stream,
+        group,
+        from,
+        replay,
+        count,
+    } = action;
+    let start = parse_start(&from)?;
+    let broker = messaging::connect(settings)
+        .await
+        .context("connecting to the messaging backend")?;
+    let group = group.unwrap_or_else(|| format!("tail-{}", uuid::Uuid::now_v7()));
+    if replay {
+        broker.streams.reset(&stream, &group, start).await?;
+    }
+    let mut consumer = broker.streams.subscribe(&stream, &group, start).await?;
+    eprintln!("tailing {stream} as group {group} (Ctrl-C stops)");
+    let mut seen = 0u64;
+    loop {
+        if count.is_some_and(|c| seen >= c) {
+            return Ok(());
+        }
+        let event = tokio::select! {
+            event = consumer.next() => event?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let line = match &event.message {
+            Ok(envelope) => serde_json::json!({
+                "position": event.position,
+                "partition": event.partition,
+                "envelope": envelope,
+            }),
+            Err(malformed) => serde_json::json!({
+                "position": event.position,
+                "partition": event.partition,
+                "malformed": malformed.reason,
+                "body": String::from_utf8_lossy(&malformed.body),
+            }),
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")?;
+            out.flush()?;
+        }
+        event.commit().await?;
+        seen += 1;
+    }
+}
