@@ -2,7 +2,8 @@
 
 Our side declared the queue first; pika declares it again exactly as the seed does
 (`durable=True`, no arguments), which RabbitMQ accepts only because our queues carry no
-x-arguments. Then one malformed body, which our consumer must dead-letter with a reason.
+x-arguments. Then three bad ones (not JSON, an unknown type, a wrong shape), which our
+consumer must dead-letter with their reasons while it keeps serving.
 """
 
 import json
@@ -35,8 +36,24 @@ def main() -> None:
         properties=pika.BasicProperties(delivery_mode=2),
         mandatory=True,
     )
+    # JSON, but a message type this queue does not carry.
+    channel.basic_publish(
+        exchange="",
+        routing_key=queue,
+        body=json.dumps({"order_id": "ORD-1"}),
+        properties=pika.BasicProperties(delivery_mode=2, type="RefundOrder"),
+        mandatory=True,
+    )
+    # The right type, the wrong shape: total missing.
+    channel.basic_publish(
+        exchange="",
+        routing_key=queue,
+        body=json.dumps({"order_id": "ORD-2"}),
+        properties=pika.BasicProperties(delivery_mode=2),
+        mandatory=True,
+    )
     connection.close()
-    print(f"published the seed message and one malformed body to {queue}")
+    print(f"published the seed message and three bad ones to {queue}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # A producer that is not ours: Python pika publishes to a RabbitMQ queue exactly as the
 # seed does (a durable queue, delivery_mode=2, no other properties), then one malformed
 # body. Our consumer's side is checked by crates/messaging/tests/rabbitmq.rs
-# (`pika_interop_seed_message_and_malformed_body`), which runs this script.
+# (`pika_interop_the_seeds_message_is_handled_and_bad_ones_dead_lettered`), which runs this script.
 # Usage: contract-tests/pika/run.sh <queue> [amqp-url]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

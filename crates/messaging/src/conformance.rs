@@ -102,6 +102,32 @@ pub const ALL: &[&str] = &[
     "stream_retry_after_holds_the_partition",
 ];
 
+/// Every property in [`ALL`], one `#[tokio::test]` each: what a backend that runs the
+/// whole suite writes (the one list of names lives here, next to [`ALL`]).
+#[macro_export]
+macro_rules! all_conformance_tests {
+    ($harness:expr) => {
+        $crate::conformance_tests!($harness;
+            queue_ack_deletes,
+            queue_prefetch_limits_unsettled,
+            queue_redelivers_unacked_when_consumer_dropped,
+            queue_nack_and_retry_after,
+            queue_dead_letters_after_max_deliveries,
+            queue_redrive,
+            queue_deduplicates_republished_id,
+            queue_persists_across_reconnect,
+            queue_malformed_body_is_rejected_to_dlq,
+            stream_per_key_order,
+            stream_groups_are_independent,
+            stream_group_members_share_partitions,
+            stream_replay,
+            stream_deduplicates_republished_id,
+            stream_persists_across_reconnect,
+            stream_retry_after_holds_the_partition,
+        );
+    };
+}
+
 /// One `#[tokio::test]` per named property, each with a fresh harness from `$harness`
 /// (an expression, evaluated inside the async test, so it may `.await`).
 #[macro_export]
@@ -884,4 +910,26 @@ pub async fn stream_retry_after_holds_the_partition(h: &dyn Harness) {
     }
     drop(consumer);
     h.cleanup(&[], &[s]).await;
+}
+
+#[cfg(test)]
+mod tests {
+    /// `all_conformance_tests!` names exactly the properties in `ALL`.
+    #[test]
+    fn the_full_suite_macro_lists_every_property() {
+        let source = include_str!("conformance.rs");
+        let start = source
+            .find("macro_rules! all_conformance_tests")
+            .unwrap_or(0);
+        let end = source[start..]
+            .find("macro_rules! conformance_tests")
+            .map_or(source.len(), |e| start + e);
+        let listed: Vec<&str> = source[start..end]
+            .lines()
+            .map(str::trim)
+            .filter_map(|l| l.strip_suffix(','))
+            .filter(|l| l.starts_with("queue_") || l.starts_with("stream_"))
+            .collect();
+        assert_eq!(listed, super::ALL);
+    }
 }

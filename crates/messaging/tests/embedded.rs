@@ -64,35 +64,7 @@ impl Harness for EmbeddedHarness {
     // The temp dir goes with the harness: no cleanup needed.
 }
 
-messaging::conformance_tests!(EmbeddedHarness::new();
-    queue_ack_deletes,
-    queue_prefetch_limits_unsettled,
-    queue_redelivers_unacked_when_consumer_dropped,
-    queue_nack_and_retry_after,
-    queue_dead_letters_after_max_deliveries,
-    queue_redrive,
-    queue_deduplicates_republished_id,
-    queue_persists_across_reconnect,
-    queue_malformed_body_is_rejected_to_dlq,
-    stream_per_key_order,
-    stream_groups_are_independent,
-    stream_group_members_share_partitions,
-    stream_replay,
-    stream_deduplicates_republished_id,
-    stream_persists_across_reconnect,
-    stream_retry_after_holds_the_partition,
-);
-
-#[test]
-fn the_suite_lists_every_property_run_here() {
-    let here = include_str!("embedded.rs");
-    for property in messaging::conformance::ALL {
-        assert!(
-            here.contains(&format!("    {property},\n")),
-            "{property} is not run"
-        );
-    }
-}
+messaging::all_conformance_tests!(EmbeddedHarness::new());
 
 /// A consumer that died holding messages past `max_deliveries` (here: a consumer that
 /// never settles and goes away each time) dead-letters them instead of delivering again.

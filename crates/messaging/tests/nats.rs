@@ -111,35 +111,7 @@ impl Harness for NatsHarness {
     }
 }
 
-messaging::conformance_tests!(NatsHarness;
-    queue_ack_deletes,
-    queue_prefetch_limits_unsettled,
-    queue_redelivers_unacked_when_consumer_dropped,
-    queue_nack_and_retry_after,
-    queue_dead_letters_after_max_deliveries,
-    queue_redrive,
-    queue_deduplicates_republished_id,
-    queue_persists_across_reconnect,
-    queue_malformed_body_is_rejected_to_dlq,
-    stream_per_key_order,
-    stream_groups_are_independent,
-    stream_group_members_share_partitions,
-    stream_replay,
-    stream_deduplicates_republished_id,
-    stream_persists_across_reconnect,
-    stream_retry_after_holds_the_partition,
-);
-
-#[test]
-fn the_suite_lists_every_property_run_here() {
-    let here = include_str!("nats.rs");
-    for property in messaging::conformance::ALL {
-        assert!(
-            here.contains(&format!("    {property},\n")),
-            "{property} is not run"
-        );
-    }
-}
+messaging::all_conformance_tests!(NatsHarness);
 
 fn order(n: u32) -> Envelope {
     Envelope::new(
