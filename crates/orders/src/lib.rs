@@ -37,7 +37,8 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     let mut app = server::Application::build(SERVICE, settings, db, axum::Router::new()).await?;
     let watch = messaging::observe::Watch {
         queues: vec![events::ORDER_PROCESSING],
-        groups: Vec::new(),
+        // Billing's group, once billing consumes (the orders issue): its lag shows here.
+        groups: vec![(events::ORDER_EVENTS, "billing")],
     };
     app.spawn_background(move |stop| {
         messaging::observe::run(broker, watch, std::time::Duration::from_secs(5), stop)

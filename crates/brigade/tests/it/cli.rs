@@ -183,3 +183,62 @@ async fn the_committed_asyncapi_document_matches_the_code() {
         );
     }
 }
+
+/// `brigade dlq list` shows a dead letter with its reason, and `redrive` puts it back on
+/// its queue, on the embedded store a running system would use.
+#[tokio::test]
+async fn dlq_list_shows_the_reason_and_redrive_puts_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings::MessagingSettings::default();
+    let broker = messaging::embedded::open(&dir.path().join("messaging.db"), &settings)
+        .await
+        .unwrap();
+    let options = messaging::QueueOptions::default();
+    broker
+        .queues
+        .declare("order_processing", &options)
+        .await
+        .unwrap();
+    let sent = messaging::Envelope::new(
+        "ProcessOrder",
+        serde_json::json!({"order_id": "ORD-12345", "total": 1999.98}),
+    );
+    broker
+        .queues
+        .publish("order_processing", &sent)
+        .await
+        .unwrap();
+    let mut consumer = broker.queues.consume("order_processing", 1).await.unwrap();
+    let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
+    delivery.reject("card declined for good").await.unwrap();
+    drop(consumer);
+
+    let list = brigade(dir.path())
+        .args(["dlq", "list", "order_processing"])
+        .output()
+        .await
+        .unwrap();
+    assert!(list.status.success(), "{}", stderr_of(&list));
+    let line: serde_json::Value =
+        serde_json::from_slice(list.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    assert_eq!(line["id"], sent.id.to_string());
+    assert_eq!(line["reason"], "card declined for good");
+    assert_eq!(line["attempts"], 1);
+    assert!(
+        line["body"].as_str().unwrap().contains("ORD-12345"),
+        "{line}"
+    );
+
+    let redrive = brigade(dir.path())
+        .args(["dlq", "redrive", "order_processing"])
+        .output()
+        .await
+        .unwrap();
+    assert!(redrive.status.success(), "{}", stderr_of(&redrive));
+    assert!(String::from_utf8_lossy(&redrive.stdout).contains("moved 1"));
+    let stats = broker.queues.stats("order_processing").await.unwrap();
+    assert_eq!((stats.ready, stats.dead), (1, 0));
+}
