@@ -8,4 +8,5 @@
 pub mod balance;
 pub mod breaker;
 pub mod downstream;
+pub mod layer;
 pub mod retry;

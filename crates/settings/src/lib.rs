@@ -89,6 +89,11 @@ pub struct PoolSettings {
     /// How long start-up waits for a database to answer before giving up with a clear error.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// The longest one statement may run (the seed's database row: 1–10 s): PostgreSQL's
+    /// `statement_timeout`; on SQLite, how long a statement waits for another writer's
+    /// lock (`busy_timeout`). Past it the statement fails and the request answers 503.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl Default for PoolSettings {
@@ -97,6 +102,7 @@ impl Default for PoolSettings {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(5),
         }
     }
 }

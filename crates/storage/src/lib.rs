@@ -123,25 +123,39 @@ impl Database {
         let mut options = AnyPoolOptions::new()
             .max_connections(pool.max_connections)
             .acquire_timeout(pool.acquire_timeout);
+        // The database's named timeout (`database.statement_timeout`), in milliseconds.
+        let statement_ms = pool.statement_timeout.as_millis().max(1);
         if backend == Backend::Sqlite {
             // A SQLite "connection" is a file handle in this process: it cannot go stale
             // the way a socket to a server can, so pinging it before every checkout is a
             // wasted round trip to sqlx's worker thread (10-15% of a cached-miss read).
             options = options
                 .test_before_acquire(false)
-                .after_connect(|conn, _meta| {
+                .after_connect(move |conn, _meta| {
                     Box::pin(async move {
                         // WAL lets readers run beside the writer; busy_timeout makes writers
-                        // from several processes wait for each other instead of failing;
-                        // NORMAL sync is durable across process crashes in WAL mode.
-                        conn.execute(
+                        // from several processes wait for each other (up to the statement
+                        // timeout) instead of failing; NORMAL sync is durable across
+                        // process crashes in WAL mode.
+                        conn.execute(sqlx::AssertSqlSafe(format!(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                         PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;",
-                        )
+                             PRAGMA busy_timeout = {statement_ms}; PRAGMA foreign_keys = ON;"
+                        )))
                         .await?;
                         Ok(())
                     })
                 });
+        } else {
+            options = options.after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    // The server cancels a statement that runs past the timeout.
+                    conn.execute(sqlx::AssertSqlSafe(format!(
+                        "SET statement_timeout = {statement_ms}"
+                    )))
+                    .await?;
+                    Ok(())
+                })
+            });
         }
         let connect = options.connect(url.expose());
         let pool_handle = match tokio::time::timeout(pool.connect_timeout, connect).await {
@@ -248,6 +262,20 @@ pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }
 
+/// Whether a statement ran past `database.statement_timeout`: PostgreSQL cancelled it
+/// (SQLSTATE 57014), or SQLite gave up waiting for another writer's lock (SQLITE_BUSY).
+pub fn is_statement_timeout(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            matches!(
+                db.code().as_deref(),
+                Some("57014") | Some("5") | Some("517")
+            )
+        }
+        _ => false,
+    }
+}
+
 /// Whether an error is a foreign-key violation (a missing referenced row).
 pub fn is_foreign_key_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation)
@@ -295,6 +323,11 @@ impl From<StoreError> for problem::Problem {
             }
             StoreError::Database(sqlx::Error::PoolTimedOut) => {
                 Problem::unavailable("the database is busy; retry shortly")
+                    .with_retry_after(Duration::from_secs(1))
+                    .with_source(err)
+            }
+            StoreError::Database(ref e) if is_statement_timeout(e) => {
+                Problem::unavailable("the database did not answer in time; retry shortly")
                     .with_retry_after(Duration::from_secs(1))
                     .with_source(err)
             }
