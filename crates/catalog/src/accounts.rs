@@ -7,7 +7,7 @@ use problem::{FieldError, Problem};
 use proto::v1::GetUserRequest;
 use proto::v1::user_service_client::UserServiceClient;
 use resilience::downstream::{Downstream, Policy};
-use settings::{OutboundSettings, ServiceName, Settings};
+use settings::{ServiceName, Settings};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::domain::UserId;
@@ -16,32 +16,6 @@ use crate::domain::UserId;
 pub struct Accounts {
     client: UserServiceClient<Channel>,
     downstream: Downstream,
-}
-
-/// The resilience policy from the `[outbound]` settings.
-pub fn policy(outbound: &OutboundSettings) -> Policy {
-    use resilience::breaker::{BreakerConfig, SlidingWindow};
-    use resilience::retry::{Backoff, RetryPolicy};
-    Policy {
-        timeout: outbound.timeout,
-        deadline_margin: outbound.deadline_margin,
-        retry: RetryPolicy {
-            max_attempts: outbound.max_attempts,
-            backoff: Backoff {
-                base: outbound.backoff_base,
-                cap: outbound.backoff_cap,
-            },
-        },
-        breaker: BreakerConfig {
-            window: SlidingWindow::Count(outbound.breaker_window),
-            minimum_calls: outbound.breaker_minimum_calls,
-            failure_rate_threshold: outbound.breaker_failure_rate,
-            wait_in_open: outbound.breaker_wait,
-            permitted_calls_in_half_open: outbound.breaker_probes,
-            ..BreakerConfig::default()
-        },
-        max_concurrency: outbound.max_concurrency,
-    }
 }
 
 impl Accounts {
@@ -54,7 +28,7 @@ impl Accounts {
             .connect_lazy();
         Ok(Self {
             client: UserServiceClient::new(channel),
-            downstream: Downstream::new("accounts", policy(&settings.outbound)),
+            downstream: Downstream::new("accounts", Policy::from_outbound(&settings.outbound)),
         })
     }
 

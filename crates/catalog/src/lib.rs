@@ -43,11 +43,22 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         addr: settings.services.catalog.addr(),
         reason: format!("the accounts address is not a valid URL: {e}"),
     })?;
+    // The relay's publishes are outbound calls like any other, with the seed's broker
+    // timeout (`messaging.publish_timeout`) in place of the internal-call one.
+    let publish_policy = resilience::downstream::Policy {
+        timeout: settings.messaging.publish_timeout,
+        ..resilience::downstream::Policy::from_outbound(&settings.outbound)
+    };
     let store = CatalogStore::with_read_cache(
         db.clone(),
         settings.catalog.read_cache_ttl,
         settings.catalog.read_cache_capacity,
-    );
+    )
+    .with_outbox(messaging::outbox::Outbox::with_policy(
+        db.clone(),
+        "catalog",
+        publish_policy,
+    ));
     let faces = rest::router(std::sync::Arc::new(rest::Shared {
         store: store.clone(),
         idempotency: idempotency.clone(),
@@ -76,7 +87,6 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     app.spawn_background(move |stop| idempotency.run_purger(every, stop));
     let relay = messaging::outbox::RelayOptions {
         poll: settings.messaging.relay_poll,
-        publish_timeout: settings.messaging.publish_timeout,
         ..messaging::outbox::RelayOptions::default()
     };
     app.spawn_background(move |stop| outbox.run_relay(broker, relay, stop));

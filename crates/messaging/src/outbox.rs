@@ -15,6 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use problem::Problem;
+use resilience::downstream::{Downstream, Policy};
 use sqlx::AnyConnection;
 use storage::{Database, Migrations, StoreError, now_millis};
 use tokio::sync::Notify;
@@ -80,6 +82,11 @@ pub struct Outbox {
     wake: Arc<Notify>,
     /// The service name, for metrics and logs.
     service: &'static str,
+    /// Every publish goes through the resilience policy like any outbound call: a
+    /// deadline (the publish timeout), a budgeted retry (a re-publish keeps the envelope
+    /// id, so it is safe) and a breaker named `broker`, so a broken broker shows in
+    /// `/metrics` and is not hammered.
+    broker: Downstream,
 }
 
 /// How the relay paces itself.
@@ -90,8 +97,6 @@ pub struct RelayOptions {
     pub poll: Duration,
     /// Most messages published per pass.
     pub batch: u32,
-    /// How long one publish may take before it counts as failed.
-    pub publish_timeout: Duration,
     /// Backoff between failed passes (full jitter).
     pub backoff_base: Duration,
     pub backoff_cap: Duration,
@@ -104,7 +109,6 @@ impl Default for RelayOptions {
         Self {
             poll: Duration::from_millis(200),
             batch: 256,
-            publish_timeout: Duration::from_secs(5),
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
             keep_sent: Duration::from_secs(24 * 60 * 60),
@@ -126,11 +130,19 @@ pub enum RelayError {
 }
 
 impl Outbox {
+    /// An outbox whose relay publishes under the default outbound policy.
     pub fn new(db: Database, service: &'static str) -> Self {
+        Self::with_policy(db, service, Policy::default())
+    }
+
+    /// An outbox whose relay publishes under `policy`; its `timeout` is the publish
+    /// timeout (`messaging.publish_timeout`).
+    pub fn with_policy(db: Database, service: &'static str, policy: Policy) -> Self {
         Self {
             db,
             wake: Arc::new(Notify::new()),
             service,
+            broker: Downstream::new("broker", policy),
         }
     }
 
@@ -184,22 +196,19 @@ impl Outbox {
                     return Err(err);
                 }
             };
-            let publish = async {
-                match shape.as_str() {
-                    "queue" => broker.queues.publish(&destination, &envelope).await,
-                    _ => broker.streams.publish(&destination, &envelope).await,
-                }
-            };
-            let outcome = tokio::time::timeout(options.publish_timeout, publish).await;
-            let failure = match outcome {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(fail(e.to_string())),
-                Err(_) => Some(fail(format!(
-                    "no confirmation within {:?}",
-                    options.publish_timeout
-                ))),
-            };
-            if let Some(err) = failure {
+            // Idempotent: a re-publish carries the same envelope id.
+            let outcome = self
+                .broker
+                .call(true, |_attempt| async {
+                    let published = match shape.as_str() {
+                        "queue" => broker.queues.publish(&destination, &envelope).await,
+                        _ => broker.streams.publish(&destination, &envelope).await,
+                    };
+                    published.map_err(publish_problem)
+                })
+                .await;
+            if let Err(problem) = outcome {
+                let err = fail(problem.to_string());
                 self.record_failure(seq, &err).await;
                 return Err(err);
             }
@@ -296,6 +305,17 @@ impl Outbox {
                 () = tokio::time::sleep(pause) => {}
             }
         }
+    }
+}
+
+/// A failed publish as the error table sees it: transient failures (the broker is down,
+/// did not confirm, timed out) are retried and count against the breaker; the rest (an
+/// undeclared destination, a refused name) are not retried.
+fn publish_problem(err: crate::MessagingError) -> Problem {
+    if err.is_transient() {
+        Problem::unavailable(err.to_string())
+    } else {
+        Problem::new(problem::Kind::InvalidRequest).with_detail(err.to_string())
     }
 }
 

@@ -52,6 +52,36 @@ impl Default for Policy {
     }
 }
 
+impl Policy {
+    /// The policy the `[outbound]` settings describe (the seed's in-region internal call
+    /// by default); a call site with another row of the seed's timeout table (a broker
+    /// publish, an external SaaS) overrides `timeout` with its own named setting.
+    pub fn from_outbound(outbound: &settings::OutboundSettings) -> Self {
+        use crate::breaker::SlidingWindow;
+        use crate::retry::Backoff;
+        Policy {
+            timeout: outbound.timeout,
+            deadline_margin: outbound.deadline_margin,
+            retry: RetryPolicy {
+                max_attempts: outbound.max_attempts,
+                backoff: Backoff {
+                    base: outbound.backoff_base,
+                    cap: outbound.backoff_cap,
+                },
+            },
+            breaker: BreakerConfig {
+                window: SlidingWindow::Count(outbound.breaker_window),
+                minimum_calls: outbound.breaker_minimum_calls,
+                failure_rate_threshold: outbound.breaker_failure_rate,
+                wait_in_open: outbound.breaker_wait,
+                permitted_calls_in_half_open: outbound.breaker_probes,
+                ..BreakerConfig::default()
+            },
+            max_concurrency: outbound.max_concurrency,
+        }
+    }
+}
+
 /// What one attempt is given.
 #[derive(Debug, Clone, Copy)]
 pub struct Attempt {

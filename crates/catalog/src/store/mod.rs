@@ -382,6 +382,12 @@ impl CatalogStore {
         self.outbox.notify();
     }
 
+    /// The same store with `outbox` (its relay's publish policy) in place of the default.
+    pub fn with_outbox(mut self, outbox: outbox::Outbox) -> Self {
+        self.outbox = outbox;
+        self
+    }
+
     /// The outbox catalog's writes fill; its relay runs in `catalog::build`.
     pub fn outbox(&self) -> &outbox::Outbox {
         &self.outbox
