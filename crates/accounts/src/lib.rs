@@ -28,12 +28,15 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     .map_err(|e| server::StartError::database(SERVICE, e))?;
     let idempotency = Idempotency::new(db.clone(), (&settings.idempotency).into());
     let store = AccountsStore::new(db.clone());
+    let grpc = grpc::routes(store.clone(), idempotency.clone());
+    let grpc_names = grpc.names().to_vec();
     let faces = rest::router(std::sync::Arc::new(rest::Shared {
-        store: store.clone(),
+        store,
         idempotency: idempotency.clone(),
     }))
-    .merge(server::grpc::face(grpc::routes(store, idempotency.clone())));
+    .merge(server::grpc::face(grpc));
     let mut app = server::Application::build(SERVICE, settings, db, faces).await?;
+    app.report_health_for(&grpc_names);
     let every = settings.idempotency.purge_every;
     app.spawn_background(move |stop| idempotency.run_purger(every, stop));
     Ok(app)

@@ -59,16 +59,14 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         "catalog",
         publish_policy,
     ));
+    let grpc = grpc::routes(store.clone(), idempotency.clone(), accounts.clone());
+    let grpc_names = grpc.names().to_vec();
     let faces = rest::router(std::sync::Arc::new(rest::Shared {
         store: store.clone(),
         idempotency: idempotency.clone(),
-        accounts: accounts.clone(),
-    }))
-    .merge(server::grpc::face(grpc::routes(
-        store.clone(),
-        idempotency.clone(),
         accounts,
-    )));
+    }))
+    .merge(server::grpc::face(grpc));
     let outbox = store.outbox().clone();
     let broker = messaging::connect(settings)
         .await
@@ -83,6 +81,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
             reason: e.to_string(),
         })?;
     let mut app = server::Application::build(SERVICE, settings, db, faces).await?;
+    app.report_health_for(&grpc_names);
     let every = settings.idempotency.purge_every;
     app.spawn_background(move |stop| idempotency.run_purger(every, stop));
     let relay = messaging::outbox::RelayOptions {

@@ -20,6 +20,8 @@ use tower::Service;
 #[derive(Debug, Clone, Default)]
 pub struct GrpcRoutes {
     router: Router,
+    /// The fully qualified names of the services added, for the health service.
+    names: Vec<&'static str>,
 }
 
 impl GrpcRoutes {
@@ -36,7 +38,13 @@ impl GrpcRoutes {
         self.router = self
             .router
             .route_service(&format!("/{}/{{*method}}", S::NAME), service);
+        self.names.push(S::NAME);
         self
+    }
+
+    /// The services added, e.g. `ecommerce.v1.ProductService`.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
     }
 }
 

@@ -32,12 +32,14 @@ pub async fn metrics(State(service): State<&'static str>) -> impl IntoResponse {
     )
 }
 
-/// Keeps the standard `grpc.health.v1.Health` service in step with `/readyz`: SERVING
+/// Keeps the standard `grpc.health.v1.Health` service in step with `/readyz`, for the
+/// whole server ("") and each of `names`: SERVING
 /// while the database answers and migrations are applied, NOT_SERVING otherwise and once
 /// shutdown begins (so balancers stop sending work before the port closes).
 pub async fn report_grpc_readiness(
     db: Database,
     reporter: tonic_health::server::HealthReporter,
+    names: Vec<&'static str>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     use tonic_health::ServingStatus;
@@ -52,9 +54,15 @@ pub async fn report_grpc_readiness(
             Ok(()) => ServingStatus::Serving,
             Err(_) => ServingStatus::NotServing,
         };
-        reporter.set_service_status("", status).await;
+        // The named services first and "" last, so a caller that saw "" SERVING finds
+        // every service SERVING too.
+        for name in names.iter().copied().chain(std::iter::once("")) {
+            reporter.set_service_status(name, status).await;
+        }
     }
-    reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
+    for name in std::iter::once("").chain(names.iter().copied()) {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
 }

@@ -64,6 +64,10 @@ pub struct Application {
     stop: tokio_util::sync::CancellationToken,
     /// Work the service does besides serving (purging expired keys, relaying outboxes).
     background: tokio::task::JoinSet<()>,
+    /// The gRPC health service's reporter, and the service names it reports besides ""
+    /// (each gRPC service this port serves, so `grpc-health-probe -service <name>` works).
+    health: tonic_health::server::HealthReporter,
+    health_names: Vec<&'static str>,
 }
 
 impl Application {
@@ -96,7 +100,7 @@ impl Application {
             .map_err(|e| bind_error(service, addr, &e))?;
         // Install the recorder before the first request so every series is kept.
         let _ = telemetry::metrics::handle();
-        let mut app = Application {
+        let app = Application {
             service,
             listener,
             local_addr,
@@ -111,9 +115,16 @@ impl Application {
             grace: settings.shutdown_grace,
             stop: tokio_util::sync::CancellationToken::new(),
             background: tokio::task::JoinSet::new(),
+            health,
+            health_names: Vec::new(),
         };
-        app.spawn_background(move |stop| health::report_grpc_readiness(db, health, stop));
         Ok(app)
+    }
+
+    /// Reports `names` (the gRPC services of this port's faces, `GrpcRoutes::names`) in
+    /// the health service too, with the same status as the whole server.
+    pub fn report_health_for(&mut self, names: &[&'static str]) {
+        self.health_names.extend_from_slice(names);
     }
 
     /// Runs `task` beside the server until shutdown begins (its token is cancelled then);
@@ -145,9 +156,15 @@ impl Application {
     /// Serves until `shutdown` completes, then stops accepting, gives in-flight requests
     /// up to the grace period, and closes the database pool.
     pub async fn run_until_stopped(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let (db, health, names) = (
+            self.db.clone(),
+            self.health.clone(),
+            self.health_names.clone(),
+        );
+        self.spawn_background(move |stop| health::report_grpc_readiness(db, health, names, stop));
         let stop = self.stop.clone();
         let trigger = stop.clone();
         tokio::spawn(async move {

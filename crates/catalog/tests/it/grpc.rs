@@ -315,6 +315,30 @@ async fn health_follows_readiness_and_reflection_lists_the_services() {
     tokio::time::timeout(Duration::from_secs(10), serving)
         .await
         .expect("SERVING within 10 s");
+    // Each service by name too (what `grpc-health-probe -service <name>` asks); an
+    // unknown name is NOT_FOUND, as the health protocol says.
+    for name in [
+        "ecommerce.v1.ProductService",
+        "ecommerce.v1.ReviewService",
+        "ecommerce.v1.InventoryService",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: name.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{name}");
+    }
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "ecommerce.v1.NoSuchService".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
 
     let mut reflection = ServerReflectionClient::new(channel(&app).await);
     let request = ServerReflectionRequest {
