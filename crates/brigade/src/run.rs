@@ -227,10 +227,33 @@ fn print_table(settings: &Settings, apps: &[Application]) {
             app.database().url(),
         ));
     }
+    out.push_str(&format!("\n  Messaging: {}\n", messaging_line(settings)));
     out.push_str("\nPress Ctrl-C to stop.\n");
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
+}
+
+/// Where the queues and streams live; a broker URL is shown without its credentials.
+fn messaging_line(settings: &Settings) -> String {
+    use settings::MessagingBackend;
+    let m = &settings.messaging;
+    let host = |url: &Option<String>| {
+        url.as_deref()
+            .map(|u| match (u.split_once("://"), u.rsplit_once('@')) {
+                (Some((scheme, _)), Some((_, rest))) => format!("{scheme}://{rest}"),
+                _ => u.to_owned(),
+            })
+            .unwrap_or_else(|| "(no url)".to_owned())
+    };
+    match m.backend {
+        MessagingBackend::Embedded => {
+            format!("embedded, {}", settings.messaging_path().display())
+        }
+        MessagingBackend::Rabbitmq => format!("RabbitMQ at {}", host(&m.url)),
+        MessagingBackend::Nats => format!("NATS JetStream at {}", host(&m.url)),
+        MessagingBackend::Kafka => format!("Kafka at {}", host(&m.url)),
+    }
 }
 
 /// Serves every app until SIGINT or SIGTERM, then shuts them all down gracefully.
@@ -288,5 +311,24 @@ async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_messaging_line_never_shows_credentials() {
+        let mut settings = Settings::default();
+        settings.messaging.backend = settings::MessagingBackend::Rabbitmq;
+        settings.messaging.url = Some("amqp://guest:s3cret@10.0.0.5:5672/%2f".to_owned());
+        let line = messaging_line(&settings);
+        assert_eq!(line, "RabbitMQ at amqp://10.0.0.5:5672/%2f");
+        assert!(!line.contains("s3cret"));
+        settings.messaging.backend = settings::MessagingBackend::Embedded;
+        assert!(messaging_line(&settings).ends_with("messaging.db"));
     }
 }
