@@ -463,26 +463,7 @@ impl RabbitConsumer {
                 AMQPValue::LongLongInt(i64::try_from(spent).unwrap_or(i64::MAX)),
             )]),
         );
-        if let Err(e) = self
-            .shared
-            .publish(&self.queue, &delivery.data, props)
-            .await
-        {
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await;
-            return Err(e);
-        }
-        delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(amqp_error)
+        forward(&self.shared, &self.queue, delivery, props).await
     }
 }
 
@@ -636,29 +617,39 @@ impl Settle for RabbitSettle {
 }
 
 impl RabbitSettle {
-    /// Publishes a copy to `to` (confirmed), then acks the original; if the publish
-    /// fails, the original goes back to its queue.
     async fn forward(
         &self,
         to: &str,
         delivery: lapin::message::Delivery,
         props: BasicProperties,
     ) -> Result<()> {
-        if let Err(e) = self.shared.publish(to, &delivery.data, props).await {
-            let _ = delivery
-                .acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await;
-            return Err(e);
-        }
-        delivery
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(amqp_error)
+        forward(&self.shared, to, delivery, props).await
     }
+}
+
+/// Publishes a copy of `delivery` to `to` (confirmed), then acks the original; if the
+/// publish fails, the original goes back to its queue. Recounting, retrying and
+/// dead-lettering all move a message this way.
+async fn forward(
+    shared: &Shared,
+    to: &str,
+    delivery: lapin::message::Delivery,
+    props: BasicProperties,
+) -> Result<()> {
+    if let Err(e) = shared.publish(to, &delivery.data, props).await {
+        let _ = delivery
+            .acker
+            .nack(BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            })
+            .await;
+        return Err(e);
+    }
+    delivery
+        .acker
+        .ack(BasicAckOptions::default())
+        .await
+        .map(drop)
+        .map_err(amqp_error)
 }
