@@ -126,7 +126,8 @@ pub struct OpenapiArgs {
 #[derive(Debug, Args)]
 pub struct DataDirArg {
     /// Where the services keep their SQLite files [default: ./data].
-    #[arg(long, value_name = "DIR")]
+    // Global, so `brigade events tail <stream> --data-dir X` works after a sub-subcommand.
+    #[arg(long, value_name = "DIR", global = true)]
     pub data_dir: Option<PathBuf>,
 }
 
