@@ -109,11 +109,11 @@ pub async fn events(settings: &Settings, action: EventsAction) -> anyhow::Result
     let mut seen = 0u64;
     loop {
         if count.is_some_and(|c| seen >= c) {
-            return Ok(());
+            break;
         }
         let event = tokio::select! {
             event = consumer.next() => event?,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => break,
         };
         let line = match &event.message {
             Ok(envelope) => serde_json::json!({
@@ -136,4 +136,8 @@ pub async fn events(settings: &Settings, action: EventsAction) -> anyhow::Result
         event.commit().await?;
         seen += 1;
     }
+    // Leave the group before exiting, so the next tail of this group takes over at once
+    // instead of waiting for this member's lease to run out.
+    consumer.close().await?;
+    Ok(())
 }

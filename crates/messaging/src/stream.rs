@@ -106,6 +106,14 @@ impl StreamEvent {
 #[async_trait]
 pub trait StreamConsumer: Send {
     async fn next(&mut self) -> Result<StreamEvent>;
+
+    /// Leaves the group now, so the other members (or the next process in this group)
+    /// take over this one's partitions at once rather than when its lease runs out.
+    /// Dropping a consumer leaves too, but without waiting for the backend: a process
+    /// about to exit should close instead.
+    async fn close(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A group's progress, for `/metrics` and the CLI.

@@ -417,3 +417,57 @@ async fn a_consumer_killed_with_sigkill_loses_nothing_and_repeats_no_ack() {
         first.position
     );
 }
+
+/// A member that closes leaves its group at once: the next member (another process, in
+/// `brigade events tail`) takes its partitions without waiting out the lease.
+#[tokio::test]
+async fn a_closed_member_hands_its_partitions_over_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A lease far longer than the test may wait.
+    let settings = settings::MessagingSettings {
+        handler_timeout: Duration::from_secs(300),
+        partitions: 1,
+        ..settings::MessagingSettings::default()
+    };
+    let path = dir.path().join("messaging.db");
+    let first = messaging::embedded::open(&path, &settings).await.unwrap();
+    first
+        .streams
+        .declare(
+            "handover",
+            &messaging::StreamOptions {
+                partitions: 1,
+                ..messaging::StreamOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    for n in 0..2 {
+        let e = Envelope::new("E", serde_json::json!({ "n": n })).with_key("k");
+        first.streams.publish("handover", &e).await.unwrap();
+    }
+    let mut member = first
+        .streams
+        .subscribe("handover", "g", messaging::StartFrom::Earliest)
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), member.next())
+        .await
+        .unwrap()
+        .unwrap();
+    event.commit().await.unwrap();
+    member.close().await.unwrap();
+
+    // A new process on the same file, same group: it resumes after the commit, at once.
+    let second = messaging::embedded::open(&path, &settings).await.unwrap();
+    let mut next = second
+        .streams
+        .subscribe("handover", "g", messaging::StartFrom::Earliest)
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(5), next.next())
+        .await
+        .expect("the partition was handed over without waiting for the 300 s lease")
+        .unwrap();
+    assert_eq!(event.message.as_ref().unwrap().payload["n"], 1);
+}

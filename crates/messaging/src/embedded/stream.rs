@@ -236,6 +236,7 @@ impl EventStream for Streams {
             resets,
             seen_reset,
             heartbeat,
+            left: false,
         }))
     }
 
@@ -396,10 +397,49 @@ struct Consumer {
     resets: Arc<AtomicU64>,
     seen_reset: u64,
     heartbeat: tokio::task::JoinHandle<()>,
+    /// Set once `close` has left the group, so `drop` does not leave it again.
+    left: bool,
+}
+
+/// The writer job that takes `member` out of its group and frees its partitions.
+fn leave_group(
+    stream: Arc<str>,
+    group: Arc<str>,
+    member: Arc<str>,
+    waker: impl FnOnce() + Send + 'static,
+) -> impl FnOnce(&rusqlite::Connection) -> Result<()> + Send + 'static {
+    move |conn| {
+        conn.execute(
+            "DELETE FROM group_members WHERE stream = ?1 AND grp = ?2 AND member = ?3",
+            params![&*stream, &*group, &*member],
+        )
+        .map_err(sql)?;
+        conn.execute(
+            "UPDATE group_partitions SET owner = NULL, lease_until = 0
+             WHERE stream = ?1 AND grp = ?2 AND owner = ?3",
+            params![&*stream, &*group, &*member],
+        )
+        .map_err(sql)?;
+        waker();
+        Ok(())
+    }
 }
 
 #[async_trait]
 impl StreamConsumer for Consumer {
+    async fn close(mut self: Box<Self>) -> Result<()> {
+        self.heartbeat.abort();
+        self.left = true;
+        let waker = self.shared.stream_waker(&self.stream);
+        let job = leave_group(
+            self.stream.clone(),
+            self.group.clone(),
+            self.member.clone(),
+            move || waker.wake(),
+        );
+        self.shared.writer.call(job).await
+    }
+
     async fn next(&mut self) -> Result<StreamEvent> {
         loop {
             let resets = self.resets.load(Ordering::Acquire);
@@ -690,24 +730,18 @@ fn fetch(
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.heartbeat.abort();
-        let (s, g, m) = (self.stream.clone(), self.group.clone(), self.member.clone());
+        if self.left {
+            return;
+        }
         let waker = self.shared.stream_waker(&self.stream);
         // Leave the group now so the others take over at once, rather than after the lease.
-        self.shared.writer.fire("leave group", move |conn| {
-            conn.execute(
-                "DELETE FROM group_members WHERE stream = ?1 AND grp = ?2 AND member = ?3",
-                params![&*s, &*g, &*m],
-            )
-            .map_err(sql)?;
-            conn.execute(
-                "UPDATE group_partitions SET owner = NULL, lease_until = 0
-                 WHERE stream = ?1 AND grp = ?2 AND owner = ?3",
-                params![&*s, &*g, &*m],
-            )
-            .map_err(sql)?;
-            waker.wake();
-            Ok(())
-        });
+        let job = leave_group(
+            self.stream.clone(),
+            self.group.clone(),
+            self.member.clone(),
+            move || waker.wake(),
+        );
+        self.shared.writer.fire("leave group", job);
     }
 }
 
