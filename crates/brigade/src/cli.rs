@@ -97,7 +97,8 @@ pub enum EventsAction {
     Tail {
         stream: String,
         /// Read as this consumer group: its position is committed, so the next tail
-        /// resumes where this one stopped. Without it, a throwaway group is used.
+        /// resumes where this one stopped. Without it, a new group `tail-<uuid>` is made
+        /// for this run (and left behind on the backend: name one to reuse it).
         #[arg(long)]
         group: Option<String>,
         /// Where a new group starts (and, with --replay, where an existing one restarts):

@@ -107,13 +107,16 @@ pub async fn events(settings: &Settings, action: EventsAction) -> anyhow::Result
     let mut consumer = broker.streams.subscribe(&stream, &group, start).await?;
     eprintln!("tailing {stream} as group {group} (Ctrl-C stops)");
     let mut seen = 0u64;
+    // One listener for the whole tail, so a Ctrl-C while a line is printed is not lost.
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
     loop {
         if count.is_some_and(|c| seen >= c) {
             break;
         }
         let event = tokio::select! {
             event = consumer.next() => event?,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = &mut ctrl_c => break,
         };
         let line = match &event.message {
             Ok(envelope) => serde_json::json!({

@@ -22,9 +22,10 @@ pub struct ProductCreated {
     pub product_id: i64,
     #[schema(example = "Laptop")]
     pub name: String,
-    /// Decimal amount, at most two places.
-    #[schema(example = 999.99)]
-    pub price: f64,
+    /// The price in minor units (cents): money is never a float at rest, and events are
+    /// kept (the outbox, the stream's retention).
+    #[schema(example = 99999)]
+    pub price_minor: i64,
     #[schema(example = 50)]
     pub stock: i64,
     /// The product's version after the change (its REST ETag is `"v<version>"`).
@@ -38,7 +39,8 @@ pub struct ProductCreated {
 pub struct ProductUpdated {
     pub product_id: i64,
     pub name: String,
-    pub price: f64,
+    /// The price in minor units (cents).
+    pub price_minor: i64,
     pub stock: i64,
     pub version: i64,
 }
@@ -94,7 +96,7 @@ pub fn product_created(p: &Product) -> Envelope {
         &ProductCreated {
             product_id: p.id.0,
             name: p.name.as_str().to_owned(),
-            price: p.price.to_decimal(),
+            price_minor: p.price.minor(),
             stock: p.stock.units(),
             version: p.version,
         },
@@ -108,7 +110,7 @@ pub fn product_updated(p: &Product) -> Envelope {
         &ProductUpdated {
             product_id: p.id.0,
             name: p.name.as_str().to_owned(),
-            price: p.price.to_decimal(),
+            price_minor: p.price.minor(),
             stock: p.stock.units(),
             version: p.version,
         },
@@ -145,7 +147,8 @@ pub fn channels() -> Vec<messaging::asyncapi::Channel> {
     vec![Channel {
         address: STREAM,
         shape: Shape::Stream,
-        description: "Every change to the catalog's products, in the order it committed. \
+        description: "Every change to the catalog's products; the changes of one product \
+            arrive in the order they committed. \
             Watch it live with `brigade events tail catalog-events`.",
         key: Some("the product id (decimal)"),
         producer: "catalog",

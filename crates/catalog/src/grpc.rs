@@ -419,11 +419,15 @@ impl InventoryService for CatalogGrpc {
     ) -> Result<Response<ReservationMessage>, Status> {
         let order = OrderId::parse(&request.into_inner().order_id)
             .map_err(|r| Problem::validation(vec![FieldError::new("order_id", r)]))?;
-        let reservation = reservations::release(self.store.database(), &order)
-            .await
-            .map_err(Problem::from)?;
-        self.store
-            .written(reservation.lines.iter().map(|l| l.product_id));
+        let result = reservations::release(self.store.database(), &order).await;
+        match &result {
+            Ok(reservation) => self
+                .store
+                .written(reservation.lines.iter().map(|l| l.product_id)),
+            // Which products a failed release touched is not known: forget them all.
+            Err(_) => self.store.forget_all(),
+        }
+        let reservation = result.map_err(Problem::from)?;
         Ok(Response::new(reservation_message(reservation)?))
     }
 }

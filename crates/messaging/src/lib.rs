@@ -69,7 +69,7 @@ pub async fn connect(settings: &settings::Settings) -> Result<Broker> {
         })
     };
     match config.backend {
-        MessagingBackend::Embedded => embedded::open(&settings.messaging_path(), config).await,
+        MessagingBackend::Embedded => open_embedded_once(&settings.messaging_path(), config).await,
         MessagingBackend::Rabbitmq => rabbitmq::connect(&url("rabbitmq")?, config).await,
         MessagingBackend::Nats => nats::connect(&url("nats")?, config).await,
         #[cfg(feature = "kafka")]
@@ -80,6 +80,58 @@ pub async fn connect(settings: &settings::Settings) -> Result<Broker> {
             reason: "this build has no Kafka support (build with `--features kafka`)".to_owned(),
         }),
     }
+}
+
+/// The embedded stores this process has open, by path: `brigade up` runs five services
+/// in one process, and they must share one store (one writer thread per file, and
+/// in-process wake-ups between a publisher and a consumer).
+type OpenStores = Vec<(
+    std::path::PathBuf,
+    std::sync::Weak<dyn WorkQueue>,
+    std::sync::Weak<dyn EventStream>,
+)>;
+static EMBEDDED_STORES: std::sync::Mutex<OpenStores> = std::sync::Mutex::new(Vec::new());
+
+async fn open_embedded_once(
+    path: &std::path::Path,
+    config: &settings::MessagingSettings,
+) -> Result<Broker> {
+    let key = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let live = |stores: &mut OpenStores| -> Option<Broker> {
+        stores.retain(|(_, q, s)| q.strong_count() > 0 && s.strong_count() > 0);
+        stores
+            .iter()
+            .find(|(p, _, _)| *p == key)
+            .and_then(|(_, q, s)| {
+                Some(Broker {
+                    backend: "embedded",
+                    queues: q.upgrade()?,
+                    streams: s.upgrade()?,
+                })
+            })
+    };
+    {
+        let mut stores = EMBEDDED_STORES
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(broker) = live(&mut stores) {
+            return Ok(broker);
+        }
+    }
+    let broker = embedded::open(path, config).await?;
+    let mut stores = EMBEDDED_STORES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Another task may have opened it meanwhile: keep the first, drop ours.
+    if let Some(existing) = live(&mut stores) {
+        return Ok(existing);
+    }
+    stores.push((
+        key,
+        Arc::downgrade(&broker.queues),
+        Arc::downgrade(&broker.streams),
+    ));
+    Ok(broker)
 }
 
 /// Declares every channel on `broker` (idempotent): queues with their dead-letter queue
@@ -133,8 +185,10 @@ mod tests {
 
     #[test]
     fn partitions_are_stable_and_in_range() {
-        // FNV-1a of "ORD-12345" is fixed by the algorithm; pin it so a change shows.
-        assert_eq!(partition_of("ORD-12345", 4), partition_of("ORD-12345", 4));
+        // FNV-1a of "ORD-12345" is 4213322262 (fixed by the algorithm): pinned, so a
+        // change of hash (which would re-route every key) fails here.
+        assert_eq!(partition_of("ORD-12345", 4), 2);
+        assert_eq!(partition_of("ORD-12345", 7), 2);
         for key in ["a", "b", "ORD-1", "ORD-2", ""] {
             assert!(partition_of(key, 4) < 4);
         }

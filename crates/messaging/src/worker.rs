@@ -33,6 +33,17 @@ pub struct WorkerOptions {
     pub retry_cap: Duration,
 }
 
+impl WorkerOptions {
+    /// The options `settings` describe: its `handler_timeout` (the backends' leases are
+    /// longer, so an abandoned handler's message is not taken by another consumer first).
+    pub fn from_settings(settings: &settings::MessagingSettings) -> Self {
+        Self {
+            handler_timeout: settings.handler_timeout,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for WorkerOptions {
     fn default() -> Self {
         Self {
@@ -57,13 +68,48 @@ where
     Fut: Future<Output = Result<(), HandleError>>,
 {
     let mut rng = fastrand::Rng::new();
+    let mut failures: u32 = 0;
     loop {
-        let delivery = tokio::select! {
+        let next = tokio::select! {
             () = stop.cancelled() => return Ok(()),
-            delivery = consumer.next() => delivery?,
+            next = consumer.next() => next,
         };
-        handle_one(queue, delivery, &options, &handler, &mut rng).await?;
+        let delivery = match next {
+            Ok(delivery) => {
+                failures = 0;
+                delivery
+            }
+            // The consumer is gone (its connection closed, or it was shut down): the
+            // caller decides whether to make a new one.
+            Err(crate::MessagingError::Closed) => return Err(crate::MessagingError::Closed),
+            // A passing failure of the backend: wait a little and ask again.
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let delay = backoff(&options, failures.saturating_sub(1), &mut rng);
+                tracing::warn!(queue, error = %err, retry_in_ms = delay.as_millis() as u64, "could not take a delivery");
+                tokio::select! {
+                    () = stop.cancelled() => return Ok(()),
+                    () = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        // A settle that fails (the backend went away, the lease ran out and another
+        // consumer has the message) loses nothing: the message comes back. Log it and
+        // keep serving.
+        if let Err(err) = handle_one(queue, delivery, &options, &handler, &mut rng).await {
+            metrics::counter!("brigade_messaging_settle_failures_total", "queue" => queue.to_owned())
+                .increment(1);
+            tracing::warn!(queue, error = %err, "could not settle a delivery; it will be delivered again");
+        }
     }
+}
+
+fn backoff(options: &WorkerOptions, attempt: u32, rng: &mut fastrand::Rng) -> Duration {
+    resilience::retry::Backoff {
+        base: options.retry_base,
+        cap: options.retry_cap,
+    }
+    .delay(attempt, rng)
 }
 
 async fn handle_one<H, Fut>(
@@ -120,11 +166,7 @@ async fn retry(
     reason: &str,
     labels: &[(&'static str, String); 1],
 ) -> crate::Result<()> {
-    let backoff = resilience::retry::Backoff {
-        base: options.retry_base,
-        cap: options.retry_cap,
-    };
-    let delay = backoff.delay(delivery.attempt.saturating_sub(1), rng);
+    let delay = backoff(options, delivery.attempt.saturating_sub(1), rng);
     if delivery.attempt >= delivery.max_deliveries {
         metrics::counter!("brigade_messaging_dead_letters_total", labels).increment(1);
     }

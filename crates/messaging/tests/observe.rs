@@ -138,3 +138,68 @@ async fn depth_lag_and_worker_counts_reach_metrics() {
         "{rendered}"
     );
 }
+
+/// A handler slower than `handler_timeout` is abandoned and its message retried; the
+/// worker keeps serving, and the message is not claimed by anyone else meanwhile (the
+/// backend's lease outlasts the handler's timeout).
+#[tokio::test]
+async fn a_slow_handler_is_abandoned_and_its_message_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings::MessagingSettings {
+        handler_timeout: Duration::from_millis(300),
+        ..settings::MessagingSettings::default()
+    };
+    let broker = messaging::embedded::open(&dir.path().join("messaging.db"), &settings)
+        .await
+        .unwrap();
+    broker
+        .queues
+        .declare("slow_q", &QueueOptions::default())
+        .await
+        .unwrap();
+    let job = Envelope::new("Job", serde_json::json!({ "n": 1 }));
+    broker.queues.publish("slow_q", &job).await.unwrap();
+
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+    let options = WorkerOptions {
+        retry_base: Duration::from_millis(1),
+        retry_cap: Duration::from_millis(5),
+        ..WorkerOptions::from_settings(&settings)
+    };
+    assert_eq!(options.handler_timeout, Duration::from_millis(300));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let seen = attempts.clone();
+    let run = tokio::spawn(worker::run(
+        "slow_q",
+        broker.queues.consume("slow_q", 1).await.unwrap(),
+        options,
+        move |envelope: Envelope| {
+            let attempt = seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let done_tx = done_tx.clone();
+            async move {
+                if attempt == 1 {
+                    // Far slower than the 300 ms timeout: abandoned.
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                }
+                done_tx.send((attempt, envelope.id)).unwrap();
+                Ok(())
+            }
+        },
+        stop.clone(),
+    ));
+    let (attempt, id) = tokio::time::timeout(Duration::from_secs(10), done.recv())
+        .await
+        .expect("handled on a later attempt within 10 s")
+        .unwrap();
+    assert_eq!(
+        (attempt, id),
+        (2, job.id),
+        "the abandoned first attempt never finished"
+    );
+    let stats = broker.queues.stats("slow_q").await.unwrap();
+    assert_eq!((stats.ready, stats.dead), (0, 0), "{stats:?}");
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

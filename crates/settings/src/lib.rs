@@ -381,12 +381,12 @@ impl Settings {
         format!("http://{}", self.services.get(service).addr())
     }
 
-    /// The database of `service`: its configured URL, or a SQLite file in the data dir.
     /// The embedded messaging backend's file.
     pub fn messaging_path(&self) -> PathBuf {
         self.data_dir.join("messaging.db")
     }
 
+    /// The database of `service`: its configured URL, or a SQLite file in the data dir.
     pub fn database_url(&self, service: ServiceName) -> DatabaseUrl {
         match &self.services.get(service).database_url {
             Some(url) => url.clone(),

@@ -222,9 +222,11 @@ pub async fn update(
     let id = ProductId(path.id);
     let patch = ProductPatch::parse(body.name.as_deref(), body.price, body.stock)
         .map_err(Problem::validation)?;
+    // From the database, not the read cache: If-Match must compare with the version as
+    // it is now, whoever wrote it.
     let current = state
         .store
-        .product(id)
+        .product_fresh(id)
         .await?
         .ok_or_else(|| not_found(id))?;
     let expected = match server::rest::if_match(&headers, &etag(&current)) {

@@ -373,6 +373,13 @@ impl CatalogStore {
         Ok(found)
     }
 
+    /// One product, from the database whatever the cache holds (for decisions that must
+    /// see the latest version, such as PATCH's If-Match); refreshes the cache with it.
+    pub async fn product_fresh(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {
+        self.cache.invalidate(id);
+        self.product(id).await
+    }
+
     /// For writes made with the repository functions directly, after their transaction
     /// commits: forgets `ids` in the read cache and rings the outbox relay.
     pub fn written(&self, ids: impl IntoIterator<Item = ProductId>) {
@@ -386,6 +393,13 @@ impl CatalogStore {
     pub fn with_outbox(mut self, outbox: outbox::Outbox) -> Self {
         self.outbox = outbox;
         self
+    }
+
+    /// Forgets every cached product and rings the relay: after a write whose products are
+    /// not known one by one (a failed release).
+    pub fn forget_all(&self) {
+        self.cache.invalidate_all();
+        self.outbox.notify();
     }
 
     /// The outbox catalog's writes fill; its relay runs in `catalog::build`.
@@ -430,8 +444,10 @@ impl CatalogStore {
     pub async fn delete_product(&self, id: ProductId) -> Result<bool, StoreError> {
         let mut tx = self.db.begin_write().await?;
         let deleted = delete_product(&mut tx, id).await?;
-        tx.commit().await?;
+        let committed = tx.commit().await;
+        // Forget it even if the commit's outcome is unknown: it may have gone through.
         self.written([id]);
+        committed?;
         Ok(deleted)
     }
 

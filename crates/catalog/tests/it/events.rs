@@ -1,6 +1,8 @@
 //! Catalog's events: every product write puts its event in the outbox in the same
-//! transaction (on both backends), every event is one the AsyncAPI document describes,
-//! and the relay gets them onto the `catalog-events` stream in order.
+//! transaction (on both backends), in write order, and every event is one the AsyncAPI
+//! document describes. The relay's side (publishing in order, resuming after a crash) is
+//! tested in `messaging`'s `tests/outbox.rs`; the whole path, REST write to
+//! `brigade events tail`, in `brigade`'s `up` tests.
 
 use catalog::CatalogStore;
 use catalog::domain::{NewProduct, NewReservation, OrderId, ProductId, ProductPatch};
@@ -113,8 +115,8 @@ async fn every_write_leaves_its_event_in_the_outbox(db: &Database) {
     );
     let created: ProductCreated = serde_json::from_value(events[0].2.payload.clone()).unwrap();
     assert_eq!(
-        (created.name.as_str(), created.price, created.stock),
-        ("Laptop", 999.99, 50)
+        (created.name.as_str(), created.price_minor, created.stock),
+        ("Laptop", 99_999, 50)
     );
 }
 

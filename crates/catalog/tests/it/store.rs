@@ -229,12 +229,21 @@ async fn the_read_cache_never_hides_this_processs_own_writes(db: &Database) {
         2,
         "cached"
     );
+    // What If-Match compares with comes from the database, whatever the cache holds.
+    let fresh = store.product_fresh(laptop.id).await.unwrap().unwrap();
+    assert_eq!(fresh.version, 3);
+    assert_eq!(
+        store.product(laptop.id).await.unwrap().unwrap().version,
+        3,
+        "refreshed"
+    );
+    other.update_product(laptop.id, &patch, None).await.unwrap();
     let refused = store.update_product(laptop.id, &patch, Some(2)).await;
     assert!(
         matches!(refused, Err(StoreError::Stale { .. })),
         "{refused:?}"
     );
-    assert_eq!(store.product(laptop.id).await.unwrap().unwrap().version, 3);
+    assert_eq!(store.product(laptop.id).await.unwrap().unwrap().version, 4);
 
     assert!(store.delete_product(laptop.id).await.unwrap());
     assert!(store.product(laptop.id).await.unwrap().is_none());

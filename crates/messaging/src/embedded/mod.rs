@@ -81,7 +81,8 @@ impl std::fmt::Debug for Embedded {
 /// What every queue, stream and consumer of one open store shares.
 pub(crate) struct Shared {
     pub(crate) writer: Writer,
-    /// A claimed message's lease, and a stream member's: `messaging.handler_timeout`.
+    /// A claimed message's lease, and a stream member's: `messaging.handler_timeout`
+    /// plus a second.
     pub(crate) lease: Duration,
     /// How long published ids are remembered for de-duplication on queues.
     pub(crate) dedup_window: Duration,
@@ -106,7 +107,11 @@ impl Embedded {
         Ok(Self {
             shared: Arc::new(Shared {
                 writer,
-                lease: settings.handler_timeout.max(Duration::from_millis(100)),
+                // Longer than the handler may run (`worker` abandons it at
+                // handler_timeout), so a slow handler's message is not claimed by
+                // another consumer while the first is still on it.
+                lease: settings.handler_timeout.max(Duration::from_millis(100))
+                    + Duration::from_secs(1),
                 dedup_window: settings.retention,
                 queue_wakers: Mutex::default(),
                 stream_wakers: Mutex::default(),

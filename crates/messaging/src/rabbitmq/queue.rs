@@ -1,4 +1,5 @@
-//! Work queues on quorum queues; the design is in the [parent module](super).
+//! Work queues on plain durable (classic) queues, so a producer that is not ours can
+//! declare the same queue; the design is in the [parent module](super).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
