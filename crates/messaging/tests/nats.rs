@@ -16,6 +16,14 @@ use serde_json::json;
 const URL: &str = "nats://127.0.0.1:4222";
 const WAIT: Duration = Duration::from_secs(10);
 
+/// The next item of a consumer, within `WAIT`; a failed test otherwise.
+async fn within<T>(next: impl std::future::Future<Output = messaging::Result<T>>) -> T {
+    tokio::time::timeout(WAIT, next)
+        .await
+        .expect("an item within WAIT")
+        .expect("the backend answered")
+}
+
 fn settings(handler_timeout: Duration) -> settings::MessagingSettings {
     settings::MessagingSettings {
         handler_timeout,
@@ -133,10 +141,7 @@ async fn publish_waits_for_the_puback_and_a_consumer_acks() {
     assert_eq!(stored(&q).await, 1, "stored once publish returned");
 
     let mut consumer = b.queues.consume(&q, 10).await.unwrap();
-    let delivery = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let delivery = within(consumer.next()).await;
     assert_eq!(delivery.attempt, 1);
     assert_eq!(delivery.message.as_ref().unwrap(), &sent);
     let stats = b.queues.stats(&q).await.unwrap();
@@ -178,16 +183,10 @@ async fn retry_after_waits_out_the_delay() {
     let sent = order(3);
     b.queues.publish(&q, &sent).await.unwrap();
     let mut consumer = b.queues.consume(&q, 1).await.unwrap();
-    let d = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = within(consumer.next()).await;
     let started = Instant::now();
     d.retry_after(Duration::from_millis(1500)).await.unwrap();
-    let d = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = within(consumer.next()).await;
     assert!(
         started.elapsed() >= Duration::from_millis(1400),
         "{:?}",
@@ -210,10 +209,7 @@ async fn reject_dead_letters_with_the_reason_and_redrive_brings_it_back() {
     let sent = order(4);
     b.queues.publish(&q, &sent).await.unwrap();
     let mut consumer = b.queues.consume(&q, 5).await.unwrap();
-    let d = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = within(consumer.next()).await;
     d.reject("no such product").await.unwrap();
 
     let dead = b.queues.dead_letters(&q, 10).await.unwrap();
@@ -234,10 +230,7 @@ async fn reject_dead_letters_with_the_reason_and_redrive_brings_it_back() {
     // Redrive: same envelope id (within the de-dup window!), fresh delivery count.
     assert_eq!(b.queues.redrive(&q, 10).await.unwrap(), 1);
     assert!(b.queues.dead_letters(&q, 10).await.unwrap().is_empty());
-    let d = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = within(consumer.next()).await;
     assert_eq!(d.attempt, 1);
     assert_eq!(d.message.as_ref().unwrap(), &sent);
     d.ack().await.unwrap();
@@ -257,10 +250,7 @@ async fn nacks_up_to_max_deliveries_then_the_dlq() {
     b.queues.publish(&q, &order(5)).await.unwrap();
     let mut consumer = b.queues.consume(&q, 1).await.unwrap();
     for attempt in 1..=3 {
-        let d = tokio::time::timeout(WAIT, consumer.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = within(consumer.next()).await;
         assert_eq!(d.attempt, attempt);
         assert_eq!(d.max_deliveries, 3);
         d.nack().await.unwrap();
@@ -295,10 +285,7 @@ async fn a_message_whose_consumers_died_is_dead_lettered_at_receipt() {
     for attempt in 1..=2 {
         // A consumer takes it and dies without settling.
         let mut consumer = b.queues.consume(&q, 1).await.unwrap();
-        let d = tokio::time::timeout(WAIT, consumer.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = within(consumer.next()).await;
         assert_eq!(d.attempt, attempt);
         std::mem::drop(d);
         std::mem::drop(consumer);
@@ -342,19 +329,13 @@ async fn a_foreign_headerless_message_gets_the_queue_defaults() {
         .await
         .unwrap();
     let mut consumer = b.queues.consume(&q, 1).await.unwrap();
-    let d = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = within(consumer.next()).await;
     let got = d.message.as_ref().unwrap().clone();
     assert_eq!(got.kind, "ProcessOrder");
     assert_eq!(got.payload["order_id"], "ORD-12345");
     d.nack().await.unwrap();
     // The id is stable across redeliveries (inboxes key on it).
-    let d = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = within(consumer.next()).await;
     assert_eq!(d.message.as_ref().unwrap().id, got.id);
     d.ack().await.unwrap();
     cleanup(&[q]).await;
@@ -382,10 +363,7 @@ async fn a_malformed_body_is_handed_out_as_an_error_and_rejected_to_the_dlq() {
         .await
         .unwrap();
     let mut consumer = b.queues.consume(&q, 1).await.unwrap();
-    let d = tokio::time::timeout(WAIT, consumer.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let d = within(consumer.next()).await;
     let reason = d.message.as_ref().unwrap_err().reason.clone();
     assert!(reason.contains("not JSON"), "{reason}");
     d.reject(reason.clone()).await.unwrap();
@@ -408,8 +386,8 @@ async fn prefetch_bounds_what_one_consumer_holds() {
         b.queues.publish(&q, &order(n)).await.unwrap();
     }
     let mut a = b.queues.consume(&q, 2).await.unwrap();
-    let a1 = tokio::time::timeout(WAIT, a.next()).await.unwrap().unwrap();
-    let a2 = tokio::time::timeout(WAIT, a.next()).await.unwrap().unwrap();
+    let a1 = within(a.next()).await;
+    let a2 = within(a.next()).await;
     assert!(
         tokio::time::timeout(Duration::from_millis(700), a.next())
             .await
@@ -418,10 +396,7 @@ async fn prefetch_bounds_what_one_consumer_holds() {
     let mut other = b.queues.consume(&q, 10).await.unwrap();
     let mut seen = 0;
     while seen < 3 {
-        let d = tokio::time::timeout(WAIT, other.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = within(other.next()).await;
         d.ack().await.unwrap();
         seen += 1;
     }
@@ -455,10 +430,7 @@ async fn a_stream_group_reads_in_key_order_commits_and_replays() {
     let mut per_key: HashMap<String, Vec<i64>> = HashMap::new();
     let mut positions = Vec::new();
     for _ in 0..20 {
-        let e = tokio::time::timeout(WAIT, member.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let e = within(member.next()).await;
         let m = e.message.as_ref().unwrap().clone();
         assert_eq!(
             e.partition,
@@ -496,10 +468,7 @@ async fn a_stream_group_reads_in_key_order_commits_and_replays() {
     assert_eq!(b.streams.lag(&s, "billing").await.unwrap().lag, 5);
     let mut replayed = Vec::new();
     for _ in 0..5 {
-        let e = tokio::time::timeout(WAIT, member.next())
-            .await
-            .unwrap()
-            .unwrap();
+        let e = within(member.next()).await;
         replayed.push(e.position);
         e.commit().await.unwrap();
     }
@@ -531,16 +500,10 @@ async fn a_stream_retry_holds_back_its_partition() {
         .subscribe(&s, "g", StartFrom::Earliest)
         .await
         .unwrap();
-    let e = tokio::time::timeout(WAIT, member.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let e = within(member.next()).await;
     assert_eq!(e.message.as_ref().unwrap().id, first.id);
     e.retry_after(Duration::from_millis(300)).await.unwrap();
-    let e = tokio::time::timeout(WAIT, member.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let e = within(member.next()).await;
     assert_eq!(
         e.message.as_ref().unwrap().id,
         first.id,
@@ -548,10 +511,7 @@ async fn a_stream_retry_holds_back_its_partition() {
     );
     assert_eq!(e.attempt, 2);
     e.commit().await.unwrap();
-    let e = tokio::time::timeout(WAIT, member.next())
-        .await
-        .unwrap()
-        .unwrap();
+    let e = within(member.next()).await;
     assert_eq!(e.message.as_ref().unwrap().id, second.id);
     e.commit().await.unwrap();
     cleanup(&[s]).await;
