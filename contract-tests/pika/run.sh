@@ -11,12 +11,7 @@ queue="${1:?usage: run.sh <queue> [amqp-url]}"
 url="${2:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 venv="${PIKA_VENV:-$root/target/pika-venv}"
 
-# The venv is reused while it was installed from this very requirements.txt.
-if ! cmp -s "$here/requirements.txt" "$venv/.installed-requirements.txt" 2>/dev/null; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
-  cp "$here/requirements.txt" "$venv/.installed-requirements.txt"
-fi
+. "$root/contract-tests/lib.sh"
+requirements_venv "$venv" "$here/requirements.txt"
 
 exec "$venv/bin/python" "$here/publish_seed.py" "$queue" "$url"

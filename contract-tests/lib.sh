@@ -1,0 +1,74 @@
+# Shared by the contract-test scripts: source it, do not run it.
+#
+#   . "$(dirname "$0")/lib.sh"            (or the path from a subfolder)
+#   requirements_venv "$venv" "$here/requirements.txt"
+#   start_brigade                          # brigade up on free ports, fresh data dir
+#   url="$(service_url catalog)"
+#
+# start_brigade sets BRIGADE_WORK (a temporary directory, removed on exit),
+# BRIGADE_OUT and BRIGADE_ERR (brigade's stdout and stderr) and stops Brigade on exit.
+
+contract_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+# A venv at $1 with the packages of requirements file $2; reused while it was installed
+# from that very file.
+requirements_venv() {
+  local venv=$1 requirements=$2
+  if ! cmp -s "$requirements" "$venv/.installed-requirements.txt" 2>/dev/null; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+    cp "$requirements" "$venv/.installed-requirements.txt"
+  fi
+}
+
+BRIGADE_PID=
+BRIGADE_WORK=
+stop_brigade() {
+  if [ -n "$BRIGADE_PID" ]; then
+    kill "$BRIGADE_PID" 2>/dev/null || true
+    wait "$BRIGADE_PID" 2>/dev/null || true
+  fi
+  if [ -n "$BRIGADE_WORK" ]; then rm -rf "$BRIGADE_WORK"; fi
+}
+
+# Builds brigade and runs `brigade up` on free ports with a fresh data directory until
+# it prints its table (60 s at most). Exits the script, with brigade's log, on failure.
+start_brigade() {
+  cargo build --quiet -p brigade
+  BRIGADE_WORK="$(mktemp -d)"
+  BRIGADE_OUT="$BRIGADE_WORK/up.out"
+  BRIGADE_ERR="$BRIGADE_WORK/up.err"
+  trap stop_brigade EXIT
+  env BRIGADE_LOG__FILTER=warn \
+    BRIGADE_SERVICES__GATEWAY__PORT=0 BRIGADE_SERVICES__CATALOG__PORT=0 \
+    BRIGADE_SERVICES__ACCOUNTS__PORT=0 BRIGADE_SERVICES__ORDERS__PORT=0 \
+    BRIGADE_SERVICES__BILLING__PORT=0 \
+    "$contract_root/target/debug/brigade" up --data-dir "$BRIGADE_WORK/data" \
+    >"$BRIGADE_OUT" 2>"$BRIGADE_ERR" &
+  BRIGADE_PID=$!
+  for _ in $(seq 1 120); do
+    grep -q "Press Ctrl-C" "$BRIGADE_OUT" 2>/dev/null && return 0
+    if ! kill -0 "$BRIGADE_PID" 2>/dev/null; then
+      echo "brigade exited during start-up"
+      cat "$BRIGADE_ERR"
+      exit 1
+    fi
+    sleep 0.5
+  done
+  echo "brigade did not start within 60 s"
+  cat "$BRIGADE_ERR"
+  exit 1
+}
+
+# The URL brigade's table gives for service $1.
+service_url() {
+  local url
+  url="$(awk -v s="$1" '$1 == s { print $2 }' "$BRIGADE_OUT")"
+  if [ -z "$url" ]; then
+    echo "no $1 URL in brigade's table:" >&2
+    cat "$BRIGADE_OUT" >&2
+    exit 1
+  fi
+  printf '%s\n' "$url"
+}
