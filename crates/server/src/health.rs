@@ -50,19 +50,30 @@ pub async fn report_grpc_readiness(
             _ = tick.tick() => {}
             () = stop.cancelled() => break,
         }
-        let status = match db.ping().await {
-            Ok(()) => ServingStatus::Serving,
-            Err(_) => ServingStatus::NotServing,
-        };
-        // The named services first and "" last, so a caller that saw "" SERVING finds
-        // every service SERVING too.
-        for name in names.iter().copied().chain(std::iter::once("")) {
-            reporter.set_service_status(name, status).await;
-        }
+        report_readiness(&db, &reporter, &names).await;
     }
     for name in std::iter::once("").chain(names.iter().copied()) {
         reporter
             .set_service_status(name, ServingStatus::NotServing)
             .await;
+    }
+}
+
+/// One readiness check, reported for every name; `run_until_stopped` calls it once
+/// before the port serves, so no caller ever finds a service unregistered.
+pub async fn report_readiness(
+    db: &Database,
+    reporter: &tonic_health::server::HealthReporter,
+    names: &[&'static str],
+) {
+    use tonic_health::ServingStatus;
+    let status = match db.ping().await {
+        Ok(()) => ServingStatus::Serving,
+        Err(_) => ServingStatus::NotServing,
+    };
+    // The named services first and "" last, so a caller that saw "" SERVING finds
+    // every service SERVING too.
+    for name in names.iter().copied().chain(std::iter::once("")) {
+        reporter.set_service_status(name, status).await;
     }
 }

@@ -164,6 +164,8 @@ impl Application {
             self.health.clone(),
             self.health_names.clone(),
         );
+        // Registered before the port serves: a health check never finds a service unknown.
+        health::report_readiness(&db, &health, &names).await;
         self.spawn_background(move |stop| health::report_grpc_readiness(db, health, names, stop));
         let stop = self.stop.clone();
         let trigger = stop.clone();
