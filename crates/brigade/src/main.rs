@@ -11,6 +11,13 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc rather than glibc's malloc: a request allocates a few dozen small objects
+/// (headers, the request context, the JSON body) and frees them on another poll, the
+/// pattern glibc handles worst; it measured ≈10% of a cached product read's CPU
+/// (BENCHMARKS.md). The bench's bare servers use it too, so ratios stay like for like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {

@@ -65,6 +65,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         store: store.clone(),
         idempotency: idempotency.clone(),
         accounts,
+        rendered: rest::Rendered::new(settings.catalog.read_cache_capacity),
     }))
     .merge(server::grpc::face(grpc));
     let outbox = store.outbox().clone();

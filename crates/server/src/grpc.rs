@@ -1,15 +1,14 @@
 //! How gRPC shares a service's one port with REST: tonic's routes become axum routes (the
 //! gRPC paths, `/<package>.<Service>/<Method>`, never collide with `/v1/...`), wrapped so
-//! that gRPC-Web works without a proxy and an inbound `grpc-timeout` is enforced even
-//! though tonic's own server (which would enforce it) is not in the path.
+//! that gRPC-Web works without a proxy. tonic's own server, which would enforce an inbound
+//! `grpc-timeout`, is not in the path: the shared stack (`guard`) does.
 
-use std::time::Duration;
+use std::convert::Infallible;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::middleware::{Next, from_fn};
 use axum::response::{IntoResponse, Response};
-use std::convert::Infallible;
+use problem::Problem;
 
 use tonic::server::NamedService;
 use tower::Service;
@@ -48,14 +47,11 @@ impl GrpcRoutes {
     }
 }
 
-/// gRPC routes ready to merge into a service's router: gRPC-Web translation outermost
-/// (so a browser's request is plain gRPC by the time it reaches the deadline), then the
-/// deadline.
+/// gRPC routes ready to merge into a service's router, behind gRPC-Web translation (so
+/// a browser's request is plain gRPC by the time it reaches the service). The caller's
+/// `grpc-timeout` is enforced by the shared stack (`guard`), around this.
 pub fn face(routes: GrpcRoutes) -> Router {
-    routes
-        .router
-        .layer(from_fn(enforce_deadline))
-        .layer(tonic_web::GrpcWebLayer::new())
+    routes.router.layer(tonic_web::GrpcWebLayer::new())
 }
 
 /// Server reflection (v1) over every Brigade proto, so `grpcurl` and friends can discover
@@ -68,51 +64,26 @@ pub fn reflection() -> Result<GrpcRoutes, tonic_reflection::server::Error> {
     Ok(GrpcRoutes::new().add_service(service))
 }
 
-/// Runs the call under its `grpc-timeout`: the handler sees the deadline
-/// (`telemetry::deadline`), and when it passes the handler's future is dropped (its work
-/// cancelled) and the client gets DEADLINE_EXCEEDED.
-async fn enforce_deadline(req: Request, next: Next) -> Response {
-    let timeout = req
-        .headers()
-        .get("grpc-timeout")
-        .and_then(|v| v.to_str().ok())
-        .and_then(telemetry::deadline::parse_grpc_timeout);
-    match timeout {
-        Some(timeout) => run_within(timeout, "grpc", next.run(req)).await,
-        None => next.run(req).await,
-    }
-}
-
-/// Runs `call` within `timeout`, with the deadline visible to it; past the deadline the
-/// call is dropped and the answer is a Timeout problem in the caller's protocol.
-pub(crate) async fn run_within(
-    timeout: Duration,
-    protocol: &'static str,
-    call: impl std::future::Future<Output = Response>,
-) -> Response {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let call = telemetry::deadline::scope(deadline, call);
-    match tokio::time::timeout_at(deadline, call).await {
-        Ok(response) => response,
-        Err(_) => {
-            metrics::counter!("brigade_deadline_exceeded_total", "protocol" => protocol)
-                .increment(1);
-            tracing::info!(?timeout, protocol, "deadline exceeded; call cancelled");
-            let problem = problem::Problem::new(problem::Kind::Timeout)
-                .with_detail(format!("the call's deadline ({timeout:?}) passed"));
-            if protocol == "grpc" {
-                problem.into_grpc_response()
-            } else {
-                problem.into_response()
-            }
-        }
-    }
-}
-
 /// Whether a request speaks gRPC (or gRPC-Web), for answers that must be gRPC statuses.
 pub fn is_grpc(req_headers: &http::HeaderMap) -> bool {
     req_headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// A problem in the caller's protocol: problem+json, or a gRPC status, in gRPC-Web's own
+/// content type for a gRPC-Web caller (`content_type` is the request's). For answers
+/// made outside tonic and tonic-web: an unknown service, a shed request, a deadline.
+pub(crate) fn reply(problem: Problem, content_type: Option<&http::HeaderValue>) -> Response {
+    let Some(ct) = content_type.filter(|ct| ct.as_bytes().starts_with(b"application/grpc")) else {
+        return problem.into_response();
+    };
+    let mut response = problem.into_grpc_response();
+    if ct.as_bytes().starts_with(b"application/grpc-web") {
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_TYPE, ct.clone());
+    }
+    response
 }

@@ -6,6 +6,7 @@
 
 pub mod extract;
 pub mod grpc;
+mod guard;
 mod health;
 pub mod rest;
 mod stack;
@@ -19,6 +20,7 @@ use settings::{ServiceName, Settings};
 use storage::{Database, StorageError};
 use tokio::net::TcpListener;
 
+pub use guard::REQUEST_TIMEOUT_HEADER;
 pub use stack::router;
 
 /// Why a service could not start. Each message is one line naming the cause.

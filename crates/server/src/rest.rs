@@ -141,36 +141,58 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The entity tags in an `If-None-Match` or `If-Match` header (`*` included as is).
-fn tags(headers: &HeaderMap, name: header::HeaderName) -> Option<Vec<String>> {
-    let raw = headers.get(name)?.to_str().ok()?;
+/// The entity tags in an `If-None-Match` or `If-Match` value (`*` included as is).
+fn tags(value: Option<&HeaderValue>) -> Option<Vec<&str>> {
+    let raw = value?.to_str().ok()?;
     Some(
         raw.split(',')
-            .map(|t| t.trim().to_owned())
+            .map(str::trim)
             .filter(|t| !t.is_empty())
             .collect(),
     )
 }
 
-/// `If-None-Match` uses the weak comparison: `W/"x"` matches `"x"`.
-pub fn none_match(headers: &HeaderMap, etag: &str) -> bool {
-    match tags(headers, header::IF_NONE_MATCH) {
-        Some(tags) => tags
-            .iter()
-            .any(|t| t == "*" || t.trim_start_matches("W/") == etag),
-        None => false,
+/// A GET's `If-None-Match`, for [`json_with_etag`]. Its own extractor so that a handler
+/// needs no clone of the whole `HeaderMap` for one header.
+#[derive(Debug, Clone, Default)]
+pub struct IfNoneMatch(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(IfNoneMatch(
+            parts.headers.get(header::IF_NONE_MATCH).cloned(),
+        ))
+    }
+}
+
+impl IfNoneMatch {
+    /// Whether the client already has `etag`. Weak comparison, as RFC 9110 says for
+    /// `If-None-Match`: `W/"x"` matches `"x"`.
+    pub fn matches(&self, etag: &str) -> bool {
+        match tags(self.0.as_ref()) {
+            Some(tags) => tags
+                .iter()
+                .any(|t| *t == "*" || t.trim_start_matches("W/") == etag),
+            None => false,
+        }
     }
 }
 
 /// Whether `If-Match` allows a change to a resource whose current tag is `etag`. Strong
 /// comparison: a weak tag never matches. `None` when the header is absent.
 pub fn if_match(headers: &HeaderMap, etag: &str) -> Option<bool> {
-    tags(headers, header::IF_MATCH).map(|tags| tags.iter().any(|t| t == "*" || t == etag))
+    tags(headers.get(header::IF_MATCH)).map(|tags| tags.iter().any(|t| *t == "*" || *t == etag))
 }
 
 /// A JSON `200 OK` with its `ETag`, or `304 Not Modified` when the client has it already.
+/// Without a tag, the tag is a digest of the body.
 pub fn json_with_etag<T: Serialize>(
-    request: &HeaderMap,
+    if_none_match: &IfNoneMatch,
     etag: Option<String>,
     value: &T,
 ) -> Response {
@@ -179,24 +201,29 @@ pub fn json_with_etag<T: Serialize>(
         Err(err) => return Problem::internal(err).into_response(),
     };
     let etag = etag.unwrap_or_else(|| etag_of(&body));
-    let Ok(etag_value) = HeaderValue::from_str(&etag) else {
+    let Ok(etag) = HeaderValue::from_str(&etag) else {
         return Problem::internal(std::io::Error::other("unrepresentable ETag")).into_response();
     };
-    if none_match(request, &etag) {
-        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response();
+    rendered_with_etag(if_none_match, etag, body.into())
+}
+
+/// [`json_with_etag`] for a body already rendered as JSON.
+pub fn rendered_with_etag(
+    if_none_match: &IfNoneMatch,
+    etag: HeaderValue,
+    body: bytes::Bytes,
+) -> Response {
+    if if_none_match.matches(etag.to_str().unwrap_or_default()) {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    (
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::ETAG, etag_value),
-        ],
-        body,
-    )
-        .into_response()
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::ETAG, etag);
+    response
 }
 
 /// What every REST face promises, as its OpenAPI description says it.
@@ -377,14 +404,12 @@ mod tests {
 
     #[test]
     fn conditional_headers_compare_as_rfc_9110_says() {
+        let none_match = IfNoneMatch(Some(HeaderValue::from_static("W/\"a\", \"b\"")));
+        assert!(none_match.matches("\"a\""));
+        assert!(none_match.matches("\"b\""));
+        assert!(!none_match.matches("\"c\""));
+        assert!(!IfNoneMatch(None).matches("\"a\""));
         let mut h = HeaderMap::new();
-        h.insert(
-            header::IF_NONE_MATCH,
-            HeaderValue::from_static("W/\"a\", \"b\""),
-        );
-        assert!(none_match(&h, "\"a\""));
-        assert!(none_match(&h, "\"b\""));
-        assert!(!none_match(&h, "\"c\""));
         h.insert(header::IF_MATCH, HeaderValue::from_static("W/\"a\""));
         assert_eq!(if_match(&h, "\"a\""), Some(false));
         h.insert(header::IF_MATCH, HeaderValue::from_static("\"a\""));

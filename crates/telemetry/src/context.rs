@@ -144,6 +144,26 @@ impl TraceParent {
     pub fn trace_id_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
     }
+
+    /// The `traceparent` header value, written straight into its bytes: this runs for
+    /// every request, and `format!`'s machinery cost more than the rest of the header.
+    pub fn header_value(&self) -> http::HeaderValue {
+        let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        write_hex(&mut buf[3..35], self.trace_id);
+        write_hex(&mut buf[36..52], u128::from(self.span_id));
+        write_hex(&mut buf[53..55], u128::from(self.flags));
+        // Only hex digits and dashes: always a valid header value.
+        http::HeaderValue::from_bytes(&buf).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+    }
+}
+
+/// Writes the low `out.len() * 4` bits of `value` as lowercase hex into `out`.
+fn write_hex(out: &mut [u8], mut value: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for slot in out.iter_mut().rev() {
+        *slot = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
 }
 
 impl fmt::Display for TraceParent {
@@ -195,6 +215,13 @@ mod tests {
         let raw = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let tp = TraceParent::parse(raw).unwrap();
         assert_eq!(tp.to_string(), raw);
+        assert_eq!(tp.header_value().to_str().unwrap(), raw);
+        let small = TraceParent {
+            trace_id: 1,
+            span_id: 2,
+            flags: 0,
+        };
+        assert_eq!(small.header_value().to_str().unwrap(), small.to_string());
         assert_eq!(tp.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let child = tp.child();
         assert_eq!(child.trace_id, tp.trace_id);

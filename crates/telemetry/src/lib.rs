@@ -11,7 +11,9 @@ mod middleware;
 
 pub use context::{CorrelationId, RequestContext, TraceParent};
 pub use logging::{LogFormat, LoggingError, init_logging, subscriber};
-pub use middleware::{CORRELATION_HEADER, TRACEPARENT_HEADER, correlate};
+pub use middleware::{
+    CORRELATION_HEADER, Stamp, TRACEPARENT_HEADER, context_of, correlate, request_span,
+};
 
 /// Response extension naming the error kind a response carries (set by the `problem`
 /// crate's conversions, read by the metrics middleware to count errors by kind).

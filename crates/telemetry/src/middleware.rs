@@ -1,9 +1,11 @@
-//! The correlation middleware: the outermost layer of every service.
+//! Correlation: the context every request runs in. The server's stack calls the pieces
+//! ([`context_of`], [`request_span`], [`Stamp`]) from its one hand-written layer;
+//! [`correlate`] is the same thing as an axum middleware for routers that want only this.
 
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue, Method};
 use tracing::Instrument;
 
 use crate::context::{self, CorrelationId, RequestContext, TraceParent};
@@ -11,11 +13,10 @@ use crate::context::{self, CorrelationId, RequestContext, TraceParent};
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 
-/// Accepts a valid inbound `X-Correlation-ID` (or makes one), joins the caller's W3C
-/// trace (or starts one), runs the request inside a span carrying both, so every log line
-/// of the request has them, and returns both on the response.
-pub async fn correlate(mut req: Request, next: Next) -> Response {
-    let headers = req.headers();
+/// The context of an inbound request: a valid inbound `X-Correlation-ID` (or a new one),
+/// this hop's span in the caller's W3C trace (or a new trace), and the path as the
+/// `instance` of any problem the request ends in.
+pub fn context_of(headers: &HeaderMap, path: &str) -> RequestContext {
     let correlation_id = headers
         .get(CORRELATION_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -27,21 +28,58 @@ pub async fn correlate(mut req: Request, next: Next) -> Response {
         .and_then(TraceParent::parse)
         .map(|parent| parent.child())
         .unwrap_or_else(TraceParent::new_root);
-    let ctx = RequestContext {
-        correlation_id: correlation_id.clone(),
+    RequestContext {
+        correlation_id,
         trace,
-        instance: req.uri().path().to_owned(),
-    };
-    req.extensions_mut().insert(ctx.clone());
+        instance: path.to_owned(),
+    }
+}
 
-    let span = tracing::info_span!(
+/// The span a request's log lines are recorded in, carrying its correlation and trace IDs.
+/// Free when `info` is filtered out.
+pub fn request_span(ctx: &RequestContext, method: &Method) -> tracing::Span {
+    tracing::info_span!(
         "request",
-        correlation_id = %correlation_id,
-        trace_id = %trace.trace_id_hex(),
-        method = %req.method(),
+        correlation_id = %ctx.correlation_id,
+        trace_id = %ctx.trace.trace_id_hex(),
+        method = %method,
         path = %ctx.instance,
-    );
+    )
+}
+
+/// The response headers that return a request's correlation ID and this hop's
+/// `traceparent` to the caller. Made from the context before the request runs, so the
+/// context itself can move into the request's scope.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    correlation_id: Option<HeaderValue>,
+    traceparent: HeaderValue,
+}
+
+impl Stamp {
+    pub fn of(ctx: &RequestContext) -> Self {
+        Stamp {
+            // The ID was validated or generated from a safe alphabet.
+            correlation_id: HeaderValue::from_str(ctx.correlation_id.as_str()).ok(),
+            traceparent: ctx.trace.header_value(),
+        }
+    }
+
+    pub fn apply(self, headers: &mut HeaderMap) {
+        if let Some(value) = self.correlation_id {
+            headers.insert(CORRELATION_HEADER, value);
+        }
+        headers.insert(TRACEPARENT_HEADER, self.traceparent);
+    }
+}
+
+/// Runs the request inside its context ([`context_of`]) and span, and stamps the response
+/// ([`Stamp`]).
+pub async fn correlate(req: Request, next: Next) -> Response {
+    let ctx = context_of(req.headers(), req.uri().path());
+    let span = request_span(&ctx, req.method());
     let started = std::time::Instant::now();
+    let stamp = Stamp::of(&ctx);
     let mut response = context::scope(ctx, next.run(req))
         .instrument(span.clone())
         .await;
@@ -53,14 +91,6 @@ pub async fn correlate(mut req: Request, next: Next) -> Response {
             "request served"
         );
     });
-
-    let headers = response.headers_mut();
-    // Both values were validated or generated from a safe alphabet above.
-    if let Ok(value) = HeaderValue::from_str(correlation_id.as_str()) {
-        headers.insert(CORRELATION_HEADER, value);
-    }
-    if let Ok(value) = HeaderValue::from_str(&trace.to_string()) {
-        headers.insert(TRACEPARENT_HEADER, value);
-    }
+    stamp.apply(response.headers_mut());
     response
 }

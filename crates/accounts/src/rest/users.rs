@@ -1,13 +1,13 @@
 //! `/v1/users` and `/v1/users/{id}`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use idempotency::IdempotentJson;
 use problem::{Problem, ProblemBody};
 use serde::{Deserialize, Serialize};
 use server::extract::{Path, Query};
-use server::rest::{Page, PageQuery, json_with_etag, rfc3339};
+use server::rest::{IfNoneMatch, Page, PageQuery, json_with_etag, rfc3339};
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -75,7 +75,7 @@ pub struct UserPath {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, Problem> {
     let page = query.parse()?;
@@ -84,7 +84,7 @@ pub async fn list(
         .users(page.after.map(UserId), page.limit + 1)
         .await?;
     let body = Page::from_rows(rows, page.limit, |u| u.id.0, UserView::from);
-    Ok(json_with_etag(&headers, None, &body))
+    Ok(json_with_etag(&if_none_match, None, &body))
 }
 
 /// Get one user.
@@ -99,13 +99,13 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Path(path): Path<UserPath>,
 ) -> Result<Response, Problem> {
     let user = state.store.user(UserId(path.id)).await?.ok_or_else(|| {
         Problem::not_found(format!("User {} not found", path.id)).with_extension("user_id", path.id)
     })?;
-    Ok(json_with_etag(&headers, None, &UserView::from(user)))
+    Ok(json_with_etag(&if_none_match, None, &UserView::from(user)))
 }
 
 /// Create a user.

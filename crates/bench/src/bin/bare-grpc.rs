@@ -36,6 +36,10 @@ struct Args {
     tcp_nodelay: bool,
 }
 
+/// The same allocator as `brigade`, so the comparison is of the request path only.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     // The same runtime as `brigade` (multi-threaded, one worker per CPU it may run on), so

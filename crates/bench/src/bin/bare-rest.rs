@@ -74,6 +74,10 @@ async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<Canned> {
     })
 }
 
+/// The same allocator as `brigade`, so the comparison is of the request path only.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     // The same runtime as `brigade` (multi-threaded, one worker per CPU it may run on), so

@@ -2,7 +2,10 @@
 //! JSON and the domain; the rules live in `domain`, the data in `store`.
 
 mod products;
+mod rendered;
 mod reviews;
+
+pub use rendered::Rendered;
 
 use axum::Router;
 use idempotency::Idempotency;
@@ -21,6 +24,8 @@ pub struct Shared {
     pub idempotency: Idempotency,
     /// Asked whether a review's author exists.
     pub accounts: crate::accounts::Accounts,
+    /// `GET /v1/products/{id}`'s bodies, kept while the store's product is unchanged.
+    pub rendered: Rendered,
 }
 
 const INTRO: &str = "Products and their reviews.";

@@ -7,7 +7,7 @@ use idempotency::IdempotentJson;
 use problem::{Kind, Problem, ProblemBody};
 use serde::{Deserialize, Serialize};
 use server::extract::{Json, Path, Query};
-use server::rest::{Page, PageQuery, json_with_etag, rfc3339};
+use server::rest::{IfNoneMatch, Page, PageQuery, json_with_etag, rfc3339};
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -110,7 +110,7 @@ pub struct ProductPath {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, Problem> {
     let page = query.parse()?;
@@ -119,7 +119,7 @@ pub async fn list(
         .products(page.after.map(ProductId), page.limit + 1)
         .await?;
     let body = Page::from_rows(rows, page.limit, |p| p.id.0, ProductView::from);
-    Ok(json_with_etag(&headers, None, &body))
+    Ok(json_with_etag(&if_none_match, None, &body))
 }
 
 /// Get one product.
@@ -135,7 +135,7 @@ pub async fn list(
 )]
 pub async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Path(path): Path<ProductPath>,
 ) -> Result<Response, Problem> {
     let id = ProductId(path.id);
@@ -144,12 +144,8 @@ pub async fn get(
         .product(id)
         .await?
         .ok_or_else(|| not_found(id))?;
-    let tag = etag(&product);
-    Ok(json_with_etag(
-        &headers,
-        Some(tag),
-        &ProductView::from(product.as_ref()),
-    ))
+    let (body, tag) = state.rendered.of(&product)?;
+    Ok(server::rest::rendered_with_etag(&if_none_match, tag, body))
 }
 
 /// Create a product.

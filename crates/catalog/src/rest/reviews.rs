@@ -1,13 +1,13 @@
 //! `/v1/products/{id}/reviews`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use idempotency::IdempotentJson;
 use problem::{Problem, ProblemBody};
 use serde::{Deserialize, Serialize};
 use server::extract::{Path, Query};
-use server::rest::{Page, PageQuery, json_with_etag, rfc3339};
+use server::rest::{IfNoneMatch, Page, PageQuery, json_with_etag, rfc3339};
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -67,7 +67,7 @@ pub struct CreateReview {
 )]
 pub async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Path(path): Path<ProductPath>,
     Query(query): Query<PageQuery>,
 ) -> Result<Response, Problem> {
@@ -81,7 +81,7 @@ pub async fn list(
         .reviews(id, page.after.map(ReviewId), page.limit + 1)
         .await?;
     let body = Page::from_rows(rows, page.limit, |r| r.id.0, ReviewView::from);
-    Ok(json_with_etag(&headers, None, &body))
+    Ok(json_with_etag(&if_none_match, None, &body))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -105,7 +105,7 @@ pub struct ReviewPath {
 )]
 pub async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     Path(path): Path<ReviewPath>,
 ) -> Result<Response, Problem> {
     let review = state
@@ -118,7 +118,11 @@ pub async fn get(
                 path.review_id, path.id
             ))
         })?;
-    Ok(json_with_etag(&headers, None, &ReviewView::from(review)))
+    Ok(json_with_etag(
+        &if_none_match,
+        None,
+        &ReviewView::from(review),
+    ))
 }
 
 /// Review a product.

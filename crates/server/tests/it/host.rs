@@ -164,3 +164,61 @@ async fn metrics_count_requests_and_errors_per_route_for_this_service_only() {
     );
     assert!(!text.contains(r#"service="accounts""#), "{text}");
 }
+
+#[tokio::test]
+async fn browsers_on_any_origin_may_call_and_read_the_correlation_headers() {
+    let app = spawn(ServiceName::Catalog, faces()).await;
+    // A preflight is answered before routing, for a method the route does not even have.
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/v1/hello"))
+        .header("origin", "http://localhost:3000")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,idempotency-key,x-correlation-id",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let allowed = preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(allowed.contains("idempotency-key"), "{allowed}");
+    assert!(
+        preflight.headers()["access-control-allow-methods"]
+            .to_str()
+            .unwrap()
+            .contains("POST")
+    );
+
+    // A simple request gets the same CORS headers whether it carries an Origin or not, so
+    // a cache that stored one answer can serve it to a browser too.
+    let cors_headers = |response: &reqwest::Response| {
+        let h = response.headers();
+        (
+            h.get("access-control-allow-origin").cloned(),
+            h.get("access-control-expose-headers").cloned(),
+        )
+    };
+    let browser = app
+        .client
+        .get(app.url("/v1/hello"))
+        .header("origin", "http://localhost:3000")
+        .send()
+        .await
+        .unwrap();
+    let plain = app.client.get(app.url("/v1/hello")).send().await.unwrap();
+    assert_eq!(browser.status(), StatusCode::OK);
+    assert_eq!(plain.status(), StatusCode::OK);
+    let (origin, exposed) = cors_headers(&browser);
+    assert_eq!(origin.unwrap(), "*");
+    let exposed = exposed.unwrap();
+    for name in ["x-correlation-id", "traceparent", "etag", "grpc-status"] {
+        assert!(exposed.to_str().unwrap().contains(name), "{exposed:?}");
+    }
+    assert_eq!(cors_headers(&plain), cors_headers(&browser));
+}
