@@ -12,8 +12,9 @@
 //!
 //! 1. correlation ID and trace context, so every log line, metric and problem below
 //!    (even a panic's) can name the request;
-//! 2. CORS (a request with an `Origin` goes through tower-http's `Cors`, which answers
-//!    preflights; other requests just get the same two headers it would add);
+//! 2. CORS: a request with an `Origin` goes through tower-http's `Cors`, which answers
+//!    preflights and adds the CORS headers; other requests are not CORS requests and get
+//!    only `Vary: origin`, so that a shared cache keeps the two answers apart;
 //! 3. metrics, which see the final status, including the 503 of shedding and the 500
 //!    made of a panic;
 //! 4. the caller's deadline: `grpc-timeout` for gRPC and gRPC-Web (tonic's own server,
@@ -48,14 +49,14 @@ use tracing::Instrument;
 /// The header an HTTP caller states its remaining budget in, in milliseconds.
 pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 
+const ORIGIN: HeaderValue = HeaderValue::from_static("origin");
+
 /// What every route's guard shares.
 #[derive(Debug)]
 struct Shared {
     service: &'static str,
     in_flight: Semaphore,
     cors: CorsLayer,
-    /// `Access-Control-Expose-Headers`, as `cors` sends it.
-    exposed: HeaderValue,
 }
 
 #[derive(Debug, Clone)]
@@ -65,13 +66,12 @@ pub(crate) struct GuardLayer {
 
 impl GuardLayer {
     pub(crate) fn new(service: &'static str, max_in_flight: usize) -> Self {
-        let (cors, exposed) = crate::stack::cors();
+        let cors = crate::stack::cors();
         GuardLayer {
             shared: Arc::new(Shared {
                 service,
                 in_flight: Semaphore::new(max_in_flight),
                 cors,
-                exposed,
             }),
         }
     }
@@ -180,24 +180,17 @@ where
             let cors = shared.cors.clone().layer(inner);
             // The panic guard covers `call` itself too: a service may panic before its
             // future exists.
-            guarded(|| cors.oneshot(req)).await
+            guarded(|| Box::pin(cors.oneshot(req))).await
         } else {
-            let mut response = guarded(|| inner.oneshot(req)).await;
-            if protocol == "grpc" {
-                // No browser speaks native gRPC: CORS headers would be bytes for nobody.
-                return response;
+            // Boxed: the route's future is large, and every layer of this one (context,
+            // span, deadline) would otherwise copy it as it wraps it.
+            let mut response = guarded(|| Box::pin(inner.oneshot(req))).await;
+            if protocol != "grpc" {
+                // Without an `Origin` this is no CORS request and needs no CORS headers
+                // (no browser speaks native gRPC at all). `Vary` tells a shared cache
+                // that a browser's request, which carries one, gets a different answer.
+                response.headers_mut().append(header::VARY, ORIGIN);
             }
-            // What `Cors` adds to a simple request, so that a cache which stored this
-            // answer can hand it to a browser too.
-            let headers = response.headers_mut();
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                HeaderValue::from_static("*"),
-            );
-            headers.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                shared.exposed.clone(),
-            );
             response
         }
     };

@@ -216,8 +216,10 @@ pub fn rendered_with_etag(
     if if_none_match.matches(etag.to_str().unwrap_or_default()) {
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
     }
-    let mut response = body.into_response();
+    let mut response = Response::new(axum::body::Body::from(body));
     let headers = response.headers_mut();
+    // Room for these two and the stack's four (CORS, correlation, trace) in one go.
+    headers.reserve(6);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

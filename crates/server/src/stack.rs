@@ -4,7 +4,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use http::HeaderValue;
 use problem::{Kind, Problem};
 use settings::ServiceName;
 use storage::Database;
@@ -44,30 +43,12 @@ pub fn router(
 
 /// Browsers on any origin may call the API: it authenticates with headers (API keys),
 /// never cookies, so `*` leaks nothing. The exposed headers are what a client needs to
-/// read errors (gRPC-Web sends them as headers), caching and correlation. Returns the
-/// layer and its `Access-Control-Expose-Headers` value, which `guard` adds itself to
-/// requests without an `Origin`.
-pub(crate) fn cors() -> (CorsLayer, HeaderValue) {
+/// read errors (gRPC-Web sends them as headers), caching and correlation.
+pub(crate) fn cors() -> CorsLayer {
     use http::{HeaderName, Method};
     use tower_http::cors::Any;
     let header = HeaderName::from_static;
-    let exposed = [
-        http::header::ETAG,
-        http::header::LOCATION,
-        http::header::RETRY_AFTER,
-        header("idempotent-replayed"),
-        header("x-correlation-id"),
-        header("traceparent"),
-        header("grpc-status"),
-        header("grpc-message"),
-        header("grpc-status-details-bin"),
-    ];
-    let list = exposed
-        .iter()
-        .map(HeaderName::as_str)
-        .collect::<Vec<_>>()
-        .join(",");
-    let layer = CorsLayer::new()
+    CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([
@@ -81,11 +62,18 @@ pub(crate) fn cors() -> (CorsLayer, HeaderValue) {
             header("x-user-agent"),
             header("grpc-timeout"),
         ])
-        .expose_headers(exposed)
-        .max_age(std::time::Duration::from_secs(600));
-    // Header names are valid header values.
-    let value = HeaderValue::from_str(&list).unwrap_or_else(|_| HeaderValue::from_static(""));
-    (layer, value)
+        .expose_headers([
+            http::header::ETAG,
+            http::header::LOCATION,
+            http::header::RETRY_AFTER,
+            header("idempotent-replayed"),
+            header("x-correlation-id"),
+            header("traceparent"),
+            header("grpc-status"),
+            header("grpc-message"),
+            header("grpc-status-details-bin"),
+        ])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 async fn not_found(headers: http::HeaderMap) -> Response {

@@ -5,13 +5,16 @@
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use http::{HeaderMap, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tracing::Instrument;
 
 use crate::context::{self, CorrelationId, RequestContext, TraceParent};
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+// As `HeaderName`s, which a response takes without parsing the name again.
+const CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
+const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
 
 /// The context of an inbound request: a valid inbound `X-Correlation-ID` (or a new one),
 /// this hop's span in the caller's W3C trace (or a new trace), and the path as the
@@ -67,9 +70,9 @@ impl Stamp {
 
     pub fn apply(self, headers: &mut HeaderMap) {
         if let Some(value) = self.correlation_id {
-            headers.insert(CORRELATION_HEADER, value);
+            headers.insert(CORRELATION, value);
         }
-        headers.insert(TRACEPARENT_HEADER, self.traceparent);
+        headers.insert(TRACEPARENT, self.traceparent);
     }
 }
 
