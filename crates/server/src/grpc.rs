@@ -47,11 +47,75 @@ impl GrpcRoutes {
     }
 }
 
-/// gRPC routes ready to merge into a service's router, behind gRPC-Web translation (so
-/// a browser's request is plain gRPC by the time it reaches the service). The caller's
+/// gRPC routes ready to merge into a service's router. gRPC-Web calls go through
+/// tonic-web's translation (so a browser's request is plain gRPC by the time it reaches
+/// the service); native gRPC calls go straight to the service. The caller's
 /// `grpc-timeout` is enforced by the shared stack (`guard`), around this.
 pub fn face(routes: GrpcRoutes) -> Router {
-    routes.router.layer(tonic_web::GrpcWebLayer::new())
+    routes
+        .router
+        .layer(tower::layer::layer_fn(WebOrNative::new))
+}
+
+/// Sends gRPC-Web requests through tonic-web and all others past it. tonic-web would let
+/// native gRPC through too, but only after boxing the request body into tonic's body
+/// type and the response body back into axum's: two allocations and a dynamic call per
+/// frame on every call for no translation at all.
+#[derive(Debug, Clone)]
+struct WebOrNative<S> {
+    web: tonic_web::GrpcWebService<S>,
+    native: S,
+}
+
+impl<S: Clone> WebOrNative<S> {
+    fn new(service: S) -> Self {
+        use tower::Layer;
+        WebOrNative {
+            web: tonic_web::GrpcWebLayer::new().layer(service.clone()),
+            native: service,
+        }
+    }
+}
+
+type WebResponse = http::Response<tonic::body::Body>;
+
+impl<S> Service<Request> for WebOrNative<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>
+        + Service<http::Request<tonic::body::Body>, Response = Response, Error = Infallible>
+        + Clone,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures::future::Either<
+        futures::future::MapOk<
+            tonic_web::ResponseFuture<<S as Service<http::Request<tonic::body::Body>>>::Future>,
+            fn(WebResponse) -> Response,
+        >,
+        <S as Service<Request>>::Future,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::ready!(<S as Service<Request>>::poll_ready(&mut self.native, cx))?;
+        Service::<Request>::poll_ready(&mut self.web, cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        use futures::TryFutureExt;
+        let web = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc-web"));
+        if web {
+            let into_axum: fn(WebResponse) -> Response = |r| r.map(axum::body::Body::new);
+            futures::future::Either::Left(self.web.call(req).map_ok(into_axum))
+        } else {
+            futures::future::Either::Right(<S as Service<Request>>::call(&mut self.native, req))
+        }
+    }
 }
 
 /// Server reflection (v1) over every Brigade proto, so `grpcurl` and friends can discover

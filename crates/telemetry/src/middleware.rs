@@ -61,10 +61,19 @@ pub struct Stamp {
 
 impl Stamp {
     pub fn of(ctx: &RequestContext) -> Self {
+        // The ID was validated or generated from a safe alphabet.
+        let mut correlation_id = HeaderValue::from_str(ctx.correlation_id.as_str()).ok();
+        let mut traceparent = ctx.trace.header_value();
+        // Not secrets, but unique to each response: marked so that HTTP/2's HPACK sends
+        // them as literals instead of adding each to the connection's header table, where
+        // it would only push out entries that do repeat (content-type, grpc-status).
+        if let Some(value) = &mut correlation_id {
+            value.set_sensitive(true);
+        }
+        traceparent.set_sensitive(true);
         Stamp {
-            // The ID was validated or generated from a safe alphabet.
-            correlation_id: HeaderValue::from_str(ctx.correlation_id.as_str()).ok(),
-            traceparent: ctx.trace.header_value(),
+            correlation_id,
+            traceparent,
         }
     }
 
