@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
-use http::{HeaderValue, header};
+use http::{HeaderName, HeaderValue, header};
 use problem::Problem;
 use telemetry::metrics::{RequestMetrics, Served};
 use tokio::sync::Semaphore;
@@ -48,6 +48,9 @@ use tracing::Instrument;
 
 /// The header an HTTP caller states its remaining budget in, in milliseconds.
 pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout-ms";
+// Looked up on every request: as `HeaderName`s, so the name is not parsed each time.
+const REQUEST_TIMEOUT: HeaderName = HeaderName::from_static(REQUEST_TIMEOUT_HEADER);
+const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 
 const ORIGIN: HeaderValue = HeaderValue::from_static("origin");
 
@@ -216,14 +219,14 @@ where
 fn deadline_of(headers: &http::HeaderMap, protocol: &str) -> Option<Duration> {
     if protocol != "http"
         && let Some(timeout) = headers
-            .get("grpc-timeout")
+            .get(&GRPC_TIMEOUT)
             .and_then(|v| v.to_str().ok())
             .and_then(telemetry::deadline::parse_grpc_timeout)
     {
         return Some(timeout);
     }
     headers
-        .get(REQUEST_TIMEOUT_HEADER)
+        .get(&REQUEST_TIMEOUT)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_millis)

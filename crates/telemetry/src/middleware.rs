@@ -12,7 +12,7 @@ use crate::context::{self, CorrelationId, RequestContext, TraceParent};
 
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 pub const TRACEPARENT_HEADER: &str = "traceparent";
-// As `HeaderName`s, which a response takes without parsing the name again.
+// As `HeaderName`s: looked up and inserted without parsing the name on every request.
 const CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
 const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
 
@@ -21,12 +21,12 @@ const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
 /// `instance` of any problem the request ends in.
 pub fn context_of(headers: &HeaderMap, path: &str) -> RequestContext {
     let correlation_id = headers
-        .get(CORRELATION_HEADER)
+        .get(&CORRELATION)
         .and_then(|v| v.to_str().ok())
         .and_then(CorrelationId::parse)
         .unwrap_or_else(CorrelationId::generate);
     let trace = headers
-        .get(TRACEPARENT_HEADER)
+        .get(&TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(TraceParent::parse)
         .map(|parent| parent.child())
