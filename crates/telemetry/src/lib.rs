@@ -8,6 +8,7 @@ pub mod deadline;
 mod logging;
 pub mod metrics;
 mod middleware;
+mod span_fields;
 
 pub use context::{CorrelationId, RequestContext, TraceParent};
 pub use logging::{LogFormat, LoggingError, init_logging, subscriber};

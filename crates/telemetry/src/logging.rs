@@ -65,6 +65,7 @@ where
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
+                    .fmt_fields(crate::span_fields::JsonSpanFields)
                     .with_writer(writer),
             ),
         )

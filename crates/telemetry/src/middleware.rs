@@ -44,7 +44,7 @@ pub fn request_span(ctx: &RequestContext, method: &Method) -> tracing::Span {
     tracing::info_span!(
         "request",
         correlation_id = %ctx.correlation_id,
-        trace_id = %ctx.trace.trace_id_hex(),
+        trace_id = %TraceIdHex(ctx.trace.trace_id),
         method = %method,
         path = %ctx.instance,
     )
@@ -105,4 +105,13 @@ pub async fn correlate(req: Request, next: Next) -> Response {
     });
     stamp.apply(response.headers_mut());
     response
+}
+
+/// A trace ID written as 32 hex digits straight into the log line (no `String` first).
+struct TraceIdHex(u128);
+
+impl std::fmt::Display for TraceIdHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
 }

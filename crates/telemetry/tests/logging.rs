@@ -60,3 +60,45 @@ async fn every_log_line_of_a_request_carries_its_correlation_id() {
     assert_eq!(json["level"], "INFO");
     assert!(json["span"]["trace_id"].as_str().unwrap().len() == 32);
 }
+
+#[test]
+fn span_fields_of_every_kind_and_recorded_later_stay_valid_json() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = telemetry::subscriber(true, "info", move || writer.clone()).unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        let span = tracing::info_span!(
+            "work",
+            label = "quote\" and \\ and\nnewline",
+            count = 3_u64,
+            delta = -2_i64,
+            ok = true,
+            ratio = 0.5_f64,
+            debugged = ?vec![1, 2],
+            later = tracing::field::Empty,
+        );
+        span.record("later", "filled in");
+        span.in_scope(|| tracing::info!("inside"));
+        tracing::info_span!("empty").in_scope(|| tracing::info!("inside empty"));
+    });
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let line = |needle: &str| -> serde_json::Value {
+        let line = text
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle} in {text}"));
+        serde_json::from_str(line).unwrap()
+    };
+    let json = line("\"inside\"");
+    let span = &json["span"];
+    assert_eq!(span["label"], "quote\" and \\ and\nnewline");
+    assert_eq!(span["count"], 3);
+    assert_eq!(span["delta"], -2);
+    assert_eq!(span["ok"], true);
+    assert_eq!(span["ratio"], 0.5);
+    assert_eq!(span["debugged"], "[1, 2]");
+    assert_eq!(span["later"], "filled in");
+    let empty = line("inside empty");
+    assert!(empty["span"].is_object(), "{empty}");
+}
