@@ -235,3 +235,21 @@ pub fn error_kind(response: &Response) -> Option<&'static str> {
         .get::<ErrorKindLabel>()
         .map(|ErrorKindLabel(kind)| *kind)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        // Methods are case-sensitive: `get` is not GET.
+        for invented in ["FOO", "BREW", "get"] {
+            let method = Method::from_bytes(invented.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "OTHER", "{invented}");
+        }
+    }
+}
