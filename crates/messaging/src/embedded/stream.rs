@@ -430,13 +430,7 @@ impl StreamConsumer for Consumer {
     async fn close(mut self: Box<Self>) -> Result<()> {
         self.heartbeat.abort();
         self.left = true;
-        let waker = self.shared.stream_waker(&self.stream);
-        let job = leave_group(
-            self.stream.clone(),
-            self.group.clone(),
-            self.member.clone(),
-            move || waker.wake(),
-        );
+        let job = self.leave_job();
         self.shared.writer.call(job).await
     }
 
@@ -727,20 +721,27 @@ fn fetch(
     Ok((owned, events))
 }
 
+impl Consumer {
+    /// The writer job that takes this member out of its group and wakes the others.
+    fn leave_job(&self) -> impl FnOnce(&rusqlite::Connection) -> Result<()> + Send + 'static {
+        let waker = self.shared.stream_waker(&self.stream);
+        leave_group(
+            self.stream.clone(),
+            self.group.clone(),
+            self.member.clone(),
+            move || waker.wake(),
+        )
+    }
+}
+
 impl Drop for Consumer {
     fn drop(&mut self) {
         self.heartbeat.abort();
         if self.left {
             return;
         }
-        let waker = self.shared.stream_waker(&self.stream);
         // Leave the group now so the others take over at once, rather than after the lease.
-        let job = leave_group(
-            self.stream.clone(),
-            self.group.clone(),
-            self.member.clone(),
-            move || waker.wake(),
-        );
+        let job = self.leave_job();
         self.shared.writer.fire("leave group", job);
     }
 }

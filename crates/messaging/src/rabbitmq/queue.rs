@@ -249,21 +249,7 @@ impl WorkQueue for RabbitQueues {
                     &[DEAD_REASON, DEAD_ATTEMPTS, DEAD_AT, PRIOR_DELIVERIES],
                     None,
                 );
-                if let Err(e) = self.shared.publish(queue, &delivery.data, props).await {
-                    let _ = delivery
-                        .acker
-                        .nack(BasicNackOptions {
-                            multiple: false,
-                            requeue: true,
-                        })
-                        .await;
-                    return Err(e);
-                }
-                delivery
-                    .acker
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map_err(amqp_error)?;
+                forward(&self.shared, queue, delivery, props).await?;
                 moved += 1;
             }
             Ok::<_, MessagingError>(moved)
@@ -630,7 +616,7 @@ impl RabbitSettle {
 
 /// Publishes a copy of `delivery` to `to` (confirmed), then acks the original; if the
 /// publish fails, the original goes back to its queue. Recounting, retrying and
-/// dead-lettering all move a message this way.
+/// dead-lettering and redriving all move a message this way.
 async fn forward(
     shared: &Shared,
     to: &str,
