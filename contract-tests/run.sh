@@ -21,7 +21,10 @@ status=0
 for service in catalog accounts; do
   url="$(service_url "$service")"
   echo "== schemathesis: $service at $url"
+  # One worker: with two, hypothesis parses lambda sources from two threads at once and
+  # CPython 3.11's ast.parse can fail with "AST constructor recursion depth mismatch"
+  # (a runtime error in the tool, not a finding; seen in CI on 2026-11-26).
   (cd "$here" && "$venv/bin/st" run "$url/openapi.json" --checks all \
-      --max-time "$budget" --workers 2 --seed 1 --no-color) || status=1
+      --max-time "$budget" --workers 1 --seed 1 --no-color) || status=1
 done
 exit $status

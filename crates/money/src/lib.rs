@@ -60,8 +60,11 @@ impl Money {
         }
         let rounded = scaled.round();
         // 999.99 * 100 is 99998.99999999999 in binary floating point: that is 99999 cents,
-        // but 1.234 * 100 = 123.4 is not a whole number of cents.
-        if (scaled - rounded).abs() > 1e-6 {
+        // because 99999 / 100 is the very double "999.99" parses to. 1.234 is not a whole
+        // number of cents, and neither is 5e-300 (an absolute tolerance let it through as
+        // 0.00): n / 100 for a whole n is correctly rounded, so an amount with at most two
+        // decimals equals its cents divided by 100 exactly.
+        if rounded / 100.0 != value {
             return Err(MoneyError::TooPrecise);
         }
         Money::from_minor(rounded as i64)
@@ -117,9 +120,37 @@ mod tests {
     }
 
     #[test]
+    fn decimals_as_clients_write_them_are_accepted() {
+        for (text, minor) in [
+            ("999.99", 99_999),
+            ("0.07", 7),
+            ("19.9", 1_990),
+            ("0.1", 10),
+            ("1e2", 10_000),
+            ("0", 0),
+            ("99999999.99", 9_999_999_999),
+        ] {
+            let value: f64 = text.parse().unwrap();
+            assert_eq!(
+                Money::from_decimal(value).map(Money::minor),
+                Ok(minor),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_amounts_are_refused() {
         assert_eq!(Money::from_decimal(-0.01), Err(MoneyError::Negative));
         assert_eq!(Money::from_decimal(1.234), Err(MoneyError::TooPrecise));
+        // Tiny amounts are not 0.00 (schemathesis sent 5.7e-294 as a price).
+        for tiny in [5.747313731632028e-294, 1e-9, 0.001, 0.004] {
+            assert_eq!(
+                Money::from_decimal(tiny),
+                Err(MoneyError::TooPrecise),
+                "{tiny}"
+            );
+        }
         assert_eq!(Money::from_decimal(f64::NAN), Err(MoneyError::NotFinite));
         assert_eq!(
             Money::from_decimal(f64::INFINITY),
