@@ -7,7 +7,8 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use problem::{FieldError, Kind, Problem};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -35,19 +36,35 @@ where
     }
 }
 
-/// Buffers a request body, mapping the framework's failures to problems.
-pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Problem> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
-        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            Problem::new(Kind::PayloadTooLarge)
-                .with_detail(format!("the body must be at most {MAX_BODY_BYTES} bytes"))
-        } else {
-            Problem::invalid_request(format!(
-                "the body could not be read: {}",
-                rejection.body_text()
-            ))
-        }
-    })
+/// Buffers a request body, at most [`MAX_BODY_BYTES`] of it, mapping failures to problems.
+///
+/// The cap is enforced here, where bodies are read, rather than by axum's
+/// `DefaultBodyLimit` layer: that layer wrote the limit into the extensions of every
+/// request, reads included, which cost a measurable share of a cached product read
+/// (BENCHMARKS.md, issue 3).
+pub async fn body_bytes<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes, Problem> {
+    let too_large = || {
+        Problem::new(Kind::PayloadTooLarge)
+            .with_detail(format!("the body must be at most {MAX_BODY_BYTES} bytes"))
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(Problem::invalid_request(format!(
+            "the body could not be read: {err}"
+        ))),
+    }
 }
 
 /// Whether the request says its body is JSON (`application/json` or any `+json` type,
@@ -224,5 +241,26 @@ mod tests {
         assert!(n(r#"{"n": 1e300}"#).is_err());
         assert!(n(r#"{"n": 9223372036854775808}"#).is_err());
         assert!(n(r#"{"n": "5"}"#).is_err());
+    }
+
+    /// Bodies in chunks with no `Content-Length` (what a streaming client sends) are
+    /// capped while they are read; a declared length over the cap is refused unread.
+    #[tokio::test]
+    async fn bodies_over_the_cap_are_413_problems_declared_or_not() {
+        let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
+        let chunks = (0..5).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
+        let streamed = Request::new(axum::body::Body::from_stream(futures::stream::iter(chunks)));
+        let err = body_bytes(streamed, &()).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::PayloadTooLarge);
+
+        let declared = Request::builder()
+            .header(header::CONTENT_LENGTH, (MAX_BODY_BYTES + 1).to_string())
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let err = body_bytes(declared, &()).await.unwrap_err();
+        assert_eq!(err.kind(), Kind::PayloadTooLarge);
+
+        let exact = Request::new(axum::body::Body::from(vec![b'x'; MAX_BODY_BYTES]));
+        assert_eq!(body_bytes(exact, &()).await.unwrap().len(), MAX_BODY_BYTES);
     }
 }

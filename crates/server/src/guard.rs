@@ -38,13 +38,18 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
+use futures::future::{CatchUnwind, Either};
 use http::{HeaderName, HeaderValue, header};
+use pin_project_lite::pin_project;
 use problem::Problem;
+use telemetry::context::RequestContext;
 use telemetry::metrics::{RequestMetrics, Served};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::futures::TaskLocalFuture;
 use tower::{Layer, Service, ServiceExt};
 use tower_http::cors::CorsLayer;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 /// The header an HTTP caller states its remaining budget in, in milliseconds.
 pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout-ms";
@@ -58,7 +63,7 @@ const ORIGIN: HeaderValue = HeaderValue::from_static("origin");
 #[derive(Debug)]
 struct Shared {
     service: &'static str,
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     cors: CorsLayer,
 }
 
@@ -73,7 +78,7 @@ impl GuardLayer {
         GuardLayer {
             shared: Arc::new(Shared {
                 service,
-                in_flight: Semaphore::new(max_in_flight),
+                in_flight: Arc::new(Semaphore::new(max_in_flight)),
                 cors,
             }),
         }
@@ -110,109 +115,259 @@ where
 {
     type Response = Response;
     type Error = Infallible;
-    type Future = BoxFuture;
+    type Future = GuardFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> BoxFuture {
-        // The service that was polled ready serves this request; its clone stays behind.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let shared = Arc::clone(&self.shared);
-        let metrics = Arc::clone(&self.metrics);
-        Box::pin(async move {
-            let started = Instant::now();
-            let ctx = telemetry::context_of(req.headers(), req.uri().path());
-            let span = telemetry::request_span(&ctx, req.method());
-            let protocol = telemetry::metrics::protocol_of(req.headers());
-            let method = telemetry::metrics::method_label(req.method());
-            let route = req.extensions().get::<MatchedPath>().cloned();
-            let stamp = telemetry::Stamp::of(&ctx);
-            let call = telemetry::context::scope(ctx, serve(&shared, inner, req, protocol));
-            let mut response = call.instrument(span.clone()).await;
-
-            let status = response.status();
-            metrics.record(Served {
-                route: route
-                    .as_ref()
-                    .map_or(telemetry::metrics::UNMATCHED, MatchedPath::as_str),
-                protocol,
-                method,
-                status,
-                elapsed: started.elapsed(),
-                error: telemetry::metrics::error_kind(&response),
-            });
-            // The access log is debug: at info it would cost every request a formatted line.
-            span.in_scope(|| {
-                tracing::debug!(
-                    status = status.as_u16(),
-                    latency_us = started.elapsed().as_micros() as u64,
-                    "request served"
-                );
-            });
-            stamp.apply(response.headers_mut());
-            Ok(response)
-        })
+    /// Does the request's bookkeeping and calls the route here, synchronously, and
+    /// returns a hand-written future around the route's. Async blocks did this before;
+    /// every one of them moved the request and the route's future into a larger future
+    /// of its own, and those copies were the largest single cost of the stack
+    /// (BENCHMARKS.md, issue 3).
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        let ctx = telemetry::context_of(req.headers(), req.uri().path());
+        let span = telemetry::request_span(&ctx, req.method());
+        let protocol = telemetry::metrics::protocol_of(req.headers());
+        let finish = Finish {
+            metrics: Arc::clone(&self.metrics),
+            route: req.extensions().get::<MatchedPath>().cloned(),
+            protocol,
+            method: telemetry::metrics::method_label(req.method()),
+            started,
+            stamp: telemetry::Stamp::of(&ctx),
+            span: span.clone(),
+        };
+        let call = self.start(req, protocol);
+        GuardFuture {
+            call: telemetry::context::scope(ctx, call).instrument(span),
+            finish: Some(finish),
+        }
     }
 }
 
-/// Steps 2, 4, 5 and 6, inside the request's context.
-async fn serve<S>(shared: &Shared, inner: S, req: Request, protocol: &'static str) -> Response
+impl<S> Guard<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    // Kept only for answers made here, in the caller's protocol.
-    let content_type = (protocol != "http")
-        .then(|| req.headers().get(header::CONTENT_TYPE).cloned())
-        .flatten();
-    let Ok(_permit) = shared.in_flight.try_acquire() else {
-        let service = shared.service;
-        metrics::counter!("brigade_shed_total", "service" => service).increment(1);
-        tracing::warn!(service, "saturated; shedding a request");
-        let problem = Problem::unavailable("the service is saturated; retry shortly")
-            .with_retry_after(Duration::from_secs(1));
-        return crate::grpc::reply(problem, content_type.as_ref());
-    };
-    let timeout = deadline_of(req.headers(), protocol);
-    let cross_origin = req.headers().contains_key(header::ORIGIN);
-    let call = async move {
-        if cross_origin {
-            let cors = shared.cors.clone().layer(inner);
-            // The panic guard covers `call` itself too: a service may panic before its
-            // future exists.
-            guarded(|| Box::pin(cors.oneshot(req))).await
-        } else {
-            // Boxed: the route's future is large, and every layer of this one (context,
-            // span, deadline) would otherwise copy it as it wraps it.
-            let mut response = guarded(|| Box::pin(inner.oneshot(req))).await;
-            if protocol != "grpc" {
-                // Without an `Origin` this is no CORS request and needs no CORS headers
-                // (no browser speaks native gRPC at all). `Vary` tells a shared cache
-                // that a browser's request, which carries one, gets a different answer.
-                response.headers_mut().append(header::VARY, ORIGIN);
+    /// Steps 2, 4, 5 and 6. Answers made here (shedding, a panic in `call`) are built on
+    /// the first poll, inside the request's context, so they carry its correlation ID.
+    fn start(&mut self, req: Request, protocol: &'static str) -> Call<S::Future> {
+        // Kept only for answers made here, in the caller's protocol.
+        let content_type = || {
+            (protocol != "http")
+                .then(|| req.headers().get(header::CONTENT_TYPE).cloned())
+                .flatten()
+        };
+        let Ok(permit) = Arc::clone(&self.shared.in_flight).try_acquire_owned() else {
+            return Call::Shed {
+                service: self.shared.service,
+                content_type: content_type(),
+            };
+        };
+        let deadline = deadline_of(req.headers(), protocol).map(|timeout| Deadline {
+            timeout,
+            protocol,
+            at: tokio::time::Instant::now() + timeout,
+            content_type: content_type(),
+            sleep: None,
+        });
+        let cross_origin = req.headers().contains_key(header::ORIGIN);
+        // The panic guard covers `call` itself too: a service may panic before its future
+        // exists.
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            if cross_origin {
+                let cors = self.shared.cors.clone().layer(self.inner.clone());
+                Either::Right(Box::pin(cors.oneshot(req)) as BoxFuture)
+            } else {
+                // `poll_ready` was called on this service: it serves the request itself.
+                Either::Left(self.inner.call(req))
             }
-            response
-        }
-    };
-    let Some(timeout) = timeout else {
-        return call.await;
-    };
-    let deadline = tokio::time::Instant::now() + timeout;
-    let call = telemetry::deadline::scope(deadline, call);
-    match tokio::time::timeout_at(deadline, call).await {
-        Ok(response) => response,
-        Err(_) => {
-            metrics::counter!("brigade_deadline_exceeded_total", "protocol" => protocol)
-                .increment(1);
-            tracing::info!(?timeout, protocol, "deadline exceeded; call cancelled");
-            let problem = Problem::new(problem::Kind::Timeout)
-                .with_detail(format!("the call's deadline ({timeout:?}) passed"));
-            crate::grpc::reply(problem, content_type.as_ref())
+        }));
+        match called {
+            Ok(future) => Call::Run {
+                future: AssertUnwindSafe(future).catch_unwind(),
+                // Without an `Origin` this is no CORS request and needs no CORS headers
+                // (no browser speaks native gRPC at all). `Vary` tells a shared cache that
+                // a browser's request, which carries one, gets a different answer.
+                vary: !cross_origin && protocol != "grpc",
+                deadline,
+                _permit: permit,
+            },
+            Err(panic) => Call::Panicked { panic: Some(panic) },
         }
     }
+}
+
+/// What happens once the route has answered: step 3 (metrics), the access log and the
+/// correlation headers on the response.
+struct Finish {
+    metrics: Arc<RequestMetrics>,
+    route: Option<MatchedPath>,
+    protocol: &'static str,
+    method: &'static str,
+    started: Instant,
+    stamp: telemetry::Stamp,
+    span: tracing::Span,
+}
+
+impl Finish {
+    fn apply(self, response: &mut Response) {
+        let status = response.status();
+        let elapsed = self.started.elapsed();
+        self.metrics.record(Served {
+            route: self
+                .route
+                .as_ref()
+                .map_or(telemetry::metrics::UNMATCHED, MatchedPath::as_str),
+            protocol: self.protocol,
+            method: self.method,
+            status,
+            elapsed,
+            error: telemetry::metrics::error_kind(response),
+        });
+        // The access log is debug: at info it would cost every request a formatted line.
+        self.span.in_scope(|| {
+            tracing::debug!(
+                status = status.as_u16(),
+                latency_us = elapsed.as_micros() as u64,
+                "request served"
+            );
+        });
+        self.stamp.apply(response.headers_mut());
+    }
+}
+
+pin_project! {
+    /// The future of a guarded request: the route's answer, inside the request's context
+    /// and span, then [`Finish`].
+    pub(crate) struct GuardFuture<F> {
+        #[pin]
+        call: Instrumented<TaskLocalFuture<RequestContext, Call<F>>>,
+        finish: Option<Finish>,
+    }
+}
+
+impl<F> Future for GuardFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.call.poll(cx));
+        if let Some(finish) = this.finish.take() {
+            finish.apply(&mut response);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The caller's deadline, once it has one.
+struct Deadline {
+    timeout: Duration,
+    protocol: &'static str,
+    at: tokio::time::Instant,
+    content_type: Option<HeaderValue>,
+    /// Made on the first poll that finds the route not yet done: most requests finish in
+    /// their first poll and never need a timer.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+type Guarded<F> = CatchUnwind<AssertUnwindSafe<Either<F, BoxFuture>>>;
+
+pin_project! {
+    #[project = CallProj]
+    enum Call<F> {
+        Shed { service: &'static str, content_type: Option<HeaderValue> },
+        Panicked { panic: Option<Box<dyn Any + Send>> },
+        Run {
+            #[pin]
+            future: Guarded<F>,
+            vary: bool,
+            deadline: Option<Deadline>,
+            _permit: OwnedSemaphorePermit,
+        },
+    }
+}
+
+impl<F> Future for Call<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Response;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response> {
+        match self.project() {
+            CallProj::Shed {
+                service,
+                content_type,
+            } => {
+                let service = *service;
+                metrics::counter!("brigade_shed_total", "service" => service).increment(1);
+                tracing::warn!(service, "saturated; shedding a request");
+                let problem = Problem::unavailable("the service is saturated; retry shortly")
+                    .with_retry_after(Duration::from_secs(1));
+                Poll::Ready(crate::grpc::reply(problem, content_type.as_ref()))
+            }
+            CallProj::Panicked { panic } => Poll::Ready(match panic.take() {
+                Some(panic) => panic_to_problem(panic),
+                None => Problem::internal(PanicError("polled after completion".to_owned()))
+                    .into_response(),
+            }),
+            CallProj::Run {
+                mut future,
+                vary,
+                deadline,
+                _permit,
+            } => {
+                let polled = match deadline {
+                    Some(deadline) => {
+                        telemetry::deadline::sync_scope(deadline.at, || future.as_mut().poll(cx))
+                    }
+                    None => future.as_mut().poll(cx),
+                };
+                let mut response = match polled {
+                    Poll::Ready(Ok(Ok(response))) => response,
+                    Poll::Ready(Ok(Err(never))) => match never {},
+                    Poll::Ready(Err(panic)) => panic_to_problem(panic),
+                    Poll::Pending => {
+                        let Some(deadline) = deadline else {
+                            return Poll::Pending;
+                        };
+                        let sleep = deadline
+                            .sleep
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.at)));
+                        std::task::ready!(sleep.as_mut().poll(cx));
+                        // The route's future is dropped, its work cancelled, with this one.
+                        return Poll::Ready(deadline_exceeded(deadline));
+                    }
+                };
+                if *vary {
+                    response.headers_mut().append(header::VARY, ORIGIN);
+                }
+                Poll::Ready(response)
+            }
+        }
+    }
+}
+
+fn deadline_exceeded(deadline: &Deadline) -> Response {
+    let Deadline {
+        timeout,
+        protocol,
+        content_type,
+        ..
+    } = deadline;
+    metrics::counter!("brigade_deadline_exceeded_total", "protocol" => *protocol).increment(1);
+    tracing::info!(?timeout, protocol, "deadline exceeded; call cancelled");
+    let problem = Problem::new(problem::Kind::Timeout)
+        .with_detail(format!("the call's deadline ({timeout:?}) passed"));
+    crate::grpc::reply(problem, content_type.as_ref())
 }
 
 /// The caller's budget: `grpc-timeout` on a gRPC call, `x-request-timeout-ms` otherwise.
@@ -230,22 +385,6 @@ fn deadline_of(headers: &http::HeaderMap, protocol: &str) -> Option<Duration> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(Duration::from_millis)
-}
-
-/// Calls a service and awaits its answer, turning a panic in either into a 500 problem.
-async fn guarded<F>(call: impl FnOnce() -> F) -> Response
-where
-    F: Future<Output = Result<Response, Infallible>>,
-{
-    let future = match std::panic::catch_unwind(AssertUnwindSafe(call)) {
-        Ok(future) => future,
-        Err(panic) => return panic_to_problem(panic),
-    };
-    match AssertUnwindSafe(future).catch_unwind().await {
-        Ok(Ok(response)) => response,
-        Ok(Err(never)) => match never {},
-        Err(panic) => panic_to_problem(panic),
-    }
 }
 
 fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response {

@@ -1,13 +1,11 @@
 //! The one place where a service's router and middleware stack are assembled.
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use problem::{Kind, Problem};
 use settings::ServiceName;
 use storage::Database;
-use tower::ServiceBuilder;
 use tower_http::cors::CorsLayer;
 
 use crate::guard::GuardLayer;
@@ -32,13 +30,8 @@ pub fn router(
         // The framework's own rejections speak problem+json too.
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(
-            ServiceBuilder::new()
-                .layer(GuardLayer::new(name, max_in_flight))
-                // Bodies are capped before anyone buffers them; the extractors turn the
-                // refusal into a 413 problem.
-                .layer(DefaultBodyLimit::max(crate::extract::MAX_BODY_BYTES)),
-        )
+        // Bodies are capped where they are read (`extract::body_bytes`), not here.
+        .layer(GuardLayer::new(name, max_in_flight))
 }
 
 /// Browsers on any origin may call the API: it authenticates with headers (API keys),

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::future::Future;
 
+use tokio::task::futures::TaskLocalFuture;
+
 tokio::task_local! {
     static CURRENT: RequestContext;
 }
@@ -38,8 +40,11 @@ pub fn outbound_headers() -> Vec<(&'static str, String)> {
 }
 
 /// Runs `fut` with `ctx` as the current request context.
-pub async fn scope<F: Future>(ctx: RequestContext, fut: F) -> F::Output {
-    CURRENT.scope(ctx, fut).await
+///
+/// A plain function returning tokio's future rather than an `async fn`: a request's
+/// future is large, and each `async` wrapper would move (copy) it once more.
+pub fn scope<F: Future>(ctx: RequestContext, fut: F) -> TaskLocalFuture<RequestContext, F> {
+    CURRENT.scope(ctx, fut)
 }
 
 /// An ID that follows one piece of work across every hop and every log line.

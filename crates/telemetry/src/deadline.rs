@@ -32,6 +32,14 @@ pub async fn scope<F: Future>(deadline: Instant, fut: F) -> F::Output {
     DEADLINE.scope(effective, fut).await
 }
 
+/// Runs `f` with `deadline` as the current deadline (an outer, earlier one wins): the
+/// synchronous form of [`scope`], for a hand-written future that sets the deadline around
+/// each poll of what it wraps instead of wrapping it in one more future.
+pub fn sync_scope<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
+    let effective = current().map_or(deadline, |outer| outer.min(deadline));
+    DEADLINE.sync_scope(effective, f)
+}
+
 /// Parses a `grpc-timeout` value: 1–8 ASCII digits and a unit (`H`, `M`, `S`, `m`, `u`,
 /// `n`), as the gRPC over HTTP/2 spec defines it.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
