@@ -13,7 +13,8 @@ mod span_fields;
 pub use context::{CorrelationId, RequestContext, TraceParent};
 pub use logging::{LogFormat, LoggingError, init_logging, subscriber};
 pub use middleware::{
-    CORRELATION_HEADER, Stamp, TRACEPARENT_HEADER, context_of, correlate, request_span,
+    CORRELATION, CORRELATION_HEADER, Stamp, TRACEPARENT, TRACEPARENT_HEADER, context_from,
+    context_of, correlate, request_span,
 };
 
 /// Response extension naming the error kind a response carries (set by the `problem`

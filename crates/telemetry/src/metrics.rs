@@ -97,10 +97,12 @@ fn spawn_upkeep(handle: PrometheusHandle) {
 
 /// Which protocol a request speaks, from its content type.
 pub fn protocol_of(headers: &http::HeaderMap) -> &'static str {
-    let ct = headers
-        .get(http::header::CONTENT_TYPE)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
+    protocol_from(headers.get(http::header::CONTENT_TYPE))
+}
+
+/// [`protocol_of`] from the request's `Content-Type`.
+pub fn protocol_from(content_type: Option<&http::HeaderValue>) -> &'static str {
+    let ct = content_type.map(|v| v.as_bytes()).unwrap_or_default();
     if ct.starts_with(b"application/grpc-web") {
         "grpc-web"
     } else if ct.starts_with(b"application/grpc") {

@@ -13,20 +13,28 @@ use crate::context::{self, CorrelationId, RequestContext, TraceParent};
 pub const CORRELATION_HEADER: &str = "x-correlation-id";
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 // As `HeaderName`s: looked up and inserted without parsing the name on every request.
-const CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
-const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
+pub const CORRELATION: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
+pub const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
 
 /// The context of an inbound request: a valid inbound `X-Correlation-ID` (or a new one),
 /// this hop's span in the caller's W3C trace (or a new trace), and the path as the
 /// `instance` of any problem the request ends in.
 pub fn context_of(headers: &HeaderMap, path: &str) -> RequestContext {
-    let correlation_id = headers
-        .get(&CORRELATION)
+    context_from(headers.get(&CORRELATION), headers.get(&TRACEPARENT), path)
+}
+
+/// [`context_of`] from the two header values, for a caller that has already found them
+/// (the server's stack reads all the headers it needs in one pass).
+pub fn context_from(
+    correlation_id: Option<&HeaderValue>,
+    traceparent: Option<&HeaderValue>,
+    path: &str,
+) -> RequestContext {
+    let correlation_id = correlation_id
         .and_then(|v| v.to_str().ok())
         .and_then(CorrelationId::parse)
         .unwrap_or_else(CorrelationId::generate);
-    let trace = headers
-        .get(&TRACEPARENT)
+    let trace = traceparent
         .and_then(|v| v.to_str().ok())
         .and_then(TraceParent::parse)
         .map(|parent| parent.child())
