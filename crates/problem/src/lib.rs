@@ -230,7 +230,10 @@ impl std::error::Error for Problem {
 /// Correlation ID and instance of the request being served, if any.
 fn request_context() -> (String, Option<String>) {
     match telemetry::context::current() {
-        Some(ctx) => (ctx.correlation_id.to_string(), Some(ctx.instance.clone())),
+        Some(ctx) => (
+            ctx.correlation_id.to_string(),
+            Some(ctx.instance().to_owned()),
+        ),
         None => (String::new(), None),
     }
 }

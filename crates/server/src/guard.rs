@@ -131,11 +131,7 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let started = quanta::Instant::now();
         let inbound = Inbound::of(req.headers());
-        let ctx = telemetry::context_from(
-            inbound.correlation_id,
-            inbound.traceparent,
-            req.uri().path(),
-        );
+        let ctx = telemetry::context_from(inbound.correlation_id, inbound.traceparent, req.uri());
         let span = telemetry::request_span(&ctx, req.method());
         let protocol = telemetry::metrics::protocol_from(inbound.content_type);
         let finish = Finish {
@@ -144,7 +140,6 @@ where
             protocol,
             method: telemetry::metrics::method_label(req.method()),
             started,
-            stamp: telemetry::Stamp::of(&ctx),
             span: span.clone(),
         };
         let start = inbound.into_owned(protocol);
@@ -278,12 +273,13 @@ struct Finish {
     /// From `quanta`'s TSC clock: the latency histogram reads the clock twice per request,
     /// and the OS clock was a visible share of a cached read.
     started: quanta::Instant,
-    stamp: telemetry::Stamp,
     span: tracing::Span,
 }
 
 impl Finish {
-    fn apply(self, response: &mut Response) {
+    /// `ctx` is the request's context, taken back from its scope: its correlation ID
+    /// moves into the response.
+    fn apply(self, response: &mut Response, ctx: Option<RequestContext>) {
         let status = response.status();
         let elapsed = self.started.elapsed();
         self.metrics.record(Served {
@@ -305,7 +301,9 @@ impl Finish {
                 "request served"
             );
         });
-        self.stamp.apply(response.headers_mut());
+        if let Some(ctx) = ctx {
+            telemetry::Stamp::from_context(ctx).apply(response.headers_mut());
+        }
     }
 }
 
@@ -326,10 +324,11 @@ where
     type Output = Result<Response, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = std::task::ready!(this.call.poll(cx));
+        let mut this = self.project();
+        let mut response = std::task::ready!(this.call.as_mut().poll(cx));
         if let Some(finish) = this.finish.take() {
-            finish.apply(&mut response);
+            let ctx = this.call.inner_pin_mut().take_value();
+            finish.apply(&mut response, ctx);
         }
         Poll::Ready(Ok(response))
     }

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::future::Future;
 
+use http::HeaderValue;
+use http::uri::{PathAndQuery, Uri};
 use tokio::task::futures::TaskLocalFuture;
 
 tokio::task_local! {
@@ -17,8 +19,27 @@ tokio::task_local! {
 pub struct RequestContext {
     pub correlation_id: CorrelationId,
     pub trace: TraceParent,
-    /// The request path; the `instance` of any problem this request ends in.
-    pub instance: String,
+    /// The request's path and query as the server received them: a clone shares the
+    /// request's bytes instead of copying the path for every request.
+    target: PathAndQuery,
+}
+
+impl RequestContext {
+    pub fn new(correlation_id: CorrelationId, trace: TraceParent, uri: &Uri) -> Self {
+        Self {
+            correlation_id,
+            trace,
+            target: uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        }
+    }
+
+    /// The request path: the `instance` of any problem this request ends in.
+    pub fn instance(&self) -> &str {
+        self.target.path()
+    }
 }
 
 /// The context of the request this task serves, if it serves one.
@@ -51,19 +72,32 @@ pub fn scope<F: Future>(ctx: RequestContext, fut: F) -> TaskLocalFuture<RequestC
 ///
 /// Accepted from a client when it is 1–128 characters of `[A-Za-z0-9._:-]`; anything
 /// else is replaced by a fresh UUIDv7 rather than logged or echoed.
+///
+/// Kept as the header value it arrives in or leaves in: an inbound ID is shared with the
+/// request rather than copied, and a new one is written once and moved into the response.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct CorrelationId(String);
+pub struct CorrelationId(HeaderValue);
 
 impl CorrelationId {
     pub const MAX_LEN: usize = 128;
 
     pub fn parse(raw: &str) -> Option<Self> {
-        let ok = !raw.is_empty()
+        Self::valid(raw.as_bytes())
+            .then(|| HeaderValue::from_str(raw).ok().map(Self))
+            .flatten()
+    }
+
+    /// [`parse`](Self::parse) for an inbound header value, shared instead of copied.
+    pub fn from_header(value: &HeaderValue) -> Option<Self> {
+        Self::valid(value.as_bytes()).then(|| Self(value.clone()))
+    }
+
+    fn valid(raw: &[u8]) -> bool {
+        !raw.is_empty()
             && raw.len() <= Self::MAX_LEN
             && raw
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-        ok.then(|| Self(raw.to_owned()))
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
     }
 
     /// A fresh UUIDv7: time-ordered, so IDs sort roughly by when requests arrived.
@@ -81,28 +115,33 @@ impl CorrelationId {
             since_epoch.subsec_nanos(),
         );
         let mut text = uuid::Uuid::encode_buffer();
-        Self(
-            uuid::Uuid::new_v7(timestamp)
-                .hyphenated()
-                .encode_lower(&mut text)
-                .to_owned(),
-        )
+        let text = uuid::Uuid::new_v7(timestamp)
+            .hyphenated()
+            .encode_lower(&mut text);
+        // Hex digits and dashes: always a valid header value.
+        Self(HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unknown")))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Validated or generated from `[A-Za-z0-9._:-]`: always visible ASCII.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The ID as a response header value, without a copy.
+    pub fn into_header_value(self) -> HeaderValue {
+        self.0
     }
 }
 
 impl fmt::Display for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for CorrelationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", self.0)
+        write!(f, "{:?}", self.as_str())
     }
 }
 

@@ -5,7 +5,7 @@
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use tracing::Instrument;
 
 use crate::context::{self, CorrelationId, RequestContext, TraceParent};
@@ -19,8 +19,8 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
 /// The context of an inbound request: a valid inbound `X-Correlation-ID` (or a new one),
 /// this hop's span in the caller's W3C trace (or a new trace), and the path as the
 /// `instance` of any problem the request ends in.
-pub fn context_of(headers: &HeaderMap, path: &str) -> RequestContext {
-    context_from(headers.get(&CORRELATION), headers.get(&TRACEPARENT), path)
+pub fn context_of(headers: &HeaderMap, uri: &Uri) -> RequestContext {
+    context_from(headers.get(&CORRELATION), headers.get(&TRACEPARENT), uri)
 }
 
 /// [`context_of`] from the two header values, for a caller that has already found them
@@ -28,22 +28,17 @@ pub fn context_of(headers: &HeaderMap, path: &str) -> RequestContext {
 pub fn context_from(
     correlation_id: Option<&HeaderValue>,
     traceparent: Option<&HeaderValue>,
-    path: &str,
+    uri: &Uri,
 ) -> RequestContext {
     let correlation_id = correlation_id
-        .and_then(|v| v.to_str().ok())
-        .and_then(CorrelationId::parse)
+        .and_then(CorrelationId::from_header)
         .unwrap_or_else(CorrelationId::generate);
     let trace = traceparent
         .and_then(|v| v.to_str().ok())
         .and_then(TraceParent::parse)
         .map(|parent| parent.child())
         .unwrap_or_else(TraceParent::new_root);
-    RequestContext {
-        correlation_id,
-        trace,
-        instance: path.to_owned(),
-    }
+    RequestContext::new(correlation_id, trace, uri)
 }
 
 /// The span a request's log lines are recorded in, carrying its correlation and trace IDs.
@@ -54,30 +49,34 @@ pub fn request_span(ctx: &RequestContext, method: &Method) -> tracing::Span {
         correlation_id = %ctx.correlation_id,
         trace_id = %TraceIdHex(ctx.trace.trace_id),
         method = %method,
-        path = %ctx.instance,
+        path = ctx.instance(),
     )
 }
 
 /// The response headers that return a request's correlation ID and this hop's
-/// `traceparent` to the caller. Made from the context before the request runs, so the
-/// context itself can move into the request's scope.
+/// `traceparent` to the caller. Made from the context before the request runs
+/// ([`Stamp::of`]), or from the context itself once the request is done with it
+/// ([`Stamp::from_context`]).
 #[derive(Debug, Clone)]
 pub struct Stamp {
-    correlation_id: Option<HeaderValue>,
+    correlation_id: HeaderValue,
     traceparent: HeaderValue,
 }
 
 impl Stamp {
     pub fn of(ctx: &RequestContext) -> Self {
-        // The ID was validated or generated from a safe alphabet.
-        let mut correlation_id = HeaderValue::from_str(ctx.correlation_id.as_str()).ok();
+        Self::from_context(ctx.clone())
+    }
+
+    /// [`Stamp::of`] for a request that is done with its context: the correlation ID
+    /// moves into the response instead of being copied.
+    pub fn from_context(ctx: RequestContext) -> Self {
+        let mut correlation_id = ctx.correlation_id.into_header_value();
         let mut traceparent = ctx.trace.header_value();
         // Not secrets, but unique to each response: marked so that HTTP/2's HPACK sends
         // them as literals instead of adding each to the connection's header table, where
-        // it would only push out entries that do repeat (content-type, grpc-status).
-        if let Some(value) = &mut correlation_id {
-            value.set_sensitive(true);
-        }
+        // they would only push out entries that do repeat (content-type, grpc-status).
+        correlation_id.set_sensitive(true);
         traceparent.set_sensitive(true);
         Stamp {
             correlation_id,
@@ -86,9 +85,7 @@ impl Stamp {
     }
 
     pub fn apply(self, headers: &mut HeaderMap) {
-        if let Some(value) = self.correlation_id {
-            headers.insert(CORRELATION, value);
-        }
+        headers.insert(CORRELATION, self.correlation_id);
         headers.insert(TRACEPARENT, self.traceparent);
     }
 }
@@ -96,7 +93,7 @@ impl Stamp {
 /// Runs the request inside its context ([`context_of`]) and span, and stamps the response
 /// ([`Stamp`]).
 pub async fn correlate(req: Request, next: Next) -> Response {
-    let ctx = context_of(req.headers(), req.uri().path());
+    let ctx = context_of(req.headers(), req.uri());
     let span = request_span(&ctx, req.method());
     let started = std::time::Instant::now();
     let stamp = Stamp::of(&ctx);
