@@ -128,6 +128,16 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("binding 127.0.0.1:{}", args.port))?;
     let addr = listener.local_addr()?;
     println!("bare-rest serving http://{addr}");
+    // TCP_NODELAY, as Brigade sets it (and tonic, for bare-grpc, by default). axum 0.8's
+    // `serve` leaves Nagle on, which on HTTP/2 (h2load's REST rows) coalesced a
+    // connection's responses into fewer segments: the comparison measured the socket
+    // option, not the request path (BENCHMARKS.md, REST over HTTP/2).
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            eprintln!("bare-rest: TCP_NODELAY: {err}");
+        }
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
