@@ -7,8 +7,9 @@
 //! and boxes its own future, the CORS layer clones its configuration, and the metrics
 //! macros resolved labelled handles through the global recorder. On a cached product
 //! read that was most of the request's CPU (BENCHMARKS.md, issue 3). Here one layer does
-//! it all with one boxed future, a clone of two `Arc`s and handles resolved once per
-//! route and status. The order of the steps is the order the old stack had:
+//! it all: no box or clone of its own (its future, [`GuardFuture`], wraps the route's in
+//! place), one pass over the headers, and metric handles resolved once per route and
+//! status. The order of the steps is the order the old stack had:
 //!
 //! 1. correlation ID and trace context, so every log line, metric and problem below
 //!    (even a panic's) can name the request;

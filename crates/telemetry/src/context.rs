@@ -221,7 +221,7 @@ impl TraceParent {
 }
 
 /// Writes the low `out.len() * 4` bits of `value` as lowercase hex into `out`.
-fn write_hex(out: &mut [u8], mut value: u128) {
+pub(crate) fn write_hex(out: &mut [u8], mut value: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for slot in out.iter_mut().rev() {
         *slot = DIGITS[(value & 0xf) as usize];

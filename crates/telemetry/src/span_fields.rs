@@ -17,15 +17,39 @@ use tracing_subscriber::fmt::format::{FormatFields, Writer};
 #[derive(Debug, Clone, Copy, Default)]
 pub struct JsonSpanFields;
 
+thread_local! {
+    static SCRATCH: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 impl<'writer> FormatFields<'writer> for JsonSpanFields {
     fn format_fields<R: RecordFields>(
         &self,
         mut writer: Writer<'writer>,
         fields: R,
     ) -> fmt::Result {
-        let mut object = Object::new(&mut writer, false);
-        fields.record(&mut object);
-        object.close()
+        // Written into a buffer kept by the thread, then into the span's (empty) buffer in
+        // one go: written field by field, the span's `String` grew four or five times per
+        // request span.
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                scratch.clear();
+                let mut object = Object::new(&mut *scratch, false);
+                fields.record(&mut object);
+                object.close()?;
+                let written = writer.write_str(&scratch);
+                // One span with huge fields must not pin a huge buffer to the thread.
+                if scratch.capacity() > 4096 {
+                    *scratch = String::new();
+                }
+                written
+            }
+            // Re-entered (a field's `Debug` that logs): no scratch, write directly.
+            Err(_) => {
+                let mut object = Object::new(&mut writer, false);
+                fields.record(&mut object);
+                object.close()
+            }
+        })
     }
 
     /// Fields recorded later (`Span::record`) join the object: its closing brace is
