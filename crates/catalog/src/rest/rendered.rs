@@ -7,7 +7,9 @@
 //! Pointer identity is the whole freshness rule: a product the store re-read, even an
 //! unchanged one, is rendered again.
 
-use std::collections::HashMap;
+// foldhash, not std's SipHash: every cached read hashes its product ID here, and the
+// keys are bounded by the capacity, so hash flooding cannot grow the map.
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::body::Bytes;
@@ -36,7 +38,7 @@ impl Rendered {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(HashMap::default()),
         }
     }
 

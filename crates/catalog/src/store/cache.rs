@@ -17,7 +17,9 @@
 //! the same lock as the insert settles it; with that lock in hand, a `HashMap` with a
 //! deadline per entry is all the rest needs.
 
-use std::collections::HashMap;
+// foldhash, not std's SipHash: every cached read hashes its product ID here, and the
+// keys are bounded by the capacity, so hash flooding cannot grow the map.
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
