@@ -95,12 +95,7 @@ fn spawn_upkeep(handle: PrometheusHandle) {
     }
 }
 
-/// Which protocol a request speaks, from its content type.
-pub fn protocol_of(headers: &http::HeaderMap) -> &'static str {
-    protocol_from(headers.get(http::header::CONTENT_TYPE))
-}
-
-/// [`protocol_of`] from the request's `Content-Type`.
+/// Which protocol a request speaks, from its `Content-Type`.
 pub fn protocol_from(content_type: Option<&http::HeaderValue>) -> &'static str {
     let ct = content_type.map(|v| v.as_bytes()).unwrap_or_default();
     if ct.starts_with(b"application/grpc-web") {
