@@ -27,7 +27,7 @@ where
 {
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Problem> {
         let key = key_from(req.headers())?;
         let scope = req
             .extensions()
@@ -46,7 +46,7 @@ where
         let method = req.method().clone();
         let headers = req.headers().clone();
 
-        let bytes = body_bytes(req, state).await?;
+        let bytes = body_bytes(req).await?;
         let body = parse_json(&headers, &bytes)?;
         Ok(Self {
             key,

@@ -29,9 +29,9 @@ where
 {
     type Rejection = Problem;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+    async fn from_request(req: Request, _state: &S) -> Result<Self, Problem> {
         let headers = req.headers().clone();
-        let body = body_bytes(req, state).await?;
+        let body = body_bytes(req).await?;
         parse_json(&headers, &body).map(Json)
     }
 }
@@ -42,7 +42,7 @@ where
 /// `DefaultBodyLimit` layer: that layer wrote the limit into the extensions of every
 /// request, reads included, which cost a measurable share of a cached product read
 /// (BENCHMARKS.md, issue 3).
-pub async fn body_bytes<S: Send + Sync>(req: Request, _state: &S) -> Result<Bytes, Problem> {
+pub async fn body_bytes(req: Request) -> Result<Bytes, Problem> {
     let too_large = || {
         Problem::new(Kind::PayloadTooLarge)
             .with_detail(format!("the body must be at most {MAX_BODY_BYTES} bytes"))
@@ -250,17 +250,17 @@ mod tests {
         let chunk = Bytes::from(vec![b'x'; 16 * 1024]);
         let chunks = (0..5).map(move |_| Ok::<_, std::io::Error>(chunk.clone()));
         let streamed = Request::new(axum::body::Body::from_stream(futures::stream::iter(chunks)));
-        let err = body_bytes(streamed, &()).await.unwrap_err();
+        let err = body_bytes(streamed).await.unwrap_err();
         assert_eq!(err.kind(), Kind::PayloadTooLarge);
 
         let declared = Request::builder()
             .header(header::CONTENT_LENGTH, (MAX_BODY_BYTES + 1).to_string())
             .body(axum::body::Body::empty())
             .unwrap();
-        let err = body_bytes(declared, &()).await.unwrap_err();
+        let err = body_bytes(declared).await.unwrap_err();
         assert_eq!(err.kind(), Kind::PayloadTooLarge);
 
         let exact = Request::new(axum::body::Body::from(vec![b'x'; MAX_BODY_BYTES]));
-        assert_eq!(body_bytes(exact, &()).await.unwrap().len(), MAX_BODY_BYTES);
+        assert_eq!(body_bytes(exact).await.unwrap().len(), MAX_BODY_BYTES);
     }
 }

@@ -517,4 +517,46 @@ mod tests {
         assert_eq!(start.timeout, Some(Duration::from_millis(250)));
         assert_eq!(start.content_type, None);
     }
+
+    /// A service that panics in `call`, before it has a future to poll.
+    #[derive(Clone)]
+    struct PanicsInCall;
+
+    impl Service<Request> for PanicsInCall {
+        type Response = Response;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: Request) -> Self::Future {
+            panic!("boom in call");
+        }
+    }
+
+    /// The panic becomes a 500 problem that carries the request's correlation ID, in the
+    /// body and the header, and names no panic message on the wire.
+    #[tokio::test]
+    async fn a_panic_in_call_is_a_500_problem_with_the_correlation_id() {
+        let guard = GuardLayer::new("test", 8).layer(PanicsInCall);
+        let req = Request::builder()
+            .uri("/boom")
+            .header("x-correlation-id", "panic-in-call-1")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let response = guard.oneshot(req).await.unwrap();
+        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(response.headers()["x-correlation-id"], "panic-in-call-1");
+        assert!(response.headers().contains_key("traceparent"));
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let problem: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(problem["status"], 500);
+        assert_eq!(problem["correlation_id"], "panic-in-call-1");
+        assert_eq!(problem["instance"], "/boom");
+        assert!(!String::from_utf8_lossy(&body).contains("boom in call"));
+    }
 }

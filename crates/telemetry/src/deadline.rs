@@ -28,16 +28,19 @@ pub fn expired() -> bool {
 
 /// Runs `fut` with `deadline` as the current deadline; an outer, earlier deadline wins.
 pub async fn scope<F: Future>(deadline: Instant, fut: F) -> F::Output {
-    let effective = current().map_or(deadline, |outer| outer.min(deadline));
-    DEADLINE.scope(effective, fut).await
+    DEADLINE.scope(effective(deadline), fut).await
 }
 
 /// Runs `f` with `deadline` as the current deadline (an outer, earlier one wins): the
 /// synchronous form of [`scope`], for a hand-written future that sets the deadline around
 /// each poll of what it wraps instead of wrapping it in one more future.
 pub fn sync_scope<R>(deadline: Instant, f: impl FnOnce() -> R) -> R {
-    let effective = current().map_or(deadline, |outer| outer.min(deadline));
-    DEADLINE.sync_scope(effective, f)
+    DEADLINE.sync_scope(effective(deadline), f)
+}
+
+/// `deadline`, or the current one if that is earlier.
+fn effective(deadline: Instant) -> Instant {
+    current().map_or(deadline, |outer| outer.min(deadline))
 }
 
 /// Parses a `grpc-timeout` value: 1–8 ASCII digits and a unit (`H`, `M`, `S`, `m`, `u`,

@@ -30,26 +30,23 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         // Written into a buffer kept by the thread, then into the span's (empty) buffer in
         // one go: written field by field, the span's `String` grew four or five times per
         // request span.
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut scratch) => {
-                scratch.clear();
-                let mut object = Object::new(&mut *scratch, false);
-                fields.record(&mut object);
-                object.close()?;
-                let written = writer.write_str(&scratch);
-                // One span with huge fields must not pin a huge buffer to the thread.
-                if scratch.capacity() > 4096 {
-                    *scratch = String::new();
-                }
-                written
+        let buffered = SCRATCH.try_with(|scratch| {
+            // Taken only if free: a field's `Debug` may itself make a span.
+            let mut scratch = scratch.try_borrow_mut().ok()?;
+            scratch.clear();
+            let written =
+                write_object(&mut *scratch, &fields).and_then(|()| writer.write_str(&scratch));
+            // One span with huge fields must not pin a huge buffer to the thread.
+            if scratch.capacity() > 4096 {
+                *scratch = String::new();
             }
-            // Re-entered (a field's `Debug` that logs): no scratch, write directly.
-            Err(_) => {
-                let mut object = Object::new(&mut writer, false);
-                fields.record(&mut object);
-                object.close()
-            }
-        })
+            Some(written)
+        });
+        match buffered {
+            Ok(Some(written)) => written,
+            // Re-entered, or the thread is being torn down: write directly.
+            _ => write_object(&mut writer, &fields),
+        }
     }
 
     /// Fields recorded later (`Span::record`) join the object: its closing brace is
@@ -78,6 +75,13 @@ impl<'writer> FormatFields<'writer> for JsonSpanFields {
         fields.record(&mut object);
         object.close()
     }
+}
+
+/// Writes `fields` as one JSON object.
+fn write_object<W: Write, R: RecordFields>(out: &mut W, fields: &R) -> fmt::Result {
+    let mut object = Object::new(out, false);
+    fields.record(&mut object);
+    object.close()
 }
 
 /// Writes `{"name":value,...}` as fields are visited.
