@@ -132,12 +132,19 @@ where
     fn call(&mut self, req: Request) -> Self::Future {
         let started = quanta::Instant::now();
         let inbound = Inbound::of(req.headers());
-        let ctx = telemetry::context_from(inbound.correlation_id, inbound.traceparent, req.uri());
-        let span = telemetry::request_span(&ctx, req.method());
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        let ctx = telemetry::context_from(
+            inbound.correlation_id,
+            inbound.traceparent,
+            req.method(),
+            req.uri(),
+        )
+        .with_route(route.clone());
+        let span = telemetry::request_span();
         let protocol = telemetry::metrics::protocol_from(inbound.content_type);
         let finish = Finish {
             metrics: Arc::clone(&self.metrics),
-            route: req.extensions().get::<MatchedPath>().cloned(),
+            route,
             protocol,
             method: telemetry::metrics::method_label(req.method()),
             started,
@@ -295,13 +302,23 @@ impl Finish {
             error: telemetry::metrics::error_kind(response),
         });
         // The access log is debug: at info it would cost every request a formatted line.
-        self.span.in_scope(|| {
-            tracing::debug!(
-                status = status.as_u16(),
-                latency_us = elapsed.as_micros() as u64,
-                "request served"
-            );
-        });
+        // It is written in the request's context (taken back from the route's scope), so
+        // it carries the correlation ID like every other line of the request.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let log = || {
+                self.span.in_scope(|| {
+                    tracing::debug!(
+                        status = status.as_u16(),
+                        latency_us = elapsed.as_micros() as u64,
+                        "request served"
+                    );
+                })
+            };
+            match &ctx {
+                Some(ctx) => telemetry::context::sync_scope(ctx.clone(), log),
+                None => log(),
+            }
+        }
         if let Some(ctx) = ctx {
             telemetry::Stamp::from_context(ctx).apply(response.headers_mut());
         }

@@ -6,8 +6,9 @@
 use std::fmt;
 use std::future::Future;
 
-use http::HeaderValue;
+use axum::extract::MatchedPath;
 use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, Method};
 use tokio::task::futures::TaskLocalFuture;
 
 tokio::task_local! {
@@ -15,17 +16,25 @@ tokio::task_local! {
 }
 
 /// The context of the request being served.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct RequestContext {
     pub correlation_id: CorrelationId,
     pub trace: TraceParent,
     /// The request's path and query as the server received them: a clone shares the
     /// request's bytes instead of copying the path for every request.
     target: PathAndQuery,
+    /// For log lines: what was asked, and which route (template) serves it.
+    method: Method,
+    route: Option<MatchedPath>,
 }
 
 impl RequestContext {
-    pub fn new(correlation_id: CorrelationId, trace: TraceParent, uri: &Uri) -> Self {
+    pub fn new(
+        correlation_id: CorrelationId,
+        trace: TraceParent,
+        method: &Method,
+        uri: &Uri,
+    ) -> Self {
         Self {
             correlation_id,
             trace,
@@ -33,18 +42,46 @@ impl RequestContext {
                 .path_and_query()
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            method: method.clone(),
+            route: None,
         }
+    }
+
+    /// The route template that matched (`/v1/products/{id}`), when the router found one.
+    pub fn with_route(mut self, route: Option<MatchedPath>) -> Self {
+        self.route = route;
+        self
     }
 
     /// The request path: the `instance` of any problem this request ends in.
     pub fn instance(&self) -> &str {
         self.target.path()
     }
+
+    pub fn method(&self) -> &Method {
+        &self.method
+    }
+
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_ref().map(MatchedPath::as_str)
+    }
 }
 
 /// The context of the request this task serves, if it serves one.
 pub fn current() -> Option<RequestContext> {
     CURRENT.try_with(Clone::clone).ok()
+}
+
+/// `f` of the context of the request this task serves, without cloning it; `None` outside
+/// a request. What a log line reads its correlation ID, trace ID, method and route from.
+pub fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
+    CURRENT.try_with(f).ok()
+}
+
+/// Runs `f` synchronously with `ctx` as the current request context (for work done
+/// outside the request's future that should still log as part of the request).
+pub fn sync_scope<R>(ctx: RequestContext, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(ctx, f)
 }
 
 /// The headers that carry this request's context on an outbound call: the same

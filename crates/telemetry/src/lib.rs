@@ -5,10 +5,10 @@
 
 pub mod context;
 pub mod deadline;
+mod json_lines;
 mod logging;
 pub mod metrics;
 mod middleware;
-mod span_fields;
 
 pub use context::{CorrelationId, RequestContext, TraceParent};
 pub use logging::{LogFormat, LoggingError, init_logging, subscriber};
@@ -21,3 +21,19 @@ pub use middleware::{
 /// crate's conversions, read by the metrics middleware to count errors by kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ErrorKindLabel(pub &'static str);
+
+/// The proleptic Gregorian date (year, month, day) of a count of days since 1970-01-01:
+/// Howard Hinnant's `civil_from_days`. Log lines and the REST faces write timestamps with
+/// it, without a calendar crate's formatting machinery on every line and every row.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}

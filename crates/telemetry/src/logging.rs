@@ -4,7 +4,10 @@ use std::io::IsTerminal;
 
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines are written (to stderr; stdout is for what a command prints).
@@ -42,8 +45,10 @@ pub fn init_logging(format: LogFormat, filter: &str) -> Result<(), LoggingError>
 }
 
 /// The subscriber [`init_logging`] installs, with any writer (tests capture lines).
-/// JSON lines carry the event's fields at the top level and the current span's fields
-/// (`correlation_id`, `trace_id`, ...) under `span`.
+/// JSON lines (`crate::json_lines`) carry the event's fields at the top level, the
+/// request's correlation ID, trace ID, method, path and route when written on behalf of a
+/// request, and the current span's name and fields under `span`. Human lines start with
+/// the request's correlation ID.
 pub fn subscriber<W>(
     json: bool,
     filter: &str,
@@ -58,18 +63,38 @@ where
     })?;
     let registry = tracing_subscriber::registry().with(env_filter);
     Ok(if json {
+        Box::new(registry.with(crate::json_lines::JsonLines::new(writer)))
+    } else {
         Box::new(
             registry.with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .fmt_fields(crate::span_fields::JsonSpanFields)
+                    .event_format(WithCorrelation(tracing_subscriber::fmt::format()))
                     .with_writer(writer),
             ),
         )
-    } else {
-        Box::new(registry.with(tracing_subscriber::fmt::layer().with_writer(writer)))
     })
+}
+
+/// The human format, with the request's correlation ID in front of each line written on
+/// behalf of a request (the request span has no fields to show it).
+struct WithCorrelation<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for WithCorrelation<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        crate::context::with_current(|request| {
+            write!(writer, "[{}] ", request.correlation_id.as_str())
+        })
+        .transpose()?;
+        self.0.format_event(ctx, writer, event)
+    }
 }

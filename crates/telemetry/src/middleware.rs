@@ -19,8 +19,13 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static(TRACEPARENT_HEADER);
 /// The context of an inbound request: a valid inbound `X-Correlation-ID` (or a new one),
 /// this hop's span in the caller's W3C trace (or a new trace), and the path as the
 /// `instance` of any problem the request ends in.
-pub fn context_of(headers: &HeaderMap, uri: &Uri) -> RequestContext {
-    context_from(headers.get(&CORRELATION), headers.get(&TRACEPARENT), uri)
+pub fn context_of(headers: &HeaderMap, method: &Method, uri: &Uri) -> RequestContext {
+    context_from(
+        headers.get(&CORRELATION),
+        headers.get(&TRACEPARENT),
+        method,
+        uri,
+    )
 }
 
 /// [`context_of`] from the two header values, for a caller that has already found them
@@ -28,6 +33,7 @@ pub fn context_of(headers: &HeaderMap, uri: &Uri) -> RequestContext {
 pub fn context_from(
     correlation_id: Option<&HeaderValue>,
     traceparent: Option<&HeaderValue>,
+    method: &Method,
     uri: &Uri,
 ) -> RequestContext {
     let correlation_id = correlation_id
@@ -38,34 +44,15 @@ pub fn context_from(
         .and_then(TraceParent::parse)
         .map(|parent| parent.child())
         .unwrap_or_else(TraceParent::new_root);
-    RequestContext::new(correlation_id, trace, uri)
+    RequestContext::new(correlation_id, trace, method, uri)
 }
 
-/// The span a request's log lines are recorded in, carrying its correlation and trace IDs.
-/// Free when `info` is filtered out.
-pub fn request_span(ctx: &RequestContext, method: &Method) -> tracing::Span {
-    // Fields that are strings already are recorded as strings: as `%value` they went
-    // through the formatting machinery (`Display` inside `Debug`), a visible share of the
-    // span's cost at `info`. The trace ID is written only if the span is on.
-    tracing::info_span!(
-        "request",
-        correlation_id = ctx.correlation_id.as_str(),
-        trace_id = %TraceIdHex(ctx.trace.trace_id),
-        method = method.as_str(),
-        path = ctx.instance(),
-    )
-}
-
-/// A trace ID written as 32 hex digits straight into the log line (no `String` first,
-/// and not through `{:032x}`, whose padded hex was a visible share of the span's cost).
-struct TraceIdHex(u128);
-
-impl std::fmt::Display for TraceIdHex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut buf = [0u8; 32];
-        crate::context::write_hex(&mut buf, self.0);
-        f.write_str(std::str::from_utf8(&buf).unwrap_or_default())
-    }
+/// The span a request's work is recorded in. It has no fields: a log line written on the
+/// request's behalf reads the correlation ID, trace ID, method and route from the request's
+/// [`context`] when, and only when, the line is written (`crate::json_lines`), so a
+/// request that logs nothing formats nothing. Free when `info` is filtered out.
+pub fn request_span() -> tracing::Span {
+    tracing::info_span!("request")
 }
 
 /// The response headers that return a request's correlation ID and this hop's
@@ -108,21 +95,30 @@ impl Stamp {
 /// Runs the request inside its context ([`context_of`]) and span, and stamps the response
 /// ([`Stamp`]).
 pub async fn correlate(req: Request, next: Next) -> Response {
-    let ctx = context_of(req.headers(), req.uri());
-    let span = request_span(&ctx, req.method());
+    let ctx = context_of(req.headers(), req.method(), req.uri()).with_route(
+        req.extensions()
+            .get::<axum::extract::MatchedPath>()
+            .cloned(),
+    );
+    let span = request_span();
     let started = std::time::Instant::now();
     let stamp = Stamp::of(&ctx);
+    // The access log is debug: at info it would cost every request a formatted line.
+    let access_log = tracing::enabled!(tracing::Level::DEBUG).then(|| ctx.clone());
     let mut response = context::scope(ctx, next.run(req))
         .instrument(span.clone())
         .await;
-    // The access log is debug: at info it would cost every request a formatted line.
-    span.in_scope(|| {
-        tracing::debug!(
-            status = response.status().as_u16(),
-            latency_us = started.elapsed().as_micros() as u64,
-            "request served"
-        );
-    });
+    if let Some(ctx) = access_log {
+        context::sync_scope(ctx, || {
+            span.in_scope(|| {
+                tracing::debug!(
+                    status = response.status().as_u16(),
+                    latency_us = started.elapsed().as_micros() as u64,
+                    "request served"
+                );
+            })
+        });
+    }
     stamp.apply(response.headers_mut());
     response
 }

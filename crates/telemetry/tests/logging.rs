@@ -18,9 +18,13 @@ fn app() -> Router {
             "/echo",
             get(|| async {
                 tracing::info!("inside the handler");
+                tracing::info_span!("nested", depth = 2_u64).in_scope(|| {
+                    tracing::info_span!("deeper")
+                        .in_scope(|| tracing::warn!(rows = 3_u64, "inside a nested span"));
+                });
             }),
         )
-        .layer(from_fn(telemetry::correlate))
+        .route_layer(from_fn(telemetry::correlate))
 }
 
 /// A writer that keeps every line, for asserting on log output.
@@ -56,9 +60,55 @@ async fn every_log_line_of_a_request_carries_its_correlation_id() {
         .find(|l| l.contains("inside the handler"))
         .expect("the handler's line was logged");
     let json: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(json["span"]["correlation_id"], "log-me-7");
+    assert_eq!(json["correlation_id"], "log-me-7", "{json}");
     assert_eq!(json["level"], "INFO");
-    assert!(json["span"]["trace_id"].as_str().unwrap().len() == 32);
+    assert_eq!(json["message"], "inside the handler");
+    assert_eq!(json["target"], "logging");
+    assert_eq!(json["method"], "GET");
+    assert_eq!(json["path"], "/echo");
+    assert_eq!(json["route"], "/echo");
+    let trace_id = json["trace_id"].as_str().unwrap();
+    assert!(trace_id.len() == 32 && trace_id.bytes().all(|b| b.is_ascii_hexdigit()));
+    // The request span has no fields of its own: nothing is formatted for a request that
+    // logs nothing.
+    assert_eq!(json["span"], serde_json::json!({"name": "request"}));
+    let timestamp = json["timestamp"].as_str().unwrap();
+    assert!(
+        timestamp.ends_with('Z') && timestamp.len() == 27,
+        "{timestamp}"
+    );
+
+    // A line two spans deeper still carries the request's identity, and its own fields
+    // and its span's.
+    let nested = text
+        .lines()
+        .find(|l| l.contains("inside a nested span"))
+        .expect("the nested line was logged");
+    let nested: serde_json::Value = serde_json::from_str(nested).unwrap();
+    assert_eq!(nested["correlation_id"], "log-me-7", "{nested}");
+    assert_eq!(nested["trace_id"], trace_id);
+    assert_eq!(nested["level"], "WARN");
+    assert_eq!(nested["rows"], 3);
+    assert_eq!(nested["span"], serde_json::json!({"name": "deeper"}));
+}
+
+#[test]
+fn a_line_outside_any_request_has_no_request_members() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = telemetry::subscriber(true, "info", move || writer.clone()).unwrap();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::info!(task = "relay", "on its own");
+        tracing::debug!("filtered out");
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    let json: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
+    assert_eq!(json["message"], "on its own");
+    assert_eq!(json["task"], "relay");
+    for absent in ["correlation_id", "trace_id", "method", "span"] {
+        assert!(json.get(absent).is_none(), "{absent} in {json}");
+    }
 }
 
 #[test]
@@ -99,6 +149,11 @@ fn span_fields_of_every_kind_and_recorded_later_stay_valid_json() {
     assert_eq!(span["ratio"], 0.5);
     assert_eq!(span["debugged"], "[1, 2]");
     assert_eq!(span["later"], "filled in");
+    assert_eq!(span["name"], "work");
     let empty = line("inside empty");
-    assert!(empty["span"].is_object(), "{empty}");
+    assert_eq!(
+        empty["span"],
+        serde_json::json!({"name": "empty"}),
+        "{empty}"
+    );
 }
