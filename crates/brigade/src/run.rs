@@ -116,7 +116,6 @@ const START_ORDER: [ServiceName; 5] = [
 ];
 
 async fn up(settings: &Settings, seed_if_new: bool) -> anyhow::Result<()> {
-    let fresh = !settings.data_dir.exists();
     let mut bound = settings.clone();
     let mut apps = Vec::new();
     for service in START_ORDER {
@@ -126,19 +125,33 @@ async fn up(settings: &Settings, seed_if_new: bool) -> anyhow::Result<()> {
     }
     // The table lists services in their usual order.
     apps.sort_by_key(|a| ServiceName::ALL.iter().position(|s| *s == a.service()));
-    if fresh && seed_if_new {
+    if seed_if_new {
         let catalog = find(&apps, ServiceName::Catalog)?;
         let accounts = find(&apps, ServiceName::Accounts)?;
-        let (products, users) = seed_into(catalog, accounts, &DEMO).await?;
-        tracing::info!(
-            products = products.products,
-            reviews = products.reviews,
-            users,
-            "demo data loaded"
-        );
+        if holds_no_data(catalog, accounts).await? {
+            let (products, users) = seed_into(catalog, accounts, &DEMO).await?;
+            tracing::info!(
+                products = products.products,
+                reviews = products.reviews,
+                users,
+                "demo data loaded into new databases"
+            );
+        }
     }
     print_table(settings, &apps);
     run_until_signal(apps).await
+}
+
+/// Whether catalog and accounts are both new: no products, no reviews, no users. Demo data
+/// goes only into new databases (a new data directory, an existing empty one, or fresh
+/// PostgreSQL databases), never beside data a user has: demo reviews name demo users, so
+/// one service holding data is reason enough to seed neither.
+async fn holds_no_data(catalog_db: &Database, accounts_db: &Database) -> anyhow::Result<bool> {
+    let catalog = catalog::CatalogStore::new(catalog_db.clone());
+    let accounts = accounts::AccountsStore::new(accounts_db.clone());
+    Ok(catalog.product_count().await? == 0
+        && catalog.review_count().await? == 0
+        && accounts.user_count().await? == 0)
 }
 
 fn find(apps: &[Application], service: ServiceName) -> anyhow::Result<&Database> {

@@ -20,9 +20,9 @@ pub struct PageQuery {
     /// How many items to return, 1–200 (default 50). Out of range is a 400 problem.
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
-    /// The `next_cursor` of the previous page; omit for the first page. Opaque: do not
-    /// build or parse one.
-    #[param(pattern = r"^[0-9a-z]{1,12}$")]
+    /// The `next_cursor` of the previous page; omit for the first page. Opaque and
+    /// self-checking: do not build or edit one; a cursor this API did not return is a 400.
+    #[param(pattern = r"^1[0-9a-z]{6,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -69,35 +69,81 @@ impl PageQuery {
     }
 }
 
-/// An opaque cursor for "items after this id": the id in base 36. Opaque so that the
-/// ordering key can change without breaking clients; every string the documented pattern
-/// admits (`^[0-9a-z]{1,12}$`) decodes, so the contract and the server agree exactly.
+/// An opaque cursor for "items after this id". It checks itself, so that a string the
+/// server never issued is refused (400 naming `cursor`) instead of silently paging from
+/// wherever it happens to decode to:
+///
+/// ```text
+/// 1 <id in base 36> <check: 5 base-36 digits>
+/// ```
+///
+/// The leading `1` is the format's version (a later format gets another digit, and old
+/// cursors can still be read or refused by name). The check is 25 bits of a keyed 64-bit
+/// mix of version and id: any edit of a cursor is caught with odds of about 1 in 60 million.
+/// It is a check, not a secret: a cursor grants nothing a client could not list anyway.
+/// Cursors do not depend on the process, so they survive restarts and work on every
+/// replica.
 pub fn encode_cursor(after_id: i64) -> String {
-    let mut n = after_id.max(0) as u64;
-    let mut digits = Vec::new();
-    loop {
-        digits.push(CURSOR_DIGITS[(n % 36) as usize]);
-        n /= 36;
-        if n == 0 {
-            break;
-        }
-    }
-    digits.reverse();
-    String::from_utf8(digits).unwrap_or_default()
+    let id = after_id.max(0) as u64;
+    let mut out = String::with_capacity(1 + 13 + CHECK_DIGITS);
+    out.push(CURSOR_VERSION as char);
+    push_base36(&mut out, id, 1);
+    push_base36(&mut out, check_of(id), CHECK_DIGITS);
+    out
 }
 
+/// The format's version, the cursor's first character.
+const CURSOR_VERSION: u8 = b'1';
+/// Base-36 digits of the check: 36^5 ≈ 2^25.8.
+const CHECK_DIGITS: usize = 5;
+const CHECK_RANGE: u64 = 36u64.pow(CHECK_DIGITS as u32);
+/// Longest cursor: version, 13 digits of a u64, the check.
+const MAX_CURSOR: usize = 1 + 13 + CHECK_DIGITS;
 const CURSOR_DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
 
+/// `n` in base 36, left-padded with zeros to at least `width` digits.
+fn push_base36(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [0u8; 13];
+    let mut len = 0;
+    while n > 0 || len < width {
+        digits[len] = CURSOR_DIGITS[(n % 36) as usize];
+        n /= 36;
+        len += 1;
+    }
+    out.extend(digits[..len].iter().rev().map(|d| *d as char));
+}
+
+/// The check of cursor version 1 for `id`: splitmix64's finaliser over the id mixed with a
+/// fixed key, reduced to [`CHECK_DIGITS`] base-36 digits. Deterministic on every platform.
+fn check_of(id: u64) -> u64 {
+    let mut z = id ^ 0x6272_6967_6164_6531; // "brigade1"
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) % CHECK_RANGE
+}
+
+fn base36(digits: &[u8]) -> Option<u64> {
+    digits.iter().try_fold(0u64, |n, b| {
+        let digit = CURSOR_DIGITS.iter().position(|d| d == b)? as u64;
+        n.checked_mul(36)?.checked_add(digit)
+    })
+}
+
 fn decode_cursor(raw: &str) -> Option<i64> {
-    if raw.is_empty() || raw.len() > 12 {
+    let bytes = raw.as_bytes();
+    if bytes.len() < 1 + 1 + CHECK_DIGITS || bytes.len() > MAX_CURSOR {
         return None;
     }
-    let mut n: i64 = 0;
-    for b in raw.bytes() {
-        let digit = CURSOR_DIGITS.iter().position(|d| *d == b)? as i64;
-        n = n.checked_mul(36)?.checked_add(digit)?;
+    let (version, rest) = bytes.split_first()?;
+    if *version != CURSOR_VERSION {
+        return None;
     }
-    Some(n)
+    let (id, check) = rest.split_at(rest.len() - CHECK_DIGITS);
+    let id = base36(id)?;
+    if base36(check)? != check_of(id) {
+        return None;
+    }
+    i64::try_from(id).ok()
 }
 
 /// One page of a list: `{"items": [...], "next_cursor": "..." | null}`.
@@ -138,7 +184,13 @@ pub fn etag_of(body: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The entity tags in an `If-None-Match` or `If-Match` value (`*` included as is).
@@ -202,6 +254,14 @@ pub fn json_with_etag<T: Serialize>(
     };
     let etag = etag.unwrap_or_else(|| etag_of(&body));
     let Ok(etag) = HeaderValue::from_str(&etag) else {
+        return Problem::internal(std::io::Error::other("unrepresentable ETag")).into_response();
+    };
+    rendered_with_etag(if_none_match, etag, body.into())
+}
+
+/// [`json_with_etag`] for a body already written as JSON ([`json`]): its tag is a digest of it.
+pub fn written_json_with_etag(if_none_match: &IfNoneMatch, body: Vec<u8>) -> Response {
+    let Ok(etag) = HeaderValue::from_str(&etag_of(&body)) else {
         return Problem::internal(std::io::Error::other("unrepresentable ETag")).into_response();
     };
     rendered_with_etag(if_none_match, etag, body.into())
@@ -338,16 +398,122 @@ pub fn document_problems(api: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// Unix milliseconds as an RFC 3339 UTC timestamp, the wire's format for instants.
+/// Unix milliseconds as an RFC 3339 UTC timestamp, the wire's format for instants:
+/// `2026-12-03T21:18:27.219Z`, the fraction without trailing zeros and left out when zero
+/// (as the `time` crate writes it; a test holds the two equal). Years outside 0–9999,
+/// which RFC 3339 cannot write, give an empty string.
+///
+/// Written by hand: every row of every list has two of these, and going through `time`'s
+/// formatter cost ~5% of a page of products (BENCHMARKS.md, issue 12).
 pub fn rfc3339(millis: i64) -> String {
-    let nanos = i128::from(millis) * 1_000_000;
-    time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
+    let mut out = Vec::with_capacity(24);
+    json::write_rfc3339_digits(&mut out, millis);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// JSON written by hand, for list pages: a page of 50 items through serde's derived
+/// impls escaped every key of every item, and built each item's strings (two timestamps, a
+/// copy of the name) only to serialize them once (BENCHMARKS.md, issue 12). Each face
+/// that writes an item this way keeps a test that its bytes equal its serde view's.
+pub mod json {
+    /// `{"items":[...],"next_cursor":"..."|null}`, the bytes `serde_json` writes for
+    /// [`super::Page`], from up to `limit + 1` rows in key order (as [`super::Page::from_rows`]).
+    pub fn page<R>(
+        mut rows: Vec<R>,
+        limit: u32,
+        key: impl Fn(&R) -> i64,
+        mut write_item: impl FnMut(&mut Vec<u8>, &R),
+    ) -> Vec<u8> {
+        let has_more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if has_more {
+            rows.last().map(|r| super::encode_cursor(key(r)))
+        } else {
+            None
+        };
+        let mut out = Vec::with_capacity(40 + rows.len() * 192);
+        out.extend_from_slice(b"{\"items\":[");
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_item(&mut out, row);
+        }
+        out.extend_from_slice(b"],\"next_cursor\":");
+        match next {
+            Some(cursor) => string(&mut out, &cursor),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.push(b'}');
+        out
+    }
+
+    /// A JSON string, escaped as `serde_json` escapes it.
+    pub fn string(out: &mut Vec<u8>, value: &str) {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, value);
+    }
+
+    /// An integer, as `serde_json` writes it.
+    pub fn int(out: &mut Vec<u8>, value: i64) {
+        let _ = serde_json::to_writer(&mut *out, &value);
+    }
+
+    /// A float, as `serde_json` writes it (shortest round-trip form; `null` if not finite).
+    pub fn float(out: &mut Vec<u8>, value: f64) {
+        let _ = serde_json::to_writer(&mut *out, &value);
+    }
+
+    /// An optional string: the string, or `null`.
+    pub fn opt_string(out: &mut Vec<u8>, value: Option<&str>) {
+        match value {
+            Some(v) => string(out, v),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+
+    /// [`super::rfc3339`] as a JSON string (it needs no escaping).
+    pub fn rfc3339(out: &mut Vec<u8>, millis: i64) {
+        out.push(b'"');
+        write_rfc3339_digits(out, millis);
+        out.push(b'"');
+    }
+
+    /// The digits of [`super::rfc3339`], appended to `out`.
+    pub(super) fn write_rfc3339_digits(out: &mut Vec<u8>, millis: i64) {
+        let secs = millis.div_euclid(1000);
+        let ms = millis.rem_euclid(1000) as u32;
+        let (year, month, day) = telemetry::civil_from_days(secs.div_euclid(86_400));
+        let Ok(year @ 0..=9999) = u32::try_from(year) else {
+            return;
+        };
+        let of_day = secs.rem_euclid(86_400) as u32;
+        // Digits straight into a buffer: `write!` with padded integers cost more than the
+        // row's database read.
+        let mut text = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: u32| {
+            for i in (at..at + width).rev() {
+                text[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, year);
+        put(5, 2, month);
+        put(8, 2, day);
+        put(11, 2, of_day / 3600);
+        put(14, 2, of_day / 60 % 60);
+        put(17, 2, of_day % 60);
+        put(20, 3, ms);
+        // The fraction without trailing zeros, and none at all when it is zero.
+        let end = match ms {
+            0 => 19,
+            ms if ms % 100 == 0 => 21,
+            ms if ms % 10 == 0 => 22,
+            _ => 23,
+        };
+        out.extend_from_slice(&text[..end]);
+        out.push(b'Z');
+    }
 }
 
 #[cfg(test)]
@@ -356,22 +522,88 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_forgeries() {
-        let c = encode_cursor(42);
-        assert_eq!(decode_cursor(&c), Some(42));
-        assert_eq!(decode_cursor(&encode_cursor(0)), Some(0));
+        for id in [0, 1, 2, 42, 2_999, 1 << 40, i64::MAX] {
+            let c = encode_cursor(id);
+            assert_eq!(decode_cursor(&c), Some(id), "{c}");
+            assert!(c.len() <= MAX_CURSOR && c.starts_with('1'), "{c}");
+        }
+        assert_eq!(encode_cursor(-5), encode_cursor(0));
+        // What `?cursor=abc` and `?cursor=2999` used to page from: no longer cursors.
+        for forged in ["", "abc", "2999", "ABC", "!!!", "zzzzzzzzzzzz", "1", "12"] {
+            assert_eq!(decode_cursor(forged), None, "{forged:?}");
+        }
+        // Another version, or any one character changed, is refused.
+        let good = encode_cursor(2_999);
+        assert_eq!(decode_cursor(&format!("2{}", &good[1..])), None);
+        let mut caught = 0;
+        let mut tried = 0;
+        for i in 1..good.len() {
+            for d in CURSOR_DIGITS {
+                let mut edited = good.clone().into_bytes();
+                if edited[i] == *d {
+                    continue;
+                }
+                edited[i] = *d;
+                tried += 1;
+                let edited = String::from_utf8(edited).unwrap();
+                if decode_cursor(&edited).is_none() {
+                    caught += 1;
+                }
+            }
+        }
         assert_eq!(
-            decode_cursor(&encode_cursor(i64::MAX / 2)),
-            Some(i64::MAX / 2)
+            caught, tried,
+            "every one-character edit of {good} is refused"
         );
-        // Every string of the documented pattern decodes.
-        assert_eq!(
-            decode_cursor("zzzzzzzzzzzz"),
-            Some(4_738_381_338_321_616_895)
-        );
-        assert_eq!(decode_cursor(""), None);
-        assert_eq!(decode_cursor("ABC"), None);
-        assert_eq!(decode_cursor("!!!"), None);
-        assert_eq!(decode_cursor("0000000000000"), None);
+        // Longer than any cursor, or past i64.
+        assert_eq!(decode_cursor(&"1".repeat(MAX_CURSOR + 1)), None);
+        let mut past = String::from("1");
+        push_base36(&mut past, u64::MAX, 1);
+        push_base36(&mut past, check_of(u64::MAX), CHECK_DIGITS);
+        assert_eq!(decode_cursor(&past), None);
+    }
+
+    #[test]
+    fn timestamps_are_written_as_the_time_crate_writes_them() {
+        let by_time = |millis: i64| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default()
+        };
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut samples = vec![
+            0,
+            1,
+            10,
+            100,
+            120,
+            999,
+            -1,
+            -1000,
+            951_782_400_000,
+            1_796_256_000_000,
+            253_402_300_799_999,
+            -62_167_219_200_000,
+        ];
+        for _ in 0..10_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            samples.push((rng % 253_402_300_800_000) as i64);
+        }
+        for millis in samples {
+            assert_eq!(rfc3339(millis), by_time(millis), "{millis}");
+        }
+        assert_eq!(rfc3339(1_796_256_000_120), "2026-12-03T00:00:00.12Z");
+        let mut quoted = Vec::new();
+        json::rfc3339(&mut quoted, 1_796_256_000_120);
+        assert_eq!(quoted, b"\"2026-12-03T00:00:00.12Z\"");
+        assert_eq!(rfc3339(i64::MAX), "");
+        assert_eq!(rfc3339(-62_167_219_200_001), "");
     }
 
     #[test]
@@ -393,6 +625,36 @@ mod tests {
         .parse()
         .unwrap_err();
         assert_eq!(both.errors().len(), 2);
+    }
+
+    #[test]
+    fn a_hand_written_page_is_the_page_serde_writes() {
+        for (rows, limit) in [
+            (vec![], 5),
+            (vec![1, 2], 5),
+            (vec![1, 2, 3], 2),
+            (vec![7], 1),
+        ] {
+            let by_serde =
+                serde_json::to_vec(&Page::from_rows(rows.clone(), limit, |r| *r, |r| r)).unwrap();
+            let by_hand = json::page(rows, limit, |r| *r, |out, r| json::int(out, *r));
+            assert_eq!(
+                String::from_utf8(by_hand).unwrap(),
+                String::from_utf8(by_serde).unwrap()
+            );
+        }
+        let mut out = Vec::new();
+        json::opt_string(&mut out, Some("a\"b\\c\u{1}é"));
+        json::opt_string(&mut out, None);
+        json::float(&mut out, 999.99);
+        json::float(&mut out, f64::NAN);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!(
+                "{}null999.99null",
+                serde_json::to_string("a\"b\\c\u{1}é").unwrap()
+            )
+        );
     }
 
     #[test]

@@ -3,8 +3,12 @@
 //! says `postgres://`. Migrations (one directory per backend) run at start-up.
 #![forbid(unsafe_code)]
 
+mod readers;
 #[cfg(feature = "testing")]
 pub mod testing;
+
+pub use readers::{ReadError, Readers};
+pub use rusqlite;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -95,6 +99,9 @@ pub struct Database {
     /// Set once this process has applied (or verified) every migration; `/readyz` reads it.
     migrated: Arc<AtomicBool>,
     acquire_timeout: Duration,
+    /// SQLite files only: the reader threads that serve a service's hot reads
+    /// ([`Readers`]; why not sqlx for those is in its module).
+    readers: Option<Arc<Readers>>,
 }
 
 impl Database {
@@ -173,12 +180,19 @@ impl Database {
                 });
             }
         };
+        // As many readers as cores (more cannot run at once), within the pool's size.
+        let readers = sqlite_path(url).map(|path| {
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
+            let threads = cores.min(pool.max_connections.max(1) as usize);
+            Arc::new(Readers::new(&path, threads, pool.statement_timeout))
+        });
         Ok(Database {
             pool: pool_handle,
             backend,
             url: url.clone(),
             migrated: Arc::new(AtomicBool::new(false)),
             acquire_timeout: pool.acquire_timeout,
+            readers,
         })
     }
 
@@ -223,6 +237,12 @@ impl Database {
         &self.pool
     }
 
+    /// The reader threads of a SQLite file; `None` on PostgreSQL (and in-memory SQLite),
+    /// where reads go through [`Database::pool`].
+    pub fn readers(&self) -> Option<&Readers> {
+        self.readers.as_deref()
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }
@@ -236,16 +256,24 @@ impl Database {
     }
 }
 
-fn ensure_sqlite_dir(url: &DatabaseUrl) -> Result<(), StorageError> {
+/// The file a SQLite URL names; `None` for PostgreSQL and in-memory databases.
+fn sqlite_path(url: &DatabaseUrl) -> Option<std::path::PathBuf> {
+    if url.is_postgres() {
+        return None;
+    }
     let raw = url.expose();
     let path = raw
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or_default();
-    if path.is_empty() || path == ":memory:" {
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| std::path::PathBuf::from(path))
+}
+
+fn ensure_sqlite_dir(url: &DatabaseUrl) -> Result<(), StorageError> {
+    let Some(path) = sqlite_path(url) else {
         return Ok(());
-    }
-    if let Some(parent) = std::path::Path::new(path).parent()
+    };
+    if let Some(parent) = path.parent()
         && !parent.as_os_str().is_empty()
     {
         std::fs::create_dir_all(parent).map_err(|source| StorageError::CreateDir {
@@ -307,6 +335,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// A read on SQLite's reader threads ([`Readers`]) failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 impl From<StoreError> for problem::Problem {
@@ -327,6 +358,11 @@ impl From<StoreError> for problem::Problem {
                     .with_source(err)
             }
             StoreError::Database(ref e) if is_statement_timeout(e) => {
+                Problem::unavailable("the database did not answer in time; retry shortly")
+                    .with_retry_after(Duration::from_secs(1))
+                    .with_source(err)
+            }
+            StoreError::Read(ref e) if e.is_unavailable() => {
                 Problem::unavailable("the database did not answer in time; retry shortly")
                     .with_retry_after(Duration::from_secs(1))
                     .with_source(err)

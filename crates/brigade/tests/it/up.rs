@@ -9,6 +9,8 @@ use crate::helpers::{SERVICES, brigade, on_free_ports, start, terminate};
 async fn up_brings_all_five_services_to_ready_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // An existing empty folder is as new as a missing one (`mkdir data && brigade up`).
+    std::fs::create_dir(&data).unwrap();
     let mut running = start(on_free_ports(brigade(&data).arg("up"))).await;
     assert_eq!(running.urls.len(), 5, "{:?}", running.urls);
 
@@ -27,7 +29,7 @@ async fn up_brings_all_five_services_to_ready_and_stops_on_sigterm() {
         );
     }
 
-    // A new data directory got the demo data: the seed's Laptop is product 1.
+    // The new databases got the demo data: the seed's Laptop is product 1.
     let url = DatabaseUrl::sqlite_file(&data.join("catalog.db"));
     let db = storage::Database::connect(&url, &PoolSettings::default())
         .await
@@ -179,4 +181,40 @@ async fn a_created_product_reaches_events_tail_through_the_outbox() {
         .expect("stopped")
         .unwrap();
     assert!(status.success());
+}
+
+/// `up` never loads demo data beside a user's own: a catalog that holds products (here
+/// from `brigade seed` with small counts) stays exactly as it was.
+#[tokio::test]
+async fn up_never_seeds_a_database_that_has_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let seeded = brigade(&data)
+        .args(["seed", "--products", "3", "--users", "2", "--reviews", "4"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        seeded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&seeded.stderr)
+    );
+
+    let mut running = start(on_free_ports(brigade(&data).arg("up"))).await;
+    // (service, list path, how many `brigade seed` made)
+    for (service, path, seeded) in [
+        ("catalog", "/v1/products?limit=100", 3),
+        ("accounts", "/v1/users?limit=100", 2),
+    ] {
+        let url = format!("{}{path}", running.urls[service]);
+        let page: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), seeded, "{page}");
+    }
+
+    terminate(&running.child);
+    let status = tokio::time::timeout(Duration::from_secs(20), running.child.wait())
+        .await
+        .expect("brigade stopped within 20 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
 }

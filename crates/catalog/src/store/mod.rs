@@ -5,6 +5,7 @@
 //! transaction); [`CatalogStore`] is the pool-backed convenience for everything else.
 
 pub mod cache;
+mod read;
 pub mod reservations;
 
 use std::sync::Arc;
@@ -313,6 +314,13 @@ pub async fn count_products(conn: &mut AnyConnection) -> Result<i64, StoreError>
     Ok(n)
 }
 
+pub async fn count_reviews(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM reviews")
+        .fetch_one(conn)
+        .await?;
+    Ok(n)
+}
+
 /// The pool-backed face of the repository functions above, with the single-product read
 /// cache ([`cache`]) that every product write made through it keeps fresh.
 #[derive(Debug, Clone)]
@@ -322,6 +330,11 @@ pub struct CatalogStore {
     /// Writes put their events in the outbox table; ringing it after a commit gets them
     /// published at once instead of at the relay's next poll.
     outbox: outbox::Outbox,
+}
+
+/// Rows read on the SQLite readers, as domain values (validated like sqlx's rows).
+fn rows<R, T: TryFrom<R, Error = StoreError>>(rows: Vec<R>) -> Result<Vec<T>, StoreError> {
+    rows.into_iter().map(T::try_from).collect()
 }
 
 macro_rules! with_conn {
@@ -366,7 +379,14 @@ impl CatalogStore {
             Ok(product) => return Ok(Some(product)),
             Err(ticket) => ticket,
         };
-        let found = with_conn!(self, |c| get_product(&mut c, id).await)?.map(Arc::new);
+        let found = match self.db.readers() {
+            Some(readers) => read::product(readers, id.0)
+                .await?
+                .map(Product::try_from)
+                .transpose()?,
+            None => with_conn!(self, |c| get_product(&mut c, id).await)?,
+        }
+        .map(Arc::new);
         if let Some(product) = &found {
             self.cache.fill(ticket, Arc::clone(product));
         }
@@ -408,7 +428,13 @@ impl CatalogStore {
     }
 
     pub async fn products_by_id(&self, ids: &[ProductId]) -> Result<Vec<Product>, StoreError> {
-        with_conn!(self, |c| get_products(&mut c, ids).await)
+        match self.db.readers() {
+            Some(readers) if !ids.is_empty() => {
+                let ids = ids.iter().map(|id| id.0).collect();
+                rows(read::products_by_id(readers, ids).await?)
+            }
+            _ => with_conn!(self, |c| get_products(&mut c, ids).await),
+        }
     }
 
     pub async fn products(
@@ -416,7 +442,10 @@ impl CatalogStore {
         after: Option<ProductId>,
         limit: u32,
     ) -> Result<Vec<Product>, StoreError> {
-        with_conn!(self, |c| list_products(&mut c, after, limit).await)
+        match self.db.readers() {
+            Some(readers) => rows(read::products(readers, after.map_or(0, |a| a.0), limit).await?),
+            None => with_conn!(self, |c| list_products(&mut c, after, limit).await),
+        }
     }
 
     pub async fn update_product(
@@ -460,7 +489,13 @@ impl CatalogStore {
         product_id: ProductId,
         id: ReviewId,
     ) -> Result<Option<Review>, StoreError> {
-        with_conn!(self, |c| get_review(&mut c, product_id, id).await)
+        match self.db.readers() {
+            Some(readers) => read::review(readers, product_id.0, id.0)
+                .await?
+                .map(Review::try_from)
+                .transpose(),
+            None => with_conn!(self, |c| get_review(&mut c, product_id, id).await),
+        }
     }
 
     pub async fn reviews(
@@ -469,11 +504,20 @@ impl CatalogStore {
         after: Option<ReviewId>,
         limit: u32,
     ) -> Result<Vec<Review>, StoreError> {
-        with_conn!(self, |c| list_reviews(&mut c, product_id, after, limit)
-            .await)
+        match self.db.readers() {
+            Some(readers) => {
+                rows(read::reviews(readers, product_id.0, after.map_or(0, |a| a.0), limit).await?)
+            }
+            None => with_conn!(self, |c| list_reviews(&mut c, product_id, after, limit)
+                .await),
+        }
     }
 
     pub async fn product_count(&self) -> Result<i64, StoreError> {
         with_conn!(self, |c| count_products(&mut c).await)
+    }
+
+    pub async fn review_count(&self) -> Result<i64, StoreError> {
+        with_conn!(self, |c| count_reviews(&mut c).await)
     }
 }

@@ -106,7 +106,7 @@ async fn list_products_streams_every_product_in_order() {
     let mut some = c
         .list_products(ListProductsRequest {
             page_size: 7,
-            page_token: "a".into(),
+            page_token: server::rest::encode_cursor(10),
         })
         .await
         .unwrap()
@@ -115,11 +115,7 @@ async fn list_products_streams_every_product_in_order() {
     while let Some(p) = some.message().await.unwrap() {
         ids.push(p.id);
     }
-    assert_eq!(
-        ids,
-        (11..=17).collect::<Vec<_>>(),
-        "page_token 'a' is base 36 for 10"
-    );
+    assert_eq!(ids, (11..=17).collect::<Vec<_>>(), "the page after id 10");
 
     let bad = c
         .list_products(ListProductsRequest {
@@ -129,14 +125,17 @@ async fn list_products_streams_every_product_in_order() {
         .await
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
-    let bad = c
-        .list_products(ListProductsRequest {
-            page_size: 0,
-            page_token: "NOT A TOKEN".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(bad.code(), Code::InvalidArgument);
+    // Malformed, or a base-36 string the server never issued.
+    for token in ["NOT A TOKEN", "a", "2999"] {
+        let bad = c
+            .list_products(ListProductsRequest {
+                page_size: 0,
+                page_token: token.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(bad.code(), Code::InvalidArgument, "{token:?}");
+    }
     app.stop().await;
 }
 

@@ -236,9 +236,18 @@ async fn what_the_framework_refuses_is_problem_json_too() {
     assert_eq!(bad_query.headers()["content-type"], PROBLEM);
     let out_of_range = app.get("/v1/products?limit=201").await;
     assert_eq!(out_of_range.status(), 400);
-    for cursor in ["not-a-cursor", "", "ABC"] {
+    // Malformed, or well-formed but never issued by the server (any base-36 string used
+    // to decode: `abc` and `2999` paged from ids 13,368 and 2,999).
+    for cursor in ["not-a-cursor", "", "ABC", "abc", "2999", "1zzzzzzzzz"] {
         let bad_cursor = app.get(&format!("/v1/products?cursor={cursor}")).await;
         assert_eq!(bad_cursor.status(), 400, "{cursor:?}");
+        assert_eq!(bad_cursor.headers()["content-type"], PROBLEM);
+        let problem: Value = bad_cursor.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], "cursor", "{problem}");
+        let reviews = app
+            .get(&format!("/v1/products/1/reviews?cursor={cursor}"))
+            .await;
+        assert_eq!(reviews.status(), 400, "reviews {cursor:?}");
     }
     let bad_path = app.get("/v1/products/abc").await;
     assert_eq!(bad_path.status(), 400);
