@@ -11,14 +11,16 @@
 #   BENCH_WARMUP=2s        unmeasured wrk run per server and endpoint before round 1
 #   BENCH_ROUNDS=3         rounds; the table shows the median
 #   BENCH_CONNECTIONS=32   wrk connections (one wrk thread)
+#   BENCH_REVIEWS_OF=500   @reviews spreads over the reviews of products 1 to this
 #   BENCH_PIN=1            pin the servers to BENCH_SERVER_CPU and wrk to BENCH_CLIENT_CPU
 #                          (taskset -c lists), so client and servers do not share a core;
 #                          0 = let the scheduler place them
 #   BENCH_SERVER_CPU=0
 #   BENCH_CLIENT_CPU=1
 #   BENCH_SKIP_BUILD=0     1 = measure the release binaries already in the target directory
-#   BENCH_LOG_FILTER=warn  Brigade's log filter. Users run the default `info,sqlx=warn`;
-#                          pass that to measure what they get.
+#   BENCH_LOG_FILTER=      Brigade's log filter. Unset (the default): Brigade's own shipped
+#                          default (`info,sqlx=warn`), what users run. Set it (e.g. `warn`)
+#                          only to report a second figure beside the default one.
 #
 # Output: a table of requests/s (median of the rounds), server CPU time per request
 # (utime+stime of the whole server process from /proc/<pid>/stat, all threads), the
@@ -32,10 +34,13 @@ DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
 ROUNDS=${BENCH_ROUNDS:-3}
 CONNECTIONS=${BENCH_CONNECTIONS:-32}
+REVIEWS_OF=${BENCH_REVIEWS_OF:-500}
 PIN=${BENCH_PIN:-1}
 SERVER_CPU=${BENCH_SERVER_CPU:-0}
 CLIENT_CPU=${BENCH_CLIENT_CPU:-1}
-LOG_FILTER=${BENCH_LOG_FILTER:-warn}
+LOG_FILTER=${BENCH_LOG_FILTER:-}
+# Shown in the report: the filter measured.
+LOG_FILTER_SHOWN=${LOG_FILTER:-shipped default (info,sqlx=warn)}
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "rest.sh: $*"; exit 1; }
@@ -90,7 +95,8 @@ trap 'exit 130' INT TERM
 
 # Explicit flags and variables only: a BRIGADE_CONFIG in the caller's environment must not
 # change what is measured. JSON logs, as when stderr is not a terminal.
-BRIGADE_ENV=(env -u BRIGADE_CONFIG BRIGADE_LOG__FILTER="$LOG_FILTER" BRIGADE_LOG__FORMAT=json)
+BRIGADE_ENV=(env -u BRIGADE_CONFIG -u BRIGADE_LOG__FILTER BRIGADE_LOG__FORMAT=json)
+if [ -n "$LOG_FILTER" ]; then BRIGADE_ENV+=(BRIGADE_LOG__FILTER="$LOG_FILTER"); fi
 
 # Waits until FILE contains an http://127.0.0.1:PORT URL printed by process PID.
 wait_for_url() {
@@ -114,14 +120,34 @@ say "seeding a fresh data directory in $WORK/data"
 BRIGADE_PID=$!
 BRIGADE_URL=$(wait_for_url "$WORK/brigade.out" "$BRIGADE_PID" brigade)
 
-"${PIN_SERVER[@]}" "$BARE" --from "$BRIGADE_URL" --port 0 >"$WORK/bare.out" 2>"$WORK/bare.err" &
+"${PIN_SERVER[@]}" "$BARE" --from "$BRIGADE_URL" --port 0 --crawl --reviews-of "$REVIEWS_OF" \
+  --write-paths "$WORK" >"$WORK/bare.out" 2>"$WORK/bare.err" &
 BARE_PID=$!
 BARE_URL=$(wait_for_url "$WORK/bare.out" "$BARE_PID" bare-rest)
 
-ENDPOINTS=("/v1/products/1" "/v1/products?limit=50")
+# An endpoint is a path, or @NAME: requests spread round-robin over every path in
+# $WORK/NAME.paths (bench/spread.lua), which bare-rest wrote while copying them: every page
+# of products (`@products`, cursors all over the catalog) and the first page of reviews of
+# $REVIEWS_OF products (`@reviews`). Spread reads keep a cache from standing in for the
+# database.
+ENDPOINTS=("/v1/products/1" "/v1/products?limit=50" "@products" "@reviews")
 
-# The comparison is only fair if both serve the same bytes.
-for path in "${ENDPOINTS[@]}"; do
+# The comparison is only fair if both serve the same bytes: every fixed path, and the
+# first, middle and last path of each spread.
+CHECK=()
+for endpoint in "${ENDPOINTS[@]}"; do
+  case $endpoint in
+    @*)
+      file="$WORK/${endpoint#@}.paths"
+      [ -s "$file" ] || die "bare-rest wrote no $file"
+      n=$(wc -l <"$file")
+      say "$endpoint: $n paths"
+      for line in 1 $(((n + 1) / 2)) "$n"; do CHECK+=("$(sed -n "${line}p" "$file")"); done
+      ;;
+    *) CHECK+=("$endpoint") ;;
+  esac
+done
+for path in "${CHECK[@]}"; do
   curl -sf -o "$WORK/a.body" -D "$WORK/a.head" "$BRIGADE_URL$path" || die "GET $path on brigade failed"
   curl -sf -o "$WORK/b.body" -D "$WORK/b.head" "$BARE_URL$path" || die "GET $path on bare-rest failed"
   cmp -s "$WORK/a.body" "$WORK/b.body" || die "bodies of $path differ between the servers"
@@ -172,8 +198,12 @@ run() {
   m0=$(machine_jiffies)
   before=$(cpu_ticks "$pid")
   # bash's `time` gives wrk's own CPU time, so the rest of the machine's load can be told apart.
+  local target=("$url$path")
+  case $path in
+    @*) target=(-s bench/spread.lua "$url" -- "$WORK/${path#@}.paths") ;;
+  esac
   if ! { TIMEFORMAT='%3U %3S'; time "${PIN_CLIENT[@]}" wrk -t1 -c"$CONNECTIONS" -d"$duration" \
-      --latency "$url$path" >"$WORK/wrk.out"; } 2>"$WORK/wrk.time"; then
+      --latency "${target[@]}" >"$WORK/wrk.out"; } 2>"$WORK/wrk.time"; then
     cat "$WORK/wrk.out" "$WORK/wrk.time" >&2
     die "wrk failed against $server $path"
   fi
@@ -239,7 +269,7 @@ else
 fi
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 echo
-echo "REST reads: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, medians; $pinning; brigade log filter '$LOG_FILTER'"
+echo "REST reads: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, medians; $pinning; brigade log filter: $LOG_FILTER_SHOWN"
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)); $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM; $(uname -sr); load average $LOAD_START at start, $LOAD_END at end"
 echo
 awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
@@ -291,6 +321,8 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
   }' "$RESULTS"
 echo
 cat <<'NOTE'
+@products: every page of 50 products, cursor after cursor, round-robin; @reviews: the
+first page of reviews of each of products 1..BENCH_REVIEWS_OF (500), round-robin.
 req/s: median of the rounds. CPU µs/req: the server's utime+stime (all its threads) per
 request, median of the rounds. server, wrk: CPU each used during the run, in % of one core
 (a server below ~95% was not the bottleneck). other load: CPU the rest of the machine used

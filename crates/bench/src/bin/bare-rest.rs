@@ -1,15 +1,19 @@
 //! `bare-rest`: the baseline of `bench/rest.sh`. A plain axum server, no middleware, that
 //! serves from memory the exact bytes a running Brigade catalog returns for
-//! `GET /v1/products/1` and `GET /v1/products?limit=50` (fetched once at start-up), with
-//! the same `Content-Type` and `ETag`. Listens on loopback only.
+//! `GET /v1/products/1`, `GET /v1/products?limit=50` and, with `--crawl`, every later page
+//! of products (following `next_cursor`) and the first page of reviews of products
+//! `1..=--reviews-of`: all fetched once at start-up, each with the same `Content-Type` and
+//! `ETag`. A page is found by its exact query string. Listens on loopback only.
 #![forbid(unsafe_code)]
 
+use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -26,6 +30,16 @@ struct Args {
     /// The loopback port to listen on (0 picks a free one; the chosen URL is printed).
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Copy every page of products, not only the first.
+    #[arg(long)]
+    crawl: bool,
+    /// Copy `/v1/products/{id}/reviews?limit=50` of products 1 to this.
+    #[arg(long, default_value_t = 0)]
+    reviews_of: i64,
+    /// Write the paths copied (`products.paths`, `reviews.paths`, one a line) into this
+    /// directory, for a load generator to spread its requests over.
+    #[arg(long, value_name = "DIR")]
+    write_paths: Option<std::path::PathBuf>,
 }
 
 /// One response copied from Brigade: its body bytes and the headers that describe them.
@@ -98,7 +112,41 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let from = args.from.trim_end_matches('/');
     let client = reqwest::Client::new();
     let one = fetch(&client, &format!("{from}/v1/products/1")).await?;
-    let page = fetch(&client, &format!("{from}/v1/products?limit=50")).await?;
+
+    // Pages of products by query string, following `next_cursor` with --crawl.
+    let mut pages = HashMap::new();
+    let mut product_paths = Vec::new();
+    let mut query = "limit=50".to_owned();
+    loop {
+        let path = format!("/v1/products?{query}");
+        let page = fetch(&client, &format!("{from}{path}")).await?;
+        let next = serde_json::from_slice::<serde_json::Value>(&page.body)
+            .with_context(|| format!("GET {path} is not JSON"))?["next_cursor"]
+            .as_str()
+            .map(str::to_owned);
+        product_paths.push(path);
+        pages.insert(query, page);
+        match next {
+            Some(cursor) if args.crawl => query = format!("limit=50&cursor={cursor}"),
+            _ => break,
+        }
+    }
+    let mut reviews = HashMap::new();
+    let mut review_paths = Vec::new();
+    for id in 1..=args.reviews_of {
+        let path = format!("/v1/products/{id}/reviews?limit=50");
+        reviews.insert(id, fetch(&client, &format!("{from}{path}")).await?);
+        review_paths.push(path);
+    }
+    if let Some(dir) = &args.write_paths {
+        for (name, paths) in [("products", &product_paths), ("reviews", &review_paths)] {
+            let file = dir.join(format!("{name}.paths"));
+            std::fs::write(&file, paths.join("\n") + "\n")
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
+    }
+    let pages = Arc::new(pages);
+    let reviews = Arc::new(reviews);
 
     let app = Router::new()
         .route(
@@ -116,9 +164,28 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         )
         .route(
             "/v1/products",
-            get(move || {
-                let page = page.clone();
-                async move { page }
+            get(move |RawQuery(query): RawQuery| {
+                let page = query.and_then(|q| pages.get(&q).cloned());
+                async move {
+                    page.map_or(
+                        StatusCode::NOT_FOUND.into_response(),
+                        IntoResponse::into_response,
+                    )
+                }
+            }),
+        )
+        .route(
+            "/v1/products/{id}/reviews",
+            get(move |Path(id): Path<i64>, RawQuery(query): RawQuery| {
+                let page = (query.as_deref() == Some("limit=50"))
+                    .then(|| reviews.get(&id).cloned())
+                    .flatten();
+                async move {
+                    page.map_or(
+                        StatusCode::NOT_FOUND.into_response(),
+                        IntoResponse::into_response,
+                    )
+                }
             }),
         );
 

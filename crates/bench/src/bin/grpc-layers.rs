@@ -177,13 +177,18 @@ async fn serve(variant: Variant, from: &str, port: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `bench/grpc.sh` gives Brigade: defaults, JSON logs at `warn` (or
-/// BENCH_LOG_FILTER), the given port, a scratch data directory.
+/// What `bench/grpc.sh` gives Brigade: defaults (the shipped log filter, or
+/// BENCH_LOG_FILTER when set and not empty), JSON logs, the given port, a scratch data
+/// directory.
 fn brigade_like_settings(port: u16) -> anyhow::Result<(settings::Settings, tempfile::TempDir)> {
     let mut s = settings::Settings::default();
     s.services.catalog.port = port;
     s.log.format = telemetry::LogFormat::Json;
-    s.log.filter = std::env::var("BENCH_LOG_FILTER").unwrap_or_else(|_| "warn".to_owned());
+    if let Ok(filter) = std::env::var("BENCH_LOG_FILTER")
+        && !filter.is_empty()
+    {
+        s.log.filter = filter;
+    }
     let dir = tempfile::tempdir().context("creating a scratch data directory")?;
     s.data_dir = dir.path().to_owned();
     Ok((s, dir))

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: Brigade's catalog at its
+# shipped defaults (log filter included) against bare-rest serving the same bytes. Unlike
+# requests/s on this shared machine, the count repeats run to run, so it is reported beside
+# bench/rest.sh's ratios where those scatter.
+#
+#   bench/callgrind.sh
+#
+# For each endpoint and server: start the server under callgrind, send BENCH_WARM requests,
+# zero the counters (callgrind_control -z), send BENCH_REQUESTS requests over one
+# keep-alive connection (one curl), dump the counters (callgrind_control -d) and divide the
+# instructions of every thread of the process by the request count. User-space
+# instructions only: the kernel's share (sockets, scheduling) is not counted.
+#
+# Knobs: BENCH_REQUESTS=300, BENCH_WARM=50, BENCH_SKIP_BUILD=0, BENCH_LOG_FILTER= (unset:
+# Brigade's shipped default; set it only for a second figure beside that one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+REQUESTS=${BENCH_REQUESTS:-300}
+WARM=${BENCH_WARM:-50}
+LOG_FILTER=${BENCH_LOG_FILTER:-}
+
+say() { printf '%s\n' "$*" >&2; }
+die() { say "callgrind.sh: $*"; exit 1; }
+
+command -v valgrind >/dev/null 2>&1 || {
+  say "valgrind is missing; installing it with apt-get"
+  apt-get update && apt-get install -y valgrind
+}
+command -v curl >/dev/null 2>&1 || die "curl is needed"
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+  say "building release binaries (brigade, bare-rest)"
+  cargo build --release -p brigade -p bench
+fi
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
+  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+BRIGADE="$TARGET_DIR/release/brigade"
+BARE="$TARGET_DIR/release/bare-rest"
+
+WORK=$(mktemp -d -t brigade-callgrind.XXXXXX)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+BRIGADE_ENV=(env -u BRIGADE_CONFIG -u BRIGADE_LOG__FILTER BRIGADE_LOG__FORMAT=json)
+if [ -n "$LOG_FILTER" ]; then BRIGADE_ENV+=(BRIGADE_LOG__FILTER="$LOG_FILTER"); fi
+
+wait_for_url() {
+  local file=$1 pid=$2 name=$3 url=""
+  for _ in $(seq 1 600); do
+    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$file" 2>/dev/null | head -n1 || true)
+    if [ -n "$url" ]; then printf '%s\n' "$url"; return 0; fi
+    kill -0 "$pid" 2>/dev/null || die "$name exited early: $(cat "$WORK"/*.err)"
+    sleep 0.1
+  done
+  die "$name did not start within 60 s"
+}
+
+say "seeding a fresh data directory"
+"${BRIGADE_ENV[@]}" "$BRIGADE" seed --data-dir "$WORK/data" >/dev/null 2>"$WORK/seed.err" \
+  || die "brigade seed failed: $(cat "$WORK/seed.err")"
+
+# A plain run of Brigade for bare-rest to copy its bodies and paths from.
+"${BRIGADE_ENV[@]}" "$BRIGADE" serve catalog --data-dir "$WORK/data" --port 0 \
+  >"$WORK/source.out" 2>"$WORK/source.err" &
+SOURCE_PID=$!
+PIDS+=("$SOURCE_PID")
+SOURCE_URL=$(wait_for_url "$WORK/source.out" "$SOURCE_PID" brigade)
+
+# URLS NAME: the paths of one endpoint (a fixed path, or @products / @reviews as in
+# bench/rest.sh), repeated to $1 requests.
+paths_of() {
+  local endpoint=$1 count=$2
+  case $endpoint in
+    @*) awk -v n="$count" '{ p[NR] = $0 } END { for (i = 0; i < n; i++) print p[i % NR + 1] }' \
+          "$WORK/${endpoint#@}.paths" ;;
+    *) yes "$endpoint" | head -n "$count" ;;
+  esac
+}
+
+# One curl, one keep-alive connection, every URL in file $2 against base $1.
+drive() {
+  local base=$1 list=$2 args=()
+  while read -r path; do args+=(-o /dev/null "$base$path"); done <"$list"
+  curl -sf "${args[@]}" || die "a request to $base failed"
+}
+
+# measure SERVER ENDPOINT -> instructions per request
+measure() {
+  local server=$1 endpoint=$2 out="$WORK/cg.$1" pid url
+  rm -f "$out".*
+  if [ "$server" = brigade ]; then
+    "${BRIGADE_ENV[@]}" valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+      "$BRIGADE" serve catalog --data-dir "$WORK/data" --port 0 \
+      >"$WORK/cg.out" 2>"$WORK/cg.err" &
+  else
+    valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+      "$BARE" --from "$SOURCE_URL" --port 0 --crawl --reviews-of 500 \
+      >"$WORK/cg.out" 2>"$WORK/cg.err" &
+  fi
+  pid=$!
+  PIDS+=("$pid")
+  url=$(wait_for_url "$WORK/cg.out" "$pid" "$server under callgrind")
+  paths_of "$endpoint" "$WARM" >"$WORK/warm.list"
+  paths_of "$endpoint" "$REQUESTS" >"$WORK/run.list"
+  drive "$url" "$WORK/warm.list"
+  callgrind_control -z "$pid" >/dev/null
+  drive "$url" "$WORK/run.list"
+  callgrind_control -d "$pid" >/dev/null
+  kill -TERM "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  # The dump made after zeroing: the newest numbered file (the final one, at exit,
+  # holds only what came after it).
+  local dump
+  dump=$(ls "$out".*.1 2>/dev/null | head -n1)
+  [ -n "$dump" ] || dump=$(ls -t "$out".* | tail -n1)
+  awk -v n="$REQUESTS" '/^(summary|totals):/ { print int($2 / n); exit }' "$dump"
+}
+
+# bare-rest (not under callgrind) writes the spread paths once.
+"$BARE" --from "$SOURCE_URL" --port 0 --crawl --reviews-of 500 --write-paths "$WORK" \
+  >"$WORK/paths.out" 2>"$WORK/paths.err" &
+PATHS_PID=$!
+PIDS+=("$PATHS_PID")
+wait_for_url "$WORK/paths.out" "$PATHS_PID" bare-rest >/dev/null
+kill -TERM "$PATHS_PID"
+
+ENDPOINTS=("/v1/products/1" "/v1/products?limit=50" "@products" "@reviews")
+printf '\nInstructions per request (callgrind, user space, all threads); %s requests after %s warm-up; brigade log filter: %s\n' \
+  "$REQUESTS" "$WARM" "${LOG_FILTER:-shipped default (info,sqlx=warn)}"
+printf '%s; %s; valgrind %s\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+  "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)" "$(valgrind --version)"
+printf '| %-21s | %12s | %12s | %8s |\n' endpoint brigade bare-rest ratio
+printf '|%s|%s|%s|%s|\n' "-----------------------" "-------------:" "-------------:" "---------:"
+for endpoint in "${ENDPOINTS[@]}"; do
+  say "measuring $endpoint"
+  b=$(measure brigade "$endpoint")
+  r=$(measure bare "$endpoint")
+  printf '| %-21s | %12s | %12s | %7s× |\n' "$endpoint" "$b" "$r" \
+    "$(awk -v b="$b" -v r="$r" 'BEGIN { printf "%.2f", b / r }')"
+done
+echo
+echo "ratio: Brigade's instructions per request over bare-rest's (lower is better; 1/ratio is"
+echo "comparable to bench/rest.sh's brigade/bare throughput ratio when both are CPU-bound)."
