@@ -74,6 +74,7 @@ if [ "$CLIENT" != h2load ]; then REST=0; fi
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "grpc.sh: $*"; exit 1; }
+. bench/lib.sh
 
 case $CLIENT in
   h2load | grpc-load) ;;
@@ -105,8 +106,7 @@ else
   say "building release binaries (brigade, bare-grpc, bare-rest, grpc-load, grpc-layers, wire-size)"
   cargo build --release -p brigade -p bench
 fi
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
-  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+TARGET_DIR=$(target_dir)
 BRIGADE="$TARGET_DIR/release/brigade"
 BARE="$TARGET_DIR/release/bare-grpc"
 LOAD="$TARGET_DIR/release/grpc-load"
@@ -134,22 +134,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Explicit flags and variables only: a BRIGADE_CONFIG in the caller's environment must not
-# change what is measured. JSON logs, as when stderr is not a terminal.
-BRIGADE_ENV=(env -u BRIGADE_CONFIG -u BRIGADE_LOG__FILTER BRIGADE_LOG__FORMAT=json)
-if [ -n "$LOG_FILTER" ]; then BRIGADE_ENV+=(BRIGADE_LOG__FILTER="$LOG_FILTER"); fi
+brigade_env "$LOG_FILTER"
 
-# Waits until FILE contains an http://127.0.0.1:PORT URL printed by process PID.
-wait_for_url() {
-  local file=$1 pid=$2 name=$3 url=""
-  for _ in $(seq 1 300); do
-    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$file" 2>/dev/null | head -n1 || true)
-    if [ -n "$url" ]; then printf '%s\n' "$url"; return 0; fi
-    kill -0 "$pid" 2>/dev/null || { cat "$WORK"/*.err >&2 || true; die "$name exited early"; }
-    sleep 0.1
-  done
-  die "$name did not start within 30 s"
-}
 
 # start NAME COMMAND...: starts a server, records its pid and URL. `env` and `taskset`
 # both exec, so $! is the server's own pid.

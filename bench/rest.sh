@@ -44,6 +44,7 @@ LOG_FILTER_SHOWN=${LOG_FILTER:-shipped default (info,sqlx=warn)}
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "rest.sh: $*"; exit 1; }
+. bench/lib.sh
 
 # --- tools -------------------------------------------------------------------------------
 if ! command -v wrk >/dev/null 2>&1; then
@@ -71,8 +72,7 @@ else
   say "building release binaries (brigade, bare-rest)"
   cargo build --release -p brigade -p bench
 fi
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
-  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+TARGET_DIR=$(target_dir)
 BRIGADE="$TARGET_DIR/release/brigade"
 BARE="$TARGET_DIR/release/bare-rest"
 [ -x "$BRIGADE" ] && [ -x "$BARE" ] || die "release binaries not found under $TARGET_DIR"
@@ -93,22 +93,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Explicit flags and variables only: a BRIGADE_CONFIG in the caller's environment must not
-# change what is measured. JSON logs, as when stderr is not a terminal.
-BRIGADE_ENV=(env -u BRIGADE_CONFIG -u BRIGADE_LOG__FILTER BRIGADE_LOG__FORMAT=json)
-if [ -n "$LOG_FILTER" ]; then BRIGADE_ENV+=(BRIGADE_LOG__FILTER="$LOG_FILTER"); fi
+brigade_env "$LOG_FILTER"
 
-# Waits until FILE contains an http://127.0.0.1:PORT URL printed by process PID.
-wait_for_url() {
-  local file=$1 pid=$2 name=$3 url=""
-  for _ in $(seq 1 300); do
-    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$file" 2>/dev/null | head -n1 || true)
-    if [ -n "$url" ]; then printf '%s\n' "$url"; return 0; fi
-    kill -0 "$pid" 2>/dev/null || { cat "$WORK"/*.err >&2 || true; die "$name exited early"; }
-    sleep 0.1
-  done
-  die "$name did not start within 30 s"
-}
 
 say "seeding a fresh data directory in $WORK/data"
 "${BRIGADE_ENV[@]}" "$BRIGADE" seed --data-dir "$WORK/data" >"$WORK/seed.out" 2>"$WORK/seed.err" \

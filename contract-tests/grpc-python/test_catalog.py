@@ -167,10 +167,21 @@ class Checks:
         print(f"    streamed {len(ids)} products; REST walked the same {len(rest)}")
 
     def check_list_products_page(self):
+        # Tokens are the REST face's cursors: opaque and self-checking. The one after the
+        # first product comes from the server itself.
+        url = f"{self.rest}/v1/products?limit=1"
+        with self.http.open(url, timeout=TIMEOUT) as response:
+            token = json.load(response)["next_cursor"]
         stream = self.products.ListProducts(
-            self.pb.ListProductsRequest(page_size=3, page_token="1"), timeout=TIMEOUT)
+            self.pb.ListProductsRequest(page_size=3, page_token=token), timeout=TIMEOUT)
         ids = [p.id for p in stream]
-        assert ids == [2, 3, 4], f"page_size 3 after token \"1\" streamed ids {ids}"
+        assert ids == [2, 3, 4], f"page_size 3 after token {token!r} streamed ids {ids}"
+        # A token the server never issued is refused, not read as an id.
+        for forged in ("1", "abc"):
+            stream = self.products.ListProducts(
+                self.pb.ListProductsRequest(page_size=3, page_token=forged), timeout=TIMEOUT)
+            err = self.rpc_error(lambda timeout: list(stream))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (forged, err.code())
 
     def check_create_product_then_get(self):
         name = f"Python client {uuid.uuid4().hex[:8]}"

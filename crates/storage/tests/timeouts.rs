@@ -71,3 +71,64 @@ async fn sqlite_waits_for_a_writers_lock_no_longer_than_the_timeout() {
     check_unavailable(err);
     drop(tx);
 }
+
+/// The SQLite readers (`storage::Readers`): a read on the calling thread never waits for a
+/// lock; one that meets a lock goes to the reader threads, which wait up to the statement
+/// timeout and then answer 503 (not 500); once the lock is gone, reads succeed again.
+///
+/// WAL readers are not blocked by a writer, so the file here is in rollback-journal mode,
+/// where a writer's exclusive lock keeps readers out, as WAL recovery does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_reads_wait_for_a_lock_no_longer_than_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let holder = storage::rusqlite::Connection::open(&path).unwrap();
+    holder
+        .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (7);")
+        .unwrap();
+    let readers = storage::Readers::new(&path, 1, Duration::from_millis(200));
+    let count = |conn: &storage::rusqlite::Connection| {
+        conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+            .map_err(storage::ReadError::from)
+    };
+    assert_eq!(readers.read(count).await.unwrap(), 1);
+
+    holder
+        .execute_batch("BEGIN EXCLUSIVE; INSERT INTO t VALUES (8);")
+        .unwrap();
+    let started = Instant::now();
+    let err = readers.read(count).await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(err.is_busy(), "{err:?}");
+    assert!(
+        waited >= Duration::from_millis(150),
+        "gave up after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(4), "gave up after {waited:?}");
+    let problem = problem::Problem::from(StoreError::from(err));
+    assert_eq!(problem.kind(), problem::Kind::Unavailable);
+
+    holder.execute_batch("COMMIT").unwrap();
+    assert_eq!(readers.read(count).await.unwrap(), 2);
+}
+
+/// A database file that cannot be opened for reading is 503 Unavailable, not 500.
+#[tokio::test]
+async fn a_sqlite_file_that_is_gone_reads_as_unavailable() {
+    let dir = tempfile::tempdir().unwrap();
+    let readers = storage::Readers::new(
+        &dir.path().join("no-such-dir").join("gone.db"),
+        1,
+        Duration::from_millis(100),
+    );
+    let err = readers
+        .read(|conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(storage::ReadError::from)
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    let problem = problem::Problem::from(StoreError::from(err));
+    assert_eq!(problem.kind(), problem::Kind::Unavailable);
+}

@@ -1,0 +1,36 @@
+# Shared by the benchmark scripts: source it after defining `say` and `die`.
+#
+#   . bench/lib.sh
+#   TARGET_DIR=$(target_dir)
+#   BRIGADE_ENV=(); brigade_env "$LOG_FILTER"      # env for Brigade at its shipped defaults
+#   url=$(wait_for_url "$WORK/x.out" "$pid" name)
+
+# Cargo's target directory (where the release binaries are).
+target_dir() {
+  cargo metadata --format-version 1 --no-deps \
+    | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p'
+}
+
+# Fills BRIGADE_ENV: explicit settings only, so a BRIGADE_CONFIG or BRIGADE_LOG__FILTER in
+# the caller's environment cannot change what is measured. JSON logs, as when stderr is
+# not a terminal; the log filter is Brigade's shipped default unless $1 names another.
+brigade_env() {
+  BRIGADE_ENV=(env -u BRIGADE_CONFIG -u BRIGADE_LOG__FILTER BRIGADE_LOG__FORMAT=json)
+  if [ -n "${1:-}" ]; then BRIGADE_ENV+=(BRIGADE_LOG__FILTER="$1"); fi
+}
+
+# Waits (60 s at most) until FILE holds an http://127.0.0.1:PORT URL printed by process
+# PID, and prints it. Dies with the process's stderr (FILE with .err for .out) if it exits.
+wait_for_url() {
+  local file=$1 pid=$2 name=$3 url=""
+  for _ in $(seq 1 600); do
+    url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$file" 2>/dev/null | head -n1 || true)
+    if [ -n "$url" ]; then printf '%s\n' "$url"; return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      cat "${file%.out}.err" >&2 2>/dev/null || true
+      die "$name exited early"
+    fi
+    sleep 0.1
+  done
+  die "$name did not start within 60 s"
+}
