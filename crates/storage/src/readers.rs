@@ -42,7 +42,9 @@ pub struct Readers {
     path: PathBuf,
     threads: usize,
     busy_timeout: Duration,
-    started: OnceLock<Result<crossbeam_channel::Sender<Job>, String>>,
+    /// The reader threads' job queue, once they have started. A failed start is not kept:
+    /// the next read that needs them tries again.
+    started: OnceLock<crossbeam_channel::Sender<Job>>,
     /// Identifies this database among the connections a thread keeps; dropped with it.
     token: Arc<()>,
 }
@@ -176,12 +178,14 @@ impl Readers {
             .map_err(|_| ReadError::Unavailable("a reader thread ended mid-read".into()))?
     }
 
-    /// The job queue, starting the threads on first use.
+    /// The job queue, starting the threads on first use. Two first uses at once may both
+    /// start threads; the loser's queue is dropped at once, and its threads end with it.
     fn jobs(&self) -> Result<&crossbeam_channel::Sender<Job>, ReadError> {
-        self.started
-            .get_or_init(|| self.start())
-            .as_ref()
-            .map_err(|e| ReadError::Unavailable(e.clone()))
+        if let Some(jobs) = self.started.get() {
+            return Ok(jobs);
+        }
+        let jobs = self.start().map_err(ReadError::Unavailable)?;
+        Ok(self.started.get_or_init(|| jobs))
     }
 
     fn start(&self) -> Result<crossbeam_channel::Sender<Job>, String> {

@@ -112,23 +112,26 @@ async fn sqlite_reads_wait_for_a_lock_no_longer_than_the_timeout() {
     assert_eq!(readers.read(count).await.unwrap(), 2);
 }
 
-/// A database file that cannot be opened for reading is 503 Unavailable, not 500.
+/// A database file that cannot be opened for reading is 503 Unavailable, not 500; once
+/// it can be, reads succeed (a failed open is not kept).
 #[tokio::test]
 async fn a_sqlite_file_that_is_gone_reads_as_unavailable() {
     let dir = tempfile::tempdir().unwrap();
-    let readers = storage::Readers::new(
-        &dir.path().join("no-such-dir").join("gone.db"),
-        1,
-        Duration::from_millis(100),
-    );
-    let err = readers
-        .read(|conn| {
-            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-                .map_err(storage::ReadError::from)
-        })
-        .await
-        .unwrap_err();
+    let path = dir.path().join("no-such-dir").join("gone.db");
+    let readers = storage::Readers::new(&path, 1, Duration::from_millis(100));
+    let one = |conn: &storage::rusqlite::Connection| {
+        conn.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0))
+            .map_err(storage::ReadError::from)
+    };
+    let err = readers.read(one).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
     let problem = problem::Problem::from(StoreError::from(err));
     assert_eq!(problem.kind(), problem::Kind::Unavailable);
+
+    std::fs::create_dir(path.parent().unwrap()).unwrap();
+    storage::rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);")
+        .unwrap();
+    assert_eq!(readers.read(one).await.unwrap(), 1);
 }
