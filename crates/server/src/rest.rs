@@ -139,6 +139,10 @@ fn decode_cursor(raw: &str) -> Option<i64> {
         return None;
     }
     let (id, check) = rest.split_at(rest.len() - CHECK_DIGITS);
+    // One spelling per id: no leading zeros, as `encode_cursor` writes it.
+    if id.len() > 1 && id[0] == b'0' {
+        return None;
+    }
     let id = base36(id)?;
     if base36(check)? != check_of(id) {
         return None;
@@ -555,6 +559,9 @@ mod tests {
             caught, tried,
             "every one-character edit of {good} is refused"
         );
+        // The same id spelled with a leading zero is not a cursor the server wrote.
+        let padded = format!("10{}", &good[1..]);
+        assert_eq!(decode_cursor(&padded), None, "{padded}");
         // Longer than any cursor, or past i64.
         assert_eq!(decode_cursor(&"1".repeat(MAX_CURSOR + 1)), None);
         let mut past = String::from("1");

@@ -16,7 +16,9 @@
 //! waited for on an async worker: it goes to the reader threads, which own connections of
 //! their own and wait up to the database's statement timeout. What this does not cover: a
 //! database larger than memory, whose reads wait for the disk, would hold up the async
-//! worker for that long; such a database belongs on PostgreSQL.
+//! worker for that long (such a database belongs on PostgreSQL); and under heavy
+//! contention SQLite retries WAL's read lock on its own, sleeping, before it gives up with
+//! SQLITE_PROTOCOL (then the read goes to the reader threads as a busy one does).
 //!
 //! Readers see every committed write (WAL mode: each statement reads the latest commit),
 //! so a write through the sqlx pool is visible to the next read here. The connections are
@@ -71,26 +73,27 @@ pub enum ReadError {
 }
 
 impl ReadError {
-    /// Another connection held a lock for longer than the busy timeout (SQLITE_BUSY):
-    /// the database is busy, which a retry may get past.
+    /// Another connection held a lock for longer than the busy timeout (SQLITE_BUSY), or
+    /// WAL's read lock could not be had after SQLite's own retries (SQLITE_PROTOCOL, under
+    /// heavy contention): the database is busy, which a retry may get past.
     pub fn is_busy(&self) -> bool {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, FileLockingProtocolFailed};
         matches!(
             self,
             ReadError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                if matches!(e.code, DatabaseBusy | DatabaseLocked | FileLockingProtocolFailed)
         )
     }
 
     /// The database cannot be read right now (busy, its file gone or unreadable, or the
     /// readers down): a 503 the caller may retry, never a 500.
     pub fn is_unavailable(&self) -> bool {
-        use rusqlite::ErrorCode::{CannotOpen, DatabaseBusy, DatabaseLocked, SystemIoFailure};
+        use rusqlite::ErrorCode::{CannotOpen, SystemIoFailure};
         match self {
             ReadError::Unavailable(_) => true,
-            ReadError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                DatabaseBusy | DatabaseLocked | CannotOpen | SystemIoFailure
-            ),
+            ReadError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                self.is_busy() || matches!(e.code, CannotOpen | SystemIoFailure)
+            }
             ReadError::Sqlite(_) => false,
         }
     }

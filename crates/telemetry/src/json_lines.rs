@@ -70,17 +70,23 @@ where
     /// twice appears twice; the last one wins when the line is read back.
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
+        // Written apart and kept only if every field wrote: a field whose `Debug` fails
+        // must not leave half a member behind in every later line of the span.
+        let mut added = String::new();
+        let mut object = Object::members(&mut added, false);
+        values.record(&mut object);
+        if object.result.is_err() || added.is_empty() {
+            return;
+        }
         let mut extensions = span.extensions_mut();
         match extensions.get_mut::<SpanMembers>() {
             Some(SpanMembers(members)) => {
-                let any = !members.is_empty();
-                values.record(&mut Object::members(members, any));
+                if !members.is_empty() {
+                    members.push(',');
+                }
+                members.push_str(&added);
             }
-            None => {
-                let mut members = String::new();
-                values.record(&mut Object::members(&mut members, false));
-                extensions.insert(SpanMembers(members));
-            }
+            None => extensions.insert(SpanMembers(added)),
         }
     }
 
