@@ -78,3 +78,13 @@ pub fn terminate(child: &Child) {
         .expect("run kill");
     assert!(status.success());
 }
+
+/// Sends SIGTERM and requires a clean exit (status 0) within 20 s.
+pub async fn stop_cleanly(running: &mut Running) {
+    terminate(&running.child);
+    let status = tokio::time::timeout(Duration::from_secs(20), running.child.wait())
+        .await
+        .expect("brigade stopped within 20 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

@@ -3,7 +3,7 @@ use std::time::Duration;
 use catalog::domain::ProductId;
 use settings::{DatabaseUrl, PoolSettings};
 
-use crate::helpers::{SERVICES, brigade, on_free_ports, start, terminate};
+use crate::helpers::{SERVICES, brigade, on_free_ports, start, stop_cleanly};
 
 #[tokio::test]
 async fn up_brings_all_five_services_to_ready_and_stops_on_sigterm() {
@@ -42,12 +42,7 @@ async fn up_brings_all_five_services_to_ready_and_stops_on_sigterm() {
     assert_eq!(laptop.name.as_str(), "Laptop");
     db.close().await;
 
-    terminate(&running.child);
-    let status = tokio::time::timeout(Duration::from_secs(20), running.child.wait())
-        .await
-        .expect("brigade stopped within 20 s of SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop_cleanly(&mut running).await;
 }
 
 #[tokio::test]
@@ -62,12 +57,7 @@ async fn serve_runs_one_service_on_postgres() {
     let base = &running.urls["catalog"];
     let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
-    terminate(&running.child);
-    let status = tokio::time::timeout(Duration::from_secs(20), running.child.wait())
-        .await
-        .expect("stopped")
-        .unwrap();
-    assert!(status.success());
+    stop_cleanly(&mut running).await;
     storage::testing::drop_postgres_database(&name).await;
 }
 
@@ -175,12 +165,7 @@ async fn a_created_product_reaches_events_tail_through_the_outbox() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    terminate(&running.child);
-    let status = tokio::time::timeout(Duration::from_secs(20), running.child.wait())
-        .await
-        .expect("stopped")
-        .unwrap();
-    assert!(status.success());
+    stop_cleanly(&mut running).await;
 }
 
 /// `up` never loads demo data beside a user's own: a catalog that holds products (here
@@ -211,10 +196,5 @@ async fn up_never_seeds_a_database_that_has_data() {
         assert_eq!(page["items"].as_array().unwrap().len(), seeded, "{page}");
     }
 
-    terminate(&running.child);
-    let status = tokio::time::timeout(Duration::from_secs(20), running.child.wait())
-        .await
-        .expect("brigade stopped within 20 s of SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    stop_cleanly(&mut running).await;
 }
