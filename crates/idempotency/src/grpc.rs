@@ -13,7 +13,7 @@ use sqlx::{Any, Transaction};
 use storage::StoreError;
 
 use crate::key::{ClientScope, Fingerprint, HEADER, IdempotencyKey, REPLAYED_HEADER};
-use crate::record::{Begin, Idempotency};
+use crate::record::Idempotency;
 
 /// Content type under which an encoded protobuf response is stored.
 const PROTOBUF: &str = "application/x-protobuf";
@@ -73,36 +73,29 @@ impl Idempotency {
             method_path,
             &request.get_ref().encode_to_vec(),
         );
-        let claim = match self.begin(&scope, &key, &fingerprint).await? {
-            Begin::Replay(response) => {
-                let mut replayed = tonic::Response::new(decode(response).await?);
-                replayed.metadata_mut().insert(
-                    REPLAYED_HEADER,
-                    tonic::metadata::MetadataValue::from_static("true"),
-                );
-                return Ok(replayed);
-            }
-            Begin::Claimed(claim) => claim,
-        };
-        let tx = match self.database().begin_write().await {
-            Ok(tx) => tx,
-            Err(err) => {
-                claim.release().await;
-                return Err(Problem::from(StoreError::from(err)).into());
-            }
-        };
-        let (tx, result) = work(tx).await;
-        let response = result.map(|message| {
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF))],
-                message.encode_to_vec(),
-            )
-                .into_response()
-        });
-        decode(claim.finish(tx, response).await)
-            .await
-            .map(tonic::Response::new)
+        let response = self
+            .run(&scope, &key, &fingerprint, |tx| async move {
+                let (tx, result) = work(tx).await;
+                let response = result.map(|message| {
+                    (
+                        StatusCode::OK,
+                        [(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF))],
+                        message.encode_to_vec(),
+                    )
+                        .into_response()
+                });
+                (tx, response)
+            })
+            .await;
+        let replayed = response.headers().contains_key(REPLAYED_HEADER);
+        let mut answer = tonic::Response::new(decode(response).await?);
+        if replayed {
+            answer.metadata_mut().insert(
+                REPLAYED_HEADER,
+                tonic::metadata::MetadataValue::from_static("true"),
+            );
+        }
+        Ok(answer)
     }
 }
 

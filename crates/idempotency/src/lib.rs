@@ -3,7 +3,11 @@
 //!
 //! Keys live in the service's own database (`idempotency_keys`, [`MIGRATIONS`]), unique
 //! per client scope by primary key, so the guarantee holds across restarts and across
-//! processes. Two phases keep a record and its effect together:
+//! processes. A write whose work is all in the service's database runs in one
+//! transaction ([`Idempotency::run`], which [`Idempotency::execute`] and `execute_grpc`
+//! use): claim, write and record commit together or not at all, and a concurrent request
+//! with the same key waits and replays. Work that calls other services first takes two
+//! phases, so the database's write lock is not held meanwhile:
 //!
 //! 1. [`Idempotency::begin`] claims the key with one autocommit insert (or replays the
 //!    stored response, or refuses with 409 in use / 422 reused);

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use problem::{Kind, Problem};
-use sqlx::{Any, Executor, FromRow, Transaction};
+use sqlx::{Any, AnyConnection, Executor, FromRow, Transaction};
 use storage::{Database, Migrations, StoreError};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -122,6 +122,22 @@ pub struct Claim {
     /// Fences the record: every statement on behalf of this claim matches the token, so
     /// a claim that was taken over after its lock expired can no longer write.
     token: String,
+    /// The claim's row was written in the write's own transaction ([`Idempotency::run`]):
+    /// rolling that back releases the key, and nothing else holds it.
+    in_tx: bool,
+}
+
+/// What [`Idempotency::claim_on`] got.
+enum Claimed {
+    Token(String),
+    Replay(Response),
+}
+
+/// What [`Idempotency::claim_in_tx`] got: the transaction with the claim in it, or the
+/// answer to send without one (the transaction is gone).
+enum InTx {
+    Claimed(Transaction<'static, Any>, Claim),
+    Answered(Response),
 }
 
 #[derive(FromRow)]
@@ -159,32 +175,104 @@ impl Idempotency {
         &self.db
     }
 
-    /// The whole protocol for one idempotent write, for handlers: claim the request's key
-    /// (or answer with the replay or the refusal), open a write transaction, let `work`
-    /// write in it and produce the response, then store the response with the write and
-    /// commit both. `work` hands the transaction back with its result.
+    /// The whole protocol for one idempotent write, for handlers: see [`Idempotency::run`].
     pub async fn execute<T, F, Fut>(&self, request: &IdempotentJson<T>, work: F) -> Response
     where
         F: FnOnce(Transaction<'static, Any>) -> Fut,
         Fut: Future<Output = (Transaction<'static, Any>, Result<Response, Problem>)>,
     {
-        let claim = match self
-            .begin(&request.scope, &request.key, &request.fingerprint)
+        self.run(&request.scope, &request.key, &request.fingerprint, work)
             .await
-        {
-            Ok(Begin::Claimed(claim)) => claim,
-            Ok(Begin::Replay(response)) => return response,
+    }
+
+    /// One idempotent write whose work is all in this database, in **one transaction**:
+    /// open a write transaction, claim the key in it (or answer with the replay or the
+    /// refusal), let `work` write in it and produce the response, store the response,
+    /// commit. `work` hands the transaction back with its result.
+    ///
+    /// Versus [`begin`](Idempotency::begin) then [`Claim::finish`] (two transactions):
+    /// one write lock instead of two on SQLite, and a concurrent request with the same key
+    /// waits for this one's commit and replays its answer instead of hearing 409. A crash
+    /// leaves nothing behind (no claim to time out). Use the two phases when the work
+    /// calls other services before it writes: a claim must not hold the write lock that
+    /// long.
+    ///
+    /// `Err` from `work` rolls everything back; a client error a retry would repeat is
+    /// then recorded in a transaction of its own so retries replay it, as with
+    /// [`Claim::finish`].
+    pub async fn run<F, Fut>(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        work: F,
+    ) -> Response
+    where
+        F: FnOnce(Transaction<'static, Any>) -> Fut,
+        Fut: Future<Output = (Transaction<'static, Any>, Result<Response, Problem>)>,
+    {
+        let (tx, claim) = match self.claim_in_tx(scope, key, fingerprint).await {
+            Ok(InTx::Claimed(tx, claim)) => (tx, claim),
+            Ok(InTx::Answered(response)) => return response,
             Err(problem) => return problem.into_response(),
         };
-        let tx = match self.db.begin_write().await {
-            Ok(tx) => tx,
-            Err(err) => {
-                claim.release().await;
-                return Problem::from(StoreError::from(err)).into_response();
-            }
-        };
         let (tx, result) = work(tx).await;
-        claim.finish(tx, result).await
+        match result {
+            Ok(response) => claim.finish(tx, Ok(response)).await,
+            Err(problem) => {
+                rollback(tx).await;
+                if !repeatable(&problem) {
+                    return problem.into_response();
+                }
+                // The rollback took the claim with it: claim again, in a transaction of
+                // its own, to record the refusal.
+                let (stored, extensions) = match Stored::of_problem(problem).await {
+                    Ok(captured) => captured,
+                    Err(response) => return response,
+                };
+                match self.claim_in_tx(scope, key, fingerprint).await {
+                    Ok(InTx::Claimed(mut tx, claim)) => {
+                        let recorded = match claim.record(&mut *tx, &stored).await {
+                            Ok(true) => tx.commit().await,
+                            Ok(false) => Ok(()),
+                            Err(err) => Err(err),
+                        };
+                        if let Err(err) = recorded {
+                            // The client still gets its answer; a retry recomputes it.
+                            tracing::warn!(error = %err, "recording a refused request failed");
+                        }
+                    }
+                    // Another request with the key got there first: ours is not recorded.
+                    Ok(InTx::Answered(_)) | Err(_) => {}
+                }
+                stored.into_response_with(extensions)
+            }
+        }
+    }
+
+    /// Opens a write transaction and claims the key inside it.
+    async fn claim_in_tx(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<InTx, Problem> {
+        let mut tx = self.db.begin_write().await.map_err(db_problem)?;
+        match self.claim_on(&mut tx, scope, key, fingerprint).await {
+            Ok(Claimed::Token(token)) => {
+                let mut claim = self.claim(scope, key.as_str(), token);
+                claim.in_tx = true;
+                Ok(InTx::Claimed(tx, claim))
+            }
+            Ok(Claimed::Replay(response)) => {
+                rollback(tx).await;
+                Ok(InTx::Answered(response))
+            }
+            Err(problem) => {
+                rollback(tx).await;
+                Err(problem)
+            }
+        }
     }
 
     /// Claims `key` for this request, or says why not: the stored response to replay,
@@ -192,14 +280,33 @@ impl Idempotency {
     /// request, [`Kind::IdempotencyKeyInUse`] (409, retry in 1 s) while another request
     /// holds it.
     ///
-    /// Call it before opening the write's transaction: on SQLite that transaction holds
-    /// the database's one write lock, which this call's own statements need.
+    /// The first of two phases ([`Claim::finish`] is the second), for work that does
+    /// more than write to this database: the claim is its own small transaction, so the
+    /// write lock is not held while the work calls out. Call it before opening the
+    /// write's transaction: on SQLite that transaction holds this process's one write
+    /// connection, which this call needs.
     pub async fn begin(
         &self,
         scope: &str,
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
     ) -> Result<Begin, Problem> {
+        let mut conn = self.db.writer().acquire().await.map_err(db_problem)?;
+        match self.claim_on(&mut conn, scope, key, fingerprint).await? {
+            Claimed::Token(token) => Ok(Begin::Claimed(self.claim(scope, key.as_str(), token))),
+            Claimed::Replay(response) => Ok(Begin::Replay(response)),
+        }
+    }
+
+    /// The claim's statements, on `conn`: each its own transaction (from [`begin`]) or
+    /// all in the write's (from [`run`]).
+    async fn claim_on(
+        &self,
+        conn: &mut AnyConnection,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+    ) -> Result<Claimed, Problem> {
         let key = key.as_str();
         let fingerprint = fingerprint.as_str();
         for _ in 0..ATTEMPTS {
@@ -219,11 +326,11 @@ impl Idempotency {
             .bind(self.locked_until(now))
             .bind(now)
             .bind(self.expires_at(now))
-            .execute(self.db.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_problem)?;
             if inserted.rows_affected() == 1 {
-                return Ok(self.claimed(scope, key, token));
+                return Ok(Claimed::Token(token));
             }
 
             let row: Option<Row> = sqlx::query_as(
@@ -233,7 +340,7 @@ impl Idempotency {
             )
             .bind(scope)
             .bind(key)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *conn)
             .await
             .map_err(db_problem)?;
             // Released or purged since the insert lost: try to insert again.
@@ -254,17 +361,18 @@ impl Idempotency {
                     response
                         .headers_mut()
                         .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-                    return Ok(Begin::Replay(response));
+                    return Ok(Claimed::Replay(response));
                 }
                 Decision::TakeOver => {}
             }
             // Take over a forgotten key or a claim whose holder died. Compare-and-set on
-            // the old token: of several contenders exactly one matches it.
+            // what was read: of several contenders exactly one matches the old token, and
+            // a holder that completed meanwhile changed the state, so its answer stands.
             let taken = sqlx::query(
                 "UPDATE idempotency_keys SET fingerprint = $1, state = 'in_flight', \
                    claim_token = $2, locked_until = $3, status = NULL, headers = NULL, \
                    body = NULL, created_at = $4, expires_at = $5 \
-                 WHERE scope = $6 AND key = $7 AND claim_token = $8",
+                 WHERE scope = $6 AND key = $7 AND claim_token = $8 AND state = $9",
             )
             .bind(fingerprint)
             .bind(&token)
@@ -274,11 +382,12 @@ impl Idempotency {
             .bind(scope)
             .bind(key)
             .bind(&row.claim_token)
-            .execute(self.db.pool())
+            .bind(&row.state)
+            .execute(&mut *conn)
             .await
             .map_err(db_problem)?;
             if taken.rows_affected() == 1 {
-                return Ok(self.claimed(scope, key, token));
+                return Ok(Claimed::Token(token));
             }
         }
         Err(in_use())
@@ -291,7 +400,7 @@ impl Idempotency {
              WHERE expires_at <= $1 AND (state = 'completed' OR locked_until <= $1)",
         )
         .bind(self.clock.now_millis())
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await?;
         Ok(done.rows_affected())
     }
@@ -313,13 +422,14 @@ impl Idempotency {
         }
     }
 
-    fn claimed(&self, scope: &str, key: &str, token: String) -> Begin {
-        Begin::Claimed(Claim {
+    fn claim(&self, scope: &str, key: &str, token: String) -> Claim {
+        Claim {
             db: self.db.clone(),
             scope: scope.to_owned(),
             key: key.to_owned(),
             token,
-        })
+            in_tx: false,
+        }
     }
 
     fn locked_until(&self, now: i64) -> i64 {
@@ -385,14 +495,16 @@ impl Claim {
             self.release().await;
             return db_problem(err).into_response();
         }
-        let mut response = stored.into_response();
         // Extensions are not on the wire, but the metrics layer reads the error kind there.
-        *response.extensions_mut() = parts.extensions;
-        response
+        stored.into_response_with(parts.extensions)
     }
 
     /// Gives the key up without recording anything, so a retry runs the request again.
     pub async fn release(self) {
+        if self.in_tx {
+            // Its row lived and died with the write's transaction.
+            return;
+        }
         let released = sqlx::query(
             "DELETE FROM idempotency_keys \
              WHERE scope = $1 AND key = $2 AND claim_token = $3 AND state = 'in_flight'",
@@ -400,7 +512,7 @@ impl Claim {
         .bind(&self.scope)
         .bind(&self.key)
         .bind(&self.token)
-        .execute(self.db.pool())
+        .execute(self.db.writer())
         .await;
         if let Err(err) = released {
             tracing::warn!(
@@ -412,30 +524,24 @@ impl Claim {
     }
 
     async fn fail(self, problem: Problem) -> Response {
-        let kind = problem.kind();
-        let repeatable = kind.http_status().is_client_error() && !kind.retryable();
-        if !repeatable {
+        if !repeatable(&problem) {
             self.release().await;
             return problem.into_response();
         }
-        let (parts, body) = problem.into_response().into_parts();
-        let bytes = match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(bytes) => bytes,
-            Err(err) => {
+        let (stored, extensions) = match Stored::of_problem(problem).await {
+            Ok(captured) => captured,
+            Err(response) => {
                 self.release().await;
-                return Problem::internal(err).into_response();
+                return response;
             }
         };
-        let stored = Stored::capture(parts.status, &parts.headers, bytes);
         // One statement, so its own transaction. Not recorded (claim lost, database
         // down)? The client still gets its answer; a retry merely recomputes it.
-        if let Err(err) = self.record(self.db.pool(), &stored).await {
+        if let Err(err) = self.record(self.db.writer(), &stored).await {
             tracing::warn!(error = %err, "recording a refused request failed");
             self.release().await;
         }
-        let mut response = stored.into_response();
-        *response.extensions_mut() = parts.extensions;
-        response
+        stored.into_response_with(extensions)
     }
 
     /// Marks our claim completed with `stored`; `false` when the claim is no longer ours.
@@ -548,6 +654,27 @@ impl Stored {
     }
 }
 
+impl Stored {
+    /// A problem's response, captured for the record; or the response to send if its
+    /// body cannot be read (never, for our own problems).
+    async fn of_problem(problem: Problem) -> Result<(Self, http::Extensions), Response> {
+        let (parts, body) = problem.into_response().into_parts();
+        match axum::body::to_bytes(body, usize::MAX).await {
+            Ok(bytes) => Ok((
+                Self::capture(parts.status, &parts.headers, bytes),
+                parts.extensions,
+            )),
+            Err(err) => Err(Problem::internal(err).into_response()),
+        }
+    }
+
+    fn into_response_with(self, extensions: http::Extensions) -> Response {
+        let mut response = self.into_response();
+        *response.extensions_mut() = extensions;
+        response
+    }
+}
+
 impl IntoResponse for Stored {
     fn into_response(self) -> Response {
         let mut response = Response::new(Body::from(self.body));
@@ -555,6 +682,12 @@ impl IntoResponse for Stored {
         *response.headers_mut() = self.headers;
         response
     }
+}
+
+/// A client error a retry would repeat: recorded, so retries replay it (Stripe's rule).
+fn repeatable(problem: &Problem) -> bool {
+    let kind = problem.kind();
+    kind.http_status().is_client_error() && !kind.retryable()
 }
 
 fn in_use() -> Problem {

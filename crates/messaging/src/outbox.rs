@@ -160,9 +160,13 @@ impl Outbox {
         Ok(n)
     }
 
-    /// Publishes up to `batch` unsent messages in write order, stamping each as sent
-    /// right after its publish is confirmed. Returns how many went; stops at the first
-    /// failure, leaving it (and everything after it) for the next pass.
+    /// Publishes up to `batch` unsent messages in write order, then stamps those that went
+    /// as sent, in one statement. Returns how many went; stops at the first failure,
+    /// leaving it (and everything after it) for the next pass.
+    ///
+    /// One stamp per pass, not per message: on SQLite each stamp is a write transaction
+    /// that takes the file's one write lock from the service's own writers. A crash before
+    /// the stamp publishes the pass's messages again, with the same envelope ids.
     pub async fn relay_once(
         &self,
         broker: &Broker,
@@ -179,7 +183,8 @@ impl Outbox {
             .await
             .map_err(StoreError::from)?
         };
-        let mut sent = 0;
+        let mut sent = Vec::with_capacity(rows.len());
+        let mut failed = None;
         for (seq, message_id, shape, destination, json) in rows {
             let fail = |reason: String| RelayError::Publish {
                 seq,
@@ -191,9 +196,8 @@ impl Outbox {
                 Err(e) => {
                     // Written by this crate's own `enqueue`: only a hand-edited row gets
                     // here. Skipping it would break the order promise; stop and say so.
-                    let err = fail(format!("the stored envelope is not readable: {e}"));
-                    self.record_failure(seq, &err).await;
-                    return Err(err);
+                    failed = Some(fail(format!("the stored envelope is not readable: {e}")));
+                    break;
                 }
             };
             // Idempotent: a re-publish carries the same envelope id.
@@ -208,28 +212,53 @@ impl Outbox {
                 })
                 .await;
             if let Err(problem) = outcome {
-                let err = fail(problem.to_string());
-                self.record_failure(seq, &err).await;
-                return Err(err);
+                failed = Some(fail(problem.to_string()));
+                break;
             }
-            let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
-            sqlx::query("UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE seq = $2")
-                .bind(now_millis())
-                .bind(seq)
-                .execute(&mut *conn)
-                .await
-                .map_err(StoreError::from)?;
-            metrics::counter!("brigade_outbox_published_total", "service" => self.service)
-                .increment(1);
-            sent += 1;
+            sent.push(seq);
         }
-        Ok(sent)
+        self.stamp_sent(&sent).await?;
+        metrics::counter!("brigade_outbox_published_total", "service" => self.service)
+            .increment(sent.len() as u64);
+        if let Some(err) = failed {
+            if let RelayError::Publish { seq, .. } = &err {
+                self.record_failure(*seq, &err).await;
+            }
+            return Err(err);
+        }
+        Ok(sent.len())
+    }
+
+    /// Stamps `seqs` sent. Listed one by one, not as a range: on PostgreSQL a sequence
+    /// number can become visible after a higher one, so a range could stamp a message the
+    /// pass never saw.
+    async fn stamp_sent(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let mut list = String::with_capacity(seqs.len() * 8);
+        for (i, seq) in seqs.iter().enumerate() {
+            if i > 0 {
+                list.push(',');
+            }
+            list.push_str(&seq.to_string());
+        }
+        let mut conn = self.db.writer().acquire().await?;
+        // Integers read from the table itself: nothing a client wrote reaches this text.
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE seq IN ({list})"
+        )))
+        .persistent(false) // a new text every pass: not worth a slot in the statement cache
+        .bind(now_millis())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 
     async fn record_failure(&self, seq: i64, err: &RelayError) {
         metrics::counter!("brigade_outbox_publish_failures_total", "service" => self.service)
             .increment(1);
-        let Ok(mut conn) = self.db.pool().acquire().await else {
+        let Ok(mut conn) = self.db.writer().acquire().await else {
             return;
         };
         let reason: String = err.to_string().chars().take(1000).collect();
@@ -248,7 +277,7 @@ impl Outbox {
     pub async fn purge_sent(&self, keep: Duration) -> Result<u64, StoreError> {
         let cutoff =
             now_millis().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
-        let mut conn = self.db.pool().acquire().await?;
+        let mut conn = self.db.writer().acquire().await?;
         let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
             .bind(cutoff)
             .execute(&mut *conn)

@@ -481,7 +481,8 @@ impl CatalogStore {
     }
 
     pub async fn create_review(&self, new: &NewReview) -> Result<Review, StoreError> {
-        with_conn!(self, |c| insert_review(&mut c, new).await)
+        let mut conn = self.db.writer().acquire().await?;
+        insert_review(&mut conn, new).await
     }
 
     pub async fn review(

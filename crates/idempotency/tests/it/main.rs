@@ -7,4 +7,5 @@ mod extract;
 mod helpers;
 mod http;
 mod key;
+mod one_tx;
 mod store;

@@ -1,0 +1,110 @@
+//! `Idempotency::run`: claim, write and record in one transaction, on both backends.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::StatusCode;
+use idempotency::{Idempotency, MIGRATIONS, REPLAYED_HEADER};
+use problem::{Kind, Problem};
+use storage::Database;
+
+use crate::helpers::{count, create_effects, created, fingerprint, idempotency, key, read};
+
+storage::backend_tests!(&[&MIGRATIONS];
+    concurrent_requests_with_one_key_write_once_and_the_rest_replay,
+    a_client_error_is_recorded_without_the_work_s_writes,
+    a_server_error_leaves_nothing_behind,
+);
+
+/// Inserts effect `id` in the work's transaction and answers 201, or fails with `fail`.
+async fn run_once(
+    idem: &Idempotency,
+    raw_key: &str,
+    id: i64,
+    fail: Option<Kind>,
+    runs: Arc<AtomicUsize>,
+) -> axum::response::Response {
+    let (k, fp) = (key(raw_key), fingerprint("{}"));
+    idem.run("anonymous", &k, &fp, |mut tx| async move {
+        runs.fetch_add(1, Ordering::SeqCst);
+        let inserted = sqlx::query("INSERT INTO effects (id) VALUES ($1)")
+            .bind(id)
+            .execute(&mut *tx)
+            .await;
+        let result = match (inserted, fail) {
+            (Err(err), _) => Err(Problem::internal(err)),
+            (Ok(_), Some(kind)) => Err(Problem::new(kind).with_detail("refused")),
+            (Ok(_), None) => Ok(created(id)),
+        };
+        (tx, result)
+    })
+    .await
+}
+
+async fn concurrent_requests_with_one_key_write_once_and_the_rest_replay(db: &Database) {
+    create_effects(db).await;
+    let (idem, _) = idempotency(db);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let (idem, runs) = (idem.clone(), runs.clone());
+            tokio::spawn(async move { read(run_once(&idem, "one", i, None, runs).await).await })
+        })
+        .collect();
+    let (mut first, mut replays) = (Vec::new(), Vec::new());
+    for task in tasks {
+        let (status, headers, body) = task.await.unwrap();
+        // One transaction holds the key until it commits: the others wait and replay
+        // rather than hearing 409.
+        assert_eq!(status, StatusCode::CREATED, "{body:?}");
+        if headers.contains_key(REPLAYED_HEADER) {
+            replays.push(body);
+        } else {
+            first.push(body);
+        }
+    }
+    assert_eq!((first.len(), replays.len()), (1, 19));
+    assert!(
+        replays.iter().all(|b| *b == first[0]),
+        "replays are byte-identical"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the work ran once");
+    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
+}
+
+async fn a_client_error_is_recorded_without_the_work_s_writes(db: &Database) {
+    create_effects(db).await;
+    let (idem, _) = idempotency(db);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let refused = run_once(&idem, "k", 1, Some(Kind::ValidationFailed), runs.clone()).await;
+    let (status, _, body) = read(refused).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        count(db, "SELECT COUNT(*) FROM effects").await,
+        0,
+        "rolled back"
+    );
+    // A retry replays the refusal and does not run the work again.
+    let (r_status, r_headers, r_body) =
+        read(run_once(&idem, "k", 1, None, runs.clone()).await).await;
+    assert_eq!((r_status, r_body), (status, body));
+    assert_eq!(r_headers[REPLAYED_HEADER], "true");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 0);
+}
+
+async fn a_server_error_leaves_nothing_behind(db: &Database) {
+    create_effects(db).await;
+    let (idem, _) = idempotency(db);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let failed = run_once(&idem, "k", 1, Some(Kind::Unavailable), runs.clone()).await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM idempotency_keys").await, 0);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 0);
+    // The retry runs the work and writes.
+    let (status, headers, _) = read(run_once(&idem, "k", 1, None, runs.clone()).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(!headers.contains_key(REPLAYED_HEADER));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
+}
