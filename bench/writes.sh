@@ -41,7 +41,13 @@ if [ -n "$BASELINE" ]; then
   if [ ! -x "$tree/target/release/brigade" ]; then
     say "building brigade at $rev in a worktree ($tree); the first time takes a while"
     rm -rf "$tree/src"
-    mkdir -p "$tree"
+    mkdir -p "$tree/target"
+    # Start from a copy of this checkout's release build: the dependencies' artifacts
+    # are reused (their fingerprints do not depend on the workspace's path), so only the
+    # workspace's own crates compile: ~2 min here instead of ~13.
+    if [ -d "$TARGET_DIR/release" ] && [ ! -d "$tree/target/release" ]; then
+      cp -a "$TARGET_DIR/release" "$tree/target/"
+    fi
     git worktree add --force --detach "$tree/src" "$rev" >/dev/null
     (cd "$tree/src" && CARGO_TARGET_DIR="$tree/target" cargo build --release -p brigade)
     git worktree remove --force "$tree/src"
