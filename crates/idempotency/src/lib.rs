@@ -51,4 +51,6 @@ mod record;
 
 pub use extract::IdempotentJson;
 pub use key::{ClientScope, Fingerprint, HEADER, IdempotencyKey, REPLAYED_HEADER};
-pub use record::{Begin, Claim, Clock, Idempotency, IdempotencySettings, MIGRATIONS, SystemClock};
+pub use record::{
+    Begin, Claim, Clock, Idempotency, IdempotencySettings, MIGRATIONS, Pause, SystemClock,
+};

@@ -88,6 +88,18 @@ pub struct Idempotency {
     db: Database,
     settings: IdempotencySettings,
     clock: Arc<dyn Clock>,
+    /// A test seam: where a take-over stops between reading the row and updating it.
+    take_over_pause: Option<Arc<Pause>>,
+}
+
+/// A place where a claim stops until a test lets it go: it signals `reached`, then waits
+/// for `resume`. Only tests set one ([`Idempotency::with_take_over_pause`]), to interleave
+/// another request at exactly that point.
+#[doc(hidden)]
+#[derive(Debug, Default)]
+pub struct Pause {
+    pub reached: tokio::sync::Notify,
+    pub resume: tokio::sync::Notify,
 }
 
 impl fmt::Debug for Idempotency {
@@ -158,7 +170,16 @@ impl Idempotency {
             db,
             settings,
             clock: Arc::new(SystemClock),
+            take_over_pause: None,
         }
+    }
+
+    /// A test seam: every take-over pauses at `pause` after reading the row it takes over
+    /// and before its compare-and-set.
+    #[doc(hidden)]
+    pub fn with_take_over_pause(mut self, pause: Arc<Pause>) -> Self {
+        self.take_over_pause = Some(pause);
+        self
     }
 
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
@@ -364,6 +385,10 @@ impl Idempotency {
                     return Ok(Claimed::Replay(response));
                 }
                 Decision::TakeOver => {}
+            }
+            if let Some(pause) = &self.take_over_pause {
+                pause.reached.notify_one();
+                pause.resume.notified().await;
             }
             // Take over a forgotten key or a claim whose holder died. Compare-and-set on
             // what was read: of several contenders exactly one matches the old token, and

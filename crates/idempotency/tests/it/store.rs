@@ -1,10 +1,11 @@
 //! Begin and finish against both backends: claims, replays, refusals, expiry and crashes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::response::IntoResponse;
 use http::{StatusCode, header};
-use idempotency::{Begin, Idempotency, IdempotencySettings, MIGRATIONS, REPLAYED_HEADER};
+use idempotency::{Begin, Idempotency, IdempotencySettings, MIGRATIONS, Pause, REPLAYED_HEADER};
 use problem::{FieldError, Kind, Problem};
 use storage::Database;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ storage::backend_tests!(&[&MIGRATIONS];
     a_different_request_with_the_same_key_is_refused,
     a_key_in_flight_is_in_use_until_its_lock_times_out,
     a_claim_taken_over_cannot_commit_its_write,
+    a_take_over_that_loses_to_the_holder_s_completion_replays_it,
     server_errors_release_the_key,
     client_errors_are_recorded_and_replayed,
     the_effect_and_its_record_commit_together,
@@ -147,6 +149,57 @@ async fn a_claim_taken_over_cannot_commit_its_write(db: &Database) {
     let (_, _, body) = read(retry.finish(tx, Ok(created(2))).await).await;
     assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
     assert_eq!(read(replay(&idem, &k, &fp).await).await.2, body);
+}
+
+/// Issue 13, bug 1: the holder outlives its lock, a retry reads the row and decides to
+/// take over, and the holder completes before the retry's compare-and-set. The retry must
+/// replay the holder's answer, not wipe it and run the write a second time.
+async fn a_take_over_that_loses_to_the_holder_s_completion_replays_it(db: &Database) {
+    create_effects(db).await;
+    let (idem, clock) = idempotency(db);
+    let (k, fp) = (key("order-1"), fingerprint("{}"));
+    let holder = claim(&idem, &k, &fp).await;
+    clock.advance(Duration::from_secs(31));
+
+    // The retry, as another process would be: its own pool, paused at the take-over.
+    let other = Database::open(db.url(), &settings::PoolSettings::default(), &[&MIGRATIONS])
+        .await
+        .unwrap();
+    let pause = Arc::new(Pause::default());
+    let retrying = Idempotency::new(other.clone(), IdempotencySettings::default())
+        .with_clock(clock.clone())
+        .with_take_over_pause(pause.clone());
+    let retry = tokio::spawn({
+        let (k, fp) = (k.clone(), fp.clone());
+        async move { retrying.begin("anonymous", &k, &fp).await }
+    });
+    tokio::time::timeout(Duration::from_secs(10), pause.reached.notified())
+        .await
+        .expect("the retry never reached its take-over");
+
+    // Meanwhile the holder finishes its write and records its answer.
+    let mut tx = db.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO effects (id) VALUES (1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let (status, _, body) = read(holder.finish(tx, Ok(created(1))).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    pause.resume.notify_one();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), retry)
+        .await
+        .expect("the retry never finished")
+        .unwrap();
+    match outcome {
+        Ok(Begin::Replay(response)) => assert_eq!(read(response).await.2, body),
+        Ok(Begin::Claimed(_)) => panic!("the retry took over a completed key: a second write"),
+        Err(problem) => panic!("the retry was refused: {problem:?}"),
+    }
+    // The holder's answer stands, and the write happened once.
+    assert_eq!(read(replay(&idem, &k, &fp).await).await.2, body);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
+    other.close().await;
 }
 
 async fn server_errors_release_the_key(db: &Database) {
