@@ -281,8 +281,7 @@ impl Idempotency {
         let mut tx = self.db.begin_write().await.map_err(db_problem)?;
         match self.claim_on(&mut tx, scope, key, fingerprint).await {
             Ok(Claimed::Token(token)) => {
-                let mut claim = self.claim(scope, key.as_str(), token);
-                claim.in_tx = true;
+                let claim = self.claim(scope, key.as_str(), token, true);
                 Ok(InTx::Claimed(tx, claim))
             }
             Ok(Claimed::Replay(response)) => {
@@ -314,7 +313,12 @@ impl Idempotency {
     ) -> Result<Begin, Problem> {
         let mut conn = self.db.writer().acquire().await.map_err(db_problem)?;
         match self.claim_on(&mut conn, scope, key, fingerprint).await? {
-            Claimed::Token(token) => Ok(Begin::Claimed(self.claim(scope, key.as_str(), token))),
+            Claimed::Token(token) => Ok(Begin::Claimed(self.claim(
+                scope,
+                key.as_str(),
+                token,
+                false,
+            ))),
             Claimed::Replay(response) => Ok(Begin::Replay(response)),
         }
     }
@@ -447,13 +451,13 @@ impl Idempotency {
         }
     }
 
-    fn claim(&self, scope: &str, key: &str, token: String) -> Claim {
+    fn claim(&self, scope: &str, key: &str, token: String, in_tx: bool) -> Claim {
         Claim {
             db: self.db.clone(),
             scope: scope.to_owned(),
             key: key.to_owned(),
             token,
-            in_tx: false,
+            in_tx,
         }
     }
 

@@ -100,6 +100,18 @@ pub async fn count(db: &Database, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(db.pool()).await.unwrap()
 }
 
+/// A write transaction that has written effect `id` (a request's write, before its
+/// claim finishes).
+pub async fn write_effect(db: &Database, id: i64) -> sqlx::Transaction<'static, sqlx::Any> {
+    let mut tx = db.begin_write().await.unwrap();
+    sqlx::query("INSERT INTO effects (id) VALUES ($1)")
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
 /// The table a test's "write" goes to.
 pub async fn create_effects(db: &Database) {
     sqlx::query("CREATE TABLE effects (id BIGINT PRIMARY KEY)")

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::helpers::{
     claim, count, create_effects, created, fingerprint, idempotency, key, read, refused, replay,
+    write_effect,
 };
 
 storage::backend_tests!(&[&MIGRATIONS];
@@ -132,20 +133,12 @@ async fn a_claim_taken_over_cannot_commit_its_write(db: &Database) {
     let retry = claim(&idem, &k, &fp).await;
 
     // The slow first attempt finally finishes: its write must not land.
-    let mut tx = db.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO effects (id) VALUES (1)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = write_effect(db, 1).await;
     let response = slow.finish(tx, Ok(created(1))).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
     assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 0);
 
-    let mut tx = db.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO effects (id) VALUES (2)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = write_effect(db, 2).await;
     let (_, _, body) = read(retry.finish(tx, Ok(created(2))).await).await;
     assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
     assert_eq!(read(replay(&idem, &k, &fp).await).await.2, body);
@@ -178,11 +171,7 @@ async fn a_take_over_that_loses_to_the_holder_s_completion_replays_it(db: &Datab
         .expect("the retry never reached its take-over");
 
     // Meanwhile the holder finishes its write and records its answer.
-    let mut tx = db.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO effects (id) VALUES (1)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = write_effect(db, 1).await;
     let (status, _, body) = read(holder.finish(tx, Ok(created(1))).await).await;
     assert_eq!(status, StatusCode::CREATED);
 
@@ -251,11 +240,7 @@ async fn the_effect_and_its_record_commit_together(db: &Database) {
     let (idem, _) = idempotency(db);
     let (k, fp) = (key("order-1"), fingerprint("{}"));
     let first = claim(&idem, &k, &fp).await;
-    let mut tx = db.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO effects (id) VALUES (1)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = write_effect(db, 1).await;
     let response = first.finish(tx, Ok(created(1))).await;
     assert_eq!(response.status(), StatusCode::CREATED);
     assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
@@ -274,11 +259,7 @@ async fn the_effect_and_its_record_commit_together(db: &Database) {
     // A failed request's write is rolled back with it.
     let (k2, fp2) = (key("order-2"), fingerprint("{}"));
     let second = claim(&idem, &k2, &fp2).await;
-    let mut tx = db.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO effects (id) VALUES (2)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = write_effect(db, 2).await;
     second
         .finish(tx, Err(Problem::new(Kind::BusinessRuleViolated)))
         .await;
@@ -290,11 +271,7 @@ async fn a_crash_between_phases_leaves_only_a_lock(db: &Database) {
     let (idem, clock) = idempotency(db);
     let (k, fp) = (key("order-1"), fingerprint("{}"));
     let crashed = claim(&idem, &k, &fp).await;
-    let mut tx = db.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO effects (id) VALUES (1)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = write_effect(db, 1).await;
     // The process dies mid-request: neither the transaction nor the claim finishes.
     drop(tx);
     drop(crashed);
@@ -311,11 +288,7 @@ async fn a_crash_between_phases_leaves_only_a_lock(db: &Database) {
     refused(&idem, &k, &fp, Kind::IdempotencyKeyInUse).await;
     clock.advance(Duration::from_secs(30));
     let retry = claim(&idem, &k, &fp).await;
-    let mut tx = db.begin_write().await.unwrap();
-    sqlx::query("INSERT INTO effects (id) VALUES (1)")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    let tx = write_effect(db, 1).await;
     assert_eq!(
         retry.finish(tx, Ok(created(1))).await.status(),
         StatusCode::CREATED
