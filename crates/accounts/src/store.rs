@@ -127,7 +127,7 @@ impl AccountsStore {
     }
 
     pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
-        let mut conn = self.db.writer().acquire().await?;
+        let mut conn = self.db.write_conn().await?;
         insert_user(&mut conn, new).await
     }
 

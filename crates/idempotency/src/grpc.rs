@@ -9,8 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
 use problem::{Kind, Problem, ProblemBody};
 use prost::Message;
-use sqlx::{Any, Transaction};
-use storage::StoreError;
+use storage::{StoreError, WriteTx};
 
 use crate::key::{ClientScope, Fingerprint, HEADER, IdempotencyKey, REPLAYED_HEADER};
 use crate::record::Idempotency;
@@ -36,8 +35,8 @@ impl Idempotency {
     where
         Req: Message,
         Resp: Message + Default,
-        F: FnOnce(Transaction<'static, Any>) -> Fut,
-        Fut: Future<Output = (Transaction<'static, Any>, Result<Resp, Problem>)>,
+        F: FnOnce(WriteTx) -> Fut,
+        Fut: Future<Output = (WriteTx, Result<Resp, Problem>)>,
     {
         let key = match request.metadata().get(HEADER) {
             None => None,

@@ -2,6 +2,8 @@
 //! request's write: [`Idempotency::begin`] claims the key, [`Claim::finish`] stores the
 //! response in the write's own transaction.
 
+mod local;
+
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
@@ -12,8 +14,8 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use problem::{Kind, Problem};
-use sqlx::{Any, AnyConnection, Executor, FromRow, Transaction};
-use storage::{Database, Migrations, StoreError};
+use sqlx::{Any, AnyConnection, Executor, FromRow};
+use storage::{Database, Migrations, StoreError, WriteTx};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -30,6 +32,32 @@ pub static MIGRATIONS: Migrations = Migrations {
 /// The response headers a replay must repeat; the rest (date, correlation, tracing)
 /// describe the delivery, not the result.
 const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::ETAG];
+
+// The statements of a claim and its record, shared by sqlx (`Idempotency::claim_on`,
+// `Claim::record`) and the rusqlite writer (`local`). `$n` parameters appear in order, so
+// rusqlite's positional binding matches sqlx's.
+
+/// Claims a new key: the primary key decides who is first, across tasks and processes.
+pub(crate) const CLAIM: &str = "INSERT INTO idempotency_keys \
+       (scope, key, fingerprint, state, claim_token, locked_until, created_at, expires_at) \
+     VALUES ($1, $2, $3, 'in_flight', $4, $5, $6, $7) \
+     ON CONFLICT (scope, key) DO NOTHING";
+
+/// The row a losing claim decides on.
+pub(crate) const READ: &str = "SELECT fingerprint, state, claim_token, locked_until, status, \
+       headers, body, expires_at \
+     FROM idempotency_keys WHERE scope = $1 AND key = $2";
+
+/// Takes over a forgotten key or a dead holder's claim: a compare-and-set on what was read.
+pub(crate) const TAKE_OVER: &str = "UPDATE idempotency_keys SET fingerprint = $1, \
+       state = 'in_flight', claim_token = $2, locked_until = $3, status = NULL, \
+       headers = NULL, body = NULL, created_at = $4, expires_at = $5 \
+     WHERE scope = $6 AND key = $7 AND claim_token = $8 AND state = $9";
+
+/// Completes our claim with its response (fenced by the claim's token).
+pub(crate) const RECORD: &str = "UPDATE idempotency_keys SET state = 'completed', status = $1, \
+       headers = $2, body = $3 \
+     WHERE scope = $4 AND key = $5 AND claim_token = $6 AND state = 'in_flight'";
 
 /// What a client that hits a key in use is told to wait.
 const IN_USE_RETRY_AFTER: Duration = Duration::from_secs(1);
@@ -148,20 +176,20 @@ enum Claimed {
 /// What [`Idempotency::claim_in_tx`] got: the transaction with the claim in it, or the
 /// answer to send without one (the transaction is gone).
 enum InTx {
-    Claimed(Transaction<'static, Any>, Claim),
+    Claimed(WriteTx, Claim),
     Answered(Response),
 }
 
 #[derive(FromRow)]
-struct Row {
-    fingerprint: String,
-    state: String,
-    claim_token: String,
-    locked_until: i64,
-    status: Option<i64>,
-    headers: Option<String>,
-    body: Option<Vec<u8>>,
-    expires_at: i64,
+pub(crate) struct Row {
+    pub(crate) fingerprint: String,
+    pub(crate) state: String,
+    pub(crate) claim_token: String,
+    pub(crate) locked_until: i64,
+    pub(crate) status: Option<i64>,
+    pub(crate) headers: Option<String>,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) expires_at: i64,
 }
 
 impl Idempotency {
@@ -199,8 +227,8 @@ impl Idempotency {
     /// The whole protocol for one idempotent write, for handlers: see [`Idempotency::run`].
     pub async fn execute<T, F, Fut>(&self, request: &IdempotentJson<T>, work: F) -> Response
     where
-        F: FnOnce(Transaction<'static, Any>) -> Fut,
-        Fut: Future<Output = (Transaction<'static, Any>, Result<Response, Problem>)>,
+        F: FnOnce(WriteTx) -> Fut,
+        Fut: Future<Output = (WriteTx, Result<Response, Problem>)>,
     {
         self.run(&request.scope, &request.key, &request.fingerprint, work)
             .await
@@ -229,8 +257,8 @@ impl Idempotency {
         work: F,
     ) -> Response
     where
-        F: FnOnce(Transaction<'static, Any>) -> Fut,
-        Fut: Future<Output = (Transaction<'static, Any>, Result<Response, Problem>)>,
+        F: FnOnce(WriteTx) -> Fut,
+        Fut: Future<Output = (WriteTx, Result<Response, Problem>)>,
     {
         let (tx, claim) = match self.claim_in_tx(scope, key, fingerprint).await {
             Ok(InTx::Claimed(tx, claim)) => (tx, claim),
@@ -311,7 +339,7 @@ impl Idempotency {
         key: &IdempotencyKey,
         fingerprint: &Fingerprint,
     ) -> Result<Begin, Problem> {
-        let mut conn = self.db.writer().acquire().await.map_err(db_problem)?;
+        let mut conn = self.db.write_conn().await.map_err(db_problem)?;
         match self.claim_on(&mut conn, scope, key, fingerprint).await? {
             Claimed::Token(token) => Ok(Begin::Claimed(self.claim(
                 scope,
@@ -338,56 +366,34 @@ impl Idempotency {
             let now = self.clock.now_millis();
             let token = uuid::Uuid::new_v4().to_string();
             // The primary key decides who is first, across tasks and processes alike.
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys \
-                   (scope, key, fingerprint, state, claim_token, locked_until, created_at, expires_at) \
-                 VALUES ($1, $2, $3, 'in_flight', $4, $5, $6, $7) \
-                 ON CONFLICT (scope, key) DO NOTHING",
-            )
-            .bind(scope)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(&token)
-            .bind(self.locked_until(now))
-            .bind(now)
-            .bind(self.expires_at(now))
-            .execute(&mut *conn)
-            .await
-            .map_err(db_problem)?;
+            let inserted = sqlx::query(CLAIM)
+                .bind(scope)
+                .bind(key)
+                .bind(fingerprint)
+                .bind(&token)
+                .bind(self.locked_until(now))
+                .bind(now)
+                .bind(self.expires_at(now))
+                .execute(&mut *conn)
+                .await
+                .map_err(db_problem)?;
             if inserted.rows_affected() == 1 {
                 return Ok(Claimed::Token(token));
             }
 
-            let row: Option<Row> = sqlx::query_as(
-                "SELECT fingerprint, state, claim_token, locked_until, status, headers, body, \
-                   expires_at \
-                 FROM idempotency_keys WHERE scope = $1 AND key = $2",
-            )
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(db_problem)?;
+            let row: Option<Row> = sqlx::query_as(READ)
+                .bind(scope)
+                .bind(key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(db_problem)?;
             // Released or purged since the insert lost: try to insert again.
             let Some(row) = row else { continue };
 
             match decide(&row, fingerprint, now) {
-                Decision::Reused => {
-                    return Err(Problem::new(Kind::IdempotencyKeyReused).with_detail(
-                        "this Idempotency-Key was used for a different request \
-                         (method, path or body); send a new key",
-                    ));
-                }
+                Decision::Reused => return Err(reused()),
                 Decision::InUse => return Err(in_use()),
-                Decision::Replay => {
-                    let mut response = Stored::from_row(row)
-                        .map_err(Problem::from)?
-                        .into_response();
-                    response
-                        .headers_mut()
-                        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-                    return Ok(Claimed::Replay(response));
-                }
+                Decision::Replay => return Ok(Claimed::Replay(replay(row)?)),
                 Decision::TakeOver => {}
             }
             if let Some(pause) = &self.take_over_pause {
@@ -397,24 +403,19 @@ impl Idempotency {
             // Take over a forgotten key or a claim whose holder died. Compare-and-set on
             // what was read: of several contenders exactly one matches the old token, and
             // a holder that completed meanwhile changed the state, so its answer stands.
-            let taken = sqlx::query(
-                "UPDATE idempotency_keys SET fingerprint = $1, state = 'in_flight', \
-                   claim_token = $2, locked_until = $3, status = NULL, headers = NULL, \
-                   body = NULL, created_at = $4, expires_at = $5 \
-                 WHERE scope = $6 AND key = $7 AND claim_token = $8 AND state = $9",
-            )
-            .bind(fingerprint)
-            .bind(&token)
-            .bind(self.locked_until(now))
-            .bind(now)
-            .bind(self.expires_at(now))
-            .bind(scope)
-            .bind(key)
-            .bind(&row.claim_token)
-            .bind(&row.state)
-            .execute(&mut *conn)
-            .await
-            .map_err(db_problem)?;
+            let taken = sqlx::query(TAKE_OVER)
+                .bind(fingerprint)
+                .bind(&token)
+                .bind(self.locked_until(now))
+                .bind(now)
+                .bind(self.expires_at(now))
+                .bind(scope)
+                .bind(key)
+                .bind(&row.claim_token)
+                .bind(&row.state)
+                .execute(&mut *conn)
+                .await
+                .map_err(db_problem)?;
             if taken.rows_affected() == 1 {
                 return Ok(Claimed::Token(token));
             }
@@ -429,7 +430,7 @@ impl Idempotency {
              WHERE expires_at <= $1 AND (state = 'completed' OR locked_until <= $1)",
         )
         .bind(self.clock.now_millis())
-        .execute(self.db.writer())
+        .execute(&mut *self.db.write_conn().await?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -483,11 +484,7 @@ impl Claim {
     /// `Err`: `tx` rolls back. A client error that a retry would repeat (4xx, not
     /// retryable) is stored so retries replay it, as Stripe does; anything else releases
     /// the key so a retry runs again.
-    pub async fn finish(
-        self,
-        mut tx: Transaction<'static, Any>,
-        result: Result<Response, Problem>,
-    ) -> Response {
+    pub async fn finish(self, mut tx: WriteTx, result: Result<Response, Problem>) -> Response {
         let response = match result {
             Ok(response) => response,
             Err(problem) => {
@@ -534,14 +531,17 @@ impl Claim {
             // Its row lived and died with the write's transaction.
             return;
         }
-        let released = sqlx::query(
-            "DELETE FROM idempotency_keys \
-             WHERE scope = $1 AND key = $2 AND claim_token = $3 AND state = 'in_flight'",
-        )
-        .bind(&self.scope)
-        .bind(&self.key)
-        .bind(&self.token)
-        .execute(self.db.writer())
+        let released = async {
+            sqlx::query(
+                "DELETE FROM idempotency_keys \
+                 WHERE scope = $1 AND key = $2 AND claim_token = $3 AND state = 'in_flight'",
+            )
+            .bind(&self.scope)
+            .bind(&self.key)
+            .bind(&self.token)
+            .execute(&mut *self.db.write_conn().await?)
+            .await
+        }
         .await;
         if let Err(err) = released {
             tracing::warn!(
@@ -566,7 +566,12 @@ impl Claim {
         };
         // One statement, so its own transaction. Not recorded (claim lost, database
         // down)? The client still gets its answer; a retry merely recomputes it.
-        if let Err(err) = self.record(self.db.writer(), &stored).await {
+        let recorded = async {
+            let mut conn = self.db.write_conn().await?;
+            self.record(&mut *conn, &stored).await
+        }
+        .await;
+        if let Err(err) = recorded {
             tracing::warn!(error = %err, "recording a refused request failed");
             self.release().await;
         }
@@ -578,24 +583,21 @@ impl Claim {
     where
         E: Executor<'c, Database = Any>,
     {
-        let done = sqlx::query(
-            "UPDATE idempotency_keys SET state = 'completed', status = $1, headers = $2, body = $3 \
-             WHERE scope = $4 AND key = $5 AND claim_token = $6 AND state = 'in_flight'",
-        )
-        .bind(i64::from(stored.status.as_u16()))
-        .bind(stored.headers_json())
-        .bind(stored.body.to_vec())
-        .bind(&self.scope)
-        .bind(&self.key)
-        .bind(&self.token)
-        .execute(executor)
-        .await?;
+        let done = sqlx::query(RECORD)
+            .bind(i64::from(stored.status.as_u16()))
+            .bind(stored.headers_json())
+            .bind(stored.body.to_vec())
+            .bind(&self.scope)
+            .bind(&self.key)
+            .bind(&self.token)
+            .execute(executor)
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 }
 
 /// What `begin` does with a key that already has a row.
-enum Decision {
+pub(crate) enum Decision {
     /// Used for another request, and not yet forgotten.
     Reused,
     /// Answered already: send the answer again.
@@ -606,7 +608,7 @@ enum Decision {
     TakeOver,
 }
 
-fn decide(row: &Row, fingerprint: &str, now: i64) -> Decision {
+pub(crate) fn decide(row: &Row, fingerprint: &str, now: i64) -> Decision {
     let completed = row.state == "completed";
     let locked = row.locked_until > now;
     if row.expires_at <= now && (completed || !locked) {
@@ -623,7 +625,7 @@ fn decide(row: &Row, fingerprint: &str, now: i64) -> Decision {
 }
 
 /// A response as recorded: what a replay must reproduce exactly.
-struct Stored {
+pub(crate) struct Stored {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
@@ -631,7 +633,7 @@ struct Stored {
 
 impl Stored {
     /// Keeps the headers that matter ([`KEPT_HEADERS`]) whose values are text.
-    fn capture(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
+    pub(crate) fn capture(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Self {
         let mut kept = HeaderMap::new();
         for name in KEPT_HEADERS {
             for value in headers.get_all(&name) {
@@ -648,7 +650,7 @@ impl Stored {
     }
 
     /// `[["content-type","application/json"],...]`: ordered, repeatable, plain JSON.
-    fn headers_json(&self) -> String {
+    pub(crate) fn headers_json(&self) -> String {
         let pairs: Vec<(&str, &str)> = self
             .headers
             .iter()
@@ -658,7 +660,7 @@ impl Stored {
         serde_json::to_string(&pairs).unwrap_or_else(|_| "[]".to_owned())
     }
 
-    fn from_row(row: Row) -> Result<Self, StoreError> {
+    pub(crate) fn from_row(row: Row) -> Result<Self, StoreError> {
         let corrupt = |what: &str| StoreError::Corrupt(format!("idempotency record: {what}"));
         let (Some(status), Some(headers), Some(body)) = (row.status, row.headers, row.body) else {
             return Err(corrupt("completed without a response"));
@@ -686,7 +688,7 @@ impl Stored {
 impl Stored {
     /// A problem's response, captured for the record; or the response to send if its
     /// body cannot be read (never, for our own problems).
-    async fn of_problem(problem: Problem) -> Result<(Self, http::Extensions), Response> {
+    pub(crate) async fn of_problem(problem: Problem) -> Result<(Self, http::Extensions), Response> {
         let (parts, body) = problem.into_response().into_parts();
         match axum::body::to_bytes(body, usize::MAX).await {
             Ok(bytes) => Ok((
@@ -697,7 +699,7 @@ impl Stored {
         }
     }
 
-    fn into_response_with(self, extensions: http::Extensions) -> Response {
+    pub(crate) fn into_response_with(self, extensions: http::Extensions) -> Response {
         let mut response = self.into_response();
         *response.extensions_mut() = extensions;
         response
@@ -714,12 +716,30 @@ impl IntoResponse for Stored {
 }
 
 /// A client error a retry would repeat: recorded, so retries replay it (Stripe's rule).
-fn repeatable(problem: &Problem) -> bool {
+pub(crate) fn repeatable(problem: &Problem) -> bool {
     let kind = problem.kind();
     kind.http_status().is_client_error() && !kind.retryable()
 }
 
-fn in_use() -> Problem {
+pub(crate) fn reused() -> Problem {
+    Problem::new(Kind::IdempotencyKeyReused).with_detail(
+        "this Idempotency-Key was used for a different request (method, path or body); \
+         send a new key",
+    )
+}
+
+/// The stored answer of a completed row, marked as a replay.
+pub(crate) fn replay(row: Row) -> Result<Response, Problem> {
+    let mut response = Stored::from_row(row)
+        .map_err(Problem::from)?
+        .into_response();
+    response
+        .headers_mut()
+        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+pub(crate) fn in_use() -> Problem {
     Problem::new(Kind::IdempotencyKeyInUse)
         .with_detail("a request with this Idempotency-Key is still being processed; retry shortly")
         .with_retry_after(IN_USE_RETRY_AFTER)
@@ -740,12 +760,12 @@ fn db_problem(err: sqlx::Error) -> Problem {
     StoreError::from(err).into()
 }
 
-async fn rollback(tx: Transaction<'static, Any>) {
+async fn rollback(tx: WriteTx) {
     if let Err(err) = tx.rollback().await {
         tracing::warn!(error = %err, "rolling back a request's transaction failed");
     }
 }
 
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -7,7 +7,8 @@
 //! times, so backends that de-duplicate (embedded, NATS) drop the copy and every consumer's
 //! inbox ([`crate::inbox`]) ignores it.
 //!
-//! The relay publishes one message at a time, in `seq` order, and stops at the first
+//! The relay publishes in `seq` order (a run of messages for one destination at once:
+//! one commit on the embedded broker), and stops at the first
 //! failure (retrying it with full-jitter backoff), so events of one key are published in
 //! the order their writes committed. Several processes sharing one database each run a
 //! relay; they may publish a message twice between them, which the same ids absorb.
@@ -59,20 +60,47 @@ pub async fn enqueue(
     to: Destination<'_>,
     envelope: &Envelope,
 ) -> Result<(), StoreError> {
-    let json = serde_json::to_string(envelope)
-        .map_err(|e| StoreError::Corrupt(format!("envelope {}: {e}", envelope.id)))?;
-    sqlx::query(
-        "INSERT INTO outbox (message_id, shape, destination, envelope, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(envelope.id.to_string())
-    .bind(to.shape())
-    .bind(to.name().to_owned())
-    .bind(json)
-    .bind(now_millis())
-    .execute(conn)
-    .await?;
+    let json = envelope_json(envelope)?;
+    sqlx::query(ENQUEUE)
+        .bind(envelope.id.to_string())
+        .bind(to.shape())
+        .bind(to.name().to_owned())
+        .bind(json)
+        .bind(now_millis())
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+/// [`enqueue`] on a SQLite file's rusqlite writer ([`storage::Writer::write`]), inside
+/// the transaction of the write the message describes.
+pub fn enqueue_local(
+    conn: &storage::rusqlite::Connection,
+    to: Destination<'_>,
+    envelope: &Envelope,
+) -> Result<(), StoreError> {
+    let json = envelope_json(envelope)?;
+    conn.prepare_cached(ENQUEUE)
+        .and_then(|mut statement| {
+            statement.execute(storage::rusqlite::params![
+                envelope.id.to_string(),
+                to.shape(),
+                to.name(),
+                json,
+                now_millis(),
+            ])
+        })
+        .map_err(|e| StoreError::from(storage::SqliteError::from(e)))?;
+    Ok(())
+}
+
+/// The statement of [`enqueue`] and [`enqueue_local`] (parameters in order).
+const ENQUEUE: &str = "INSERT INTO outbox (message_id, shape, destination, envelope, created_at) \
+     VALUES ($1, $2, $3, $4, $5)";
+
+fn envelope_json(envelope: &Envelope) -> Result<String, StoreError> {
+    serde_json::to_string(envelope)
+        .map_err(|e| StoreError::Corrupt(format!("envelope {}: {e}", envelope.id)))
 }
 
 /// A service's outbox: its relay, and the bell its writers ring after they commit.
@@ -185,37 +213,62 @@ impl Outbox {
         };
         let mut sent = Vec::with_capacity(rows.len());
         let mut failed = None;
-        for (seq, message_id, shape, destination, json) in rows {
-            let fail = |reason: String| RelayError::Publish {
-                seq,
-                message_id: message_id.clone(),
-                reason,
-            };
-            let envelope: Envelope = match serde_json::from_str(&json) {
-                Ok(e) => e,
-                Err(e) => {
-                    // Written by this crate's own `enqueue`: only a hand-edited row gets
-                    // here. Skipping it would break the order promise; stop and say so.
-                    failed = Some(fail(format!("the stored envelope is not readable: {e}")));
+        // Runs of messages for the same destination go in one publish (one commit on the
+        // embedded broker), in seq order; the first failure stops the pass.
+        let mut rows = rows.into_iter().peekable();
+        while let Some((seq, message_id, shape, destination, json)) = rows.next() {
+            let mut run = vec![(seq, message_id, json)];
+            while let Some(next) = rows.peek() {
+                if next.2 != shape || next.3 != destination {
                     break;
                 }
-            };
-            // Idempotent: a re-publish carries the same envelope id.
-            let outcome = self
-                .broker
-                .call(true, |_attempt| async {
-                    let published = match shape.as_str() {
-                        "queue" => broker.queues.publish(&destination, &envelope).await,
-                        _ => broker.streams.publish(&destination, &envelope).await,
-                    };
-                    published.map_err(publish_problem)
-                })
-                .await;
-            if let Err(problem) = outcome {
-                failed = Some(fail(problem.to_string()));
+                if let Some((seq, message_id, _, _, json)) = rows.next() {
+                    run.push((seq, message_id, json));
+                }
+            }
+            let mut envelopes = Vec::with_capacity(run.len());
+            for (seq, message_id, json) in &run {
+                match serde_json::from_str::<Envelope>(json) {
+                    Ok(envelope) => envelopes.push(envelope),
+                    Err(e) => {
+                        // Written by this crate's own `enqueue`: only a hand-edited row
+                        // gets here. Skipping it would break the order promise: publish
+                        // what comes before it, then stop and say so.
+                        failed = Some(RelayError::Publish {
+                            seq: *seq,
+                            message_id: message_id.clone(),
+                            reason: format!("the stored envelope is not readable: {e}"),
+                        });
+                        break;
+                    }
+                }
+            }
+            if !envelopes.is_empty() {
+                // Idempotent: a re-publish carries the same envelope ids.
+                let outcome = self
+                    .broker
+                    .call(true, |_attempt| async {
+                        let published = match shape.as_str() {
+                            "queue" => broker.queues.publish_all(&destination, &envelopes).await,
+                            _ => broker.streams.publish_all(&destination, &envelopes).await,
+                        };
+                        published.map_err(publish_problem)
+                    })
+                    .await;
+                if let Err(problem) = outcome {
+                    let (seq, message_id, _) = &run[0];
+                    failed = Some(RelayError::Publish {
+                        seq: *seq,
+                        message_id: message_id.clone(),
+                        reason: problem.to_string(),
+                    });
+                    break;
+                }
+                sent.extend(run.iter().take(envelopes.len()).map(|(seq, _, _)| *seq));
+            }
+            if failed.is_some() {
                 break;
             }
-            sent.push(seq);
         }
         self.stamp_sent(&sent).await?;
         metrics::counter!("brigade_outbox_published_total", "service" => self.service)
@@ -243,7 +296,7 @@ impl Outbox {
             }
             list.push_str(&seq.to_string());
         }
-        let mut conn = self.db.writer().acquire().await?;
+        let mut conn = self.db.write_conn().await?;
         // Integers read from the table itself: nothing a client wrote reaches this text.
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE seq IN ({list})"
@@ -258,7 +311,7 @@ impl Outbox {
     async fn record_failure(&self, seq: i64, err: &RelayError) {
         metrics::counter!("brigade_outbox_publish_failures_total", "service" => self.service)
             .increment(1);
-        let Ok(mut conn) = self.db.writer().acquire().await else {
+        let Ok(mut conn) = self.db.write_conn().await else {
             return;
         };
         let reason: String = err.to_string().chars().take(1000).collect();
@@ -277,7 +330,7 @@ impl Outbox {
     pub async fn purge_sent(&self, keep: Duration) -> Result<u64, StoreError> {
         let cutoff =
             now_millis().saturating_sub(i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
-        let mut conn = self.db.writer().acquire().await?;
+        let mut conn = self.db.write_conn().await?;
         let done = sqlx::query("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < $1")
             .bind(cutoff)
             .execute(&mut *conn)

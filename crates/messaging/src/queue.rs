@@ -155,6 +155,16 @@ pub trait WorkQueue: Send + Sync {
     /// confirm, PubAck, committed transaction).
     async fn publish(&self, queue: &str, message: &Envelope) -> Result<()>;
 
+    /// Publishes `messages` in order, as [`WorkQueue::publish`] each (backends may
+    /// override it to store a batch at once); on an error some may have gone, and
+    /// publishing them again is safe (same ids).
+    async fn publish_all(&self, queue: &str, messages: &[Envelope]) -> Result<()> {
+        for message in messages {
+            self.publish(queue, message).await?;
+        }
+        Ok(())
+    }
+
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn QueueConsumer>>;
 
     /// Dead letters of `queue`, oldest first.

@@ -131,6 +131,16 @@ pub trait EventStream: Send + Sync {
     /// once the backend has stored it.
     async fn publish(&self, stream: &str, event: &Envelope) -> Result<()>;
 
+    /// Appends `events` in order, as [`EventStream::publish`] each. Backends that can
+    /// store a batch at once (the embedded one: one commit) override it; on an error some
+    /// of the events may be stored, and publishing them again is safe (same ids).
+    async fn publish_all(&self, stream: &str, events: &[Envelope]) -> Result<()> {
+        for event in events {
+            self.publish(stream, event).await?;
+        }
+        Ok(())
+    }
+
     /// Joins `group` (creating it at `start` if it is new; an existing group resumes
     /// where it committed).
     async fn subscribe(

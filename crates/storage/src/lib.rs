@@ -6,9 +6,11 @@
 mod readers;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod writer;
 
-pub use readers::{ReadError, Readers};
+pub use readers::{Readers, SqliteError};
 pub use rusqlite;
+pub use writer::{Turn, Writer};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,13 +96,13 @@ pub enum StorageError {
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: AnyPool,
-    /// Where every write goes. On SQLite, a pool of one connection: the file has one
-    /// write lock, and writers of this process queue here in order, on an async wait,
-    /// instead of colliding on the lock and sleeping in SQLite's busy handler (its
-    /// sleeps of 1–100 ms were the p99 of a create under concurrency). Writers in other
-    /// processes still meet ours on the lock and wait up to the busy timeout. On
-    /// PostgreSQL, the same pool as reads: its writers lock rows, not the database.
+    /// Where sqlx's writes go. On SQLite, a pool of one connection, used in the
+    /// process's turn to write ([`Writer`]); on PostgreSQL, the same pool as reads: its
+    /// writers lock rows, not the database.
     writer: AnyPool,
+    /// SQLite files only: the process's turn to write, and the rusqlite connection of
+    /// the hot writes ([`Writer`]; why not sqlx for those is in its module).
+    local_writer: Option<Arc<Writer>>,
     backend: Backend,
     url: DatabaseUrl,
     /// Set once this process has applied (or verified) every migration; `/readyz` reads it.
@@ -184,9 +186,17 @@ impl Database {
             let threads = cores.min(pool.max_connections.max(1) as usize);
             Arc::new(Readers::new(&path, threads, pool.statement_timeout))
         });
+        let local_writer = sqlite_path(url).map(|path| {
+            Arc::new(Writer::new(
+                &path,
+                pool.statement_timeout,
+                pool.acquire_timeout,
+            ))
+        });
         Ok(Database {
             pool: pool_handle,
             writer,
+            local_writer,
             backend,
             url: url.clone(),
             migrated: Arc::new(AtomicBool::new(false)),
@@ -222,30 +232,49 @@ impl Database {
         }
     }
 
-    /// Begins a transaction that will write, on [`Database::writer`]. On SQLite it takes
-    /// the write lock up front (`BEGIN IMMEDIATE`), so a writer in another process makes
-    /// it wait on the busy timeout instead of failing with SQLITE_BUSY when a read lock
+    /// Begins a transaction that will write. On SQLite it waits for the process's turn
+    /// to write ([`Writer::turn`]) and holds it until the transaction ends, and takes the
+    /// file's lock up front (`BEGIN IMMEDIATE`), so a writer in another process makes it
+    /// wait on the busy timeout instead of failing with SQLITE_BUSY when a read lock
     /// cannot be upgraded.
     ///
-    /// On SQLite the transaction holds this process's one write connection until it ends:
-    /// do not write through [`Database::writer`] (or begin another) while holding it.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.writer.begin().await,
+    /// On SQLite do not write in any other way (another transaction,
+    /// [`Database::write_conn`], [`Writer::write`]) while holding it: that waits for the
+    /// turn this transaction holds, and gives up after the acquire timeout (503).
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = self.turn().await?;
+        let tx = match self.backend {
+            Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.writer.begin().await?,
+        };
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// A connection for writes outside [`Database::begin_write`] (a single statement is
+    /// its own transaction), in the process's turn to write on SQLite.
+    pub async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
+        let turn = self.turn().await?;
+        let conn = self.writer.acquire().await?;
+        Ok(WriteConn { conn, _turn: turn })
+    }
+
+    async fn turn(&self) -> Result<Option<Turn>, sqlx::Error> {
+        match &self.local_writer {
+            Some(writer) => writer.turn().await.map(Some),
+            None => Ok(None),
         }
     }
 
-    /// For reads (and migrations). Writes go through [`Database::writer`].
+    /// For reads (and migrations). Writes go through [`Database::begin_write`],
+    /// [`Database::write_conn`] or [`Database::local_writer`].
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
 
-    /// For writes outside [`Database::begin_write`] (a single statement is its own
-    /// transaction): on SQLite this process's one write connection, so in-process writers
-    /// take turns in order instead of sleeping on the file's lock.
-    pub fn writer(&self) -> &AnyPool {
-        &self.writer
+    /// The rusqlite writer of a SQLite file; `None` on PostgreSQL (and in-memory SQLite),
+    /// where writes go through sqlx.
+    pub fn local_writer(&self) -> Option<&Writer> {
+        self.local_writer.as_deref()
     }
 
     /// The reader threads of a SQLite file; `None` on PostgreSQL (and in-memory SQLite),
@@ -265,6 +294,62 @@ impl Database {
     pub async fn close(&self) {
         self.writer.close().await;
         self.pool.close().await;
+    }
+}
+
+/// A write transaction (sqlx's), holding the process's turn to write on SQLite until it
+/// ends. Dereferences to the transaction's connection, so repository functions taking
+/// `&mut AnyConnection` run inside it.
+#[derive(Debug)]
+pub struct WriteTx {
+    // Declared first, so it ends (rolls back if not committed) before the turn passes on.
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<Turn>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// A connection for autocommit writes, holding the process's turn to write on SQLite
+/// until it is dropped.
+#[derive(Debug)]
+pub struct WriteConn {
+    conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    _turn: Option<Turn>,
+}
+
+impl std::ops::Deref for WriteConn {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for WriteConn {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.conn
     }
 }
 
@@ -365,9 +450,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    /// A read on SQLite's reader threads ([`Readers`]) failed.
+    /// A read or write through rusqlite ([`Readers`], [`Writer`]) failed.
     #[error(transparent)]
-    Read(#[from] ReadError),
+    Sqlite(#[from] SqliteError),
 }
 
 impl From<StoreError> for problem::Problem {
@@ -392,7 +477,7 @@ impl From<StoreError> for problem::Problem {
                     .with_retry_after(Duration::from_secs(1))
                     .with_source(err)
             }
-            StoreError::Read(ref e) if e.is_unavailable() => {
+            StoreError::Sqlite(ref e) if e.is_unavailable() => {
                 Problem::unavailable("the database did not answer in time; retry shortly")
                     .with_retry_after(Duration::from_secs(1))
                     .with_source(err)

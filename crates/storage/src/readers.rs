@@ -64,7 +64,7 @@ thread_local! {
 
 /// Why a read did not run.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub enum SqliteError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
     /// The reader threads could not start, or ended.
@@ -72,7 +72,7 @@ pub enum ReadError {
     Unavailable(String),
 }
 
-impl ReadError {
+impl SqliteError {
     /// Another connection held a lock for longer than the busy timeout (SQLITE_BUSY), or
     /// WAL's read lock could not be had after SQLite's own retries (SQLITE_PROTOCOL, under
     /// heavy contention): the database is busy, which a retry may get past.
@@ -80,7 +80,7 @@ impl ReadError {
         use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked, FileLockingProtocolFailed};
         matches!(
             self,
-            ReadError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+            SqliteError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
                 if matches!(e.code, DatabaseBusy | DatabaseLocked | FileLockingProtocolFailed)
         )
     }
@@ -90,11 +90,11 @@ impl ReadError {
     pub fn is_unavailable(&self) -> bool {
         use rusqlite::ErrorCode::{CannotOpen, SystemIoFailure};
         match self {
-            ReadError::Unavailable(_) => true,
-            ReadError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+            SqliteError::Unavailable(_) => true,
+            SqliteError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
                 self.is_busy() || matches!(e.code, CannotOpen | SystemIoFailure)
             }
-            ReadError::Sqlite(_) => false,
+            SqliteError::Sqlite(_) => false,
         }
     }
 }
@@ -116,10 +116,10 @@ impl Readers {
     /// own connection when no lock stands in the way, otherwise on a reader thread (see
     /// the module doc). If the caller stops waiting (its deadline passed) before a reader
     /// thread takes the job, the job is skipped.
-    pub async fn read<R, F>(&self, f: F) -> Result<R, ReadError>
+    pub async fn read<R, F>(&self, f: F) -> Result<R, SqliteError>
     where
         R: Send + 'static,
-        F: Fn(&Connection) -> Result<R, ReadError> + Send + 'static,
+        F: Fn(&Connection) -> Result<R, SqliteError> + Send + 'static,
     {
         match self.read_here(&f) {
             Some(Err(e)) if e.is_busy() => self.read_on_thread(f).await,
@@ -132,8 +132,8 @@ impl Readers {
     /// cannot have one (it is already inside a read, or is shutting down).
     fn read_here<R>(
         &self,
-        f: &impl Fn(&Connection) -> Result<R, ReadError>,
-    ) -> Option<Result<R, ReadError>> {
+        f: &impl Fn(&Connection) -> Result<R, SqliteError>,
+    ) -> Option<Result<R, SqliteError>> {
         LOCAL
             .try_with(|local| {
                 let mut local = local.try_borrow_mut().ok()?;
@@ -147,7 +147,7 @@ impl Readers {
                         local.retain(|l| l.owner.strong_count() > 0);
                         let conn = match connect(&self.path, Duration::ZERO) {
                             Ok(conn) => conn,
-                            Err(e) => return Some(Err(ReadError::from(e))),
+                            Err(e) => return Some(Err(SqliteError::from(e))),
                         };
                         local.push(Local {
                             owner: Arc::downgrade(&self.token),
@@ -163,10 +163,10 @@ impl Readers {
     }
 
     /// `f` on one of the reader threads, which wait for locks up to the busy timeout.
-    async fn read_on_thread<R, F>(&self, f: F) -> Result<R, ReadError>
+    async fn read_on_thread<R, F>(&self, f: F) -> Result<R, SqliteError>
     where
         R: Send + 'static,
-        F: Fn(&Connection) -> Result<R, ReadError> + Send + 'static,
+        F: Fn(&Connection) -> Result<R, SqliteError> + Send + 'static,
     {
         let jobs = self.jobs()?;
         let (tx, rx) = oneshot::channel();
@@ -176,18 +176,18 @@ impl Readers {
             }
         });
         jobs.send(job)
-            .map_err(|_| ReadError::Unavailable("the reader threads ended".into()))?;
+            .map_err(|_| SqliteError::Unavailable("the reader threads ended".into()))?;
         rx.await
-            .map_err(|_| ReadError::Unavailable("a reader thread ended mid-read".into()))?
+            .map_err(|_| SqliteError::Unavailable("a reader thread ended mid-read".into()))?
     }
 
     /// The job queue, starting the threads on first use. Two first uses at once may both
     /// start threads; the loser's queue is dropped at once, and its threads end with it.
-    fn jobs(&self) -> Result<&crossbeam_channel::Sender<Job>, ReadError> {
+    fn jobs(&self) -> Result<&crossbeam_channel::Sender<Job>, SqliteError> {
         if let Some(jobs) = self.started.get() {
             return Ok(jobs);
         }
-        let jobs = self.start().map_err(ReadError::Unavailable)?;
+        let jobs = self.start().map_err(SqliteError::Unavailable)?;
         Ok(self.started.get_or_init(|| jobs))
     }
 

@@ -89,7 +89,7 @@ async fn sqlite_reads_wait_for_a_lock_no_longer_than_the_timeout() {
     let readers = storage::Readers::new(&path, 1, Duration::from_millis(200));
     let count = |conn: &storage::rusqlite::Connection| {
         conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
-            .map_err(storage::ReadError::from)
+            .map_err(storage::SqliteError::from)
     };
     assert_eq!(readers.read(count).await.unwrap(), 1);
 
@@ -121,7 +121,7 @@ async fn a_sqlite_file_that_is_gone_reads_as_unavailable() {
     let readers = storage::Readers::new(&path, 1, Duration::from_millis(100));
     let one = |conn: &storage::rusqlite::Connection| {
         conn.query_row("SELECT x FROM t", [], |r| r.get::<_, i64>(0))
-            .map_err(storage::ReadError::from)
+            .map_err(storage::SqliteError::from)
     };
     let err = readers.read(one).await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");

@@ -7,6 +7,7 @@
 pub mod cache;
 mod read;
 pub mod reservations;
+pub mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,19 +96,27 @@ pub async fn insert_product(
     new: &NewProduct,
 ) -> Result<Product, StoreError> {
     let now = now_millis();
-    let row: ProductRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO products (name, price_minor, stock, version, created_at, updated_at) \
-         VALUES ($1, $2, $3, 1, $4, $4) RETURNING {PRODUCT_COLUMNS}"
-    )))
-    .bind(new.name.as_str())
-    .bind(new.price.minor())
-    .bind(new.stock.units())
-    .bind(now)
-    .fetch_one(&mut *conn)
-    .await?;
+    let sql = INSERT_PRODUCT.get_or_init(insert_product_sql).as_str();
+    let row: ProductRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(new.name.as_str())
+        .bind(new.price.minor())
+        .bind(new.stock.units())
+        .bind(now)
+        .fetch_one(&mut *conn)
+        .await?;
     let product: Product = row.try_into()?;
     publish(conn, &events::product_created(&product)).await?;
     Ok(product)
+}
+
+/// The statement of `insert_product` (here and in `write`), built once.
+static INSERT_PRODUCT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn insert_product_sql() -> String {
+    format!(
+        "INSERT INTO products (name, price_minor, stock, version, created_at, updated_at) \
+         VALUES ($1, $2, $3, 1, $4, $4) RETURNING {PRODUCT_COLUMNS}"
+    )
 }
 
 /// Puts a catalog event in the outbox, on `conn`: inside the caller's transaction, so the
@@ -481,7 +490,7 @@ impl CatalogStore {
     }
 
     pub async fn create_review(&self, new: &NewReview) -> Result<Review, StoreError> {
-        let mut conn = self.db.writer().acquire().await?;
+        let mut conn = self.db.write_conn().await?;
         insert_review(&mut conn, new).await
     }
 

@@ -7,7 +7,7 @@
 //! validates them) happens on the caller's side, as for sqlx's rows.
 
 use storage::rusqlite::{self, Connection, OptionalExtension, Row};
-use storage::{ReadError, Readers};
+use storage::{Readers, SqliteError};
 
 use super::{PRODUCT_COLUMNS, ProductRow, REVIEW_COLUMNS, ReviewRow};
 
@@ -45,13 +45,13 @@ fn all<T>(
     sql: &str,
     params: impl rusqlite::Params,
     row: fn(&Row<'_>) -> rusqlite::Result<T>,
-) -> Result<Vec<T>, ReadError> {
+) -> Result<Vec<T>, SqliteError> {
     let mut statement = conn.prepare_cached(sql)?;
     let rows = statement.query_map(params, row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-pub(super) async fn product(readers: &Readers, id: i64) -> Result<Option<ProductRow>, ReadError> {
+pub(super) async fn product(readers: &Readers, id: i64) -> Result<Option<ProductRow>, SqliteError> {
     readers
         .read(move |conn: &Connection| {
             static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -76,7 +76,7 @@ pub(super) async fn products(
     readers: &Readers,
     after: i64,
     limit: u32,
-) -> Result<Vec<ProductRow>, ReadError> {
+) -> Result<Vec<ProductRow>, SqliteError> {
     readers
         .read(move |conn: &Connection| {
             let sql = format!(
@@ -91,7 +91,7 @@ pub(super) async fn products(
 pub(super) async fn products_by_id(
     readers: &Readers,
     ids: Vec<i64>,
-) -> Result<Vec<ProductRow>, ReadError> {
+) -> Result<Vec<ProductRow>, SqliteError> {
     readers
         .read(move |conn: &Connection| {
             // One statement per list length would fill the statement cache; the ids go in
@@ -112,7 +112,7 @@ pub(super) async fn review(
     readers: &Readers,
     product_id: i64,
     id: i64,
-) -> Result<Option<ReviewRow>, ReadError> {
+) -> Result<Option<ReviewRow>, SqliteError> {
     readers
         .read(move |conn: &Connection| {
             static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -134,7 +134,7 @@ pub(super) async fn reviews(
     product_id: i64,
     after: i64,
     limit: u32,
-) -> Result<Vec<ReviewRow>, ReadError> {
+) -> Result<Vec<ReviewRow>, SqliteError> {
     readers
         .read(move |conn: &Connection| {
             let sql = format!(

@@ -102,7 +102,7 @@ pub async fn count(db: &Database, sql: &'static str) -> i64 {
 
 /// A write transaction that has written effect `id` (a request's write, before its
 /// claim finishes).
-pub async fn write_effect(db: &Database, id: i64) -> sqlx::Transaction<'static, sqlx::Any> {
+pub async fn write_effect(db: &Database, id: i64) -> storage::WriteTx {
     let mut tx = db.begin_write().await.unwrap();
     sqlx::query("INSERT INTO effects (id) VALUES ($1)")
         .bind(id)

@@ -7,5 +7,6 @@ mod extract;
 mod helpers;
 mod http;
 mod key;
+mod local;
 mod one_tx;
 mod store;

@@ -130,11 +130,23 @@ impl EventStream for Streams {
     }
 
     async fn publish(&self, stream: &str, event: &Envelope) -> Result<()> {
+        self.publish_all(stream, std::slice::from_ref(event)).await
+    }
+
+    /// All of `events` in one transaction of the broker's writer: one commit for a batch.
+    async fn publish_all(&self, stream: &str, events: &[Envelope]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         let s = stream.to_owned();
-        let id = event.id.to_string();
-        let key = event.key.clone().unwrap_or_else(|| id.clone());
-        let headers = super::envelope_headers(event);
-        let body = event.body();
+        let rows: Vec<(String, String, String, Vec<u8>)> = events
+            .iter()
+            .map(|event| {
+                let id = event.id.to_string();
+                let key = event.key.clone().unwrap_or_else(|| id.clone());
+                (id, key, super::envelope_headers(event), event.body())
+            })
+            .collect();
         let purge_now = self
             .shared
             .purge_due(&format!("stream:{stream}"), Duration::from_secs(1));
@@ -148,36 +160,53 @@ impl EventStream for Streams {
                 } else {
                     0
                 };
-                let position = row.last_position + 1;
-                let partition = crate::partition_of(&key, row.partitions);
-                let stored = conn
-                    .prepare_cached(
-                        "INSERT OR IGNORE INTO stream_events
-                            (stream, position, partition, msg_id, headers, body, published_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    )
-                    .and_then(|mut st| {
-                        st.execute(params![s, position, partition, id, headers, body, now_ms()])
-                    })
-                    .map_err(sql)?;
+                let mut position = row.last_position;
+                let mut stored = 0_u64;
+                for (id, key, headers, body) in rows {
+                    let partition = crate::partition_of(&key, row.partitions);
+                    let inserted = conn
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO stream_events
+                                (stream, position, partition, msg_id, headers, body, published_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                s,
+                                position + 1,
+                                partition,
+                                id,
+                                headers,
+                                body,
+                                now_ms()
+                            ])
+                        })
+                        .map_err(sql)?;
+                    if inserted > 0 {
+                        position += 1;
+                        stored += 1;
+                    }
+                }
                 if stored > 0 {
                     conn.prepare_cached("UPDATE streams SET last_position = ?2 WHERE name = ?1")
                         .and_then(|mut st| st.execute(params![s, position]))
                         .map_err(sql)?;
                 }
-                Ok((stored > 0, purged))
+                Ok((stored, purged))
             })
             .await?;
         if purged > 0 {
             tracing::debug!(backend = BACKEND, stream, purged, "expired events purged");
         }
-        if stored {
+        let duplicates = events.len() as u64 - stored;
+        if stored > 0 {
             self.shared.stream_waker(stream).wake();
             metrics::counter!("brigade_messaging_published_total", "backend" => BACKEND, "stream" => stream.to_owned())
-                .increment(1);
-        } else {
+                .increment(stored);
+        }
+        if duplicates > 0 {
             metrics::counter!("brigade_messaging_duplicates_total", "backend" => BACKEND, "stream" => stream.to_owned())
-                .increment(1);
+                .increment(duplicates);
         }
         Ok(())
     }
