@@ -296,15 +296,31 @@ impl Outbox {
             }
             list.push_str(&seq.to_string());
         }
-        let mut conn = self.db.write_conn().await?;
         // Integers read from the table itself: nothing a client wrote reaches this text.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        let sql = format!(
             "UPDATE outbox SET sent_at = $1, attempts = attempts + 1 WHERE seq IN ({list})"
-        )))
-        .persistent(false) // a new text every pass: not worth a slot in the statement cache
-        .bind(now_millis())
-        .execute(&mut *conn)
-        .await?;
+        );
+        let now = now_millis();
+        if let Some(writer) = self.db.local_writer() {
+            // A SQLite file: in one synchronous call, so the relay holds the process's
+            // turn to write only for the statement (through sqlx, for its round trips:
+            // the service's creates waited behind every pass's stamp).
+            return writer
+                .write(move |tx| {
+                    // Not cached: a new text every pass.
+                    tx.execute(&sql, storage::rusqlite::params![now])
+                        .map_err(storage::SqliteError::from)
+                })
+                .await
+                .map(|_| ())
+                .map_err(StoreError::from);
+        }
+        let mut conn = self.db.write_conn().await?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false) // a new text every pass: not worth a slot in the statement cache
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
         Ok(())
     }
 

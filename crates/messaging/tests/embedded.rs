@@ -471,3 +471,44 @@ async fn a_closed_member_hands_its_partitions_over_at_once() {
         .unwrap();
     assert_eq!(event.message.as_ref().unwrap().payload["n"], 1);
 }
+
+/// `publish_all` stores a batch in one commit, in order, and drops copies of events the
+/// stream already has (the outbox relay re-publishes after a crash with the same ids).
+#[tokio::test]
+async fn a_batch_is_stored_in_order_without_duplicates() {
+    let h = EmbeddedHarness::new();
+    let broker = h.connect().await;
+    let s = h.unique("batch");
+    let options = StreamOptions {
+        partitions: 1,
+        ..StreamOptions::default()
+    };
+    broker.streams.declare(&s, &options).await.unwrap();
+    let e: Vec<Envelope> = (0..5)
+        .map(|n| Envelope::new("K", serde_json::json!({ "n": n })))
+        .collect();
+    broker.streams.publish(&s, &e[0]).await.unwrap();
+    let batch = [
+        e[1].clone(),
+        e[0].clone(),
+        e[2].clone(),
+        e[2].clone(),
+        e[3].clone(),
+    ];
+    broker.streams.publish_all(&s, &batch).await.unwrap();
+    broker.streams.publish(&s, &e[4]).await.unwrap();
+
+    let mut c = broker
+        .streams
+        .subscribe(&s, &h.unique("g"), StartFrom::Earliest)
+        .await
+        .unwrap();
+    for expected in &e {
+        let next = tokio::time::timeout(Duration::from_secs(5), c.next())
+            .await
+            .expect("the next event within 5 s")
+            .unwrap();
+        assert_eq!(next.message.as_ref().unwrap().id, expected.id);
+        next.commit().await.unwrap();
+    }
+}

@@ -73,6 +73,16 @@ pub enum SqliteError {
 }
 
 impl SqliteError {
+    /// The same error once more (for each caller whose write shared a failed commit).
+    pub fn again(&self) -> SqliteError {
+        match self {
+            SqliteError::Sqlite(rusqlite::Error::SqliteFailure(e, message)) => {
+                SqliteError::Sqlite(rusqlite::Error::SqliteFailure(*e, message.clone()))
+            }
+            other => SqliteError::Unavailable(other.to_string()),
+        }
+    }
+
     /// Another connection held a lock for longer than the busy timeout (SQLITE_BUSY), or
     /// WAL's read lock could not be had after SQLite's own retries (SQLITE_PROTOCOL, under
     /// heavy contention): the database is busy, which a retry may get past.

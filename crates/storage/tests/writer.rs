@@ -27,7 +27,7 @@ async fn count(db: &Database) -> i64 {
         .unwrap()
 }
 
-fn insert(tx: &mut rusqlite::Transaction<'_>, x: i64) -> Result<i64, SqliteError> {
+fn insert(tx: &mut rusqlite::Savepoint<'_>, x: i64) -> Result<i64, SqliteError> {
     tx.execute("INSERT INTO t (x) VALUES (?1)", params![x])?;
     Ok(tx.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
 }
@@ -152,4 +152,70 @@ async fn in_memory_and_postgres_have_no_local_writer() {
     assert!(memory.local_writer().is_none());
     let pg = storage::testing::postgres(&[]).await;
     assert!(pg.db.local_writer().is_none());
+}
+
+/// Group commit: writes queued while another holds the turn run together, each in its
+/// own savepoint: one that fails is rolled back alone, every other is committed, and each
+/// caller gets its own result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_commit_together_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&DatabaseUrl::sqlite_file(&dir.path().join("w.db"))).await;
+    // Hold the turn so that the writes pile up in one queue, then let them go.
+    let held = db.begin_write().await.unwrap();
+    let tasks: Vec<_> = (0..40_i64)
+        .map(|x| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.local_writer()
+                    .unwrap()
+                    .write(move |tx| {
+                        tx.execute("INSERT INTO t (x) VALUES (?1)", params![x])?;
+                        if x % 5 == 0 {
+                            return Err(SqliteError::Unavailable(format!("refused {x}")));
+                        }
+                        Ok(x)
+                    })
+                    .await
+            })
+        })
+        .collect();
+    held.commit().await.unwrap();
+    for (x, task) in (0..40_i64).zip(tasks) {
+        match task.await.unwrap() {
+            Ok(got) => assert_eq!(got, x),
+            Err(e) => {
+                assert_eq!(x % 5, 0, "{x} failed: {e}");
+                assert!(e.to_string().contains(&format!("refused {x}")), "{e}");
+            }
+        }
+    }
+    let stored: Vec<i64> = sqlx::query_scalar("SELECT x FROM t ORDER BY x")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    let expected: Vec<i64> = (0..40).filter(|x| x % 5 != 0).collect();
+    assert_eq!(stored, expected);
+}
+
+/// A caller that stopped waiting before its write ran (its deadline passed) is skipped:
+/// nothing is written for nobody.
+#[tokio::test]
+async fn a_write_whose_caller_is_gone_is_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&DatabaseUrl::sqlite_file(&dir.path().join("w.db"))).await;
+    let writer = db.local_writer().unwrap();
+    let held = db.begin_write().await.unwrap();
+    {
+        let abandoned = writer.write(|tx| insert(tx, 1));
+        tokio::pin!(abandoned);
+        // Polled once (queued, waiting for the turn), then dropped.
+        tokio::select! {
+            biased;
+            _ = &mut abandoned => panic!("the turn is held: the write cannot be done"),
+            () = std::future::ready(()) => {}
+        }
+    }
+    held.commit().await.unwrap();
+    assert_eq!(writer.write(|tx| insert(tx, 2)).await.unwrap(), 1);
 }

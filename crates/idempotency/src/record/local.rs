@@ -89,7 +89,7 @@ impl Idempotency {
             ttl: millis(self.settings.ttl),
         };
         let written = writer
-            .write(move |tx: &mut rusqlite::Transaction<'_>| claim.run(tx, work))
+            .write(move |tx: &mut rusqlite::Savepoint<'_>| claim.run(tx, work))
             .await;
         match written {
             Ok(response) => response,
@@ -110,7 +110,7 @@ struct LocalClaim {
 
 impl LocalClaim {
     /// Inside the writer's transaction: `Ok` commits, `Err` rolls back.
-    fn run<W>(self, tx: &mut rusqlite::Transaction<'_>, work: W) -> Result<Response, Abort>
+    fn run<W>(self, tx: &mut rusqlite::Savepoint<'_>, work: W) -> Result<Response, Abort>
     where
         W: FnOnce(&Connection) -> Result<Response, Problem>,
     {
