@@ -7,7 +7,7 @@ use idempotency::IdempotentJson;
 use problem::{Kind, Problem, ProblemBody};
 use serde::{Deserialize, Serialize};
 use server::extract::{Json, Path, Query};
-use server::rest::{IfNoneMatch, Page, PageQuery, rfc3339, written_json_with_etag};
+use server::rest::{IfNoneMatch, Page, PageQuery, rfc3339};
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -137,8 +137,8 @@ pub async fn list(
         .store
         .products(page.after.map(ProductId), page.limit + 1)
         .await?;
-    let body = server::rest::json::page(rows, page.limit, |p| p.id.0, write_product);
-    Ok(written_json_with_etag(&if_none_match, body))
+    let (body, tag) = state.rendered.page(rows, page.limit)?;
+    Ok(server::rest::rendered_with_etag(&if_none_match, tag, body))
 }
 
 /// Get one product.
