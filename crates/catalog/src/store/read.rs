@@ -11,7 +11,7 @@ use storage::{Readers, SqliteError};
 
 use super::{PRODUCT_COLUMNS, ProductRow, REVIEW_COLUMNS, ReviewRow};
 
-fn product_row(row: &Row<'_>) -> rusqlite::Result<ProductRow> {
+pub(super) fn product_row(row: &Row<'_>) -> rusqlite::Result<ProductRow> {
     Ok(ProductRow {
         id: row.get(0)?,
         name: row.get(1)?,

@@ -7,7 +7,7 @@ use messaging::outbox::{self, Destination};
 use storage::rusqlite::{self, Connection, params};
 use storage::{SqliteError, StoreError, now_millis};
 
-use super::{INSERT_PRODUCT, ProductRow};
+use super::INSERT_PRODUCT;
 use crate::domain::{NewProduct, Product};
 use crate::events;
 
@@ -20,17 +20,7 @@ pub fn insert_product(conn: &Connection, new: &NewProduct) -> Result<Product, St
         .and_then(|mut statement| {
             statement.query_row(
                 params![new.name.as_str(), new.price.minor(), new.stock.units(), now],
-                |r| {
-                    Ok(ProductRow {
-                        id: r.get(0)?,
-                        name: r.get(1)?,
-                        price_minor: r.get(2)?,
-                        stock: r.get(3)?,
-                        version: r.get(4)?,
-                        created_at: r.get(5)?,
-                        updated_at: r.get(6)?,
-                    })
-                },
+                super::read::product_row,
             )
         })
         .map_err(sqlite)?;

@@ -8,12 +8,11 @@ use std::time::Duration;
 
 use http::StatusCode;
 use idempotency::{Idempotency, MIGRATIONS, REPLAYED_HEADER};
-use problem::{Kind, Problem};
-use storage::rusqlite::params;
+use problem::Kind;
 
 use crate::helpers::{claim, count, create_effects, created, fingerprint, idempotency, key, read};
+use crate::one_tx::{self, Path};
 
-/// Inserts effect `id` on the writer's connection and answers 201, or fails with `fail`.
 async fn run_once(
     idem: &Idempotency,
     raw_key: &str,
@@ -21,84 +20,26 @@ async fn run_once(
     fail: Option<Kind>,
     runs: Arc<AtomicUsize>,
 ) -> axum::response::Response {
-    let (k, fp) = (key(raw_key), fingerprint("{}"));
-    idem.run_local("anonymous", &k, &fp, move |conn| {
-        runs.fetch_add(1, Ordering::SeqCst);
-        conn.execute("INSERT INTO effects (id) VALUES (?1)", params![id])
-            .map_err(Problem::internal)?;
-        match fail {
-            Some(kind) => Err(Problem::new(kind).with_detail("refused")),
-            None => Ok(created(id)),
-        }
-    })
-    .await
+    one_tx::run_once(idem, Path::Local, raw_key, id, fail, runs).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_one_key_write_once_and_the_rest_replay() {
     let t = storage::testing::sqlite(&[&MIGRATIONS]).await;
-    let db = &t.db;
-    create_effects(db).await;
-    let (idem, _) = idempotency(db);
-    assert!(idem.writes_locally());
-    let runs = Arc::new(AtomicUsize::new(0));
-    let tasks: Vec<_> = (0..20)
-        .map(|i| {
-            let (idem, runs) = (idem.clone(), runs.clone());
-            tokio::spawn(async move { read(run_once(&idem, "one", i, None, runs).await).await })
-        })
-        .collect();
-    let (mut first, mut replays) = (Vec::new(), Vec::new());
-    for task in tasks {
-        let (status, headers, body) = task.await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{body:?}");
-        if headers.contains_key(REPLAYED_HEADER) {
-            replays.push(body);
-        } else {
-            first.push(body);
-        }
-    }
-    assert_eq!((first.len(), replays.len()), (1, 19));
-    assert!(replays.iter().all(|b| *b == first[0]), "byte-identical");
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "the work ran once");
-    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
+    assert!(idempotency(&t.db).0.writes_locally());
+    one_tx::one_key_writes_once_and_the_rest_replay(&t.db, Path::Local).await;
 }
 
 #[tokio::test]
 async fn a_client_error_is_recorded_without_the_work_s_writes() {
     let t = storage::testing::sqlite(&[&MIGRATIONS]).await;
-    let db = &t.db;
-    create_effects(db).await;
-    let (idem, _) = idempotency(db);
-    let runs = Arc::new(AtomicUsize::new(0));
-    let refused = run_once(&idem, "k", 1, Some(Kind::ValidationFailed), runs.clone()).await;
-    let (status, _, body) = read(refused).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 0);
-    let (r_status, r_headers, r_body) =
-        read(run_once(&idem, "k", 1, None, runs.clone()).await).await;
-    assert_eq!((r_status, r_body), (status, body));
-    assert_eq!(r_headers[REPLAYED_HEADER], "true");
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 0);
+    one_tx::a_client_error_is_recorded_without_writes(&t.db, Path::Local).await;
 }
 
 #[tokio::test]
 async fn a_server_error_leaves_nothing_behind() {
     let t = storage::testing::sqlite(&[&MIGRATIONS]).await;
-    let db = &t.db;
-    create_effects(db).await;
-    let (idem, _) = idempotency(db);
-    let runs = Arc::new(AtomicUsize::new(0));
-    let failed = run_once(&idem, "k", 1, Some(Kind::Unavailable), runs.clone()).await;
-    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(count(db, "SELECT COUNT(*) FROM idempotency_keys").await, 0);
-    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 0);
-    let (status, headers, _) = read(run_once(&idem, "k", 1, None, runs.clone()).await).await;
-    assert_eq!(status, StatusCode::CREATED);
-    assert!(!headers.contains_key(REPLAYED_HEADER));
-    assert_eq!(runs.load(Ordering::SeqCst), 2);
-    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
+    one_tx::a_server_error_leaves_nothing(&t.db, Path::Local).await;
 }
 
 /// A two-phase claim in flight (another request, through `begin`) makes the local path

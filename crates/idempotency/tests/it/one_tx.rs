@@ -1,4 +1,6 @@
-//! `Idempotency::run`: claim, write and record in one transaction, on both backends.
+//! `Idempotency::run`: claim, write and record in one transaction, on both backends; the
+//! same properties for `run_local` (SQLite's rusqlite writer) in `local`, through
+//! [`Path`].
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,15 +18,50 @@ storage::backend_tests!(&[&MIGRATIONS];
     a_server_error_leaves_nothing_behind,
 );
 
+/// Which one-transaction protocol a test drives.
+#[derive(Debug, Clone, Copy)]
+pub enum Path {
+    /// `Idempotency::run`: sqlx, both backends.
+    Tx,
+    /// `Idempotency::run_local`: SQLite's rusqlite writer.
+    Local,
+}
+
+async fn concurrent_requests_with_one_key_write_once_and_the_rest_replay(db: &Database) {
+    one_key_writes_once_and_the_rest_replay(db, Path::Tx).await;
+}
+
+async fn a_client_error_is_recorded_without_the_work_s_writes(db: &Database) {
+    a_client_error_is_recorded_without_writes(db, Path::Tx).await;
+}
+
+async fn a_server_error_leaves_nothing_behind(db: &Database) {
+    a_server_error_leaves_nothing(db, Path::Tx).await;
+}
+
 /// Inserts effect `id` in the work's transaction and answers 201, or fails with `fail`.
-async fn run_once(
+pub async fn run_once(
     idem: &Idempotency,
+    path: Path,
     raw_key: &str,
     id: i64,
     fail: Option<Kind>,
     runs: Arc<AtomicUsize>,
 ) -> axum::response::Response {
     let (k, fp) = (key(raw_key), fingerprint("{}"));
+    if let Path::Local = path {
+        return idem
+            .run_local("anonymous", &k, &fp, move |conn| {
+                runs.fetch_add(1, Ordering::SeqCst);
+                conn.execute("INSERT INTO effects (id) VALUES (?1)", [id])
+                    .map_err(Problem::internal)?;
+                match fail {
+                    Some(kind) => Err(Problem::new(kind).with_detail("refused")),
+                    None => Ok(created(id)),
+                }
+            })
+            .await;
+    }
     idem.run("anonymous", &k, &fp, |mut tx| async move {
         runs.fetch_add(1, Ordering::SeqCst);
         let inserted = sqlx::query("INSERT INTO effects (id) VALUES ($1)")
@@ -41,14 +78,16 @@ async fn run_once(
     .await
 }
 
-async fn concurrent_requests_with_one_key_write_once_and_the_rest_replay(db: &Database) {
+pub async fn one_key_writes_once_and_the_rest_replay(db: &Database, path: Path) {
     create_effects(db).await;
     let (idem, _) = idempotency(db);
     let runs = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..20)
         .map(|i| {
             let (idem, runs) = (idem.clone(), runs.clone());
-            tokio::spawn(async move { read(run_once(&idem, "one", i, None, runs).await).await })
+            tokio::spawn(
+                async move { read(run_once(&idem, path, "one", i, None, runs).await).await },
+            )
         })
         .collect();
     let (mut first, mut replays) = (Vec::new(), Vec::new());
@@ -72,11 +111,19 @@ async fn concurrent_requests_with_one_key_write_once_and_the_rest_replay(db: &Da
     assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
 }
 
-async fn a_client_error_is_recorded_without_the_work_s_writes(db: &Database) {
+pub async fn a_client_error_is_recorded_without_writes(db: &Database, path: Path) {
     create_effects(db).await;
     let (idem, _) = idempotency(db);
     let runs = Arc::new(AtomicUsize::new(0));
-    let refused = run_once(&idem, "k", 1, Some(Kind::ValidationFailed), runs.clone()).await;
+    let refused = run_once(
+        &idem,
+        path,
+        "k",
+        1,
+        Some(Kind::ValidationFailed),
+        runs.clone(),
+    )
+    .await;
     let (status, _, body) = read(refused).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
@@ -86,23 +133,23 @@ async fn a_client_error_is_recorded_without_the_work_s_writes(db: &Database) {
     );
     // A retry replays the refusal and does not run the work again.
     let (r_status, r_headers, r_body) =
-        read(run_once(&idem, "k", 1, None, runs.clone()).await).await;
+        read(run_once(&idem, path, "k", 1, None, runs.clone()).await).await;
     assert_eq!((r_status, r_body), (status, body));
     assert_eq!(r_headers[REPLAYED_HEADER], "true");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 0);
 }
 
-async fn a_server_error_leaves_nothing_behind(db: &Database) {
+pub async fn a_server_error_leaves_nothing(db: &Database, path: Path) {
     create_effects(db).await;
     let (idem, _) = idempotency(db);
     let runs = Arc::new(AtomicUsize::new(0));
-    let failed = run_once(&idem, "k", 1, Some(Kind::Unavailable), runs.clone()).await;
+    let failed = run_once(&idem, path, "k", 1, Some(Kind::Unavailable), runs.clone()).await;
     assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(count(db, "SELECT COUNT(*) FROM idempotency_keys").await, 0);
     assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 0);
     // The retry runs the work and writes.
-    let (status, headers, _) = read(run_once(&idem, "k", 1, None, runs.clone()).await).await;
+    let (status, headers, _) = read(run_once(&idem, path, "k", 1, None, runs.clone()).await).await;
     assert_eq!(status, StatusCode::CREATED);
     assert!(!headers.contains_key(REPLAYED_HEADER));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
