@@ -24,16 +24,44 @@ impl ProductName {
 
     pub fn parse(raw: &str) -> Result<Self, String> {
         let trimmed = raw.trim();
+        Self::check(trimmed)?;
+        Ok(Self(trimmed.to_owned()))
+    }
+
+    /// [`ProductName::parse`] keeping `raw`'s allocation when it needs no trimming (names
+    /// read back from the database, 50 or more per page).
+    pub fn parse_owned(raw: String) -> Result<Self, String> {
+        let trimmed = raw.trim();
+        Self::check(trimmed)?;
+        if trimmed.len() == raw.len() {
+            Ok(Self(raw))
+        } else {
+            Ok(Self(trimmed.to_owned()))
+        }
+    }
+
+    fn check(trimmed: &str) -> Result<(), String> {
         if trimmed.is_empty() {
             return Err("must not be empty".into());
         }
-        if trimmed.chars().count() > Self::MAX_CHARS {
+        // ASCII (the common case) in one pass over the bytes: one char per byte, and the
+        // control characters are 0x00-0x1F and 0x7F.
+        let (chars, control) = if trimmed.is_ascii() {
+            let bytes = trimmed.as_bytes();
+            (bytes.len(), bytes.iter().any(|b| *b < 0x20 || *b == 0x7f))
+        } else {
+            (
+                trimmed.chars().count(),
+                trimmed.chars().any(char::is_control),
+            )
+        };
+        if chars > Self::MAX_CHARS {
             return Err(format!("must be at most {} characters", Self::MAX_CHARS));
         }
-        if trimmed.chars().any(char::is_control) {
+        if control {
             return Err("must not contain control characters".into());
         }
-        Ok(Self(trimmed.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -356,6 +384,36 @@ impl NewReservation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The by-value parse (for stored names) accepts and refuses exactly what `parse`
+    /// does, with the same messages, ASCII or not.
+    #[test]
+    fn parse_owned_agrees_with_parse() {
+        let long_ascii = "a".repeat(ProductName::MAX_CHARS);
+        let long_wide = "é".repeat(ProductName::MAX_CHARS);
+        let cases = [
+            "Laptop".to_owned(),
+            "  Laptop ".to_owned(),
+            String::new(),
+            "   ".to_owned(),
+            "a\u{7f}b".to_owned(),
+            "a\tb".to_owned(),
+            "a\u{85}b".to_owned(),
+            "Café ☕".to_owned(),
+            long_ascii.clone(),
+            format!("{long_ascii}a"),
+            format!("{long_ascii}\t"),
+            format!(" {long_ascii} "),
+            long_wide.clone(),
+            format!("{long_wide}é"),
+            format!("{long_wide}\u{85}"),
+        ];
+        for raw in cases {
+            let by_ref = ProductName::parse(&raw);
+            let by_value = ProductName::parse_owned(raw.clone());
+            assert_eq!(by_ref, by_value, "{raw:?}");
+        }
+    }
 
     #[test]
     fn new_product_reports_every_bad_field() {

@@ -52,7 +52,7 @@ impl TryFrom<ProductRow> for Product {
         let corrupt = |what: String| StoreError::Corrupt(format!("product {}: {what}", row.id));
         Ok(Product {
             id: ProductId(row.id),
-            name: ProductName::parse(&row.name).map_err(|r| corrupt(format!("name {r}")))?,
+            name: ProductName::parse_owned(row.name).map_err(|r| corrupt(format!("name {r}")))?,
             price: Money::from_minor(row.price_minor).map_err(|r| corrupt(format!("price {r}")))?,
             stock: Stock::parse(row.stock).map_err(|r| corrupt(format!("stock {r}")))?,
             version: row.version,
