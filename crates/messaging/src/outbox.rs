@@ -215,30 +215,27 @@ impl Outbox {
         let mut failed = None;
         // Runs of messages for the same destination go in one publish (one commit on the
         // embedded broker), in seq order; the first failure stops the pass.
-        let mut rows = rows.into_iter().peekable();
-        while let Some((seq, message_id, shape, destination, json)) = rows.next() {
-            let mut run = vec![(seq, message_id, json)];
-            while let Some(next) = rows.peek() {
-                if next.2 != shape || next.3 != destination {
-                    break;
-                }
-                if let Some((seq, message_id, _, _, json)) = rows.next() {
-                    run.push((seq, message_id, json));
-                }
+        let fail = |(seq, message_id, ..): &(i64, String, String, String, String), reason| {
+            RelayError::Publish {
+                seq: *seq,
+                message_id: message_id.clone(),
+                reason,
             }
+        };
+        for run in rows.chunk_by(|a, b| a.2 == b.2 && a.3 == b.3) {
+            let (shape, destination) = (&run[0].2, &run[0].3);
             let mut envelopes = Vec::with_capacity(run.len());
-            for (seq, message_id, json) in &run {
-                match serde_json::from_str::<Envelope>(json) {
+            for row in run {
+                match serde_json::from_str::<Envelope>(&row.4) {
                     Ok(envelope) => envelopes.push(envelope),
                     Err(e) => {
                         // Written by this crate's own `enqueue`: only a hand-edited row
                         // gets here. Skipping it would break the order promise: publish
                         // what comes before it, then stop and say so.
-                        failed = Some(RelayError::Publish {
-                            seq: *seq,
-                            message_id: message_id.clone(),
-                            reason: format!("the stored envelope is not readable: {e}"),
-                        });
+                        failed = Some(fail(
+                            row,
+                            format!("the stored envelope is not readable: {e}"),
+                        ));
                         break;
                     }
                 }
@@ -249,22 +246,17 @@ impl Outbox {
                     .broker
                     .call(true, |_attempt| async {
                         let published = match shape.as_str() {
-                            "queue" => broker.queues.publish_all(&destination, &envelopes).await,
-                            _ => broker.streams.publish_all(&destination, &envelopes).await,
+                            "queue" => broker.queues.publish_all(destination, &envelopes).await,
+                            _ => broker.streams.publish_all(destination, &envelopes).await,
                         };
                         published.map_err(publish_problem)
                     })
                     .await;
                 if let Err(problem) = outcome {
-                    let (seq, message_id, _) = &run[0];
-                    failed = Some(RelayError::Publish {
-                        seq: *seq,
-                        message_id: message_id.clone(),
-                        reason: problem.to_string(),
-                    });
+                    failed = Some(fail(&run[0], problem.to_string()));
                     break;
                 }
-                sent.extend(run.iter().take(envelopes.len()).map(|(seq, _, _)| *seq));
+                sent.extend(run[..envelopes.len()].iter().map(|row| row.0));
             }
             if failed.is_some() {
                 break;

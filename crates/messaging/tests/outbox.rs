@@ -14,6 +14,7 @@ storage::backend_tests!(&[&outbox::MIGRATIONS];
     a_message_commits_with_its_write_or_not_at_all,
     the_relay_resumes_after_a_crash_and_never_loses_one,
     a_failed_publish_stays_in_the_outbox_in_order,
+    an_unreadable_row_stops_the_pass_after_what_precedes_it,
     the_inbox_lets_a_message_have_one_effect,
 );
 
@@ -244,4 +245,46 @@ async fn the_inbox_lets_a_message_have_one_effect(db: &Database) {
         .await
         .unwrap();
     assert_eq!(n, 1);
+}
+
+/// The relay publishes runs of messages for one destination at once; a row it cannot read
+/// (hand-edited) stops the pass right there: what precedes it goes, in order, and it and
+/// everything after it stay unsent.
+async fn an_unreadable_row_stops_the_pass_after_what_precedes_it(db: &Database) {
+    let setup = broker().await;
+    let mut tx = db.begin_write().await.unwrap();
+    for n in 1..=4 {
+        outbox::enqueue(&mut tx, Destination::Stream(&setup.stream), &event(n))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let third: i64 = sqlx::query_scalar("SELECT seq FROM outbox ORDER BY seq LIMIT 1 OFFSET 2")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE outbox SET envelope = 'not json' WHERE seq = $1")
+        .bind(third)
+        .execute(&mut *db.write_conn().await.unwrap())
+        .await
+        .unwrap();
+
+    let relay = Outbox::new(db.clone(), "test");
+    let err = relay
+        .relay_once(&setup.broker, &RelayOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not readable"), "{err}");
+    assert!(
+        err.to_string().contains(&format!("message {third}")),
+        "{err}"
+    );
+    assert_eq!(
+        unsent(db).await,
+        2,
+        "the unreadable row and the one after it"
+    );
+    let published = read_all(&setup.broker, &setup.stream, 2).await;
+    let ns: Vec<_> = published.iter().map(|e| e.payload["n"].clone()).collect();
+    assert_eq!(ns, [1, 2]);
 }

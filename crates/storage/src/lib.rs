@@ -247,7 +247,10 @@ impl Database {
             Backend::Sqlite => self.writer.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.writer.begin().await?,
         };
-        Ok(WriteTx { tx, _turn: turn })
+        Ok(InTurn {
+            conn: tx,
+            _turn: turn,
+        })
     }
 
     /// A connection for writes outside [`Database::begin_write`] (a single statement is
@@ -255,7 +258,7 @@ impl Database {
     pub async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
         let turn = self.turn().await?;
         let conn = self.writer.acquire().await?;
-        Ok(WriteConn { conn, _turn: turn })
+        Ok(InTurn { conn, _turn: turn })
     }
 
     async fn turn(&self) -> Result<Option<Turn>, sqlx::Error> {
@@ -300,46 +303,33 @@ impl Database {
 /// A write transaction (sqlx's), holding the process's turn to write on SQLite until it
 /// ends. Dereferences to the transaction's connection, so repository functions taking
 /// `&mut AnyConnection` run inside it.
+pub type WriteTx = InTurn<sqlx::Transaction<'static, sqlx::Any>>;
+
+/// A connection for autocommit writes, holding the process's turn to write on SQLite
+/// until it is dropped.
+pub type WriteConn = InTurn<sqlx::pool::PoolConnection<sqlx::Any>>;
+
+/// A sqlx connection (or transaction) used in the process's turn to write ([`Writer`]);
+/// dereferences to the connection.
 #[derive(Debug)]
-pub struct WriteTx {
-    // Declared first, so it ends (rolls back if not committed) before the turn passes on.
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+pub struct InTurn<C> {
+    // Declared first, so it ends (a transaction rolls back if not committed) before the
+    // turn passes on.
+    conn: C,
     _turn: Option<Turn>,
 }
 
 impl WriteTx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.tx.commit().await
+        self.conn.commit().await
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {
-        self.tx.rollback().await
+        self.conn.rollback().await
     }
 }
 
-impl std::ops::Deref for WriteTx {
-    type Target = sqlx::AnyConnection;
-
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
-    }
-}
-
-/// A connection for autocommit writes, holding the process's turn to write on SQLite
-/// until it is dropped.
-#[derive(Debug)]
-pub struct WriteConn {
-    conn: sqlx::pool::PoolConnection<sqlx::Any>,
-    _turn: Option<Turn>,
-}
-
-impl std::ops::Deref for WriteConn {
+impl<C: std::ops::Deref<Target = sqlx::AnyConnection>> std::ops::Deref for InTurn<C> {
     type Target = sqlx::AnyConnection;
 
     fn deref(&self) -> &Self::Target {
@@ -347,7 +337,7 @@ impl std::ops::Deref for WriteConn {
     }
 }
 
-impl std::ops::DerefMut for WriteConn {
+impl<C: std::ops::DerefMut<Target = sqlx::AnyConnection>> std::ops::DerefMut for InTurn<C> {
     fn deref_mut(&mut self) -> &mut Self::Target {
         &mut self.conn
     }

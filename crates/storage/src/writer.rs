@@ -47,7 +47,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard, oneshot};
 use crate::readers::SqliteError;
 
 /// Commits between two nudges of the checkpoint thread.
-pub const CHECKPOINT_EVERY: u64 = 64;
+const CHECKPOINT_EVERY: u64 = 64;
 
 /// The write side of one SQLite file: the process's turn, the queue of writes waiting for
 /// it, and the connection they run on (opened on first use).
@@ -250,7 +250,7 @@ impl Writer {
         let busy_timeout = self.busy_timeout;
         let waited = tokio::task::spawn_blocking(move || {
             let Some(conn) = turn.conn.as_mut() else {
-                return turn;
+                return (turn, false);
             };
             let committed = match conn.busy_timeout(busy_timeout) {
                 Ok(()) => match attempt(conn, jobs) {
@@ -269,16 +269,13 @@ impl Writer {
             if conn.busy_timeout(Duration::ZERO).is_err() {
                 turn.conn = None;
             }
-            if committed {
-                turn.commits += 1;
-            }
-            turn
+            (turn, committed)
         })
         .await;
         // A panic in a write's work: the other callers of the batch hear that their
         // batch ended without their write (their replies were dropped).
-        if let Ok(mut turn) = waited {
-            self.committed(&mut turn, false);
+        if let Ok((mut turn, committed)) = waited {
+            self.committed(&mut turn, committed);
         }
     }
 

@@ -12,7 +12,6 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::domain::{NewProduct, Product, ProductId, ProductPatch};
-use crate::store;
 
 /// A product as the API shows it. `price` is a decimal amount with at most two places.
 #[derive(Debug, Serialize, ToSchema)]
@@ -187,28 +186,10 @@ pub async fn create(
     // Validation first: a request that fails it has no effect and is not remembered, so
     // the client may fix it and retry with the same key (Stripe's behaviour).
     let new = NewProduct::parse(&body.name, body.price, body.stock).map_err(Problem::validation)?;
-    let idempotency = &state.idempotency;
-    let response = if idempotency.writes_locally() {
-        // A SQLite file: the whole create in one call on its rusqlite writer.
-        idempotency
-            .execute_local(&request, move |conn| {
-                created(store::write::insert_product(conn, &new)?)
-            })
-            .await
-    } else {
-        idempotency
-            .execute(&request, |mut tx| async move {
-                let result = match store::insert_product(&mut tx, &new).await {
-                    Ok(product) => created(product),
-                    Err(err) => Err(err.into()),
-                };
-                (tx, result)
-            })
-            .await
-    };
-    // The ProductCreated event committed with the product: get it published now.
-    state.store.written([]);
-    Ok(response)
+    Ok(state
+        .store
+        .create_product_once(&state.idempotency, &request, new, created)
+        .await)
 }
 
 fn created(product: Product) -> Result<Response, Problem> {

@@ -12,8 +12,11 @@ pub mod write;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::response::Response;
+use idempotency::{Idempotency, IdempotentJson};
 use messaging::outbox::{self, Destination};
 use money::Money;
+use problem::Problem;
 use sqlx::{AnyConnection, FromRow};
 use storage::{Database, Migrations, StoreError, now_millis};
 
@@ -380,6 +383,38 @@ impl CatalogStore {
         tx.commit().await?;
         self.outbox.notify();
         Ok(product)
+    }
+
+    /// Creates a product under `request`'s `Idempotency-Key` (see `idempotency`), answering
+    /// with `render`'s response (stored for replays): on a SQLite file in one call on its
+    /// rusqlite writer (`write::insert_product`), elsewhere in one sqlx transaction. Rings
+    /// the relay for the `ProductCreated` event that committed with it.
+    pub async fn create_product_once<T>(
+        &self,
+        idempotency: &Idempotency,
+        request: &IdempotentJson<T>,
+        new: NewProduct,
+        render: fn(Product) -> Result<Response, Problem>,
+    ) -> Response {
+        let response = if idempotency.writes_locally() {
+            idempotency
+                .execute_local(request, move |conn| {
+                    render(write::insert_product(conn, &new)?)
+                })
+                .await
+        } else {
+            idempotency
+                .execute(request, |mut tx| async move {
+                    let result = match insert_product(&mut tx, &new).await {
+                        Ok(product) => render(product),
+                        Err(err) => Err(err.into()),
+                    };
+                    (tx, result)
+                })
+                .await
+        };
+        self.outbox.notify();
+        response
     }
 
     /// One product, from the read cache when it holds it.

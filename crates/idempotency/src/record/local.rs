@@ -125,12 +125,7 @@ impl LocalClaim {
         let (stored, extensions) = match outcome {
             Ok(response) => {
                 savepoint.commit()?;
-                let (parts, body) = response.into_parts();
-                let bytes = body_now(body).map_err(Abort)?;
-                (
-                    Stored::capture(parts.status, &parts.headers, bytes),
-                    parts.extensions,
-                )
+                capture_now(response)?
             }
             Err(problem) => {
                 savepoint.rollback()?;
@@ -139,12 +134,7 @@ impl LocalClaim {
                     // Rolls the claim back too: a retry runs again.
                     return Err(Abort(problem));
                 }
-                let (parts, body) = problem.into_response().into_parts();
-                let bytes = body_now(body).map_err(Abort)?;
-                (
-                    Stored::capture(parts.status, &parts.headers, bytes),
-                    parts.extensions,
-                )
+                capture_now(problem.into_response())?
             }
         };
         let recorded = tx.prepare_cached(RECORD)?.execute(params![
@@ -230,6 +220,16 @@ impl LocalClaim {
 enum Claimed {
     Token(String),
     Replay(Response),
+}
+
+/// `response` as the record keeps it (see `Stored::capture`), without awaiting.
+fn capture_now(response: Response) -> Result<(Stored, http::Extensions), Abort> {
+    let (parts, body) = response.into_parts();
+    let bytes = body_now(body).map_err(Abort)?;
+    Ok((
+        Stored::capture(parts.status, &parts.headers, bytes),
+        parts.extensions,
+    ))
 }
 
 /// The bytes of a body that is already in memory (our handlers' `Json` and byte
