@@ -10,8 +10,11 @@
 #
 #   bench/grpc.sh
 #
-# Calls: GetProduct {product_id: 1} (unary) and ListProducts {page_size: 50} (a server
-# stream of 50 messages).
+# Calls: GetProduct {product_id: 1} (unary), ListProducts {page_size: 50} (a server
+# stream of 50 messages), and ListProducts(50) spread: the same call with the page_token of
+# a different page each time, round robin over every page of the catalog, so that no cache
+# of one page stands in for the database. h2load sends one fixed body, so the spread row is
+# always driven by `grpc-load --call spread` (on both servers alike; see its CPU column).
 #
 # The load generator is h2load (Debian's nghttp2-client), sending the framed protobuf
 # request with `content-type: application/grpc` and `te: trailers`: a C client that spends
@@ -170,11 +173,11 @@ fi
 # ProductRequest {product_id: 1} = 08 01; ListProductsRequest {page_size: 50} = 08 32.
 # The keys are grpc-load's --call values. With BENCH_REST, the REST reads of the same
 # data on the same port (Brigade only; plain GETs, no request body).
-CALLS=(get list)
-declare -A NAME=([get]="GetProduct(1)" [list]="ListProducts(50)"
+CALLS=(get list spread)
+declare -A NAME=([get]="GetProduct(1)" [list]="ListProducts(50)" [spread]="ListProducts(50) spread"
   [rest-one]="GET /v1/products/1" [rest-page]="GET /v1/products?limit=50")
 declare -A RPC=([get]=/ecommerce.v1.ProductService/GetProduct [list]=/ecommerce.v1.ProductService/ListProducts
-  [rest-one]=/v1/products/1 [rest-page]=/v1/products?limit=50)
+  [spread]=/ecommerce.v1.ProductService/ListProducts  [rest-one]=/v1/products/1 [rest-page]=/v1/products?limit=50)
 declare -A REQUEST_HEX=([get]=0801 [list]=0832)
 declare -A DATA_PER_CALL=()
 if [ "$REST" = 1 ]; then
@@ -183,6 +186,9 @@ if [ "$REST" = 1 ]; then
 fi
 
 is_rest() { [[ $1 == rest-* ]]; }
+# Whether CALL is driven by h2load (with BENCH_CLIENT=h2load): not the spread, whose
+# request body changes from call to call.
+by_h2load() { [ "$CLIENT" = h2load ] && [ "$1" != spread ]; }
 # Whether SERVER answers CALL: Brigade all; bare-rest REST only; the others gRPC only.
 serves() {
   case $1 in
@@ -211,7 +217,7 @@ for call in "${CALLS[@]}"; do
     say "${NAME[$call]}: identical ${DATA_PER_CALL[$call]}-byte JSON bodies from brigade and bare-rest"
     continue
   fi
-  frame "${REQUEST_HEX[$call]}" >"$WORK/request-$call.bin"
+  if by_h2load "$call"; then frame "${REQUEST_HEX[$call]}" >"$WORK/request-$call.bin"; fi
   "$LOAD" --url "$BRIGADE_URL" --call "$call" --once >"$WORK/brigade.msgs" \
     || die "${NAME[$call]} on brigade failed"
   for server in "${SERVERS[@]}"; do
@@ -221,6 +227,11 @@ for call in "${CALLS[@]}"; do
     cmp -s "$WORK/brigade.msgs" "$WORK/other.msgs" \
       || die "the messages of ${NAME[$call]} differ between brigade and $server"
   done
+  if [ "$call" = spread ]; then
+    say "${NAME[$call]}: identical answers from all gRPC servers on every whole page;" \
+      "$(wc -l <"$WORK/brigade.msgs") messages in all"
+    continue
+  fi
   # DATA bytes of one successful call: each message plus its 5-byte frame header.
   DATA_PER_CALL[$call]=$(awk '{ n += length($0) / 2 + 5 } END { print n }' "$WORK/brigade.msgs")
   say "${NAME[$call]}: identical answers from all gRPC servers; $(wc -l <"$WORK/brigade.msgs")" \
@@ -262,7 +273,7 @@ machine_jiffies() {
 # Runs the client; prints "calls_per_s calls header_bytes_per_call mean_latency".
 load() {
   local call=$1 url=$2 duration=$3 out=$WORK/client.out
-  if [ "$CLIENT" = h2load ]; then
+  if by_h2load "$call"; then
     local request=(-d "$WORK/request-$call.bin" -H 'content-type: application/grpc' -H 'te: trailers')
     if is_rest "$call"; then request=(); fi
     "${PIN_CLIENT[@]}" h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D "$duration" "${request[@]}" \
@@ -340,7 +351,7 @@ run() {
     "$calls" "$((after - before))" "$header_bytes" "$latency" "$client_cpu" "$other" \
     "$steal" >>"$RESULTS"
   say "  round $round  $(printf '%-17s %-8s' "${NAME[$call]}" "$server") $(printf '%10.0f' "$rps") calls/s" \
-    " mean $latency  $CLIENT CPU ${client_cpu}s  other load ${other}%  steal ${steal}%"
+    " mean $latency  $(if by_h2load "$call"; then echo h2load; else echo grpc-load; fi) CPU ${client_cpu}s  other load ${other}%  steal ${steal}%"
 }
 
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -369,7 +380,7 @@ done
 
 # --- report ------------------------------------------------------------------------------
 if [ "$PIN" = 1 ]; then
-  pinning="servers on cpu $SERVER_CPU, $CLIENT on cpu $CLIENT_CPU"
+  pinning="servers on cpu $SERVER_CPU, the client on cpu $CLIENT_CPU"
 else
   pinning="unpinned"
 fi
@@ -382,7 +393,7 @@ if ! git diff --quiet HEAD -- crates Cargo.toml Cargo.lock proto ':!crates/bench
   REVISION="$REVISION + uncommitted changes"
 fi
 echo
-echo "gRPC reads: $CLIENT, $CONNECTIONS HTTP/2 connections x $STREAMS concurrent streams, $DURATION per run, $ROUNDS rounds, medians; $pinning; brigade log filter: $LOG_FILTER_SHOWN; Brigade at $REVISION"
+echo "gRPC reads: $CLIENT (the spread row: grpc-load), $CONNECTIONS HTTP/2 connections x $STREAMS concurrent streams, $DURATION per run, $ROUNDS rounds, medians; $pinning; brigade log filter: $LOG_FILTER_SHOWN; Brigade at $REVISION"
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)); $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM; $(uname -sr); load average $LOAD_START at start, $LOAD_END at end"
 echo
 awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '

@@ -3,6 +3,7 @@
 //! table through `Problem`'s conversion to `tonic::Status`.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::Stream;
 use idempotency::Idempotency;
@@ -236,7 +237,7 @@ struct Streaming {
     after: Option<ProductId>,
     /// Products still to send; `None` for all.
     left: Option<u64>,
-    buffer: std::vec::IntoIter<Product>,
+    buffer: std::vec::IntoIter<Arc<Product>>,
     done: bool,
     deadline: Option<tokio::time::Instant>,
 }

@@ -19,6 +19,8 @@ use tonic::transport::server::TcpIncoming;
 
 #[path = "shared/canned.rs"]
 mod canned;
+#[path = "shared/pages.rs"]
+mod pages;
 
 /// Serve Brigade's product messages from memory with a plain tonic server.
 #[derive(Debug, Parser)]

@@ -37,6 +37,8 @@ use storage::sqlx::any::{AnyPoolOptions, install_default_drivers};
 
 #[path = "shared/canned.rs"]
 mod canned;
+#[path = "shared/pages.rs"]
+mod pages;
 
 #[derive(Debug, Parser)]
 #[command(name = "grpc-layers")]

@@ -24,8 +24,11 @@ use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use prost::Message;
 use proto::v1::product_service_client::ProductServiceClient;
-use proto::v1::{ListProductsRequest, ProductRequest};
+use proto::v1::{ProductRequest, ProductResponse};
 use tonic::transport::{Channel, Endpoint};
+
+#[path = "shared/pages.rs"]
+mod pages;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Call {
@@ -33,6 +36,11 @@ enum Call {
     Get,
     /// `ListProducts {page_size: --page-size}` (server stream).
     List,
+    /// `ListProducts {page_size: --page-size, page_token}`, each call asking for the next
+    /// of the catalog's pages (round robin over all of them, crawled once before the load),
+    /// so that no cache of one page can stand in for the database. Each stream must bring
+    /// the whole page. With `--once`, every page's messages, in order.
+    Spread,
 }
 
 /// Call a Brigade-shaped ProductService over loopback, once or in a closed loop.
@@ -88,11 +96,12 @@ async fn connect(url: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("connecting to {url}"))
 }
 
-/// One call; the encoded messages it brought back.
+/// One call (`ListProducts` with `token`, if it is a list); the messages it brought back.
 async fn call(
     client: &mut ProductServiceClient<Channel>,
     args: &Args,
-) -> Result<Vec<Vec<u8>>, tonic::Status> {
+    token: &str,
+) -> Result<Vec<ProductResponse>, tonic::Status> {
     match args.call {
         Call::Get => {
             let response = client
@@ -100,41 +109,58 @@ async fn call(
                     product_id: args.id,
                 })
                 .await?;
-            Ok(vec![response.into_inner().encode_to_vec()])
+            Ok(vec![response.into_inner()])
         }
-        Call::List => {
-            let mut stream = client
-                .list_products(ListProductsRequest {
-                    page_size: args.page_size,
-                    page_token: String::new(),
-                })
-                .await?
-                .into_inner();
-            let mut messages = Vec::new();
-            while let Some(product) = stream.message().await? {
-                messages.push(product.encode_to_vec());
-            }
-            if messages.len() != usize::try_from(args.page_size).unwrap_or(0) {
+        Call::List | Call::Spread => {
+            let page = pages::list(client, args.page_size, token).await?;
+            if page.len() != usize::try_from(args.page_size).unwrap_or(0) {
                 return Err(tonic::Status::data_loss(format!(
                     "streamed {} products, asked for {}",
-                    messages.len(),
+                    page.len(),
                     args.page_size
                 )));
             }
-            Ok(messages)
+            Ok(page)
         }
     }
 }
 
+/// The page tokens the calls go through: the first page's for `get` and `list`, every
+/// whole page's for `spread`.
+async fn tokens(args: &Args) -> anyhow::Result<Arc<[String]>> {
+    if args.call != Call::Spread {
+        return Ok(Arc::from([String::new()]));
+    }
+    let size = usize::try_from(args.page_size).context("--page-size must not be negative")?;
+    let mut client = ProductServiceClient::new(connect(&args.url).await?);
+    let tokens: Vec<String> = pages::crawl(&mut client, size, &args.url)
+        .await?
+        .into_iter()
+        .filter(|(_, page)| page.len() == size)
+        .map(|(token, _)| token)
+        .collect();
+    if tokens.is_empty() {
+        bail!("{} has no whole page of {size} products", args.url);
+    }
+    Ok(tokens.into())
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
+    let tokens = tokens(&args).await?;
     if args.once {
         let mut client = ProductServiceClient::new(connect(&args.url).await?);
-        let messages = call(&mut client, &args)
-            .await
-            .with_context(|| format!("{:?} on {}", args.call, args.url))?;
-        for message in messages {
-            let hex: String = message.iter().map(|b| format!("{b:02x}")).collect();
-            println!("{hex}");
+        for token in tokens.iter() {
+            let messages = call(&mut client, &args, token)
+                .await
+                .with_context(|| format!("{:?} {token:?} on {}", args.call, args.url))?;
+            for message in messages {
+                let hex: String = message
+                    .encode_to_vec()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                println!("{hex}");
+            }
         }
         return Ok(());
     }
@@ -155,15 +181,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..args.concurrency {
         let mut client = ProductServiceClient::new(channels[i % channels.len()].clone());
-        let (args, calls, failures, first_error) = (
+        let (args, tokens, calls, failures, first_error) = (
             Arc::clone(&args),
+            Arc::clone(&tokens),
             Arc::clone(&calls),
             Arc::clone(&failures),
             Arc::clone(&first_error),
         );
         tasks.spawn(async move {
+            // Each task starts at another page, so the pages in flight differ.
+            let mut next = i;
             while Instant::now() < end {
-                match call(&mut client, &args).await {
+                let token = &tokens[next % tokens.len()];
+                next += 1;
+                match call(&mut client, &args, token).await {
                     Ok(_) => calls.fetch_add(1, Ordering::Relaxed),
                     Err(status) => {
                         if let Ok(mut first) = first_error.lock() {

@@ -5,6 +5,7 @@
 //! transaction); [`CatalogStore`] is the pool-backed convenience for everything else.
 
 pub mod cache;
+mod interned;
 mod read;
 pub mod reservations;
 pub mod write;
@@ -339,6 +340,8 @@ pub async fn count_reviews(conn: &mut AnyConnection) -> Result<i64, StoreError> 
 pub struct CatalogStore {
     db: Database,
     cache: Arc<cache::ProductCache>,
+    /// The products lists last read from SQLite, reused while their rows are unchanged.
+    interned: Arc<interned::Interned>,
     /// Writes put their events in the outbox table; ringing it after a commit gets them
     /// published at once instead of at the relay's next poll.
     outbox: outbox::Outbox,
@@ -363,12 +366,15 @@ impl CatalogStore {
     }
 
     /// A store whose single-product reads are cached for `ttl` (at most `capacity`
-    /// products); see [`cache`] for what that means for freshness.
+    /// products); see [`cache`] for what that means for freshness. Lists keep up to
+    /// `capacity` products they read, for rows read again unchanged (see `interned`; that
+    /// is not a cache: every list reads its rows).
     pub fn with_read_cache(db: Database, ttl: Duration, capacity: usize) -> Self {
         Self {
             outbox: outbox::Outbox::new(db.clone(), "catalog"),
             db,
             cache: Arc::new(cache::ProductCache::new(ttl, capacity)),
+            interned: Arc::new(interned::Interned::new(capacity)),
         }
     }
 
@@ -481,14 +487,25 @@ impl CatalogStore {
         }
     }
 
+    /// Up to `limit` products with ids above `after`, in id order.
     pub async fn products(
         &self,
         after: Option<ProductId>,
         limit: u32,
-    ) -> Result<Vec<Product>, StoreError> {
+    ) -> Result<Vec<Arc<Product>>, StoreError> {
         match self.db.readers() {
-            Some(readers) => rows(read::products(readers, after.map_or(0, |a| a.0), limit).await?),
-            None => with_conn!(self, |c| list_products(&mut c, after, limit).await),
+            Some(readers) => {
+                let after = after.map_or(0, |a| a.0);
+                let listed =
+                    read::products(readers, after, limit, Arc::clone(&self.interned)).await?;
+                self.interned.resolve(listed)
+            }
+            None => Ok(
+                with_conn!(self, |c| list_products(&mut c, after, limit).await)?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect(),
+            ),
         }
     }
 

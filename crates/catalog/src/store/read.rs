@@ -6,9 +6,12 @@
 //! Rows come back as the parent's row types; turning them into domain values (which
 //! validates them) happens on the caller's side, as for sqlx's rows.
 
+use std::sync::Arc;
+
 use storage::rusqlite::{self, Connection, OptionalExtension, Row};
 use storage::{Readers, SqliteError};
 
+use super::interned::{Interned, Listed};
 use super::{PRODUCT_COLUMNS, ProductRow, REVIEW_COLUMNS, ReviewRow};
 
 pub(super) fn product_row(row: &Row<'_>) -> rusqlite::Result<ProductRow> {
@@ -66,7 +69,8 @@ pub(super) async fn product(readers: &Readers, id: i64) -> Result<Option<Product
         .await
 }
 
-/// `list_products`: ids above `after`, in id order.
+/// `list_products`: ids above `after`, in id order. A row whose product `interned` keeps
+/// in the row's version is not read further (see [`Interned`]).
 ///
 /// The limit is a literal, not a parameter: SQLite reads a bound `LIMIT ?` while planning
 /// and marks the statement to be re-prepared whenever that parameter is bound again, so a
@@ -76,13 +80,27 @@ pub(super) async fn products(
     readers: &Readers,
     after: i64,
     limit: u32,
-) -> Result<Vec<ProductRow>, SqliteError> {
+    interned: Arc<Interned>,
+) -> Result<Vec<Listed>, SqliteError> {
     readers
         .read(move |conn: &Connection| {
             let sql = format!(
                 "SELECT {PRODUCT_COLUMNS} FROM products WHERE id > ?1 ORDER BY id LIMIT {limit}"
             );
-            all(conn, &sql, [after], product_row)
+            let mut statement = conn.prepare_cached(&sql)?;
+            let mut rows = statement.query([after])?;
+            let mut listed = Vec::with_capacity(limit as usize);
+            interned.scan(after, |kept| {
+                while let Some(row) = rows.next()? {
+                    // Columns 0 and 4 of PRODUCT_COLUMNS.
+                    listed.push(match kept(row.get(0)?, row.get(4)?) {
+                        Some(product) => Listed::Kept(product),
+                        None => Listed::Read(product_row(row)?),
+                    });
+                }
+                Ok::<_, SqliteError>(())
+            })?;
+            Ok(listed)
         })
         .await
 }

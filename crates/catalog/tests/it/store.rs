@@ -15,6 +15,7 @@ storage::backend_tests!(catalog::ALL_MIGRATIONS;
     seeding_is_deterministic_and_puts_laptop_and_mouse_first,
     the_database_refuses_what_the_domain_refuses,
     the_read_cache_never_hides_this_processs_own_writes,
+    lists_show_every_write_whoever_made_it,
 );
 
 async fn creates_and_reads_products_exactly(db: &Database) {
@@ -247,4 +248,89 @@ async fn the_read_cache_never_hides_this_processs_own_writes(db: &Database) {
 
     assert!(store.delete_product(laptop.id).await.unwrap());
     assert!(store.product(laptop.id).await.unwrap().is_none());
+}
+
+/// Lists keep the products they read and reuse them while a row's version is unchanged
+/// (`store::interned`); a write from anywhere (this store, another store on the database,
+/// a raw statement that bumps the version as every write does) is listed at once.
+async fn lists_show_every_write_whoever_made_it(db: &Database) {
+    let store =
+        CatalogStore::with_read_cache(db.clone(), std::time::Duration::from_secs(3600), 100);
+    for name in ["A", "B", "C", "D"] {
+        store
+            .create_product(&NewProduct::parse(name, 1.0, 1).unwrap())
+            .await
+            .unwrap();
+    }
+    let listed = |store: CatalogStore| async move {
+        store
+            .products(None, 10)
+            .await
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p.id.0,
+                    p.name.as_str().to_owned(),
+                    p.stock.units(),
+                    p.version,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let first = listed(store.clone()).await;
+    assert_eq!(first.len(), 4);
+    // Read again unchanged: the same values (on SQLite, the very values kept).
+    let before = store.products(None, 10).await.unwrap();
+    let again = store.products(None, 10).await.unwrap();
+    assert_eq!(again, before);
+    if db.readers().is_some() {
+        assert!(
+            again
+                .iter()
+                .zip(&before)
+                .all(|(a, b)| std::sync::Arc::ptr_eq(a, b))
+        );
+    }
+
+    let patch = ProductPatch::parse(Some("B2"), None, None).unwrap();
+    store
+        .update_product(ProductId(2), &patch, None)
+        .await
+        .unwrap();
+    let other = CatalogStore::new(db.clone());
+    let patch = ProductPatch::parse(None, None, Some(9)).unwrap();
+    other
+        .update_product(ProductId(3), &patch, None)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE products SET name = 'D2', version = version + 1 WHERE id = 4")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert!(other.delete_product(ProductId(1)).await.unwrap());
+
+    assert_eq!(
+        listed(store.clone()).await,
+        vec![
+            (2, "B2".to_owned(), 1, 2),
+            (3, "C".to_owned(), 9, 2),
+            (4, "D2".to_owned(), 1, 2),
+        ]
+    );
+    // Pages that start between kept products, and a limit that ends among them.
+    let page = store.products(Some(ProductId(2)), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!((page[0].id.0, page[0].stock.units()), (3, 9));
+
+    // A row that no longer validates is refused, whatever was kept for the product.
+    sqlx::query("UPDATE products SET name = '   ', version = version + 1 WHERE id = 3")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let refused = store.products(None, 10).await;
+    assert!(
+        matches!(refused, Err(StoreError::Corrupt(_))),
+        "{refused:?}"
+    );
 }

@@ -1,7 +1,9 @@
 //! The from-memory `ProductService` of `bare-grpc` (and of `grpc-layers`, which puts it
-//! behind Brigade's own hosting): product 1 and the first page of 50, copied once from a
-//! running Brigade catalog over gRPC, answered with the same generated server and codec.
+//! behind Brigade's own hosting): product 1 and every page of 50 (the first, and each
+//! later one by its `page_token`), copied once from a running Brigade catalog over gRPC,
+//! answered with the same generated server and codec.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -22,7 +24,8 @@ const PAGE: usize = 50;
 /// What the bare server answers with.
 pub struct Canned {
     one: ProductResponse,
-    page: Arc<[ProductResponse]>,
+    /// Every page of [`PAGE`] products by its token (`""` for the first).
+    pages: HashMap<String, Arc<[ProductResponse]>>,
 }
 
 type ProductStream = Pin<Box<dyn Stream<Item = Result<ProductResponse, Status>> + Send>>;
@@ -49,15 +52,15 @@ impl ProductService for Canned {
         request: Request<ListProductsRequest>,
     ) -> Result<Response<ProductStream>, Status> {
         let request = request.into_inner();
-        if !request.page_token.is_empty() {
-            return Err(Status::invalid_argument("only the first page is served"));
-        }
+        let Some(page) = self.pages.get(&request.page_token) else {
+            return Err(Status::invalid_argument("no such page_token"));
+        };
         let n = match usize::try_from(request.page_size) {
-            Ok(0) => self.page.len(),
-            Ok(n) => n.min(self.page.len()),
+            Ok(0) => page.len(),
+            Ok(n) => n.min(page.len()),
             Err(_) => return Err(Status::invalid_argument("page_size must not be negative")),
         };
-        let page = Arc::clone(&self.page);
+        let page = Arc::clone(page);
         let stream = futures::stream::iter(0..n).map(move |i| Ok(page[i].clone()));
         Ok(Response::new(Box::pin(stream)))
     }
@@ -77,7 +80,7 @@ impl ProductService for Canned {
     }
 }
 
-/// Product 1 and the first page, as Brigade sends them.
+/// Product 1 and every page, as Brigade sends them.
 pub async fn fetch(from: &str) -> anyhow::Result<Canned> {
     let channel = Channel::from_shared(from.to_owned())
         .with_context(|| format!("{from} is not a URL"))?
@@ -90,30 +93,12 @@ pub async fn fetch(from: &str) -> anyhow::Result<Canned> {
         .await
         .with_context(|| format!("GetProduct(1) on {from}"))?
         .into_inner();
-    let mut stream = client
-        .list_products(ListProductsRequest {
-            page_size: PAGE as i32,
-            page_token: String::new(),
-        })
-        .await
-        .with_context(|| format!("ListProducts(page_size {PAGE}) on {from}"))?
-        .into_inner();
-    let mut page = Vec::with_capacity(PAGE);
-    while let Some(product) = stream
-        .message()
-        .await
-        .with_context(|| format!("reading the ListProducts stream of {from}"))?
-    {
-        page.push(product);
-    }
-    if page.len() != PAGE {
-        bail!(
-            "ListProducts(page_size {PAGE}) on {from} streamed {} products",
-            page.len()
-        );
+    let pages = super::pages::crawl(&mut client, PAGE, from).await?;
+    if pages.first().is_none_or(|(_, page)| page.len() != PAGE) {
+        bail!("ListProducts(page_size {PAGE}) on {from} did not stream a whole first page");
     }
     Ok(Canned {
         one,
-        page: page.into(),
+        pages: pages.into_iter().collect(),
     })
 }
