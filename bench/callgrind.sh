@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Instructions per request, counted by valgrind's callgrind: Brigade's catalog at its
-# shipped defaults (log filter included) against bare-rest serving the same bytes. Unlike
-# requests/s on this shared machine, the count repeats run to run, so it is reported beside
-# bench/rest.sh's ratios where those scatter.
+# shipped defaults (log filter included) against bare-rest serving the same bytes, and its
+# gRPC face (grpc:GetProduct, grpc:ListProducts) against bare-grpc serving the same
+# messages. Unlike requests/s on this shared machine, the count repeats run to run, so it
+# is reported beside bench/rest.sh's and bench/grpc.sh's ratios where those scatter.
 #
 #   bench/callgrind.sh
 #
 # For each endpoint and server: start the server under callgrind, send BENCH_WARM requests,
 # zero the counters (callgrind_control -z), send BENCH_REQUESTS requests over one
-# keep-alive connection (one curl), dump the counters (callgrind_control -d) and divide the
+# keep-alive connection (one curl; gRPC: h2load, one call at a time), dump the counters (callgrind_control -d) and divide the
 # instructions of every thread of the process by the request count. User-space
 # instructions only: the kernel's share (sockets, scheduling) is not counted.
 #
@@ -32,6 +33,10 @@ command -v valgrind >/dev/null 2>&1 || {
   apt-get update && apt-get install -y valgrind
 }
 command -v curl >/dev/null 2>&1 || die "curl is needed"
+command -v h2load >/dev/null 2>&1 || {
+  say "h2load is missing (for the gRPC rows); installing nghttp2-client with apt-get"
+  apt-get update && apt-get install -y nghttp2-client
+}
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
   say "building release binaries (brigade, bare-rest)"
@@ -40,6 +45,7 @@ fi
 TARGET_DIR=$(target_dir)
 BRIGADE=${BENCH_BRIGADE:-$TARGET_DIR/release/brigade}
 BARE="$TARGET_DIR/release/bare-rest"
+BARE_GRPC="$TARGET_DIR/release/bare-grpc"
 
 WORK=$(mktemp -d -t brigade-callgrind.XXXXXX)
 PIDS=()
@@ -75,9 +81,21 @@ paths_of() {
   esac
 }
 
-# One curl, one keep-alive connection, every URL in file $2 against base $1.
+# One curl, one keep-alive connection, every URL in file $2 against base $1. A gRPC
+# endpoint (grpc:METHOD) instead: h2load, one connection, one call at a time, $3 calls of
+# the framed request in $WORK/METHOD.bin.
 drive() {
-  local base=$1 list=$2 args=()
+  local base=$1 list=$2 count=$3 args=()
+  case $ENDPOINT in
+    grpc:*)
+      local method=${ENDPOINT#grpc:} out
+      out=$(h2load -n "$count" -c1 -m1 -d "$WORK/$method.bin" -H 'content-type: application/grpc' \
+        -H 'te: trailers' "$base/ecommerce.v1.ProductService/$method") || die "h2load against $base failed"
+      grep -q "^requests: $count total, $count started, $count done, $count succeeded" <<<"$out" \
+        || die "not every $method call to $base succeeded: $(grep '^requests:' <<<"$out")"
+      return
+      ;;
+  esac
   while read -r path; do args+=(-o /dev/null "$base$path"); done <"$list"
   curl -sf "${args[@]}" || die "a request to $base failed"
 }
@@ -90,6 +108,9 @@ measure() {
     "${BRIGADE_ENV[@]}" valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
       "$BRIGADE" serve catalog --data-dir "$WORK/data" --port 0 \
       >"$WORK/cg.out" 2>"$WORK/cg.err" &
+  elif [[ $endpoint == grpc:* ]]; then
+    valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+      "$BARE_GRPC" --from "$SOURCE_URL" --port 0 >"$WORK/cg.out" 2>"$WORK/cg.err" &
   else
     valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
       "$BARE" --from "$SOURCE_URL" --port 0 --crawl --reviews-of 500 \
@@ -100,9 +121,9 @@ measure() {
   url=$(wait_for_url "$WORK/cg.out" "$pid" "$server under callgrind")
   paths_of "$endpoint" "$WARM" >"$WORK/warm.list"
   paths_of "$endpoint" "$REQUESTS" >"$WORK/run.list"
-  drive "$url" "$WORK/warm.list"
+  ENDPOINT=$endpoint drive "$url" "$WORK/warm.list" "$WARM"
   callgrind_control -z "$pid" >/dev/null 2>&1
-  drive "$url" "$WORK/run.list"
+  ENDPOINT=$endpoint drive "$url" "$WORK/run.list" "$REQUESTS"
   callgrind_control -d "$pid" >/dev/null 2>&1
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
@@ -122,13 +143,17 @@ PIDS+=("$PATHS_PID")
 wait_for_url "$WORK/paths.out" "$PATHS_PID" bare-rest >/dev/null
 kill -TERM "$PATHS_PID"
 
-read -r -a ENDPOINTS <<<"${BENCH_ENDPOINTS:-/v1/products/1 /v1/products?limit=50 @products @reviews}"
+read -r -a ENDPOINTS <<<"${BENCH_ENDPOINTS:-/v1/products/1 /v1/products?limit=50 @products @reviews grpc:GetProduct grpc:ListProducts}"
+# The framed gRPC requests (5-byte header, then the message): ProductRequest {product_id:
+# 1} = 08 01, ListProductsRequest {page_size: 50} = 08 32.
+printf '\x00\x00\x00\x00\x02\x08\x01' >"$WORK/GetProduct.bin"
+printf '\x00\x00\x00\x00\x02\x08\x32' >"$WORK/ListProducts.bin"
 printf '\nInstructions per request (callgrind, user space, all threads); %s requests after %s warm-up; brigade log filter: %s\n' \
   "$REQUESTS" "$WARM" "${LOG_FILTER:-shipped default (info,sqlx=warn)}"
 printf 'brigade: %s\n' "$BRIGADE"
 printf '%s; %s; valgrind %s\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" \
   "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)" "$(valgrind --version)"
-printf '| %-21s | %12s | %12s | %8s |\n' endpoint brigade bare-rest ratio
+printf '| %-21s | %12s | %12s | %8s |\n' endpoint brigade "bare server" ratio
 printf '|%s|%s|%s|%s|\n' "-----------------------" "-------------:" "-------------:" "---------:"
 for endpoint in "${ENDPOINTS[@]}"; do
   say "measuring $endpoint"
@@ -139,9 +164,10 @@ for endpoint in "${ENDPOINTS[@]}"; do
 done
 echo
 cat <<'NOTE'
-ratio: Brigade's user-space instructions per request over bare-rest's. Not a throughput
-ratio: the kernel's work per request (loopback TCP, wake-ups), most of bare-rest's cost, is
-not counted. Under valgrind the CPU reports no SHA extensions, so sha2 runs its portable
+ratio: Brigade's user-space instructions per request over the bare server's (bare-rest;
+bare-grpc for the grpc: rows). Not a throughput ratio: the kernel's work per request
+(loopback TCP, wake-ups), most of a bare server's cost, is not counted. Under valgrind the CPU reports no SHA extensions, so sha2 runs its portable
 code: the ETag of a 7 KB page costs ~370k instructions here against a few µs natively.
-Compare Brigade's counts across revisions; use bench/rest.sh for the ratio to bare.
+Compare Brigade's counts across revisions; use bench/rest.sh and bench/grpc.sh for the
+ratio to bare.
 NOTE
