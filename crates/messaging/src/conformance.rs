@@ -68,6 +68,13 @@ pub trait Harness: Send + Sync {
         Duration::from_secs(30)
     }
 
+    /// How long a handler may take: the `handler_timeout` the harness's brokers are
+    /// connected with (a backend that enforces none, such as RabbitMQ, says how long its
+    /// test handlers should run). Properties of slow handlers run them at 90% of it.
+    fn handler_timeout(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
     /// The backend's time resolution for `StartFrom::Time` (RabbitMQ streams: seconds).
     fn clock_granularity(&self) -> Duration {
         Duration::from_millis(20)
@@ -86,6 +93,7 @@ pub trait Harness: Send + Sync {
 pub const ALL: &[&str] = &[
     "queue_ack_deletes",
     "queue_prefetch_limits_unsettled",
+    "queue_prefetched_messages_keep_their_lease",
     "queue_redelivers_unacked_when_consumer_dropped",
     "queue_nack_and_retry_after",
     "queue_dead_letters_after_max_deliveries",
@@ -100,6 +108,7 @@ pub const ALL: &[&str] = &[
     "stream_deduplicates_republished_id",
     "stream_persists_across_reconnect",
     "stream_retry_after_holds_the_partition",
+    "stream_slow_members_keep_their_events",
 ];
 
 /// Every property in [`ALL`], one `#[tokio::test]` each: what a backend that runs the
@@ -110,6 +119,7 @@ macro_rules! all_conformance_tests {
         $crate::conformance_tests!($harness;
             queue_ack_deletes,
             queue_prefetch_limits_unsettled,
+            queue_prefetched_messages_keep_their_lease,
             queue_redelivers_unacked_when_consumer_dropped,
             queue_nack_and_retry_after,
             queue_dead_letters_after_max_deliveries,
@@ -124,6 +134,7 @@ macro_rules! all_conformance_tests {
             stream_deduplicates_republished_id,
             stream_persists_across_reconnect,
             stream_retry_after_holds_the_partition,
+            stream_slow_members_keep_their_events,
         );
     };
 }
@@ -293,6 +304,87 @@ pub async fn queue_prefetch_limits_unsettled(h: &dyn Harness) {
     }
     drop(consumer);
     h.cleanup(&[q], &[]).await;
+}
+
+/// Slow handlers behind a prefetch: two consumers with prefetch 4, each handling one
+/// delivery at a time (as `worker::run` does) for 90% of the handler timeout. The first
+/// takes four of six messages, so its last one waits three handlers' time in its buffer;
+/// the second runs out of work early and asks for more all the while. Every message is
+/// handled exactly once, every ack succeeds and nothing is dead-lettered: a message
+/// waiting in a live consumer's buffer is not given to another consumer.
+pub async fn queue_prefetched_messages_keep_their_lease(h: &dyn Harness) {
+    const MESSAGES: u64 = 6;
+    let broker = h.connect().await;
+    let q = queue(h, &broker, "slow", QueueOptions::default()).await;
+    for n in 0..MESSAGES {
+        broker.queues.publish(&q, &order(n)).await.unwrap();
+    }
+    let work = h.handler_timeout().mul_f64(0.9);
+    let handled = Arc::new(std::sync::Mutex::new(BTreeMap::<u64, u32>::new()));
+    let mut consumers = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let own = h.connect().await;
+        let mut consumer = own.queues.consume(&q, 4).await.unwrap();
+        let handled = Arc::clone(&handled);
+        let (started, has_started) = tokio::sync::oneshot::channel::<()>();
+        consumers.spawn(async move {
+            let _own = own;
+            let mut started = Some(started);
+            loop {
+                let delivery =
+                    match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                        Ok(delivery) => delivery.unwrap(),
+                        Err(_) if handled.lock().unwrap().len() as u64 == MESSAGES => return,
+                        Err(_) => continue,
+                    };
+                if let Some(started) = started.take() {
+                    let _ = started.send(());
+                }
+                let n = n_of(delivery.message.as_ref().unwrap());
+                // The handler's work: it takes 90% of the time it may take.
+                tokio::time::sleep(work).await;
+                *handled.lock().unwrap().entry(n).or_default() += 1;
+                delivery
+                    .ack()
+                    .await
+                    .unwrap_or_else(|e| panic!("the ack of message {n} failed: {e}"));
+            }
+        });
+        // The first consumer has its prefetch before the second asks.
+        tokio::time::timeout(WAIT, has_started)
+            .await
+            .expect("a first delivery within WAIT")
+            .unwrap();
+    }
+    each_handled_once(consumers, &handled, MESSAGES, work).await;
+    assert!(broker.queues.dead_letters(&q, 10).await.unwrap().is_empty());
+    stats_until(&broker, &q, "an empty queue", |s| {
+        (s.ready, s.in_flight, s.dead) == (0, 0, 0)
+    })
+    .await;
+    h.cleanup(&[q], &[]).await;
+}
+
+/// Waits for the `handlers` of a slow-handler property (each ends once `n` messages are
+/// handled; a panic in one, such as a failed settle, fails the test) and asserts that
+/// messages `0..n` were each handled exactly once.
+async fn each_handled_once(
+    mut handlers: tokio::task::JoinSet<()>,
+    handled: &std::sync::Mutex<BTreeMap<u64, u32>>,
+    n: u64,
+    work: Duration,
+) {
+    let all = work * u32::try_from(n).unwrap() + WAIT;
+    tokio::time::timeout(all, async {
+        while let Some(done) = handlers.join_next().await {
+            done.unwrap();
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{n} messages were not handled within {all:?}"));
+    let handled = handled.lock().unwrap().clone();
+    let expected: BTreeMap<u64, u32> = (0..n).map(|i| (i, 1)).collect();
+    assert_eq!(handled, expected, "every message handled exactly once");
 }
 
 /// At-least-once: a delivery whose consumer went away unsettled comes again, attempt 2.
@@ -909,6 +1001,57 @@ pub async fn stream_retry_after_holds_the_partition(h: &dyn Harness) {
         e.commit().await.unwrap();
     }
     drop(consumer);
+    h.cleanup(&[], &[s]).await;
+}
+
+/// Slow members: two members of a group, each handling one event at a time for 90% of
+/// the handler timeout, over a stream whose partitions hand a member events faster than
+/// it handles them (an event waits while its member works on another partition's). Every
+/// event is handled exactly once and every commit succeeds: an event that waits for a
+/// live member, then meets a slow handler, is not given to the other member meanwhile.
+pub async fn stream_slow_members_keep_their_events(h: &dyn Harness) {
+    const EVENTS: u64 = 6;
+    let admin = h.connect().await;
+    let s = stream(h, &admin, "slow", 2).await;
+    let group = h.unique("slow");
+    let work = h.handler_timeout().mul_f64(0.9);
+    let handled = Arc::new(std::sync::Mutex::new(BTreeMap::<u64, u32>::new()));
+    let mut members = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let broker = h.connect().await;
+        let mut consumer = broker
+            .streams
+            .subscribe(&s, &group, StartFrom::Earliest)
+            .await
+            .unwrap();
+        let handled = Arc::clone(&handled);
+        members.spawn(async move {
+            let _broker = broker;
+            loop {
+                let event =
+                    match tokio::time::timeout(Duration::from_millis(200), consumer.next()).await {
+                        Ok(event) => event.unwrap(),
+                        Err(_) if handled.lock().unwrap().len() as u64 == EVENTS => return,
+                        Err(_) => continue,
+                    };
+                let n = n_of(event.message.as_ref().unwrap());
+                tokio::time::sleep(work).await;
+                *handled.lock().unwrap().entry(n).or_default() += 1;
+                event
+                    .commit()
+                    .await
+                    .unwrap_or_else(|e| panic!("the commit of event {n} failed: {e}"));
+            }
+        });
+    }
+    for n in 0..EVENTS {
+        admin
+            .streams
+            .publish(&s, &keyed(&format!("ORD-{n}"), n))
+            .await
+            .unwrap();
+    }
+    each_handled_once(members, &handled, EVENTS, work).await;
     h.cleanup(&[], &[s]).await;
 }
 

@@ -136,12 +136,14 @@ messaging::conformance_tests!(KafkaHarness;
     stream_deduplicates_republished_id,
     stream_persists_across_reconnect,
     stream_retry_after_holds_the_partition,
+    stream_slow_members_keep_their_events,
 );
 
 /// Conformance properties this backend does not run, and why.
 const NOT_RUN: &[(&str, &str)] = &[
     ("queue_ack_deletes", NO_WORK_QUEUES),
     ("queue_prefetch_limits_unsettled", NO_WORK_QUEUES),
+    ("queue_prefetched_messages_keep_their_lease", NO_WORK_QUEUES),
     (
         "queue_redelivers_unacked_when_consumer_dropped",
         NO_WORK_QUEUES,

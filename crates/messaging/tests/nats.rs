@@ -113,6 +113,10 @@ impl Harness for NatsHarness {
         Duration::from_secs(10)
     }
 
+    fn handler_timeout(&self) -> Duration {
+        Duration::from_secs(2)
+    }
+
     async fn cleanup(&self, queues: &[String], streams: &[String]) {
         cleanup(queues).await;
         cleanup(streams).await;

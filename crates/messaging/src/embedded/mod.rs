@@ -11,7 +11,8 @@
 //! (group commit), so concurrent publishers and consumers share commits.
 //!
 //! **Several processes, one file.** Claims are `UPDATE ... RETURNING` under SQLite's write
-//! lock; a claimed message carries a lease (`messaging.handler_timeout`) and a claim
+//! lock; a claimed message carries a lease (`messaging.handler_timeout` + 1 s, renewed
+//! when a prefetched message is handed out after waiting behind others) and a claim
 //! token: a consumer that dies loses the lease, the message is claimed again with
 //! `attempt + 1`, and a late settle from the dead claim changes nothing (nothing is
 //! acknowledged twice). A message whose delivery count passes `max_deliveries` because

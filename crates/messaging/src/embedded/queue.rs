@@ -20,6 +20,15 @@ use super::{BACKEND, POLL, Shared, check_name, duration_ms, now_ms};
 /// Most messages one claim takes (a consumer's prefetch beyond this takes several).
 const MAX_CLAIM: usize = 256;
 
+/// A message claimed for a consumer waits in its prefetch buffer while the consumer works
+/// on the ones before it; its lease (`handler_timeout` + 1 s) runs from the claim. So
+/// when a message is handed out after waiting longer than this, the leases of it and of
+/// every message still waiting are renewed first: a handler then always has its whole
+/// `handler_timeout` before another consumer may claim the message, however long it sat
+/// in the buffer. (Without it, the k-th prefetched message of a slow consumer expired in
+/// the buffer, another consumer claimed it, and both handled it.)
+const RENEW_AFTER_MS: i64 = 500;
+
 pub(crate) struct Queues {
     shared: Arc<Shared>,
 }
@@ -144,6 +153,7 @@ impl WorkQueue for Queues {
             buffer: VecDeque::new(),
             pending: None,
             seen: 0,
+            renewing: None,
         }))
     }
 
@@ -259,6 +269,8 @@ impl WorkQueue for Queues {
 struct Claimed {
     seq: i64,
     lease: i64,
+    /// When its lease runs out (unix ms), unless renewed.
+    leased_until: i64,
     attempts: u32,
     msg_id: String,
     headers: String,
@@ -279,14 +291,35 @@ struct Consumer {
     pending: Option<Pending>,
     /// The queue's wake generation when the pending claim began.
     seen: u64,
+    /// A renewal of the buffered rows' leases sent to the store and not yet answered
+    /// (kept here for cancel safety, as `pending`): whether each row is still ours, and
+    /// until when.
+    renewing: Option<Renewal>,
 }
 
 type Pending = tokio::sync::oneshot::Receiver<Result<(Vec<Claimed>, u64)>>;
+type Renewal = tokio::sync::oneshot::Receiver<Result<(Vec<bool>, i64)>>;
 
 #[async_trait]
 impl QueueConsumer for Consumer {
     async fn next(&mut self) -> Result<Delivery> {
         loop {
+            if let Some(renewal) = self.renewing.as_mut() {
+                let answer = renewal.await;
+                self.renewing = None;
+                let (held, until) = answer.map_err(|_| {
+                    MessagingError::unavailable(BACKEND, "the store's thread ended")
+                })??;
+                self.renewed(&held, until);
+                continue;
+            }
+            if let Some((row, _)) = self.buffer.front() {
+                let lease_ms = duration_ms(self.shared.lease);
+                if now_ms() > row.leased_until - lease_ms + RENEW_AFTER_MS {
+                    self.renewing = Some(self.renew()?);
+                    continue;
+                }
+            }
             if let Some((row, permit)) = self.buffer.pop_front() {
                 return Ok(self.deliver(row, permit));
             }
@@ -330,6 +363,40 @@ impl QueueConsumer for Consumer {
 }
 
 impl Consumer {
+    /// Renews the lease of every buffered row (see [`RENEW_AFTER_MS`]).
+    fn renew(&self) -> Result<Renewal> {
+        let rows: Vec<(i64, i64)> = self.buffer.iter().map(|(r, _)| (r.seq, r.lease)).collect();
+        let lease_ms = duration_ms(self.shared.lease);
+        self.shared.writer.start(move |conn| {
+            let until = now_ms() + lease_ms;
+            let mut s = conn
+                .prepare_cached(
+                    "UPDATE queue_messages SET visible_at = ?3 WHERE seq = ?1 AND lease = ?2",
+                )
+                .map_err(sql)?;
+            let held = rows
+                .iter()
+                .map(|(seq, lease)| s.execute(params![seq, lease, until]).map(|n| n == 1))
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sql)?;
+            Ok((held, until))
+        })
+    }
+
+    /// Applies a renewal: rows whose lease another consumer took since (it ran out before
+    /// the renewal) are that consumer's now, and leave the buffer unhandled.
+    fn renewed(&mut self, held: &[bool], until: i64) {
+        let mut still = held.iter();
+        self.buffer.retain_mut(|(row, _)| {
+            let ours = still.next().copied().unwrap_or(false);
+            row.leased_until = until;
+            if !ours {
+                tracing::info!(backend = BACKEND, queue = %self.queue, seq = row.seq, "a prefetched message's lease ran out before it was handed out; another consumer has it");
+            }
+            ours
+        });
+    }
+
     /// Claims up to `n` visible messages; dead-letters those past `max_deliveries`.
     fn claim(&self, n: usize) -> Result<Pending> {
         let queue = self.queue.clone();
@@ -355,6 +422,7 @@ impl Consumer {
                         Ok(Claimed {
                             seq: r.get(0)?,
                             lease,
+                            leased_until: now + lease_ms,
                             attempts: r.get(1)?,
                             msg_id: r.get(2)?,
                             headers: r.get(3)?,

@@ -121,7 +121,10 @@ pub async fn connect(url: &str, settings: &MessagingSettings) -> Result<Broker> 
     context.set_timeout(settings.publish_timeout);
     let shared = Arc::new(Shared {
         context,
-        ack_wait: settings.handler_timeout,
+        // Longer than a handler may run (`worker` abandons it at handler_timeout), so a
+        // slow handler's message is not sent to another consumer while the first is still
+        // on it; the consumers restart the clock when they hand a message out.
+        ack_wait: settings.handler_timeout + ACK_WAIT_MARGIN,
         publish_timeout: settings.publish_timeout,
     });
     Ok(Broker {
@@ -131,11 +134,14 @@ pub async fn connect(url: &str, settings: &MessagingSettings) -> Result<Broker> 
     })
 }
 
+/// How much longer than `handler_timeout` a delivery may stay unsettled on the server.
+pub(crate) const ACK_WAIT_MARGIN: Duration = Duration::from_secs(1);
+
 /// What both shapes share: the JetStream context and the timing settings.
 pub(crate) struct Shared {
     pub(crate) context: Context,
     /// The consumers' `ack_wait`: how long a delivery may stay unsettled before the
-    /// server delivers it again (the settings' `handler_timeout`).
+    /// server delivers it again (the settings' `handler_timeout` + [`ACK_WAIT_MARGIN`]).
     pub(crate) ack_wait: Duration,
     pub(crate) publish_timeout: Duration,
 }

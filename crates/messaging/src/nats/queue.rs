@@ -1,8 +1,9 @@
 //! Work queues on JetStream: a `WorkQueue`-retention stream, one shared durable pull
 //! consumer, and a `<queue>-dlq` stream.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::consumer::pull::{self, Batch};
@@ -242,6 +243,7 @@ impl WorkQueue for NatsQueues {
             permits: Arc::new(Semaphore::new(prefetch)),
             prefetch,
             batch: None,
+            ready: VecDeque::new(),
         }))
     }
 
@@ -414,16 +416,43 @@ impl QueueCtx {
 }
 
 /// One consumer instance: pulls at most `prefetch` messages and holds them unsettled.
+///
+/// The server's `ack_wait` clock starts when it sends a message, but the consumer hands
+/// its prefetched messages out one `next()` at a time, and a message may wait behind
+/// others' handlers. So when a message is handed out, an in-progress ack (`+WPI`, which
+/// restarts the server's clock) goes to it and to every message still waiting whose clock
+/// has run longer than [`EXTEND_AFTER`]: the handler always has the whole `ack_wait`
+/// (`handler_timeout` + 1 s), and a waiting message is not sent to another consumer.
 struct NatsQueueConsumer {
     queue: Arc<QueueCtx>,
     consumer: PullConsumer,
     /// One permit per delivery handed out and not yet settled (or per slot reserved
-    /// for the pull request in flight).
+    /// for the pull request in flight, or per message waiting in `ready`).
     permits: Arc<Semaphore>,
     prefetch: usize,
-    /// The pull request being served, and the permits reserved for what it may bring.
-    batch: Option<(Batch, Vec<OwnedSemaphorePermit>)>,
+    /// The pull request being served, the permits reserved for what it may bring, and
+    /// when it was sent (no message it brings was sent by the server before that).
+    batch: Option<(
+        futures::stream::Fuse<Batch>,
+        Vec<OwnedSemaphorePermit>,
+        Instant,
+    )>,
+    /// Received, not yet handed out.
+    ready: VecDeque<Waiting>,
 }
+
+/// A message received and not yet handed out.
+struct Waiting {
+    message: Message,
+    permit: OwnedSemaphorePermit,
+    /// No earlier than the server's `ack_wait` clock for it last (re)started.
+    since: Instant,
+}
+
+/// How long a message's `ack_wait` clock may have run when it is handed out (or while
+/// another is) before an in-progress ack restarts it: less than the 1 s margin of
+/// `ack_wait` over `handler_timeout`.
+const EXTEND_AFTER: Duration = Duration::from_millis(500);
 
 impl NatsQueueConsumer {
     async fn start_batch(&mut self) -> Result<()> {
@@ -440,6 +469,7 @@ impl NatsQueueConsumer {
                 Err(_) => break,
             }
         }
+        let sent = Instant::now();
         let batch = self
             .consumer
             .batch()
@@ -448,8 +478,135 @@ impl NatsQueueConsumer {
             .messages()
             .await
             .map_err(|e| api_error(format!("pulling from {}", self.queue.queue), e))?;
-        self.batch = Some((batch, reserved));
+        self.batch = Some((batch.fuse(), reserved, sent));
         Ok(())
+    }
+
+    /// Takes one item of the pull request: a message joins `ready`; the end of the
+    /// request, or an error, ends it (a deleted consumer is the caller's error).
+    fn receive(
+        &mut self,
+        item: Option<std::result::Result<Message, Box<dyn std::error::Error + Send + Sync>>>,
+    ) -> Result<()> {
+        let Some((_, reserved, sent)) = self.batch.as_mut() else {
+            return Ok(());
+        };
+        match item {
+            Some(Ok(message)) => {
+                // More messages than asked for cannot happen; one would be left for
+                // redelivery.
+                if let Some(permit) = reserved.pop() {
+                    let since = *sent;
+                    self.ready.push_back(Waiting {
+                        message,
+                        permit,
+                        since,
+                    });
+                }
+                Ok(())
+            }
+            Some(Err(e)) => {
+                self.batch = None;
+                let text = e.to_string();
+                if text.contains("Consumer Deleted") || text.contains("consumer deleted") {
+                    return Err(MessagingError::NotFound(format!(
+                        "the consumer of queue {} was deleted",
+                        self.queue.queue
+                    )));
+                }
+                tracing::warn!(backend = BACKEND, queue = %self.queue.queue, error = %text, "pull failed; pulling again");
+                Ok(())
+            }
+            None => {
+                // Expired or complete: unused reserved permits go back.
+                self.batch = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Moves what the pull request has already brought into `ready`.
+    fn receive_ready(&mut self) -> Result<()> {
+        while let Some((batch, _, _)) = self.batch.as_mut() {
+            match batch.next().now_or_never() {
+                Some(item) => self.receive(item)?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts the `ack_wait` clock of `handed` and of the waiting messages whose clock
+    /// has run longer than [`EXTEND_AFTER`] (in-progress acks, sent in the background so
+    /// that `next()` stays cancel-safe).
+    fn extend(&mut self, handed: &mut Waiting) {
+        let now = Instant::now();
+        for waiting in std::iter::once(handed).chain(self.ready.iter_mut()) {
+            if now.duration_since(waiting.since) > EXTEND_AFTER {
+                waiting.since = now;
+                let message = waiting.message.clone();
+                tokio::spawn(async move {
+                    let _ = message.ack_with(AckKind::Progress).await;
+                });
+            }
+        }
+    }
+
+    /// The delivery of `waiting`, or `None` when it was dead-lettered at receipt.
+    async fn deliver(&self, waiting: Waiting) -> Result<Option<Delivery>> {
+        let Waiting {
+            message, permit, ..
+        } = waiting;
+        let info = match message.info() {
+            Ok(info) => (info.delivered, info.stream_sequence, info.published),
+            Err(e) => {
+                tracing::warn!(backend = BACKEND, queue = %self.queue.queue, error = %e, "not a JetStream message; ignored");
+                return Ok(None);
+            }
+        };
+        let (delivered, sequence, published) = info;
+        let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        let message_result = envelope_of(
+            &message,
+            &self.queue.queue,
+            sequence,
+            Some(system_time(published)),
+            self.queue.default_kind.as_deref(),
+        );
+        if attempt > self.queue.max_deliveries {
+            // Its consumers died (or timed out) on every allowed delivery: it never
+            // goes out again.
+            let reason = format!(
+                "delivered {} times without being settled (max_deliveries {})",
+                attempt - 1,
+                self.queue.max_deliveries
+            );
+            let envelope = message_result
+                .as_ref()
+                .ok()
+                .map(|e| (e.id, e.kind.as_str()));
+            self.queue
+                .dead_letter(&message, &reason, attempt - 1, envelope)
+                .await?;
+            drop(permit);
+            return Ok(None);
+        }
+        metrics::counter!("brigade_messaging_delivered_total", "backend" => BACKEND, "queue" => self.queue.queue.clone())
+            .increment(1);
+        let envelope = message_result.as_ref().ok().map(|e| (e.id, e.kind.clone()));
+        let settle = NatsSettle {
+            queue: self.queue.clone(),
+            message,
+            attempt,
+            envelope,
+            _permit: permit,
+        };
+        Ok(Some(Delivery::new(
+            message_result,
+            attempt,
+            self.queue.max_deliveries,
+            Box::new(settle),
+        )))
     }
 }
 
@@ -457,87 +614,26 @@ impl NatsQueueConsumer {
 impl QueueConsumer for NatsQueueConsumer {
     async fn next(&mut self) -> Result<Delivery> {
         loop {
+            self.receive_ready()?;
+            if let Some(mut waiting) = self.ready.pop_front() {
+                self.extend(&mut waiting);
+                match self.deliver(waiting).await? {
+                    Some(delivery) => return Ok(delivery),
+                    None => continue,
+                }
+            }
             if self.batch.is_none() {
                 self.start_batch().await?;
             }
-            let Some((batch, reserved)) = self.batch.as_mut() else {
+            let Some((batch, _, _)) = self.batch.as_mut() else {
                 continue;
             };
-            let message = match batch.next().await {
-                Some(Ok(message)) => message,
-                Some(Err(e)) => {
-                    self.batch = None;
-                    let text = e.to_string();
-                    if text.contains("Consumer Deleted") || text.contains("consumer deleted") {
-                        return Err(MessagingError::NotFound(format!(
-                            "the consumer of queue {} was deleted",
-                            self.queue.queue
-                        )));
-                    }
-                    tracing::warn!(backend = BACKEND, queue = %self.queue.queue, error = %text, "pull failed; pulling again");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-                None => {
-                    // Expired or complete: unused reserved permits go back.
-                    self.batch = None;
-                    continue;
-                }
-            };
-            let Some(permit) = reserved.pop() else {
-                // More messages than asked for cannot happen; leave it for redelivery.
-                continue;
-            };
-            let info = match message.info() {
-                Ok(info) => (info.delivered, info.stream_sequence, info.published),
-                Err(e) => {
-                    tracing::warn!(backend = BACKEND, queue = %self.queue.queue, error = %e, "not a JetStream message; ignored");
-                    continue;
-                }
-            };
-            let (delivered, sequence, published) = info;
-            let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
-            let message_result = envelope_of(
-                &message,
-                &self.queue.queue,
-                sequence,
-                Some(system_time(published)),
-                self.queue.default_kind.as_deref(),
-            );
-            if attempt > self.queue.max_deliveries {
-                // Its consumers died (or timed out) on every allowed delivery: it never
-                // goes out again.
-                let reason = format!(
-                    "delivered {} times without being settled (max_deliveries {})",
-                    attempt - 1,
-                    self.queue.max_deliveries
-                );
-                let envelope = message_result
-                    .as_ref()
-                    .ok()
-                    .map(|e| (e.id, e.kind.as_str()));
-                self.queue
-                    .dead_letter(&message, &reason, attempt - 1, envelope)
-                    .await?;
-                drop(permit);
-                continue;
+            let item = batch.next().await;
+            let failed = matches!(item, Some(Err(_)));
+            self.receive(item)?;
+            if failed {
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            metrics::counter!("brigade_messaging_delivered_total", "backend" => BACKEND, "queue" => self.queue.queue.clone())
-                .increment(1);
-            let envelope = message_result.as_ref().ok().map(|e| (e.id, e.kind.clone()));
-            let settle = NatsSettle {
-                queue: self.queue.clone(),
-                message,
-                attempt,
-                envelope,
-                _permit: permit,
-            };
-            return Ok(Delivery::new(
-                message_result,
-                attempt,
-                self.queue.max_deliveries,
-                Box::new(settle),
-            ));
         }
     }
 }
@@ -546,13 +642,16 @@ impl Drop for NatsQueueConsumer {
     fn drop(&mut self) {
         // Messages the server already sent for our pull request but nobody saw: give
         // them back now instead of after `ack_wait`.
-        let Some((mut batch, _)) = self.batch.take() else {
-            return;
-        };
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+        let mut waiting: Vec<Message> = self.ready.drain(..).map(|w| w.message).collect();
+        if let Some((mut batch, _, _)) = self.batch.take() {
+            while let Some(Some(Ok(message))) = batch.next().now_or_never() {
+                waiting.push(message);
+            }
+        }
+        for message in waiting {
             handle.spawn(async move {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
             });

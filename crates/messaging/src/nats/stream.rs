@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::{self};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer};
@@ -17,8 +17,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{
-    BACKEND, Shared, api_error, boxed_not_found, check_name, envelope_headers, envelope_of,
-    is_not_found, system_time,
+    ACK_WAIT_MARGIN, BACKEND, Shared, api_error, boxed_not_found, check_name, envelope_headers,
+    envelope_of, is_not_found, system_time,
 };
 use crate::envelope::Envelope;
 use crate::error::{MessagingError, Result};
@@ -210,6 +210,7 @@ impl EventStream for NatsStreams {
                     handle.clone(),
                     consumer_name(group, partition),
                     tx.clone(),
+                    self.shared.ack_wait,
                 ))
             })
             .collect();
@@ -274,9 +275,54 @@ impl EventStream for NatsStreams {
     }
 }
 
+/// Keeps an event's `ack_wait` clock from running out while it waits for its member (the
+/// member works on events of other partitions first) and while the member works on it,
+/// up to `handler_timeout` after it was handed out: an in-progress ack every third of
+/// `ack_wait`. Without it, an event that waited and then met a slow handler was sent to
+/// another member mid-processing. Stops when dropped: the event was settled, or given up.
+struct Extender {
+    task: JoinHandle<()>,
+    handed_out: Arc<std::sync::OnceLock<Instant>>,
+}
+
+impl Extender {
+    fn start(message: Message, ack_wait: Duration) -> Self {
+        let handed_out = Arc::new(std::sync::OnceLock::<Instant>::new());
+        let handler_timeout = ack_wait.saturating_sub(ACK_WAIT_MARGIN);
+        let every = ack_wait / 3;
+        let handed = Arc::clone(&handed_out);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if handed
+                    .get()
+                    .is_some_and(|at| at.elapsed() >= handler_timeout)
+                {
+                    return;
+                }
+                if message.ack_with(AckKind::Progress).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Self { task, handed_out }
+    }
+}
+
+impl Drop for Extender {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Pulls one partition's consumer forever, handing its events to the member; re-finds
 /// the consumer after a reset deleted it. Stops when the member is gone.
-async fn pull_partition(stream: stream::Stream, name: String, tx: mpsc::Sender<Message>) {
+async fn pull_partition(
+    stream: stream::Stream,
+    name: String,
+    tx: mpsc::Sender<(Message, Extender)>,
+    ack_wait: Duration,
+) {
     loop {
         if tx.is_closed() {
             return;
@@ -311,7 +357,10 @@ async fn pull_partition(stream: stream::Stream, name: String, tx: mpsc::Sender<M
             };
             match next {
                 Some(Ok(message)) => {
-                    if let Err(mpsc::error::SendError(message)) = tx.send(message).await {
+                    let extender = Extender::start(message.clone(), ack_wait);
+                    if let Err(mpsc::error::SendError((message, _))) =
+                        tx.send((message, extender)).await
+                    {
                         // The member left: give the event back at once.
                         let _ = message.ack_with(AckKind::Nak(None)).await;
                         return;
@@ -330,7 +379,7 @@ async fn pull_partition(stream: stream::Stream, name: String, tx: mpsc::Sender<M
 
 struct NatsStreamConsumer {
     stream: String,
-    rx: mpsc::Receiver<Message>,
+    rx: mpsc::Receiver<(Message, Extender)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -338,7 +387,7 @@ struct NatsStreamConsumer {
 impl StreamConsumer for NatsStreamConsumer {
     async fn next(&mut self) -> Result<StreamEvent> {
         loop {
-            let message = self.rx.recv().await.ok_or(MessagingError::Closed)?;
+            let (message, extender) = self.rx.recv().await.ok_or(MessagingError::Closed)?;
             let Ok(info) = message.info() else {
                 continue;
             };
@@ -359,12 +408,16 @@ impl StreamConsumer for NatsStreamConsumer {
                 None,
             );
             let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+            let _ = extender.handed_out.set(Instant::now());
             return Ok(StreamEvent::new(
                 envelope,
                 partition,
                 sequence,
                 attempt,
-                Box::new(NatsCommit { message }),
+                Box::new(NatsCommit {
+                    message,
+                    _extender: extender,
+                }),
             ));
         }
     }
@@ -376,7 +429,7 @@ impl Drop for NatsStreamConsumer {
         // channel is nak'd here, so other members get it now rather than after ack_wait.
         self.rx.close();
         let handle = tokio::runtime::Handle::try_current().ok();
-        while let Ok(message) = self.rx.try_recv() {
+        while let Ok((message, _)) = self.rx.try_recv() {
             if let Some(handle) = &handle {
                 handle.spawn(async move {
                     let _ = message.ack_with(AckKind::Nak(None)).await;
@@ -389,6 +442,8 @@ impl Drop for NatsStreamConsumer {
 
 struct NatsCommit {
     message: Message,
+    /// Until the event is settled.
+    _extender: Extender,
 }
 
 #[async_trait]
