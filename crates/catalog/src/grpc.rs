@@ -327,12 +327,14 @@ impl ReviewService for CatalogGrpc {
             comment,
         )
         .map_err(Problem::validation)?;
-        self.accounts.check_reviewer(new.user_id).await?;
+        // The author must exist: a call to accounts, after the key's replay and conflict
+        // decisions (a retry of an answered create gets its answer while accounts is down).
         let response = self
             .idempotency
-            .execute_grpc(
+            .execute_grpc_after(
                 "/ecommerce.v1.ReviewService/CreateReview",
                 &request,
+                self.accounts.check_reviewer(new.user_id),
                 |mut tx| async move {
                     let result = match store::insert_review(&mut tx, &new).await {
                         Ok(review) => review_message(review),

@@ -38,6 +38,27 @@ impl Idempotency {
         F: FnOnce(WriteTx) -> Fut,
         Fut: Future<Output = (WriteTx, Result<Resp, Problem>)>,
     {
+        self.execute_grpc_after(method_path, request, std::future::ready(Ok(())), work)
+            .await
+    }
+
+    /// [`execute_grpc`](Idempotency::execute_grpc) for a write that must first ask another
+    /// service: as REST's [`execute_after`](Idempotency::execute_after), the key's replay
+    /// and conflict decisions come before `call_out`.
+    pub async fn execute_grpc_after<Req, Resp, C, F, Fut>(
+        &self,
+        method_path: &str,
+        request: &tonic::Request<Req>,
+        call_out: C,
+        work: F,
+    ) -> Result<tonic::Response<Resp>, tonic::Status>
+    where
+        Req: Message,
+        Resp: Message + Default,
+        C: Future<Output = Result<(), Problem>>,
+        F: FnOnce(WriteTx) -> Fut,
+        Fut: Future<Output = (WriteTx, Result<Resp, Problem>)>,
+    {
         let key = match request.metadata().get(HEADER) {
             None => None,
             Some(value) => {
@@ -48,6 +69,7 @@ impl Idempotency {
             }
         };
         let Some(key) = key else {
+            call_out.await?;
             let tx = self
                 .database()
                 .begin_write()
@@ -73,7 +95,7 @@ impl Idempotency {
             &request.get_ref().encode_to_vec(),
         );
         let response = self
-            .run(&scope, &key, &fingerprint, |tx| async move {
+            .run_after(&scope, &key, &fingerprint, call_out, |tx| async move {
                 let (tx, result) = work(tx).await;
                 let response = result.map(|message| {
                     (
@@ -86,16 +108,23 @@ impl Idempotency {
                 (tx, response)
             })
             .await;
-        let replayed = response.headers().contains_key(REPLAYED_HEADER);
-        let mut answer = tonic::Response::new(decode(response).await?);
-        if replayed {
-            answer.metadata_mut().insert(
-                REPLAYED_HEADER,
-                tonic::metadata::MetadataValue::from_static("true"),
-            );
-        }
-        Ok(answer)
+        answer_of(response).await
     }
+}
+
+/// The gRPC answer of a stored (or just stored) response, marked as a replay if it is one.
+async fn answer_of<Resp: Message + Default>(
+    response: Response,
+) -> Result<tonic::Response<Resp>, tonic::Status> {
+    let replayed = response.headers().contains_key(REPLAYED_HEADER);
+    let mut answer = tonic::Response::new(decode(response).await?);
+    if replayed {
+        answer.metadata_mut().insert(
+            REPLAYED_HEADER,
+            tonic::metadata::MetadataValue::from_static("true"),
+        );
+    }
+    Ok(answer)
 }
 
 /// A stored (or just stored) answer back into a message or a status.

@@ -234,6 +234,81 @@ impl Idempotency {
             .await
     }
 
+    /// [`execute`](Idempotency::execute) for a write that must first ask another service
+    /// (`call_out`, e.g. "does this user exist?"): the key's replay and conflict decisions
+    /// come first, so a retry of a request already answered gets its stored answer (and a
+    /// reused key its 422) even while that service is down. Only then `call_out` runs —
+    /// holding no claim and no write lock — and, if it passes, the write runs as
+    /// `execute`'s (which decides again, for a request with the key that came meanwhile).
+    /// A `call_out` error is the answer, not recorded: a retry asks again.
+    pub async fn execute_after<T, C, F, Fut>(
+        &self,
+        request: &IdempotentJson<T>,
+        call_out: C,
+        work: F,
+    ) -> Response
+    where
+        C: Future<Output = Result<(), Problem>>,
+        F: FnOnce(WriteTx) -> Fut,
+        Fut: Future<Output = (WriteTx, Result<Response, Problem>)>,
+    {
+        self.run_after(
+            &request.scope,
+            &request.key,
+            &request.fingerprint,
+            call_out,
+            work,
+        )
+        .await
+    }
+
+    /// [`run`](Idempotency::run) after `call_out`, with the key's decisions first: see
+    /// [`execute_after`](Idempotency::execute_after).
+    pub async fn run_after<C, F, Fut>(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        call_out: C,
+        work: F,
+    ) -> Response
+    where
+        C: Future<Output = Result<(), Problem>>,
+        F: FnOnce(WriteTx) -> Fut,
+        Fut: Future<Output = (WriteTx, Result<Response, Problem>)>,
+    {
+        if let Some(answer) = self.answered(scope, key, fingerprint).await {
+            return answer;
+        }
+        if let Err(problem) = call_out.await {
+            return problem.into_response();
+        }
+        self.run(scope, key, fingerprint, work).await
+    }
+
+    /// The answer `key` already has for this request, if any: the stored response of a
+    /// completed request with the same fingerprint (a replay), or the refusal of a key
+    /// used for another request. `None` when the key is new, in flight or forgotten, or
+    /// the record cannot be read now: the claim decides then.
+    async fn answered(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+    ) -> Option<Response> {
+        let row: Row = sqlx::query_as(READ)
+            .bind(scope)
+            .bind(key.as_str())
+            .fetch_optional(self.db.pool())
+            .await
+            .ok()??;
+        match decide(&row, fingerprint.as_str(), self.clock.now_millis()) {
+            Decision::Replay => Some(replay(row).unwrap_or_else(IntoResponse::into_response)),
+            Decision::Reused => Some(reused().into_response()),
+            Decision::InUse | Decision::TakeOver => None,
+        }
+    }
+
     /// One idempotent write whose work is all in this database, in **one transaction**:
     /// open a write transaction, claim the key in it (or answer with the replay or the
     /// refusal), let `work` write in it and produce the response, store the response,

@@ -172,18 +172,23 @@ pub async fn create(
         body.comment.as_deref(),
     )
     .map_err(Problem::validation)?;
-    // The author must exist: a call to accounts, before the write and its key.
-    state.accounts.check_reviewer(new.user_id).await?;
+    // The author must exist: a call to accounts, after the key's replay and conflict
+    // decisions (a retry of an answered create gets its answer while accounts is down),
+    // before the write.
     let response = state
         .idempotency
-        .execute(&request, |mut tx| async move {
-            let result = match store::insert_review(&mut tx, &new).await {
-                Ok(review) => created(review),
-                Err(storage::StoreError::NotFound(_)) => Err(not_found(new.product_id)),
-                Err(err) => Err(err.into()),
-            };
-            (tx, result)
-        })
+        .execute_after(
+            &request,
+            state.accounts.check_reviewer(new.user_id),
+            |mut tx| async move {
+                let result = match store::insert_review(&mut tx, &new).await {
+                    Ok(review) => created(review),
+                    Err(storage::StoreError::NotFound(_)) => Err(not_found(new.product_id)),
+                    Err(err) => Err(err.into()),
+                };
+                (tx, result)
+            },
+        )
         .await;
     Ok(response)
 }

@@ -160,3 +160,116 @@ async fn review_creation_fails_fast_while_accounts_is_down_and_recovers() {
     accounts.stop().await;
     catalog.stop().await;
 }
+
+/// A retried review create gets its stored answer while accounts is down (issue 13, bug
+/// 3): the key's replay and conflict decisions come before the call to accounts, on REST
+/// and gRPC alike. A new create still needs accounts (503), and is not remembered.
+#[tokio::test]
+async fn a_retried_review_create_replays_its_answer_while_accounts_is_down() {
+    use proto::v1::CreateReviewRequest;
+    use proto::v1::review_service_client::ReviewServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    settings.services.accounts.port = 0;
+    settings.services.catalog.port = 0;
+    settings.outbound.timeout = Duration::from_millis(500);
+    settings.outbound.max_attempts = 1;
+    let accounts = run(accounts::build(&settings).await.unwrap()).await;
+    settings.services.accounts.port = accounts.port;
+    let catalog = run(catalog::build(&settings).await.unwrap()).await;
+    let client = reqwest::Client::new();
+    let user = post(
+        &client,
+        format!("{}/v1/users", accounts.base),
+        "u".into(),
+        json!({"name": "Jane", "email": "jane@example.com"}),
+    )
+    .await;
+    assert_eq!(user.status(), 201);
+    let product = post(
+        &client,
+        format!("{}/v1/products", catalog.base),
+        "p".into(),
+        json!({"name": "Laptop", "price": 999.99, "stock": 50}),
+    )
+    .await;
+    assert_eq!(product.status(), 201);
+
+    let reviews = format!("{}/v1/products/1/reviews", catalog.base);
+    let rest = || {
+        post(
+            &client,
+            reviews.clone(),
+            "rest-review".into(),
+            json!({"user_id": 1, "rating": 5}),
+        )
+    };
+    let first = rest().await;
+    assert_eq!(first.status(), 201);
+    let first_body = first.text().await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(catalog.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = ReviewServiceClient::new(channel);
+    let grpc_request = || {
+        let mut request = tonic::Request::new(CreateReviewRequest {
+            product_id: 1,
+            user_id: 1,
+            rating: 4,
+            comment: String::new(),
+        });
+        request
+            .metadata_mut()
+            .insert("idempotency-key", "grpc-review".parse().unwrap());
+        request
+    };
+    let grpc_first = grpc
+        .create_review(grpc_request())
+        .await
+        .unwrap()
+        .into_inner();
+
+    accounts.stop().await;
+    let again = rest().await;
+    assert_eq!(again.status(), 201, "replayed, not refused for accounts");
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.text().await.unwrap(), first_body);
+    let grpc_again = grpc.create_review(grpc_request()).await.unwrap();
+    assert_eq!(
+        grpc_again.metadata().get("idempotent-replayed").unwrap(),
+        "true"
+    );
+    assert_eq!(grpc_again.into_inner(), grpc_first);
+
+    // The key used for another request: its 422, not accounts' 503.
+    let reused = post(
+        &client,
+        reviews.clone(),
+        "rest-review".into(),
+        json!({"user_id": 1, "rating": 1}),
+    )
+    .await;
+    assert_eq!(reused.status(), 422);
+    // A new create needs accounts; its failure is not remembered under its key.
+    let new = || {
+        post(
+            &client,
+            reviews.clone(),
+            "new".into(),
+            json!({"user_id": 1, "rating": 3}),
+        )
+    };
+    assert_eq!(new().await.status(), 503);
+    assert_eq!(
+        new().await.status(),
+        503,
+        "asked accounts again, not replayed"
+    );
+    catalog.stop().await;
+}

@@ -16,6 +16,7 @@ storage::backend_tests!(&[&MIGRATIONS];
     concurrent_requests_with_one_key_write_once_and_the_rest_replay,
     a_client_error_is_recorded_without_the_work_s_writes,
     a_server_error_leaves_nothing_behind,
+    the_key_decides_before_the_call_out,
 );
 
 /// Which one-transaction protocol a test drives.
@@ -154,4 +155,64 @@ pub async fn a_server_error_leaves_nothing(db: &Database, path: Path) {
     assert!(!headers.contains_key(REPLAYED_HEADER));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
+}
+
+/// `run_after`: a request the key already answered is answered again (replay, or 422 for
+/// a reused key) without calling out; a new one calls out first, and a failed call-out is
+/// the answer, not remembered.
+async fn the_key_decides_before_the_call_out(db: &Database) {
+    create_effects(db).await;
+    let (idem, _) = idempotency(db);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let call_out = |result: Result<(), Problem>| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            result
+        }
+    };
+    let work = |id: i64| {
+        move |mut tx: storage::WriteTx| async move {
+            let wrote = sqlx::query("INSERT INTO effects (id) VALUES ($1)")
+                .bind(id)
+                .execute(&mut *tx)
+                .await;
+            let result = wrote.map(|_| created(id)).map_err(Problem::internal);
+            (tx, result)
+        }
+    };
+    let (k, fp) = (key("review-1"), fingerprint(r#"{"rating":5}"#));
+    let first = idem
+        .run_after("s", &k, &fp, call_out(Ok(())), work(1))
+        .await;
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // The dependency is down now: the answered request is replayed all the same.
+    let down = || call_out(Err(Problem::new(Kind::Unavailable)));
+    let (status, headers, _) = read(idem.run_after("s", &k, &fp, down(), work(1)).await).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(headers[REPLAYED_HEADER], "true");
+    let other = fingerprint(r#"{"rating":1}"#);
+    let reused = idem.run_after("s", &k, &other, down(), work(2)).await;
+    assert_eq!(reused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "no call-out for an answered key"
+    );
+
+    // A new request calls out; its failure is not recorded, so a retry calls out again.
+    let new = key("review-2");
+    let failed = idem.run_after("s", &new, &fp, down(), work(3)).await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let failed = idem.run_after("s", &new, &fp, down(), work(3)).await;
+    assert_eq!(failed.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 1);
+    let done = idem
+        .run_after("s", &new, &fp, call_out(Ok(())), work(3))
+        .await;
+    assert_eq!(done.status(), StatusCode::CREATED);
+    assert_eq!(count(db, "SELECT COUNT(*) FROM effects").await, 2);
 }
