@@ -52,8 +52,17 @@ async fn post(
         .unwrap()
 }
 
-#[tokio::test]
-async fn review_creation_fails_fast_while_accounts_is_down_and_recovers() {
+/// Accounts and catalog on free ports over one data directory (outbound calls as
+/// `outbound` sets them), with user 1 (Jane) and product 1 (Laptop) created.
+struct Pair {
+    _dir: tempfile::TempDir,
+    settings: Settings,
+    accounts: Running,
+    catalog: Running,
+    client: reqwest::Client,
+}
+
+async fn accounts_and_catalog(outbound: impl FnOnce(&mut settings::OutboundSettings)) -> Pair {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
         data_dir: dir.path().to_owned(),
@@ -61,19 +70,11 @@ async fn review_creation_fails_fast_while_accounts_is_down_and_recovers() {
     };
     settings.services.accounts.port = 0;
     settings.services.catalog.port = 0;
-    settings.outbound.timeout = Duration::from_millis(500);
-    settings.outbound.max_attempts = 2;
-    settings.outbound.backoff_base = Duration::from_millis(5);
-    settings.outbound.breaker_window = 10;
-    settings.outbound.breaker_minimum_calls = 4;
-    settings.outbound.breaker_wait = Duration::from_millis(300);
-    settings.outbound.breaker_probes = 1;
-
+    outbound(&mut settings.outbound);
     let accounts = run(accounts::build(&settings).await.unwrap()).await;
     settings.services.accounts.port = accounts.port;
     let catalog = run(catalog::build(&settings).await.unwrap()).await;
     let client = reqwest::Client::new();
-
     let user = post(
         &client,
         format!("{}/v1/users", accounts.base),
@@ -90,6 +91,33 @@ async fn review_creation_fails_fast_while_accounts_is_down_and_recovers() {
     )
     .await;
     assert_eq!(product.status(), 201);
+    Pair {
+        _dir: dir,
+        settings,
+        accounts,
+        catalog,
+        client,
+    }
+}
+
+#[tokio::test]
+async fn review_creation_fails_fast_while_accounts_is_down_and_recovers() {
+    let Pair {
+        _dir,
+        mut settings,
+        accounts,
+        catalog,
+        client,
+    } = accounts_and_catalog(|outbound| {
+        outbound.timeout = Duration::from_millis(500);
+        outbound.max_attempts = 2;
+        outbound.backoff_base = Duration::from_millis(5);
+        outbound.breaker_window = 10;
+        outbound.breaker_minimum_calls = 4;
+        outbound.breaker_wait = Duration::from_millis(300);
+        outbound.breaker_probes = 1;
+    })
+    .await;
     let review = |n: u32, user: i64| {
         post(
             &client,
@@ -169,35 +197,17 @@ async fn a_retried_review_create_replays_its_answer_while_accounts_is_down() {
     use proto::v1::CreateReviewRequest;
     use proto::v1::review_service_client::ReviewServiceClient;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut settings = Settings {
-        data_dir: dir.path().to_owned(),
-        ..Settings::default()
-    };
-    settings.services.accounts.port = 0;
-    settings.services.catalog.port = 0;
-    settings.outbound.timeout = Duration::from_millis(500);
-    settings.outbound.max_attempts = 1;
-    let accounts = run(accounts::build(&settings).await.unwrap()).await;
-    settings.services.accounts.port = accounts.port;
-    let catalog = run(catalog::build(&settings).await.unwrap()).await;
-    let client = reqwest::Client::new();
-    let user = post(
-        &client,
-        format!("{}/v1/users", accounts.base),
-        "u".into(),
-        json!({"name": "Jane", "email": "jane@example.com"}),
-    )
+    let Pair {
+        _dir,
+        accounts,
+        catalog,
+        client,
+        ..
+    } = accounts_and_catalog(|outbound| {
+        outbound.timeout = Duration::from_millis(500);
+        outbound.max_attempts = 1;
+    })
     .await;
-    assert_eq!(user.status(), 201);
-    let product = post(
-        &client,
-        format!("{}/v1/products", catalog.base),
-        "p".into(),
-        json!({"name": "Laptop", "price": 999.99, "stock": 50}),
-    )
-    .await;
-    assert_eq!(product.status(), 201);
 
     let reviews = format!("{}/v1/products/1/reviews", catalog.base);
     let rest = || {
