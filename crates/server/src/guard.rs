@@ -13,9 +13,13 @@
 //!
 //! 1. correlation ID and trace context, so every log line, metric and problem below
 //!    (even a panic's) can name the request;
-//! 2. CORS: a request with an `Origin` goes through tower-http's `Cors`, which answers
-//!    preflights and adds the CORS headers; other requests are not CORS requests and get
-//!    only `Vary: origin`, so that a shared cache keeps the two answers apart;
+//! 2. CORS, on services configured with origins (`services.<name>.cors_origins`): for a
+//!    request with an `Origin`, tower-http's `Cors` decides, on the request's head alone:
+//!    it answers a preflight itself, and for any other request its headers go on
+//!    *whatever* answers — the route's, and the 503 of shedding, the deadline's answer and
+//!    the 500 of a panic, which a browser would otherwise hide from the page. Other
+//!    requests are not CORS requests and get only `Vary: origin`, so that a shared cache
+//!    keeps the two answers apart;
 //! 3. metrics, which see the final status, including the 503 of shedding and the 500
 //!    made of a panic;
 //! 4. the caller's deadline: `grpc-timeout` for gRPC and gRPC-Web (tonic's own server,
@@ -39,7 +43,7 @@ use std::time::Duration;
 use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
 use futures::FutureExt;
-use futures::future::{CatchUnwind, Either};
+use futures::future::CatchUnwind;
 use http::{HeaderName, HeaderValue, header};
 use pin_project_lite::pin_project;
 use problem::Problem;
@@ -65,7 +69,8 @@ const ORIGIN: HeaderValue = HeaderValue::from_static("origin");
 struct Shared {
     service: &'static str,
     in_flight: Arc<Semaphore>,
-    cors: CorsLayer,
+    /// `None`: the service answers no cross-origin request (an internal service).
+    cors: Option<CorsLayer>,
 }
 
 #[derive(Debug, Clone)]
@@ -74,8 +79,11 @@ pub(crate) struct GuardLayer {
 }
 
 impl GuardLayer {
-    pub(crate) fn new(service: &'static str, max_in_flight: usize) -> Self {
-        let cors = crate::stack::cors();
+    pub(crate) fn new(
+        service: &'static str,
+        max_in_flight: usize,
+        cors: Option<CorsLayer>,
+    ) -> Self {
         // `quanta` calibrates its clock on first use: here, not in the first request.
         let _ = quanta::Instant::now();
         GuardLayer {
@@ -108,8 +116,6 @@ pub(crate) struct Guard<S> {
     shared: Arc<Shared>,
     metrics: Arc<RequestMetrics>,
 }
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
 impl<S> Service<Request> for Guard<S>
 where
@@ -151,10 +157,20 @@ where
             span: span.clone(),
         };
         let start = inbound.into_owned(protocol);
-        let call = self.start(req, start);
+        let (call, cors) = match self.cors_of(&req, start.cross_origin) {
+            Cors::None => (self.start(req, start), None),
+            Cors::Headers(headers) => (self.start(req, start), Some(headers)),
+            Cors::Preflight(answer) => (
+                Call::Answered {
+                    response: Some(answer),
+                },
+                None,
+            ),
+        };
         GuardFuture {
             call: telemetry::context::scope(ctx, call).instrument(span),
             finish: Some(finish),
+            cors,
         }
     }
 }
@@ -218,12 +234,55 @@ struct Start {
     timeout: Option<Duration>,
 }
 
+/// What CORS makes of a request.
+enum Cors {
+    /// Not a CORS request, or the service takes none.
+    None,
+    /// A preflight, answered here.
+    Preflight(Response),
+    /// The CORS headers every answer to this request carries.
+    Headers(http::HeaderMap),
+}
+
 impl<S> Guard<S>
 where
     S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    /// Steps 2, 4, 5 and 6. Answers made here (shedding, a panic in `call`) are built on
+    /// Step 2: tower-http's `Cors` on a copy of the request's head, in front of a service
+    /// that answers at once, so its rules (origins, preflights, exposed headers) are the
+    /// one source of the CORS headers, added to every answer in [`GuardFuture`].
+    fn cors_of(&self, req: &Request, cross_origin: bool) -> Cors {
+        let Some(cors) = self.shared.cors.as_ref().filter(|_| cross_origin) else {
+            return Cors::None;
+        };
+        let preflight = req.method() == http::Method::OPTIONS
+            && req
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+        let mut head = Request::new(axum::body::Body::empty());
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = req.uri().clone();
+        *head.headers_mut() = req.headers().clone();
+        let answer = cors
+            .clone()
+            .layer(tower::service_fn(|_: Request| {
+                std::future::ready(Ok::<_, Infallible>(
+                    Response::new(axum::body::Body::empty()),
+                ))
+            }))
+            .oneshot(head)
+            .now_or_never();
+        match answer {
+            Some(Ok(answer)) if preflight => Cors::Preflight(answer),
+            Some(Ok(answer)) => Cors::Headers(answer.into_parts().0.headers),
+            // The inner service answers at once, so CORS does too.
+            Some(Err(never)) => match never {},
+            None => Cors::None,
+        }
+    }
+
+    /// Steps 4, 5 and 6. Answers made here (shedding, a panic in `call`) are built on
     /// the first poll, inside the request's context, so they carry its correlation ID.
     fn start(&mut self, req: Request, start: Start) -> Call<S::Future> {
         let Start {
@@ -246,16 +305,8 @@ where
             sleep: None,
         });
         // The panic guard covers `call` itself too: a service may panic before its future
-        // exists.
-        let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            if cross_origin {
-                let cors = self.shared.cors.clone().layer(self.inner.clone());
-                Either::Right(Box::pin(cors.oneshot(req)) as BoxFuture)
-            } else {
-                // `poll_ready` was called on this service: it serves the request itself.
-                Either::Left(self.inner.call(req))
-            }
-        }));
+        // exists. (`poll_ready` was called on this service: it serves the request itself.)
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)));
         match called {
             Ok(future) => Call::Run {
                 future: AssertUnwindSafe(future).catch_unwind(),
@@ -332,6 +383,8 @@ pin_project! {
         #[pin]
         call: Instrumented<TaskLocalFuture<RequestContext, Call<F>>>,
         finish: Option<Finish>,
+        // The CORS headers of a CORS request, for whatever answers it.
+        cors: Option<http::HeaderMap>,
     }
 }
 
@@ -344,6 +397,16 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let mut response = std::task::ready!(this.call.as_mut().poll(cx));
+        if let Some(cors) = this.cors.take() {
+            let headers = response.headers_mut();
+            for (name, value) in &cors {
+                if name == header::VARY {
+                    headers.append(name, value.clone());
+                } else if !headers.contains_key(name) {
+                    headers.insert(name, value.clone());
+                }
+            }
+        }
         if let Some(finish) = this.finish.take() {
             let ctx = this.call.inner_pin_mut().take_value();
             finish.apply(&mut response, ctx);
@@ -363,13 +426,14 @@ struct Deadline {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-type Guarded<F> = CatchUnwind<AssertUnwindSafe<Either<F, BoxFuture>>>;
+type Guarded<F> = CatchUnwind<AssertUnwindSafe<F>>;
 
 pin_project! {
     #[project = CallProj]
     enum Call<F> {
         Shed { service: &'static str, content_type: Option<HeaderValue> },
         Panicked { panic: Option<Box<dyn Any + Send>> },
+        Answered { response: Option<Response> },
         Run {
             #[pin]
             future: Guarded<F>,
@@ -399,6 +463,9 @@ where
                     .with_retry_after(Duration::from_secs(1));
                 Poll::Ready(crate::grpc::reply(problem, content_type.as_ref()))
             }
+            CallProj::Answered { response } => Poll::Ready(response.take().unwrap_or_else(|| {
+                Problem::internal(PanicError("polled after completion".to_owned())).into_response()
+            })),
             CallProj::Panicked { panic } => Poll::Ready(match panic.take() {
                 Some(panic) => panic_to_problem(panic),
                 None => Problem::internal(PanicError("polled after completion".to_owned()))
@@ -557,7 +624,7 @@ mod tests {
     /// body and the header, and names no panic message on the wire.
     #[tokio::test]
     async fn a_panic_in_call_is_a_500_problem_with_the_correlation_id() {
-        let guard = GuardLayer::new("test", 8).layer(PanicsInCall);
+        let guard = GuardLayer::new("test", 8, None).layer(PanicsInCall);
         let req = Request::builder()
             .uri("/boom")
             .header("x-correlation-id", "panic-in-call-1")

@@ -112,6 +112,7 @@ impl Application {
                 faces,
                 grpc_health,
                 settings.max_in_flight,
+                &settings.services.get(service).cors_origins_of(service),
             ),
             db: db.clone(),
             grace: settings.shutdown_grace,

@@ -19,6 +19,7 @@ pub fn router(
     faces: Router,
     grpc_health: crate::grpc::GrpcRoutes,
     max_in_flight: usize,
+    cors_origins: &[String],
 ) -> Router {
     let name: &'static str = service.as_str();
     Router::new()
@@ -31,18 +32,32 @@ pub fn router(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are capped where they are read (`extract::body_bytes`), not here.
-        .layer(GuardLayer::new(name, max_in_flight))
+        .layer(GuardLayer::new(name, max_in_flight, cors(cors_origins)))
 }
 
-/// Browsers on any origin may call the API: it authenticates with headers (API keys),
-/// never cookies, so `*` leaks nothing. The exposed headers are what a client needs to
-/// read errors (gRPC-Web sends them as headers), caching and correlation.
-pub(crate) fn cors() -> CorsLayer {
-    use http::{HeaderName, Method};
-    use tower_http::cors::Any;
+/// CORS for browsers on `origins` (`["*"]`: any; none: no CORS at all, for internal
+/// services). The API authenticates with headers (API keys), never cookies, so `*` leaks
+/// nothing. The exposed headers are what a client needs to read errors (gRPC-Web sends
+/// them as headers), caching and correlation.
+pub(crate) fn cors(origins: &[String]) -> Option<CorsLayer> {
+    use http::{HeaderName, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, Any};
+    let allow: AllowOrigin = if origins.iter().any(|o| o == "*") {
+        Any.into()
+    } else {
+        // Settings validated them as origins; one that is still no header value is left out.
+        let exact: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        if exact.is_empty() {
+            return None;
+        }
+        AllowOrigin::list(exact)
+    };
     let header = HeaderName::from_static;
-    CorsLayer::new()
-        .allow_origin(Any)
+    let layer = CorsLayer::new()
+        .allow_origin(allow)
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
         .allow_headers([
             http::header::CONTENT_TYPE,
@@ -66,7 +81,8 @@ pub(crate) fn cors() -> CorsLayer {
             header("grpc-message"),
             header("grpc-status-details-bin"),
         ])
-        .max_age(std::time::Duration::from_secs(600))
+        .max_age(std::time::Duration::from_secs(600));
+    Some(layer)
 }
 
 async fn not_found(headers: http::HeaderMap) -> Response {

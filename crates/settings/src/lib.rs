@@ -372,6 +372,17 @@ impl Settings {
                 ));
             }
             seen.push((name, svc));
+            let origins = svc.cors_origins_of(name);
+            let key = format!("services.{name}.cors_origins");
+            if origins.len() > 1 && origins.iter().any(|o| o == "*") {
+                return Err(invalid(&key, "\"*\" allows every origin: list it alone"));
+            }
+            if let Some(bad) = origins.iter().find(|o| *o != "*" && !is_origin(o)) {
+                return Err(invalid(
+                    &key,
+                    &format!("{bad:?} is not an origin (scheme://host[:port], no path)"),
+                ));
+            }
         }
         Ok(())
     }
@@ -397,3 +408,23 @@ impl Settings {
 
 #[cfg(test)]
 mod tests;
+
+/// `scheme://host[:port]` as a browser sends it in `Origin`: http or https, a host, no
+/// path, query or trailing slash.
+fn is_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    let host = rest.rsplit_once(':').map_or(rest, |(host, port)| {
+        if port.parse::<u16>().is_ok() {
+            host
+        } else {
+            ""
+        }
+    });
+    matches!(scheme, "http" | "https")
+        && !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'))
+}

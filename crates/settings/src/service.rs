@@ -47,6 +47,12 @@ impl ServiceName {
         }
     }
 
+    /// Whether browsers on other origins call it by default (CORS): every service but
+    /// billing, which only the other services call.
+    pub const fn is_public(self) -> bool {
+        !matches!(self, ServiceName::Billing)
+    }
+
     pub fn parse(name: &str) -> Option<ServiceName> {
         ServiceName::ALL.into_iter().find(|s| s.as_str() == name)
     }
@@ -70,6 +76,11 @@ pub struct ServiceSettings {
     /// `sqlite://...` or `postgres://...`; unset means `<data_dir>/<service>.db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url: Option<DatabaseUrl>,
+    /// The origins whose browsers may call it (CORS): `["*"]` for any, or exact origins
+    /// (`"https://shop.example.com"`), or `[]` for none. Unset: any for the public
+    /// services, none for billing (see [`ServiceName::is_public`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_origins: Option<Vec<String>>,
 }
 
 fn loopback() -> IpAddr {
@@ -82,6 +93,16 @@ impl ServiceSettings {
             host: loopback(),
             port: name.default_port(),
             database_url: None,
+            cors_origins: None,
+        }
+    }
+
+    /// The origins `name` (this service) answers CORS requests from.
+    pub fn cors_origins_of(&self, name: ServiceName) -> Vec<String> {
+        match &self.cors_origins {
+            Some(origins) => origins.clone(),
+            None if name.is_public() => vec!["*".to_owned()],
+            None => Vec::new(),
         }
     }
 
