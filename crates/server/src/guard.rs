@@ -9,7 +9,7 @@
 //! read that was most of the request's CPU (BENCHMARKS.md, issue 3). Here one layer does
 //! it all: no box or clone of its own (its future, [`GuardFuture`], wraps the route's in
 //! place), one pass over the headers, and metric handles resolved once per route and
-//! status. The order of the steps is the order the old stack had:
+//! status. The steps, in the order they run:
 //!
 //! 1. correlation ID and trace context, so every log line, metric and problem below
 //!    (even a panic's) can name the request;
@@ -22,13 +22,13 @@
 //!    keeps the two answers apart;
 //! 3. metrics, which see the final status, including the 503 of shedding and the 500
 //!    made of a panic;
-//! 4. the caller's deadline: `grpc-timeout` for gRPC and gRPC-Web (tonic's own server,
+//! 4. load shedding: past `max_in_flight` requests, 503 / UNAVAILABLE at once rather than
+//!    an unbounded queue;
+//! 5. the caller's deadline: `grpc-timeout` for gRPC and gRPC-Web (tonic's own server,
 //!    which would enforce it, is not in the path), `x-request-timeout-ms` for HTTP (the
 //!    gateway sets it from its own timeout). The handler sees the deadline
 //!    (`telemetry::deadline`); when it passes, the handler's future is dropped (its work
 //!    cancelled) and the caller gets a Timeout problem / DEADLINE_EXCEEDED;
-//! 5. load shedding: past `max_in_flight` requests, 503 / UNAVAILABLE at once rather than
-//!    an unbounded queue;
 //! 6. a panicking handler becomes a 500 problem instead of a dropped connection.
 
 use std::any::Any;

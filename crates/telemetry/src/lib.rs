@@ -1,5 +1,5 @@
 //! What every Brigade service reports about itself: a correlation ID and W3C trace
-//! context on every request ([`context`], [`correlate`]), structured logs ([`init_logging`])
+//! context on every request ([`context`], [`context_from`]), structured logs ([`init_logging`])
 //! and Prometheus metrics per route and protocol ([`metrics`]).
 #![forbid(unsafe_code)]
 
@@ -14,7 +14,7 @@ pub use context::{CorrelationId, RequestContext, TraceParent};
 pub use logging::{LogFormat, LoggingError, init_logging, subscriber};
 pub use middleware::{
     CORRELATION, CORRELATION_HEADER, Stamp, TRACEPARENT, TRACEPARENT_HEADER, context_from,
-    context_of, correlate, request_span,
+    request_span,
 };
 
 /// Response extension naming the error kind a response carries (set by the `problem`
