@@ -90,5 +90,9 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         ..messaging::outbox::RelayOptions::default()
     };
     app.spawn_background(move |stop| outbox.run_relay(broker, relay, stop));
+    // The inbox beside the outbox keeps handled ids as long as a redelivery or re-publish
+    // can come (the streams' retention), purged on the idempotency keys' cadence.
+    let (inbox_db, keep) = (app.database().clone(), settings.messaging.retention);
+    app.spawn_background(move |stop| messaging::inbox::run_purger(inbox_db, keep, every, stop));
     Ok(app)
 }

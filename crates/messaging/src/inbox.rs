@@ -16,7 +16,9 @@
 use std::time::Duration;
 
 use sqlx::AnyConnection;
-use storage::{StoreError, now_millis};
+use storage::{Database, StoreError, now_millis};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Records that `consumer` handles `message_id`, on `conn` (inside the effect's
@@ -48,4 +50,29 @@ pub async fn purge(conn: &mut AnyConnection, keep: Duration) -> Result<u64, Stor
         .execute(conn)
         .await?;
     Ok(done.rows_affected())
+}
+
+/// Purges the inbox of `db` every `every` (at once, then on each tick) of ids handled
+/// longer ago than `keep`, until `stop`; a failed purge is logged and tried again on the
+/// next tick. A service whose database holds the inbox runs it beside its relay.
+pub async fn run_purger(db: Database, keep: Duration, every: Duration, stop: CancellationToken) {
+    // `interval` panics on zero, and a configured zero would hammer the database.
+    let mut ticks = tokio::time::interval(every.max(Duration::from_secs(1)));
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = ticks.tick() => {
+                let purged = match db.write_conn().await {
+                    Ok(mut conn) => purge(&mut conn, keep).await,
+                    Err(err) => Err(StoreError::from(err)),
+                };
+                match purged {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged handled ids from the inbox"),
+                    Err(err) => tracing::warn!(error = %err, "purging the inbox failed"),
+                }
+            }
+        }
+    }
 }

@@ -16,6 +16,7 @@ storage::backend_tests!(&[&outbox::MIGRATIONS];
     a_failed_publish_stays_in_the_outbox_in_order,
     an_unreadable_row_stops_the_pass_after_what_precedes_it,
     the_inbox_lets_a_message_have_one_effect,
+    the_inbox_purger_forgets_only_old_ids,
 );
 
 struct Setup {
@@ -287,4 +288,51 @@ async fn an_unreadable_row_stops_the_pass_after_what_precedes_it(db: &Database) 
     let published = read_all(&setup.broker, &setup.stream, 2).await;
     let ns: Vec<_> = published.iter().map(|e| e.payload["n"].clone()).collect();
     assert_eq!(ns, [1, 2]);
+}
+
+/// `inbox::run_purger` forgets ids handled longer ago than it keeps them, and only those.
+async fn the_inbox_purger_forgets_only_old_ids(db: &Database) {
+    let mut tx = db.begin_write().await.unwrap();
+    let (old, recent) = (event(1), event(2));
+    for message in [&old, &recent] {
+        assert!(
+            inbox::first_time(&mut tx, "billing", message.id)
+                .await
+                .unwrap()
+        );
+    }
+    // `old` was handled two days ago.
+    sqlx::query("UPDATE inbox SET handled_at = handled_at - $1 WHERE message_id = $2")
+        .bind(2 * 24 * 60 * 60 * 1000_i64)
+        .bind(old.id.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let stop = tokio_util::sync::CancellationToken::new();
+    let purger = tokio::spawn(inbox::run_purger(
+        db.clone(),
+        Duration::from_secs(24 * 60 * 60),
+        Duration::from_secs(3600),
+        stop.clone(),
+    ));
+    let ids = || async {
+        let rows: Vec<(String,)> = sqlx::query_as("SELECT message_id FROM inbox")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        rows.into_iter().map(|(id,)| id).collect::<Vec<_>>()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while ids().await.len() != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the purger did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(ids().await, vec![recent.id.to_string()]);
+    stop.cancel();
+    purger.await.unwrap();
 }
