@@ -1,6 +1,7 @@
 //! Accounts' types and rules: no I/O, no wire formats.
 
 use problem::FieldError;
+use values::Invalid;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct UserId(pub i64);
@@ -12,18 +13,9 @@ pub struct UserName(String);
 impl UserName {
     pub const MAX_CHARS: usize = 100;
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let trimmed = raw.trim();
-        if trimmed.is_empty() {
-            return Err("must not be empty".into());
-        }
-        if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
-        }
-        if trimmed.chars().any(char::is_control) {
-            return Err("must not contain control characters".into());
-        }
-        Ok(Self(trimmed.to_owned()))
+    /// The same rule as a product's name ([`values::single_line`]), at most 100 characters.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        Ok(Self(values::single_line(raw, Self::MAX_CHARS)?.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -41,10 +33,10 @@ pub struct Email(String);
 impl Email {
     pub const MAX_LEN: usize = 254;
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let invalid = || "must be an email address like jane@example.com".to_owned();
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let invalid = || Invalid::Malformed("an email address like jane@example.com");
         if raw.chars().count() > Self::MAX_LEN {
-            return Err(format!("must be at most {} characters", Self::MAX_LEN));
+            return Err(Invalid::TooLong(Self::MAX_LEN));
         }
         let (local, domain) = raw.rsplit_once('@').ok_or_else(invalid)?;
         let local_ok = (1..=64).contains(&local.chars().count())

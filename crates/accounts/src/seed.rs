@@ -39,8 +39,8 @@ pub async fn seed(store: &AccountsStore, users: usize) -> Result<usize, StoreErr
             )
         };
         let new = NewUser {
-            name: UserName::parse(&name).map_err(StoreError::Corrupt)?,
-            email: Email::parse(&email).map_err(StoreError::Corrupt)?,
+            name: UserName::parse(&name).map_err(|r| StoreError::Corrupt(r.into()))?,
+            email: Email::parse(&email).map_err(|r| StoreError::Corrupt(r.into()))?,
         };
         store::insert_user(&mut tx, &new).await?;
     }

@@ -3,6 +3,7 @@
 
 use money::Money;
 use problem::FieldError;
+use values::Invalid;
 
 /// Identifies a product; the seed's Laptop is 1 and its Mouse is 2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,46 +23,19 @@ pub struct ProductName(String);
 impl ProductName {
     pub const MAX_CHARS: usize = 200;
 
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        let trimmed = raw.trim();
-        Self::check(trimmed)?;
-        Ok(Self(trimmed.to_owned()))
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        Ok(Self(values::single_line(raw, Self::MAX_CHARS)?.to_owned()))
     }
 
     /// [`ProductName::parse`] keeping `raw`'s allocation when it needs no trimming (names
     /// read back from the database, 50 or more per page).
-    pub fn parse_owned(raw: String) -> Result<Self, String> {
-        let trimmed = raw.trim();
-        Self::check(trimmed)?;
+    pub fn parse_owned(raw: String) -> Result<Self, Invalid> {
+        let trimmed = values::single_line(&raw, Self::MAX_CHARS)?;
         if trimmed.len() == raw.len() {
             Ok(Self(raw))
         } else {
             Ok(Self(trimmed.to_owned()))
         }
-    }
-
-    fn check(trimmed: &str) -> Result<(), String> {
-        if trimmed.is_empty() {
-            return Err("must not be empty".into());
-        }
-        // ASCII (the common case) in one pass over the bytes: one char per byte, and the
-        // control characters are 0x00-0x1F and 0x7F.
-        let (chars, control) = if trimmed.is_ascii() {
-            let bytes = trimmed.as_bytes();
-            (bytes.len(), bytes.iter().any(|b| *b < 0x20 || *b == 0x7f))
-        } else {
-            (
-                trimmed.chars().count(),
-                trimmed.chars().any(char::is_control),
-            )
-        };
-        if chars > Self::MAX_CHARS {
-            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
-        }
-        if control {
-            return Err("must not contain control characters".into());
-        }
-        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -74,11 +48,11 @@ impl ProductName {
 pub struct Stock(i64);
 
 impl Stock {
-    pub fn parse(units: i64) -> Result<Self, String> {
+    pub fn parse(units: i64) -> Result<Self, Invalid> {
         if units < 0 {
-            Err("must not be negative".into())
+            Err(Invalid::Negative)
         } else if units > i64::from(i32::MAX) {
-            Err(format!("must be at most {}", i32::MAX))
+            Err(Invalid::AboveMax(i64::from(i32::MAX)))
         } else {
             Ok(Self(units))
         }
@@ -177,10 +151,10 @@ impl ProductPatch {
 pub struct Rating(u8);
 
 impl Rating {
-    pub fn parse(stars: i64) -> Result<Self, String> {
+    pub fn parse(stars: i64) -> Result<Self, Invalid> {
         match u8::try_from(stars) {
             Ok(s @ 1..=5) => Ok(Self(s)),
-            _ => Err("must be between 1 and 5".into()),
+            _ => Err(Invalid::OutOfRange(1, 5)),
         }
     }
 
@@ -197,13 +171,13 @@ impl Comment {
     pub const MAX_CHARS: usize = 2_000;
 
     /// Blank comments become no comment.
-    pub fn parse(raw: &str) -> Result<Option<Self>, String> {
+    pub fn parse(raw: &str) -> Result<Option<Self>, Invalid> {
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Ok(None);
         }
         if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(format!("must be at most {} characters", Self::MAX_CHARS));
+            return Err(Invalid::TooLong(Self::MAX_CHARS));
         }
         Ok(Some(Self(trimmed.to_owned())))
     }
@@ -268,7 +242,7 @@ impl NewReview {
 pub struct OrderId(String);
 
 impl OrderId {
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let ok = (1..=64).contains(&raw.len())
             && raw
                 .bytes()
@@ -276,7 +250,9 @@ impl OrderId {
         if ok {
             Ok(Self(raw.to_owned()))
         } else {
-            Err("must be 1–64 characters of letters, digits, '-' and '_'".into())
+            Err(Invalid::Malformed(
+                "1–64 characters of letters, digits, '-' and '_'",
+            ))
         }
     }
 
@@ -292,11 +268,11 @@ pub struct Quantity(i64);
 impl Quantity {
     pub const MAX: i64 = 10_000;
 
-    pub fn parse(units: i64) -> Result<Self, String> {
+    pub fn parse(units: i64) -> Result<Self, Invalid> {
         if (1..=Self::MAX).contains(&units) {
             Ok(Self(units))
         } else {
-            Err(format!("must be between 1 and {}", Self::MAX))
+            Err(Invalid::OutOfRange(1, Self::MAX))
         }
     }
 

@@ -84,8 +84,9 @@ pub async fn seed(
                 user_id: UserId(rng.i64(1..=users as i64)),
                 // Skewed towards good reviews, like real shops.
                 rating: Rating::parse([1, 2, 3, 4, 4, 5, 5, 5][rng.usize(..8)])
-                    .map_err(StoreError::Corrupt)?,
-                comment: crate::domain::Comment::parse(comment).map_err(StoreError::Corrupt)?,
+                    .map_err(|r| StoreError::Corrupt(r.into()))?,
+                comment: crate::domain::Comment::parse(comment)
+                    .map_err(|r| StoreError::Corrupt(r.into()))?,
             };
             store::insert_review(&mut tx, &new).await?;
             inserted.reviews += 1;
@@ -97,8 +98,8 @@ pub async fn seed(
 
 fn fixed(name: &str, price_minor: i64, stock: i64) -> Result<NewProduct, StoreError> {
     Ok(NewProduct {
-        name: ProductName::parse(name).map_err(StoreError::Corrupt)?,
+        name: ProductName::parse(name).map_err(|r| StoreError::Corrupt(r.into()))?,
         price: Money::from_minor(price_minor).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-        stock: Stock::parse(stock).map_err(StoreError::Corrupt)?,
+        stock: Stock::parse(stock).map_err(|r| StoreError::Corrupt(r.into()))?,
     })
 }
