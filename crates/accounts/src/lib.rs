@@ -10,22 +10,21 @@ pub mod store;
 
 use idempotency::Idempotency;
 use settings::{ServiceName, Settings};
-use storage::Database;
 
 pub use store::{AccountsStore, MIGRATIONS};
 
 pub const SERVICE: ServiceName = ServiceName::Accounts;
 
+/// Every table accounts' database holds: its own and the idempotency store's.
+pub static ALL_MIGRATIONS: &[&storage::Migrations] = &[&MIGRATIONS, &idempotency::MIGRATIONS];
+
 /// Opens the accounts database, applies its migrations (and the idempotency store's),
 /// binds its port, and starts purging expired idempotency keys.
 pub async fn build(settings: &Settings) -> Result<server::Application, server::StartError> {
-    let db = Database::open(
-        &settings.database_url(SERVICE),
-        &settings.database,
-        &[&MIGRATIONS, &idempotency::MIGRATIONS],
-    )
-    .await
-    .map_err(|e| server::StartError::database(SERVICE, e))?;
+    let parts = server::Service::new(SERVICE, ALL_MIGRATIONS)
+        .open(settings)
+        .await?;
+    let db = parts.db.clone();
     let idempotency = Idempotency::new(db.clone(), (&settings.idempotency).into());
     let store = AccountsStore::new(db.clone());
     let grpc = grpc::routes(store.clone(), idempotency.clone());
@@ -35,7 +34,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         idempotency: idempotency.clone(),
     }))
     .merge(server::grpc::face(grpc));
-    let mut app = server::Application::build(SERVICE, settings, db, faces).await?;
+    let mut app = parts.serve(faces).await?;
     app.report_health_for(&grpc_names);
     let every = settings.idempotency.purge_every;
     app.spawn_background(move |stop| idempotency.run_purger(every, stop));

@@ -13,7 +13,6 @@ pub mod store;
 
 use idempotency::Idempotency;
 use settings::{ServiceName, Settings};
-use storage::Database;
 
 pub use store::{CatalogStore, MIGRATIONS};
 
@@ -30,13 +29,11 @@ pub static ALL_MIGRATIONS: &[&storage::Migrations] = &[
 /// Opens the catalog's database, applies its migrations (and the idempotency store's),
 /// binds its port, and starts purging expired idempotency keys.
 pub async fn build(settings: &Settings) -> Result<server::Application, server::StartError> {
-    let db = Database::open(
-        &settings.database_url(SERVICE),
-        &settings.database,
-        ALL_MIGRATIONS,
-    )
-    .await
-    .map_err(|e| server::StartError::database(SERVICE, e))?;
+    let mut parts = server::Service::new(SERVICE, ALL_MIGRATIONS)
+        .owning(events::channels())
+        .open(settings)
+        .await?;
+    let db = parts.db.clone();
     let idempotency = Idempotency::new(db.clone(), (&settings.idempotency).into());
     let accounts = accounts::Accounts::new(settings).map_err(|e| server::StartError::Bind {
         service: SERVICE,
@@ -69,19 +66,8 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     }))
     .merge(server::grpc::face(grpc));
     let outbox = store.outbox().clone();
-    let broker = messaging::connect(settings)
-        .await
-        .map_err(|e| server::StartError::Messaging {
-            service: SERVICE,
-            reason: e.to_string(),
-        })?;
-    messaging::declare(&broker, &events::channels(), &settings.messaging)
-        .await
-        .map_err(|e| server::StartError::Messaging {
-            service: SERVICE,
-            reason: e.to_string(),
-        })?;
-    let mut app = server::Application::build(SERVICE, settings, db, faces).await?;
+    let broker = parts.broker.take();
+    let mut app = parts.serve(faces).await?;
     app.report_health_for(&grpc_names);
     let every = settings.idempotency.purge_every;
     app.spawn_background(move |stop| idempotency.run_purger(every, stop));
@@ -89,7 +75,9 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         poll: settings.messaging.relay_poll,
         ..messaging::outbox::RelayOptions::default()
     };
-    app.spawn_background(move |stop| outbox.run_relay(broker, relay, stop));
+    if let Some(broker) = broker {
+        app.spawn_background(move |stop| outbox.run_relay(broker, relay, stop));
+    }
     // The inbox beside the outbox keeps handled ids as long as a redelivery or re-publish
     // can come (the streams' retention), purged on the idempotency keys' cadence.
     let (inbox_db, keep) = (app.database().clone(), settings.messaging.retention);

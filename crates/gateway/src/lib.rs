@@ -3,21 +3,19 @@
 #![forbid(unsafe_code)]
 
 use settings::{ServiceName, Settings};
-use storage::{Database, Migrations};
+use storage::Migrations;
 
 pub const SERVICE: ServiceName = ServiceName::Gateway;
 
 /// No tables yet: `/readyz` still proves the service's own database answers.
 pub static MIGRATIONS: Migrations = Migrations::NONE;
 
-/// Opens the service's database and binds its port.
+/// Declared: its own database (no tables yet: `/readyz` still proves it answers), served
+/// with health and metrics.
 pub async fn build(settings: &Settings) -> Result<server::Application, server::StartError> {
-    let db = Database::open(
-        &settings.database_url(SERVICE),
-        &settings.database,
-        &[&MIGRATIONS],
-    )
-    .await
-    .map_err(|e| server::StartError::database(SERVICE, e))?;
-    server::Application::build(SERVICE, settings, db, axum::Router::new()).await
+    server::Service::new(SERVICE, &[&MIGRATIONS])
+        .open(settings)
+        .await?
+        .serve(axum::Router::new())
+        .await
 }

@@ -5,43 +5,33 @@
 pub mod events;
 
 use settings::{ServiceName, Settings};
-use storage::{Database, Migrations};
+use storage::Migrations;
 
 pub const SERVICE: ServiceName = ServiceName::Orders;
 
 /// No tables yet: `/readyz` still proves the service's own database answers.
 pub static MIGRATIONS: Migrations = Migrations::NONE;
 
-/// Opens the service's database and binds its port.
+/// Declared: its own database and the seed's two channels, which it owns (declaring them
+/// at start lets a producer that is not Brigade, the seed's pika script, feed
+/// `order_processing` already, and `brigade dlq list order_processing` answer); their
+/// depth and lag are watched for `/metrics`.
 pub async fn build(settings: &Settings) -> Result<server::Application, server::StartError> {
-    let db = Database::open(
-        &settings.database_url(SERVICE),
-        &settings.database,
-        &[&MIGRATIONS],
-    )
-    .await
-    .map_err(|e| server::StartError::database(SERVICE, e))?;
-    // Orders owns the seed's two channels: declaring them now lets a producer that is
-    // not Brigade (the seed's pika script) feed `order_processing` already, and
-    // `brigade dlq list order_processing` answer.
-    let messaging_error = |e: messaging::MessagingError| server::StartError::Messaging {
-        service: SERVICE,
-        reason: e.to_string(),
-    };
-    let broker = messaging::connect(settings)
-        .await
-        .map_err(messaging_error)?;
-    messaging::declare(&broker, &events::channels(), &settings.messaging)
-        .await
-        .map_err(messaging_error)?;
-    let mut app = server::Application::build(SERVICE, settings, db, axum::Router::new()).await?;
-    let watch = messaging::observe::Watch {
-        queues: vec![events::ORDER_PROCESSING],
-        // Billing's group, once billing consumes (the orders issue): its lag shows here.
-        groups: vec![(events::ORDER_EVENTS, "billing")],
-    };
-    app.spawn_background(move |stop| {
-        messaging::observe::run(broker, watch, std::time::Duration::from_secs(5), stop)
-    });
+    let mut parts = server::Service::new(SERVICE, &[&MIGRATIONS])
+        .owning(events::channels())
+        .open(settings)
+        .await?;
+    let broker = parts.broker.take();
+    let mut app = parts.serve(axum::Router::new()).await?;
+    if let Some(broker) = broker {
+        let watch = messaging::observe::Watch {
+            queues: vec![events::ORDER_PROCESSING],
+            // Billing's group, once billing consumes (the orders issue): its lag shows here.
+            groups: vec![(events::ORDER_EVENTS, "billing")],
+        };
+        app.spawn_background(move |stop| {
+            messaging::observe::run(broker, watch, std::time::Duration::from_secs(5), stop)
+        });
+    }
     Ok(app)
 }

@@ -9,6 +9,7 @@ pub mod grpc;
 mod guard;
 mod health;
 pub mod rest;
+mod service;
 mod stack;
 
 use std::future::Future;
@@ -21,6 +22,7 @@ use storage::{Database, StorageError};
 use tokio::net::TcpListener;
 
 pub use guard::REQUEST_TIMEOUT_HEADER;
+pub use service::{Parts, Service};
 pub use stack::router;
 
 /// Why a service could not start. Each message is one line naming the cause.
