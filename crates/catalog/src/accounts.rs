@@ -28,7 +28,11 @@ impl Accounts {
             .connect_lazy();
         Ok(Self {
             client: UserServiceClient::new(channel),
-            downstream: Downstream::new("accounts", Policy::from_outbound(&settings.outbound)),
+            downstream: Downstream::of_service(
+                crate::SERVICE.as_str(),
+                "accounts",
+                Policy::from_outbound(&settings.outbound),
+            ),
         })
     }
 

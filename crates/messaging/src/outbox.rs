@@ -170,7 +170,7 @@ impl Outbox {
             db,
             wake: Arc::new(Notify::new()),
             service,
-            broker: Downstream::new("broker", policy),
+            broker: Downstream::of_service(service, "broker", policy),
         }
     }
 

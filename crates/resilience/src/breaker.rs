@@ -32,10 +32,12 @@
 //! paused clock.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use crate::CallSite;
 
 /// What the breaker remembers while CLOSED.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,8 +171,8 @@ const RETRY_LATER: Duration = Duration::from_secs(1);
 /// downstream; all methods take `&self` and hold an internal lock only briefly, never
 /// across an `.await`.
 pub struct CircuitBreaker {
-    /// Labels every metric and log line; shared so a label costs no allocation.
-    name: Arc<str>,
+    /// Labels every metric and log line.
+    site: CallSite,
     config: BreakerConfig,
     /// Second zero of a time window's buckets.
     origin: Instant,
@@ -351,22 +353,26 @@ impl CircuitBreaker {
     /// A CLOSED breaker named after the downstream it guards (`"catalog"`,
     /// `"catalog@10.0.0.7:8081"`).
     pub fn new(name: impl Into<String>, config: BreakerConfig) -> Self {
-        let name: Arc<str> = Arc::from(name.into());
+        Self::at(CallSite::new(name), config)
+    }
+
+    /// A CLOSED breaker for `site` (its series carry the calling service too).
+    pub fn at(site: CallSite, config: BreakerConfig) -> Self {
         let origin = Instant::now();
-        metrics::gauge!(STATE_GAUGE, "breaker" => Arc::clone(&name)).set(State::Closed.gauge());
+        metrics::gauge!(STATE_GAUGE, site.labels("breaker")).set(State::Closed.gauge());
         Self {
             inner: Mutex::new(Inner {
                 phase: Phase::Closed(Window::new(config.window, 0)),
                 generation: 0,
             }),
-            name,
+            site,
             config,
             origin,
         }
     }
 
     pub fn name(&self) -> &str {
-        &self.name
+        self.site.downstream()
     }
 
     /// The current state. OPEN stays OPEN here after its wait; the next
@@ -409,9 +415,9 @@ impl CircuitBreaker {
             }
         };
         let (state, retry_after) = refusal;
-        metrics::counter!(REJECTIONS_TOTAL, "breaker" => Arc::clone(&self.name)).increment(1);
+        metrics::counter!(REJECTIONS_TOTAL, self.site.labels("breaker")).increment(1);
         Err(Rejected {
-            name: self.name.to_string(),
+            name: self.name().to_owned(),
             state,
             retry_after,
         })
@@ -470,16 +476,13 @@ impl CircuitBreaker {
         if from == to_state {
             return;
         }
-        metrics::counter!(
-            TRANSITIONS_TOTAL,
-            "breaker" => Arc::clone(&self.name),
-            "from" => from.as_str(),
-            "to" => to_state.as_str(),
-        )
-        .increment(1);
-        metrics::gauge!(STATE_GAUGE, "breaker" => Arc::clone(&self.name)).set(to_state.gauge());
+        let mut labels = self.site.labels("breaker");
+        labels.push(metrics::Label::new("from", from.as_str()));
+        labels.push(metrics::Label::new("to", to_state.as_str()));
+        metrics::counter!(TRANSITIONS_TOTAL, labels).increment(1);
+        metrics::gauge!(STATE_GAUGE, self.site.labels("breaker")).set(to_state.gauge());
         tracing::info!(
-            breaker = %self.name,
+            breaker = self.name(),
             from = from.as_str(),
             to = to_state.as_str(),
             "circuit breaker changed state"
@@ -546,7 +549,7 @@ impl CircuitBreaker {
 impl fmt::Debug for CircuitBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CircuitBreaker")
-            .field("name", &self.name)
+            .field("name", &self.name())
             .field("state", &self.state())
             .finish_non_exhaustive()
     }

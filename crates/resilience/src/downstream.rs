@@ -21,6 +21,7 @@ use problem::{Kind, Problem};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::CallSite;
 use crate::balance::{InFlight, Replicas};
 use crate::breaker::{BreakerConfig, CircuitBreaker, Permit, Rejected};
 use crate::retry::{RetryBudget, RetryPolicy};
@@ -101,7 +102,7 @@ pub struct Downstream {
 
 #[derive(Debug)]
 struct Inner {
-    name: String,
+    site: CallSite,
     policy: Policy,
     breaker: CircuitBreaker,
     budget: RetryBudget,
@@ -110,20 +111,29 @@ struct Inner {
 
 impl Downstream {
     pub fn new(name: impl Into<String>, policy: Policy) -> Self {
-        let name = name.into();
+        Self::at(CallSite::new(name), policy)
+    }
+
+    /// `name` as called by `service`: its series (breaker, retries, deadlines, bulkhead)
+    /// carry both, so two services calling one downstream keep apart series.
+    pub fn of_service(service: &'static str, name: impl Into<String>, policy: Policy) -> Self {
+        Self::at(CallSite::of_service(service, name), policy)
+    }
+
+    fn at(site: CallSite, policy: Policy) -> Self {
         Self {
             inner: Arc::new(Inner {
-                breaker: CircuitBreaker::new(name.clone(), policy.breaker.clone()),
+                breaker: CircuitBreaker::at(site.clone(), policy.breaker.clone()),
                 budget: RetryBudget::default(),
                 bulkhead: Semaphore::new(policy.max_concurrency),
-                name,
+                site,
                 policy,
             }),
         }
     }
 
     pub fn name(&self) -> &str {
-        &self.inner.name
+        self.inner.site.downstream()
     }
 
     pub fn breaker(&self) -> &CircuitBreaker {
@@ -142,17 +152,20 @@ impl Downstream {
         let inner = &self.inner;
         let deadline = self.deadline();
         if Instant::now() >= deadline {
-            metrics::counter!("brigade_deadline_exceeded_total", "downstream" => inner.name.clone())
-                .increment(1);
+            metrics::counter!(
+                "brigade_deadline_exceeded_total",
+                inner.site.labels("downstream")
+            )
+            .increment(1);
             return Err(Problem::new(Kind::Timeout)
-                .with_detail(format!("no time left to call {}", inner.name)));
+                .with_detail(format!("no time left to call {}", self.name())));
         }
         crate::retry::retry(
             &inner.policy.retry,
             &inner.budget,
             idempotent,
             Some(deadline),
-            &inner.name,
+            &inner.site,
             |number| {
                 // Ask the breaker first; only a permitted attempt starts the operation.
                 let budget = deadline.saturating_duration_since(Instant::now());
@@ -188,7 +201,7 @@ impl Downstream {
         let deadline = self.deadline();
         if Instant::now() >= deadline {
             return Err(Problem::new(Kind::Timeout)
-                .with_detail(format!("no time left to call {}", inner.name)));
+                .with_detail(format!("no time left to call {}", self.name())));
         }
         let mut rng = fastrand::Rng::new();
         crate::retry::retry(
@@ -196,7 +209,7 @@ impl Downstream {
             &inner.budget,
             idempotent,
             Some(deadline),
-            &inner.name,
+            &inner.site,
             |number| {
                 let budget = deadline.saturating_duration_since(Instant::now());
                 let picked = replicas.pick(&mut rng);
@@ -215,7 +228,7 @@ impl Downstream {
                     }
                     None => (
                         Err(Rejected {
-                            name: format!("every replica of {}", inner.name),
+                            name: format!("every replica of {}", self.name()),
                             state: crate::breaker::State::Open,
                             retry_after: Duration::from_secs(1),
                         }),
@@ -258,11 +271,14 @@ impl Downstream {
         let permit = permit.map_err(Problem::from)?;
         let Ok(_slot) = inner.bulkhead.try_acquire() else {
             permit.ignore();
-            metrics::counter!("brigade_bulkhead_rejections_total", "downstream" => inner.name.clone())
-                .increment(1);
+            metrics::counter!(
+                "brigade_bulkhead_rejections_total",
+                inner.site.labels("downstream")
+            )
+            .increment(1);
             return Err(Problem::unavailable(format!(
                 "too many calls to {} in flight",
-                inner.name
+                self.name()
             ))
             .with_retry_after(Duration::from_secs(1)));
         };
@@ -287,11 +303,14 @@ impl Downstream {
             }
             Err(_) => {
                 permit.record_failure(started.elapsed());
-                metrics::counter!("brigade_deadline_exceeded_total", "downstream" => inner.name.clone())
-                    .increment(1);
+                metrics::counter!(
+                    "brigade_deadline_exceeded_total",
+                    inner.site.labels("downstream")
+                )
+                .increment(1);
                 Err(Problem::new(Kind::Timeout).with_detail(format!(
                     "{} did not answer within the call's budget",
-                    inner.name
+                    self.name()
                 )))
             }
         }

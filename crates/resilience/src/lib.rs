@@ -10,3 +10,6 @@ pub mod breaker;
 pub mod downstream;
 pub mod layer;
 pub mod retry;
+pub mod site;
+
+pub use site::CallSite;

@@ -25,6 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use problem::{Kind, Problem, Retry as Advice};
 use tokio::time::Instant;
 
+use crate::CallSite;
+
 /// Counter: retries made, by `downstream`.
 pub const RETRIES_TOTAL: &str = "brigade_retries_total";
 /// Counter: retries the budget refused, by `downstream`. A rising rate means a dependency
@@ -296,7 +298,7 @@ pub async fn retry<T, E, F, Fut>(
     budget: &RetryBudget,
     idempotent: bool,
     deadline: Option<Instant>,
-    downstream: &str,
+    site: &CallSite,
     mut attempt: F,
 ) -> Result<T, E>
 where
@@ -305,6 +307,7 @@ where
     Fut: Future<Output = Result<T, E>>,
 {
     budget.deposit();
+    let downstream = site.downstream();
     let deadline = match (deadline, telemetry::deadline::current()) {
         (Some(ours), Some(outer)) => Some(ours.min(outer)),
         (ours, outer) => ours.or(outer),
@@ -352,8 +355,7 @@ where
             }
         }
         if !budget.try_withdraw() {
-            metrics::counter!(RETRY_BUDGET_EXHAUSTED_TOTAL, "downstream" => downstream.to_owned())
-                .increment(1);
+            metrics::counter!(RETRY_BUDGET_EXHAUSTED_TOTAL, site.labels("downstream")).increment(1);
             tracing::debug!(
                 downstream,
                 attempt = next,
@@ -362,7 +364,7 @@ where
             );
             return Err(err);
         }
-        metrics::counter!(RETRIES_TOTAL, "downstream" => downstream.to_owned()).increment(1);
+        metrics::counter!(RETRIES_TOTAL, site.labels("downstream")).increment(1);
         tracing::debug!(
             downstream,
             attempt = next,

@@ -13,6 +13,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use problem::{Kind, Problem};
 use proptest::prelude::*;
+use resilience::CallSite;
 use resilience::retry::{
     Backoff, Classify, Pushback, RETRIES_TOTAL, RETRY_BUDGET_EXHAUSTED_TOTAL, RetryBudget,
     RetryPolicy, Verdict, parse_grpc_pushback, parse_retry_after, retry, verdict,
@@ -54,7 +55,7 @@ async fn drive(
     fail: impl Fn(u32) -> Option<Problem>,
 ) -> Run {
     let starts = RefCell::new(Vec::new());
-    let result = retry(policy, budget, idempotent, deadline, "test", |n| {
+    let result = retry(policy, budget, idempotent, deadline, &"test".into(), |n| {
         assert_eq!(
             n as usize,
             starts.borrow().len(),
@@ -355,7 +356,7 @@ async fn grpc_pushback_is_honoured_and_stop_means_stop() {
         &plenty(),
         true,
         None,
-        "test",
+        &"test".into(),
         |n| {
             attempts.fetch_add(1, Ordering::Relaxed);
             async move {
@@ -377,7 +378,7 @@ async fn grpc_pushback_is_honoured_and_stop_means_stop() {
         &plenty(),
         true,
         None,
-        "test",
+        &"test".into(),
         |_| {
             attempts.fetch_add(1, Ordering::Relaxed);
             async { Err(Pushed(Kind::Unavailable, parse_grpc_pushback("-1"))) }
@@ -508,7 +509,7 @@ async fn total_elapsed_never_exceeds_the_deadline() {
         // Each attempt works for `work`, or gives up with a timeout when the deadline
         // (which it reads from telemetry, as an outbound client would) comes first.
         let result: Result<(), Problem> =
-            retry(&p, &plenty(), true, Some(deadline), "test", |_| {
+            retry(&p, &plenty(), true, Some(deadline), &"test".into(), |_| {
                 attempts.fetch_add(1, Ordering::Relaxed);
                 async move {
                     let left = telemetry::deadline::remaining().unwrap();
@@ -688,7 +689,7 @@ async fn a_failing_dependency_under_steady_load_sees_at_most_one_point_one_times
                     Rc::clone(&failed),
                 );
                 calls.push(tokio::task::spawn_local(async move {
-                    let result = retry(&policy, &budget, true, None, "inventory", |_| {
+                    let result = retry(&policy, &budget, true, None, &"inventory".into(), |_| {
                         dependency.call()
                     })
                     .await;
@@ -725,7 +726,7 @@ async fn a_failing_dependency_under_steady_load_sees_at_most_one_point_one_times
     tokio::time::sleep_until(dependency.healthy_from).await;
     let before = dependency.attempts.load(Ordering::Relaxed);
     for _ in 0..1_000 {
-        retry(&policy, &budget, true, None, "inventory", |_| {
+        retry(&policy, &budget, true, None, &"inventory".into(), |_| {
             dependency.call()
         })
         .await
@@ -749,7 +750,7 @@ async fn sequential_calls_to_a_dead_dependency_stay_within_the_budget() {
             &budget,
             true,
             None,
-            "x",
+            &"x".into(),
             |_| dependency.call(),
         )
         .await;
@@ -759,4 +760,38 @@ async fn sequential_calls_to_a_dead_dependency_stay_within_the_budget() {
     assert!(attempts <= 11_010, "{attempts}");
     // Deposits before retries: 10 to start plus 0.1 for each of 10,000 calls.
     assert_eq!(attempts, CALLS + 1_010);
+}
+
+/// Two services of one process calling the same downstream keep apart series: each
+/// carries its `service` (issue 13), and a bare client's carries none.
+#[tokio::test(start_paused = true)]
+async fn series_are_named_by_service_and_downstream() {
+    let counters = Counters::default();
+    let _recorder = metrics::set_default_local_recorder(&counters);
+    let policy = RetryPolicy {
+        max_attempts: 2,
+        ..RetryPolicy::default()
+    };
+    for site in [
+        CallSite::of_service("catalog", "accounts"),
+        CallSite::of_service("orders", "accounts"),
+        CallSite::of_service("orders", "accounts"),
+        CallSite::new("accounts"),
+    ] {
+        let _: Result<(), Problem> = retry(&policy, &plenty(), true, None, &site, |_| async {
+            Err(Problem::unavailable("down"))
+        })
+        .await;
+    }
+    let series = |labels: &str| {
+        counters
+            .0
+            .lock()
+            .unwrap()
+            .get(&format!("{RETRIES_TOTAL}{{{labels}}}"))
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    };
+    assert_eq!(series("service=catalog,downstream=accounts"), 1);
+    assert_eq!(series("service=orders,downstream=accounts"), 2);
+    assert_eq!(series("downstream=accounts"), 1);
 }

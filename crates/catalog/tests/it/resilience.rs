@@ -165,7 +165,7 @@ async fn review_creation_fails_fast_while_accounts_is_down_and_recovers() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(r#"brigade_breaker_state{breaker="accounts"} 1"#),
+        metrics.contains(r#"brigade_breaker_state{service="catalog",breaker="accounts"} 1"#),
         "{metrics}"
     );
 
