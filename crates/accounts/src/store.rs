@@ -71,20 +71,8 @@ pub async fn get_user(conn: &mut AnyConnection, id: UserId) -> Result<Option<Use
 
 /// Users with ids in `ids` (unknown ids are simply absent), for batched lookups.
 pub async fn get_users(conn: &mut AnyConnection, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    // `= ANY($1)` is PostgreSQL-only; a placeholder list works on both backends.
-    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE id IN ({}) ORDER BY id",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id.0);
-    }
-    let rows = query.fetch_all(conn).await?;
+    let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+    let rows: Vec<UserRow> = storage::rows_by_id(conn, USER_COLUMNS, "users", &ids).await?;
     rows.into_iter().map(User::try_from).collect()
 }
 

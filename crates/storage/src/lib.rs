@@ -391,6 +391,33 @@ fn ensure_sqlite_dir(url: &DatabaseUrl) -> Result<(), StorageError> {
 }
 
 /// Whether an error is a unique/primary-key violation (a conflict, never a 500).
+/// The rows of `SELECT {columns} FROM {table} WHERE id IN (ids) ORDER BY id`: a batched
+/// lookup (unknown ids are simply absent). One placeholder per id, since `= ANY($1)` is
+/// PostgreSQL-only and a placeholder list works on both backends.
+pub async fn rows_by_id<R>(
+    conn: &mut sqlx::AnyConnection,
+    columns: &str,
+    table: &str,
+    ids: &[i64],
+) -> Result<Vec<R>, sqlx::Error>
+where
+    R: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE id IN ({}) ORDER BY id",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_as::<_, R>(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query.fetch_all(conn).await
+}
+
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }

@@ -147,20 +147,9 @@ pub async fn get_products(
     conn: &mut AnyConnection,
     ids: &[ProductId],
 ) -> Result<Vec<Product>, StoreError> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    // `= ANY($1)` is PostgreSQL-only; a placeholder list works on both backends.
-    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT {PRODUCT_COLUMNS} FROM products WHERE id IN ({}) ORDER BY id",
-        placeholders.join(", ")
-    );
-    let mut query = sqlx::query_as::<_, ProductRow>(sqlx::AssertSqlSafe(sql));
-    for id in ids {
-        query = query.bind(id.0);
-    }
-    let rows = query.fetch_all(conn).await?;
+    let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
+    let rows: Vec<ProductRow> =
+        storage::rows_by_id(conn, PRODUCT_COLUMNS, "products", &ids).await?;
     rows.into_iter().map(Product::try_from).collect()
 }
 
