@@ -130,6 +130,14 @@ async fn answer_of<Resp: Message + Default>(
 /// A stored (or just stored) answer back into a message or a status.
 async fn decode<Resp: Message + Default>(response: Response) -> Result<Resp, tonic::Status> {
     let status = response.status();
+    // A problem's retry hint travels as `Retry-After` (seconds): keep it for the status's
+    // details (a refused call-out, a key in use).
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(std::time::Duration::from_secs);
     let bytes = axum::body::to_bytes(response.into_body(), MAX_STORED)
         .await
         .map_err(|e| Problem::internal(std::io::Error::other(e.to_string())))?;
@@ -143,5 +151,35 @@ async fn decode<Resp: Message + Default>(response: Response) -> Result<Resp, ton
     if let Some(detail) = body.detail {
         problem = problem.with_detail(detail);
     }
+    if let Some(after) = retry_after {
+        problem = problem.with_retry_after(after);
+    }
     Err(problem.into())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use axum::response::IntoResponse;
+    use problem::Problem;
+    use tonic_types::StatusExt;
+
+    /// A problem answered through the key (a refused call-out, a key in use) keeps its
+    /// retry hint on the way back to a status.
+    #[tokio::test]
+    async fn a_problem_s_retry_hint_survives_the_way_back_to_a_status() {
+        let response = Problem::unavailable("accounts is unavailable")
+            .with_retry_after(Duration::from_secs(3))
+            .into_response();
+        let status = super::decode::<()>(response).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        let retry = status.get_error_details().retry_info().cloned();
+        assert_eq!(
+            retry.and_then(|r| r.retry_delay),
+            Some(Duration::from_secs(3))
+        );
+    }
 }

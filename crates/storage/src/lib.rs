@@ -390,7 +390,6 @@ fn ensure_sqlite_dir(url: &DatabaseUrl) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Whether an error is a unique/primary-key violation (a conflict, never a 500).
 /// The rows of `SELECT {columns} FROM {table} WHERE id IN (ids) ORDER BY id`: a batched
 /// lookup (unknown ids are simply absent). One placeholder per id, since `= ANY($1)` is
 /// PostgreSQL-only and a placeholder list works on both backends.
@@ -418,6 +417,7 @@ where
     query.fetch_all(conn).await
 }
 
+/// Whether an error is a unique/primary-key violation (a conflict, never a 500).
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.kind() == sqlx::error::ErrorKind::UniqueViolation)
 }

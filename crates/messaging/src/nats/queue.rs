@@ -538,22 +538,36 @@ impl NatsQueueConsumer {
 
     /// Restarts the `ack_wait` clock of `handed` and of the waiting messages whose clock
     /// has run longer than [`EXTEND_AFTER`] (in-progress acks, sent in the background so
-    /// that `next()` stays cancel-safe).
-    fn extend(&mut self, handed: &mut Waiting) {
+    /// that `next()` stays cancel-safe). Returns the handed message's ack in flight, which
+    /// its settle waits for: an in-progress ack arriving after a delayed nak would restart
+    /// the whole ack_wait instead of the delay.
+    fn extend(&mut self, handed: &mut Waiting) -> Option<tokio::task::JoinHandle<()>> {
         let now = Instant::now();
-        for waiting in std::iter::once(handed).chain(self.ready.iter_mut()) {
+        let mut handed_ack = None;
+        for (i, waiting) in std::iter::once(handed)
+            .chain(self.ready.iter_mut())
+            .enumerate()
+        {
             if now.duration_since(waiting.since) > EXTEND_AFTER {
                 waiting.since = now;
                 let message = waiting.message.clone();
-                tokio::spawn(async move {
+                let sent = tokio::spawn(async move {
                     let _ = message.ack_with(AckKind::Progress).await;
                 });
+                if i == 0 {
+                    handed_ack = Some(sent);
+                }
             }
         }
+        handed_ack
     }
 
     /// The delivery of `waiting`, or `None` when it was dead-lettered at receipt.
-    async fn deliver(&self, waiting: Waiting) -> Result<Option<Delivery>> {
+    async fn deliver(
+        &self,
+        waiting: Waiting,
+        progress: Option<tokio::task::JoinHandle<()>>,
+    ) -> Result<Option<Delivery>> {
         let Waiting {
             message, permit, ..
         } = waiting;
@@ -599,6 +613,7 @@ impl NatsQueueConsumer {
             message,
             attempt,
             envelope,
+            progress,
             _permit: permit,
         };
         Ok(Some(Delivery::new(
@@ -616,8 +631,8 @@ impl QueueConsumer for NatsQueueConsumer {
         loop {
             self.receive_ready()?;
             if let Some(mut waiting) = self.ready.pop_front() {
-                self.extend(&mut waiting);
-                match self.deliver(waiting).await? {
+                let progress = self.extend(&mut waiting);
+                match self.deliver(waiting, progress).await? {
                     Some(delivery) => return Ok(delivery),
                     None => continue,
                 }
@@ -664,13 +679,18 @@ struct NatsSettle {
     message: Message,
     attempt: u32,
     envelope: Option<(Uuid, String)>,
+    /// The in-progress ack sent when it was handed out, if still on its way.
+    progress: Option<tokio::task::JoinHandle<()>>,
     /// Released when the delivery is settled (or dropped): the consumer may pull again.
     _permit: OwnedSemaphorePermit,
 }
 
 #[async_trait]
 impl Settle for NatsSettle {
-    async fn settle(self: Box<Self>, outcome: Outcome) -> Result<()> {
+    async fn settle(mut self: Box<Self>, outcome: Outcome) -> Result<()> {
+        if let Some(progress) = self.progress.take() {
+            let _ = progress.await;
+        }
         let kind = match outcome {
             Outcome::Ack => AckKind::Ack,
             Outcome::Requeue => AckKind::Nak(None),

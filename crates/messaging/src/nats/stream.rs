@@ -281,7 +281,7 @@ impl EventStream for NatsStreams {
 /// `ack_wait`. Without it, an event that waited and then met a slow handler was sent to
 /// another member mid-processing. Stops when dropped: the event was settled, or given up.
 struct Extender {
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
     handed_out: Arc<std::sync::OnceLock<Instant>>,
 }
 
@@ -305,13 +305,26 @@ impl Extender {
                 }
             }
         });
-        Self { task, handed_out }
+        Self {
+            task: Some(task),
+            handed_out,
+        }
+    }
+
+    /// Stops it and waits until it has: no in-progress ack is sent after this returns.
+    async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
     }
 }
 
 impl Drop for Extender {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -414,10 +427,7 @@ impl StreamConsumer for NatsStreamConsumer {
                 partition,
                 sequence,
                 attempt,
-                Box::new(NatsCommit {
-                    message,
-                    _extender: extender,
-                }),
+                Box::new(NatsCommit { message, extender }),
             ));
         }
     }
@@ -443,21 +453,23 @@ impl Drop for NatsStreamConsumer {
 struct NatsCommit {
     message: Message,
     /// Until the event is settled.
-    _extender: Extender,
+    extender: Extender,
 }
 
 #[async_trait]
 impl Commit for NatsCommit {
     async fn settle(self: Box<Self>, retry_after: Option<Duration>) -> Result<()> {
+        // No in-progress ack may follow the settle: one that reached the server after a
+        // delayed nak would restart the whole ack_wait instead of the delay.
+        let NatsCommit { message, extender } = *self;
+        extender.stop().await;
         match retry_after {
             // Confirmed by the server, so a commit that returned is the group's position.
-            None => self
-                .message
+            None => message
                 .double_ack()
                 .await
                 .map_err(|e| MessagingError::unavailable(BACKEND, e)),
-            Some(delay) => self
-                .message
+            Some(delay) => message
                 .ack_with(AckKind::Nak(Some(delay)))
                 .await
                 .map_err(|e| MessagingError::unavailable(BACKEND, e)),

@@ -160,3 +160,31 @@ fn settings_refuse_what_is_not_an_origin() {
         assert_eq!(settings.validate().is_ok(), ok, "{origins:?}");
     }
 }
+
+/// An OPTIONS without `Access-Control-Request-Method` is no preflight: it reaches the
+/// route (here a 405) and carries the ordinary CORS headers, not a preflight's.
+#[tokio::test]
+async fn a_plain_options_request_is_no_preflight() {
+    let app = spawn_configured(ServiceName::Catalog, faces(Arc::new(Notify::new())), |_| {}).await;
+    let options = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/v1/hello"))
+        .header("origin", ORIGIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(allowed_origin(&options), Some("*"));
+    assert!(
+        options
+            .headers()
+            .get("access-control-allow-methods")
+            .is_none()
+    );
+    assert!(
+        options.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("x-correlation-id")
+    );
+}
