@@ -244,6 +244,7 @@ impl WorkQueue for NatsQueues {
             prefetch,
             batch: None,
             ready: VecDeque::new(),
+            ready_since: None,
         }))
     }
 
@@ -439,6 +440,8 @@ struct NatsQueueConsumer {
     )>,
     /// Received, not yet handed out.
     ready: VecDeque<Waiting>,
+    /// The oldest `since` in `ready` (`None` when it is empty).
+    ready_since: Option<Instant>,
 }
 
 /// A message received and not yet handed out.
@@ -447,6 +450,15 @@ struct Waiting {
     permit: OwnedSemaphorePermit,
     /// No earlier than the server's `ack_wait` clock for it last (re)started.
     since: Instant,
+}
+
+/// Sends `waiting` an in-progress ack in the background, restarting its clock at `now`.
+fn progress(waiting: &mut Waiting, now: Instant) -> tokio::task::JoinHandle<()> {
+    waiting.since = now;
+    let message = waiting.message.clone();
+    tokio::spawn(async move {
+        let _ = message.ack_with(AckKind::Progress).await;
+    })
 }
 
 /// How long a message's `ack_wait` clock may have run when it is handed out (or while
@@ -497,6 +509,7 @@ impl NatsQueueConsumer {
                 // redelivery.
                 if let Some(permit) = reserved.pop() {
                     let since = *sent;
+                    self.ready_since = Some(self.ready_since.map_or(since, |o| o.min(since)));
                     self.ready.push_back(Waiting {
                         message,
                         permit,
@@ -543,23 +556,18 @@ impl NatsQueueConsumer {
     /// the whole ack_wait instead of the delay.
     fn extend(&mut self, handed: &mut Waiting) -> Option<tokio::task::JoinHandle<()>> {
         let now = Instant::now();
-        let mut handed_ack = None;
-        for (i, waiting) in std::iter::once(handed)
-            .chain(self.ready.iter_mut())
-            .enumerate()
+        // The waiting messages are checked only when the oldest clock among them is due:
+        // one comparison per hand-out, not one per message waiting (a prefetch of 256).
+        if self
+            .ready_since
+            .is_some_and(|oldest| now.duration_since(oldest) > EXTEND_AFTER)
         {
-            if now.duration_since(waiting.since) > EXTEND_AFTER {
-                waiting.since = now;
-                let message = waiting.message.clone();
-                let sent = tokio::spawn(async move {
-                    let _ = message.ack_with(AckKind::Progress).await;
-                });
-                if i == 0 {
-                    handed_ack = Some(sent);
-                }
+            for waiting in &mut self.ready {
+                progress(waiting, now);
             }
+            self.ready_since = (!self.ready.is_empty()).then_some(now);
         }
-        handed_ack
+        (now.duration_since(handed.since) > EXTEND_AFTER).then(|| progress(handed, now))
     }
 
     /// The delivery of `waiting`, or `None` when it was dead-lettered at receipt.
@@ -631,6 +639,9 @@ impl QueueConsumer for NatsQueueConsumer {
         loop {
             self.receive_ready()?;
             if let Some(mut waiting) = self.ready.pop_front() {
+                if self.ready.is_empty() {
+                    self.ready_since = None;
+                }
                 let progress = self.extend(&mut waiting);
                 match self.deliver(waiting, progress).await? {
                     Some(delivery) => return Ok(delivery),
@@ -660,6 +671,7 @@ impl Drop for NatsQueueConsumer {
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        self.ready_since = None;
         let mut waiting: Vec<Message> = self.ready.drain(..).map(|w| w.message).collect();
         if let Some((mut batch, _, _)) = self.batch.take() {
             while let Some(Some(Ok(message))) = batch.next().now_or_never() {
