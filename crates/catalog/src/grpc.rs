@@ -25,7 +25,7 @@ use crate::domain::{
     NewProduct, NewReservation, NewReview, OrderId, Product, ProductId, Reservation,
     ReservationState, Review, ReviewId,
 };
-use crate::store::reservations::{self, ReserveError};
+use crate::store::reservations::ReserveError;
 use crate::store::{self, CatalogStore};
 
 /// Largest message a caller may send; a create is a few hundred bytes.
@@ -179,13 +179,14 @@ impl ProductService for CatalogGrpc {
         let body = request.get_ref();
         let new = NewProduct::parse(&body.name, body.price, i64::from(body.stock))
             .map_err(Problem::validation)?;
+        let store = &self.store;
         let response = self
             .idempotency
             .execute_grpc(
                 "/ecommerce.v1.ProductService/CreateProduct",
                 &request,
                 |mut tx| async move {
-                    let result = match store::insert_product(&mut tx, &new).await {
+                    let result = match store.insert_product_in(&mut tx, &new).await {
                         Ok(product) => product_message(&product),
                         Err(err) => Err(err.into()),
                     };
@@ -193,8 +194,6 @@ impl ProductService for CatalogGrpc {
                 },
             )
             .await;
-        // The ProductCreated event committed with the product: get it published now.
-        self.store.written([]);
         Ok(response?)
     }
 
@@ -409,10 +408,7 @@ impl InventoryService for CatalogGrpc {
             .map(|l| (i64::from(l.product_id), i64::from(l.quantity)))
             .collect();
         let new = NewReservation::parse(&request.order_id, &lines).map_err(Problem::validation)?;
-        let result = reservations::reserve(self.store.database(), &new).await;
-        // Stock changed (or may have, if the outcome is unknown): the cached rows are old.
-        self.store.written(new.lines.iter().map(|l| l.product_id));
-        let reservation = result.map_err(Problem::from)?;
+        let reservation = self.store.reserve(&new).await.map_err(Problem::from)?;
         Ok(Response::new(reservation_message(reservation)?))
     }
 
@@ -422,15 +418,7 @@ impl InventoryService for CatalogGrpc {
     ) -> Result<Response<ReservationMessage>, Status> {
         let order = OrderId::parse(&request.into_inner().order_id)
             .map_err(|r| Problem::validation(vec![FieldError::new("order_id", r)]))?;
-        let result = reservations::release(self.store.database(), &order).await;
-        match &result {
-            Ok(reservation) => self
-                .store
-                .written(reservation.lines.iter().map(|l| l.product_id)),
-            // Which products a failed release touched is not known: forget them all.
-            Err(_) => self.store.forget_all(),
-        }
-        let reservation = result.map_err(Problem::from)?;
+        let reservation = self.store.release(&order).await.map_err(Problem::from)?;
         Ok(Response::new(reservation_message(reservation)?))
     }
 }

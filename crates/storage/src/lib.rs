@@ -250,6 +250,7 @@ impl Database {
         Ok(InTurn {
             conn: tx,
             _turn: turn,
+            after_commit: AfterCommit::default(),
         })
     }
 
@@ -258,7 +259,11 @@ impl Database {
     pub async fn write_conn(&self) -> Result<WriteConn, sqlx::Error> {
         let turn = self.turn().await?;
         let conn = self.writer.acquire().await?;
-        Ok(InTurn { conn, _turn: turn })
+        Ok(InTurn {
+            conn,
+            _turn: turn,
+            after_commit: AfterCommit::default(),
+        })
     }
 
     async fn turn(&self) -> Result<Option<Turn>, sqlx::Error> {
@@ -317,11 +322,42 @@ pub struct InTurn<C> {
     // turn passes on.
     conn: C,
     _turn: Option<Turn>,
+    after_commit: AfterCommit,
+}
+
+/// What a write transaction runs once it has committed (see [`WriteTx::after_commit`]).
+#[derive(Default)]
+struct AfterCommit(Vec<Box<dyn FnOnce() + Send>>);
+
+impl std::fmt::Debug for AfterCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AfterCommit({} effects)", self.0.len())
+    }
 }
 
 impl WriteTx {
+    /// Commits, then (once the turn to write has passed on) runs the effects registered
+    /// with [`after_commit`](Self::after_commit); none of them run if the commit fails.
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        self.conn.commit().await
+        let InTurn {
+            conn,
+            _turn,
+            after_commit,
+        } = self;
+        conn.commit().await?;
+        drop(_turn);
+        for effect in after_commit.0 {
+            effect();
+        }
+        Ok(())
+    }
+
+    /// Registers `effect` to run once this transaction has committed, and only then (a
+    /// rollback, or a drop, forgets it): what a write owes the rest of the process after
+    /// its commit (forgetting cached rows, waking the outbox relay), registered by the
+    /// write itself so no caller can forget it.
+    pub fn after_commit(&mut self, effect: impl FnOnce() + Send + 'static) {
+        self.after_commit.0.push(Box::new(effect));
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {

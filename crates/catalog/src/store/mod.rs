@@ -19,7 +19,7 @@ use messaging::outbox::{self, Destination};
 use money::Money;
 use problem::Problem;
 use sqlx::{AnyConnection, FromRow};
-use storage::{Database, Migrations, StoreError, now_millis};
+use storage::{Database, Migrations, StoreError, WriteTx, now_millis};
 
 use crate::events;
 
@@ -374,9 +374,8 @@ impl CatalogStore {
     pub async fn create_product(&self, new: &NewProduct) -> Result<Product, StoreError> {
         // A transaction: the product and its ProductCreated event commit together.
         let mut tx = self.db.begin_write().await?;
-        let product = insert_product(&mut tx, new).await?;
+        let product = self.insert_product_in(&mut tx, new).await?;
         tx.commit().await?;
-        self.outbox.notify();
         Ok(product)
     }
 
@@ -391,25 +390,65 @@ impl CatalogStore {
         new: NewProduct,
         render: fn(Product) -> Result<Response, Problem>,
     ) -> Response {
-        let response = if idempotency.writes_locally() {
-            idempotency
+        if idempotency.writes_locally() {
+            let response = idempotency
                 .execute_local(request, move |conn| {
                     render(write::insert_product(conn, &new)?)
                 })
-                .await
+                .await;
+            // The rusqlite writer's commit is not a `WriteTx`: ring the relay here.
+            self.outbox.notify();
+            response
         } else {
             idempotency
                 .execute(request, |mut tx| async move {
-                    let result = match insert_product(&mut tx, &new).await {
+                    let result = match self.insert_product_in(&mut tx, &new).await {
                         Ok(product) => render(product),
                         Err(err) => Err(err.into()),
                     };
                     (tx, result)
                 })
                 .await
-        };
-        self.outbox.notify();
-        response
+        }
+    }
+
+    /// Inserts a product (and its `ProductCreated` event) in `tx`, a transaction the
+    /// caller commits (e.g. the idempotency layer's); the relay is woken when it has
+    /// committed, whoever commits it.
+    pub async fn insert_product_in(
+        &self,
+        tx: &mut WriteTx,
+        new: &NewProduct,
+    ) -> Result<Product, StoreError> {
+        let product = insert_product(tx, new).await?;
+        let outbox = self.outbox.clone();
+        tx.after_commit(move || outbox.notify());
+        Ok(product)
+    }
+
+    /// Reserves stock for an order (see [`reservations::reserve`]); the read cache then
+    /// forgets the products whose stock changed, or may have if the outcome is unknown.
+    pub async fn reserve(
+        &self,
+        new: &crate::domain::NewReservation,
+    ) -> Result<crate::domain::Reservation, reservations::ReserveError> {
+        let result = reservations::reserve(&self.db, new).await;
+        self.written(new.lines.iter().map(|l| l.product_id));
+        result
+    }
+
+    /// Releases an order's reservation (see [`reservations::release`]); the read cache
+    /// forgets its products (all of them when which ones is not known).
+    pub async fn release(
+        &self,
+        order: &crate::domain::OrderId,
+    ) -> Result<crate::domain::Reservation, StoreError> {
+        let result = reservations::release(&self.db, order).await;
+        match &result {
+            Ok(reservation) => self.written(reservation.lines.iter().map(|l| l.product_id)),
+            Err(_) => self.forget_all(),
+        }
+        result
     }
 
     /// One product, from the read cache when it holds it.
