@@ -14,7 +14,7 @@ use crate::queue::{
     DeadLetter, Delivery, Outcome, QueueConsumer, QueueOptions, QueueStats, Settle, WorkQueue,
 };
 
-use super::writer::sql;
+use super::writer::{answered, sql};
 use super::{BACKEND, POLL, Shared, check_name, duration_ms, now_ms};
 
 /// Most messages one claim takes (a consumer's prefetch beyond this takes several).
@@ -307,9 +307,7 @@ impl QueueConsumer for Consumer {
             if let Some(renewal) = self.renewing.as_mut() {
                 let answer = renewal.await;
                 self.renewing = None;
-                let (held, until) = answer.map_err(|_| {
-                    MessagingError::unavailable(BACKEND, "the store's thread ended")
-                })??;
+                let (held, until) = answered(answer)?;
                 self.renewed(&held, until);
                 continue;
             }
@@ -327,9 +325,7 @@ impl QueueConsumer for Consumer {
             if let Some(pending) = self.pending.as_mut() {
                 let answer = pending.await;
                 self.pending = None;
-                let (rows, dead) = answer.map_err(|_| {
-                    MessagingError::unavailable(BACKEND, "the store's thread ended")
-                })??;
+                let (rows, dead) = answered(answer)?;
                 self.count_dead(dead);
                 let empty = rows.is_empty();
                 for row in rows {

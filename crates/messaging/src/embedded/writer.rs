@@ -49,9 +49,7 @@ impl Writer {
                 }
             })
             .map_err(|e| MessagingError::unavailable(BACKEND, e))?;
-        ready_rx
-            .await
-            .map_err(|_| MessagingError::unavailable(BACKEND, "the store's thread ended"))??;
+        answered(ready_rx.await)?;
         Ok(Self { tx })
     }
 
@@ -219,4 +217,12 @@ pub(crate) fn sql(e: rusqlite::Error) -> MessagingError {
         }
         _ => MessagingError::backend(BACKEND, e),
     }
+}
+
+/// The result of a job sent to the store's thread, from its answer channel: the job's own
+/// error, or Unavailable if the thread ended before answering.
+pub(crate) fn answered<T>(
+    answer: std::result::Result<Result<T>, tokio::sync::oneshot::error::RecvError>,
+) -> Result<T> {
+    answer.map_err(|_| MessagingError::unavailable(BACKEND, "the store's thread ended"))?
 }
