@@ -2,6 +2,7 @@
 //! database, `seed` the deterministic demo users; wire faces are added one module each.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod domain;
 pub mod grpc;
 pub mod rest;
@@ -27,13 +28,11 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     let db = parts.db.clone();
     let idempotency = Idempotency::new(db.clone(), (&settings.idempotency).into());
     let store = AccountsStore::new(db.clone());
-    let grpc = grpc::routes(store.clone(), idempotency.clone());
+    let accounts = app::Accounts::new(store, idempotency.clone());
+    let grpc = grpc::routes(accounts.clone());
     let grpc_names = grpc.names().to_vec();
-    let faces = rest::router(std::sync::Arc::new(rest::Shared {
-        store,
-        idempotency: idempotency.clone(),
-    }))
-    .merge(server::grpc::face(grpc));
+    let faces = rest::router(std::sync::Arc::new(rest::Shared { accounts }))
+        .merge(server::grpc::face(grpc));
     let mut app = parts.serve(faces).await?;
     app.report_health_for(&grpc_names);
     let every = settings.idempotency.purge_every;

@@ -4,7 +4,7 @@
 use storage::StoreError;
 
 use crate::domain::{Email, NewUser, UserName};
-use crate::store::{self, AccountsStore};
+use crate::store::AccountsStore;
 
 const FIRST: [&str; 12] = [
     "Ada", "Grace", "Linus", "Ken", "Barbara", "Alan", "Margaret", "Dennis", "Radia", "Edsger",
@@ -42,7 +42,7 @@ pub async fn seed(store: &AccountsStore, users: usize) -> Result<usize, StoreErr
             name: UserName::parse(&name).map_err(|r| StoreError::Corrupt(r.into()))?,
             email: Email::parse(&email).map_err(|r| StoreError::Corrupt(r.into()))?,
         };
-        store::insert_user(&mut tx, &new).await?;
+        store.insert_user_in(&mut tx, &new).await?;
     }
     tx.commit().await?;
     Ok(users)

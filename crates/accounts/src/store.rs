@@ -1,8 +1,9 @@
-//! Accounts' own database: the `users` table. Functions take a connection so callers can
-//! compose them into their own transactions; [`AccountsStore`] is the pool-backed face.
+//! Accounts' own database: the `users` table. [`AccountsStore`] is the store's one door:
+//! its methods run the private repository functions below on its pool, or inside a
+//! caller's transaction (`insert_user_in`: the idempotency key's).
 
 use sqlx::{AnyConnection, FromRow};
-use storage::{Database, Migrations, StoreError, now_millis};
+use storage::{Database, Migrations, StoreError, WriteTx, now_millis};
 
 use crate::domain::{Email, NewUser, User, UserId, UserName};
 
@@ -39,7 +40,7 @@ impl TryFrom<UserRow> for User {
 }
 
 /// Creates a user; [`StoreError::Conflict`] when the email is taken.
-pub async fn insert_user(conn: &mut AnyConnection, new: &NewUser) -> Result<User, StoreError> {
+async fn insert_user(conn: &mut AnyConnection, new: &NewUser) -> Result<User, StoreError> {
     let result = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO users (name, email, created_at, updated_at) VALUES ($1, $2, $3, $3) \
          RETURNING {USER_COLUMNS}"
@@ -59,7 +60,7 @@ pub async fn insert_user(conn: &mut AnyConnection, new: &NewUser) -> Result<User
     }
 }
 
-pub async fn get_user(conn: &mut AnyConnection, id: UserId) -> Result<Option<User>, StoreError> {
+async fn get_user(conn: &mut AnyConnection, id: UserId) -> Result<Option<User>, StoreError> {
     let row: Option<UserRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "SELECT {USER_COLUMNS} FROM users WHERE id = $1"
     )))
@@ -70,14 +71,14 @@ pub async fn get_user(conn: &mut AnyConnection, id: UserId) -> Result<Option<Use
 }
 
 /// Users with ids in `ids` (unknown ids are simply absent), for batched lookups.
-pub async fn get_users(conn: &mut AnyConnection, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
+async fn get_users(conn: &mut AnyConnection, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
     let ids: Vec<i64> = ids.iter().map(|id| id.0).collect();
     let rows: Vec<UserRow> = storage::rows_by_id(conn, USER_COLUMNS, "users", &ids).await?;
     rows.into_iter().map(User::try_from).collect()
 }
 
 /// A keyset page of users in id order.
-pub async fn list_users(
+async fn list_users(
     conn: &mut AnyConnection,
     after: Option<UserId>,
     limit: u32,
@@ -92,7 +93,7 @@ pub async fn list_users(
     rows.into_iter().map(User::try_from).collect()
 }
 
-pub async fn count_users(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+async fn count_users(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM users")
         .fetch_one(conn)
         .await?;
@@ -117,6 +118,16 @@ impl AccountsStore {
     pub async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
         let mut conn = self.db.write_conn().await?;
         insert_user(&mut conn, new).await
+    }
+
+    /// Creates a user in `tx`, a transaction the caller commits (the idempotency key's);
+    /// [`StoreError::Conflict`] when the email is taken.
+    pub async fn insert_user_in(
+        &self,
+        tx: &mut WriteTx,
+        new: &NewUser,
+    ) -> Result<User, StoreError> {
+        insert_user(tx, new).await
     }
 
     pub async fn user(&self, id: UserId) -> Result<Option<User>, StoreError> {

@@ -1,9 +1,9 @@
 //! What catalog asks of the accounts service: whether a user exists (a review's author
-//! must). A real service-to-service call — gRPC `UserService.GetUser` — made through the
+//! must; `app::Catalog::create_review` asks). A real service-to-service call — gRPC `UserService.GetUser` — made through the
 //! `resilience` layer: a deadline under the caller's, budgeted retries, a breaker.
 //! Catalog never reads accounts' database.
 
-use problem::{FieldError, Problem};
+use problem::Problem;
 use proto::v1::GetUserRequest;
 use proto::v1::user_service_client::UserServiceClient;
 use resilience::downstream::{Downstream, Policy};
@@ -62,17 +62,5 @@ impl Accounts {
                 }
             })
             .await
-    }
-
-    /// The rule a review's author must meet: an existing user.
-    pub async fn check_reviewer(&self, user: UserId) -> Result<(), Problem> {
-        if self.user_exists(user).await? {
-            Ok(())
-        } else {
-            Err(Problem::validation(vec![FieldError::new(
-                "user_id",
-                format!("no user {} exists", user.0),
-            )]))
-        }
     }
 }

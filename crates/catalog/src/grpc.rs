@@ -1,12 +1,13 @@
-//! Catalog's gRPC face: the seed's `ProductService` (plus `BatchGetProducts`) and
-//! `ReviewService`, translating between protobuf and the domain. Errors come from the one
-//! table through `Problem`'s conversion to `tonic::Status`.
+//! Catalog's gRPC face: the seed's `ProductService` (plus `BatchGetProducts`),
+//! `ReviewService` and `InventoryService`, translating between protobuf and the domain and
+//! calling the use cases (`app::Catalog`). Errors come from the one table through
+//! `Problem`'s conversion to `tonic::Status`.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use idempotency::Idempotency;
+use idempotency::GrpcWrite;
 use problem::{FieldError, Problem};
 use proto::v1::inventory_service_server::{InventoryService, InventoryServiceServer};
 use proto::v1::product_service_server::{ProductService, ProductServiceServer};
@@ -21,38 +22,24 @@ use server::grpc::GrpcRoutes;
 use server::rest::PageQuery;
 use tonic::{Request, Response, Status};
 
+use crate::app::Catalog;
 use crate::domain::{
     NewProduct, NewReservation, NewReview, OrderId, Product, ProductId, Reservation,
     ReservationState, Review, ReviewId,
 };
-use crate::store::reservations::ReserveError;
-use crate::store::{self, CatalogStore};
 
 /// Largest message a caller may send; a create is a few hundred bytes.
 const MAX_MESSAGE: usize = 64 * 1024;
 /// Products fetched per database round trip while streaming.
 const STREAM_BATCH: u32 = 200;
-/// Most ids one batched lookup may ask for.
-const MAX_BATCH: usize = 200;
-
 #[derive(Clone)]
 pub struct CatalogGrpc {
-    store: CatalogStore,
-    idempotency: Idempotency,
-    accounts: crate::accounts::Accounts,
+    catalog: Arc<Catalog>,
 }
 
 /// The catalog's gRPC services, ready for `server::grpc::face`.
-pub fn routes(
-    store: CatalogStore,
-    idempotency: Idempotency,
-    accounts: crate::accounts::Accounts,
-) -> GrpcRoutes {
-    let api = CatalogGrpc {
-        store,
-        idempotency,
-        accounts,
-    };
+pub fn routes(catalog: Arc<Catalog>) -> GrpcRoutes {
+    let api = CatalogGrpc { catalog };
     GrpcRoutes::new()
         .add_service(ProductServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
         .add_service(ReviewServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
@@ -76,10 +63,6 @@ fn int32(value: i64, what: &str) -> Result<i32, Problem> {
             "{what} {value} exceeds int32"
         )))
     })
-}
-
-fn not_found(id: i64) -> Problem {
-    Problem::not_found(format!("Product {id} not found")).with_extension("product_id", id)
 }
 
 fn review_message(r: Review) -> Result<ReviewMessage, Problem> {
@@ -128,13 +111,8 @@ impl ProductService for CatalogGrpc {
         &self,
         request: Request<ProductRequest>,
     ) -> Result<Response<ProductResponse>, Status> {
-        let id = i64::from(request.into_inner().product_id);
-        let product = self
-            .store
-            .product(ProductId(id))
-            .await
-            .map_err(Problem::from)?
-            .ok_or_else(|| not_found(id))?;
+        let id = ProductId(i64::from(request.into_inner().product_id));
+        let product = self.catalog.product(id).await.map_err(Problem::from)?;
         Ok(Response::new(product_message(&product)?))
     }
 
@@ -161,7 +139,7 @@ impl ProductService for CatalogGrpc {
         // carry the deadline along.
         let deadline = telemetry::deadline::current();
         let state = Streaming {
-            store: self.store.clone(),
+            catalog: Arc::clone(&self.catalog),
             after: start.map(ProductId),
             left: limit,
             buffer: Vec::new().into_iter(),
@@ -179,60 +157,45 @@ impl ProductService for CatalogGrpc {
         let body = request.get_ref();
         let new = NewProduct::parse(&body.name, body.price, i64::from(body.stock))
             .map_err(Problem::validation)?;
-        let store = &self.store;
-        let response = self
-            .idempotency
-            .execute_grpc(
-                "/ecommerce.v1.ProductService/CreateProduct",
-                &request,
-                |mut tx| async move {
-                    let result = match store.insert_product_in(&mut tx, &new).await {
-                        Ok(product) => product_message(&product),
-                        Err(err) => Err(err.into()),
-                    };
-                    (tx, result)
-                },
-            )
-            .await;
-        Ok(response?)
+        let write = GrpcWrite::new("/ecommerce.v1.ProductService/CreateProduct", &request);
+        self.catalog
+            .create_product(&write, new, |product| product_message(&product))
+            .await
     }
 
     async fn batch_get_products(
         &self,
         request: Request<BatchGetProductsRequest>,
     ) -> Result<Response<BatchGetProductsResponse>, Status> {
-        let ids = request.into_inner().product_ids;
-        if ids.len() > MAX_BATCH {
-            return Err(Problem::validation(vec![FieldError::new(
-                "product_ids",
-                format!("at most {MAX_BATCH} ids per call"),
-            )])
-            .into());
-        }
-        let wanted: Vec<ProductId> = ids.iter().map(|id| ProductId(i64::from(*id))).collect();
-        let found = self
-            .store
-            .products_by_id(&wanted)
+        let ids: Vec<ProductId> = request
+            .into_inner()
+            .product_ids
+            .into_iter()
+            .map(|id| ProductId(i64::from(id)))
+            .collect();
+        let looked_up = self
+            .catalog
+            .products_by_id(&ids)
             .await
             .map_err(Problem::from)?;
-        let mut products = Vec::with_capacity(ids.len());
-        let mut missing_ids = Vec::new();
-        for id in ids {
-            match found.iter().find(|p| p.id.0 == i64::from(id)) {
-                Some(p) => products.push(product_message(p)?),
-                None => missing_ids.push(id),
-            }
-        }
         Ok(Response::new(BatchGetProductsResponse {
-            products,
-            missing_ids,
+            products: looked_up
+                .found
+                .iter()
+                .map(product_message)
+                .collect::<Result<_, _>>()?,
+            missing_ids: looked_up
+                .missing
+                .into_iter()
+                .map(|id| int32(id.0, "product_id"))
+                .collect::<Result<_, _>>()?,
         }))
     }
 }
 
 /// The state of one `ListProducts` stream.
 struct Streaming {
-    store: CatalogStore,
+    catalog: Arc<Catalog>,
     after: Option<ProductId>,
     /// Products still to send; `None` for all.
     left: Option<u64>,
@@ -263,7 +226,7 @@ impl Streaming {
                 let want = self.left.map_or(STREAM_BATCH, |left| {
                     u32::try_from(left).map_or(STREAM_BATCH, |l| l.min(STREAM_BATCH))
                 });
-                let batch = match self.store.products(self.after, want).await {
+                let batch = match self.catalog.products(self.after, want).await {
                     Ok(batch) => batch,
                     Err(err) => {
                         self.done = true;
@@ -292,17 +255,8 @@ impl ReviewService for CatalogGrpc {
         let request = request.into_inner();
         let page = page(request.page_size, &request.page_token, "")?;
         let product = ProductId(i64::from(request.product_id));
-        if self
-            .store
-            .product(product)
-            .await
-            .map_err(Problem::from)?
-            .is_none()
-        {
-            return Err(not_found(product.0).into());
-        }
         let rows = self
-            .store
+            .catalog
             .reviews(product, page.after.map(ReviewId), page.limit + 1)
             .await
             .map_err(Problem::from)?;
@@ -326,50 +280,10 @@ impl ReviewService for CatalogGrpc {
             comment,
         )
         .map_err(Problem::validation)?;
-        // The author must exist: a call to accounts, after the key's replay and conflict
-        // decisions (a retry of an answered create gets its answer while accounts is down).
-        let response = self
-            .idempotency
-            .execute_grpc_after(
-                "/ecommerce.v1.ReviewService/CreateReview",
-                &request,
-                self.accounts.check_reviewer(new.user_id),
-                |mut tx| async move {
-                    let result = match store::insert_review(&mut tx, &new).await {
-                        Ok(review) => review_message(review),
-                        Err(storage::StoreError::NotFound(_)) => Err(not_found(new.product_id.0)),
-                        Err(err) => Err(err.into()),
-                    };
-                    (tx, result)
-                },
-            )
-            .await?;
-        Ok(response)
-    }
-}
-
-impl From<ReserveError> for Problem {
-    fn from(err: ReserveError) -> Self {
-        match err {
-            ReserveError::UnknownProduct(id) => not_found(id),
-            ReserveError::InsufficientStock {
-                product_id,
-                requested,
-                available,
-            } => Problem::new(problem::Kind::InsufficientStock)
-                .with_detail(format!(
-                    "Requested {requested} units of product {product_id}; only {available} available."
-                ))
-                .with_extension("product_id", product_id)
-                .with_extension("requested", requested)
-                .with_extension("available_stock", available),
-            ReserveError::DifferentLines(order) => {
-                Problem::new(problem::Kind::BusinessRuleViolated).with_detail(format!(
-                    "order {order} was already reserved with different lines"
-                ))
-            }
-            ReserveError::Store(err) => err.into(),
-        }
+        let write = GrpcWrite::new("/ecommerce.v1.ReviewService/CreateReview", &request);
+        self.catalog
+            .create_review(&write, new, review_message)
+            .await
     }
 }
 
@@ -408,7 +322,7 @@ impl InventoryService for CatalogGrpc {
             .map(|l| (i64::from(l.product_id), i64::from(l.quantity)))
             .collect();
         let new = NewReservation::parse(&request.order_id, &lines).map_err(Problem::validation)?;
-        let reservation = self.store.reserve(&new).await.map_err(Problem::from)?;
+        let reservation = self.catalog.reserve(&new).await.map_err(Problem::from)?;
         Ok(Response::new(reservation_message(reservation)?))
     }
 
@@ -418,7 +332,7 @@ impl InventoryService for CatalogGrpc {
     ) -> Result<Response<ReservationMessage>, Status> {
         let order = OrderId::parse(&request.into_inner().order_id)
             .map_err(|r| Problem::validation(vec![FieldError::new("order_id", r)]))?;
-        let reservation = self.store.release(&order).await.map_err(Problem::from)?;
+        let reservation = self.catalog.release(&order).await.map_err(Problem::from)?;
         Ok(Response::new(reservation_message(reservation)?))
     }
 }

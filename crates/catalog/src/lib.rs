@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod accounts;
+pub mod app;
 pub mod domain;
 pub mod events;
 pub mod grpc;
@@ -56,12 +57,11 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         "catalog",
         publish_policy,
     ));
-    let grpc = grpc::routes(store.clone(), idempotency.clone(), accounts.clone());
+    let catalog = app::Catalog::new(store.clone(), idempotency.clone(), accounts);
+    let grpc = grpc::routes(std::sync::Arc::new(catalog.clone()));
     let grpc_names = grpc.names().to_vec();
     let faces = rest::router(std::sync::Arc::new(rest::Shared {
-        store: store.clone(),
-        idempotency: idempotency.clone(),
-        accounts,
+        catalog,
         rendered: rest::Rendered::new(settings.catalog.read_cache_capacity),
     }))
     .merge(server::grpc::face(grpc));

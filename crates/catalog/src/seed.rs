@@ -6,7 +6,7 @@ use money::Money;
 use storage::StoreError;
 
 use crate::domain::{NewProduct, NewReview, ProductId, ProductName, Rating, Stock, UserId};
-use crate::store::{self, CatalogStore};
+use crate::store::CatalogStore;
 
 /// What a seed run inserted; zero when the catalog already had products.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -71,7 +71,7 @@ pub async fn seed(
                 fixed(&name, rng.i64(199..=250_000), rng.i64(0..=500))?
             }
         };
-        store::insert_product(&mut tx, &new).await?;
+        store.insert_product_in(&mut tx, &new).await?;
         inserted.products += 1;
     }
 
@@ -88,7 +88,7 @@ pub async fn seed(
                 comment: crate::domain::Comment::parse(comment)
                     .map_err(|r| StoreError::Corrupt(r.into()))?,
             };
-            store::insert_review(&mut tx, &new).await?;
+            store.insert_review_in(&mut tx, &new).await?;
             inserted.reviews += 1;
         }
     }

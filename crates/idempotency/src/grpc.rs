@@ -59,16 +59,7 @@ impl Idempotency {
         F: FnOnce(WriteTx) -> Fut,
         Fut: Future<Output = (WriteTx, Result<Resp, Problem>)>,
     {
-        let key = match request.metadata().get(HEADER) {
-            None => None,
-            Some(value) => {
-                let raw = value.to_str().map_err(|_| {
-                    Problem::invalid_request("the idempotency-key must be visible ASCII")
-                })?;
-                Some(IdempotencyKey::parse(raw)?)
-            }
-        };
-        let Some(key) = key else {
+        let Some((scope, key, fingerprint)) = identity(method_path, request)? else {
             call_out.await?;
             let tx = self
                 .database()
@@ -84,36 +75,55 @@ impl Idempotency {
                 .map_err(Problem::from)?;
             return Ok(tonic::Response::new(message));
         };
-        let scope = request
-            .extensions()
-            .get::<ClientScope>()
-            .map_or(ClientScope::ANONYMOUS, |s| s.0.as_str())
-            .to_owned();
-        let fingerprint = Fingerprint::of(
-            &http::Method::POST,
-            method_path,
-            &request.get_ref().encode_to_vec(),
-        );
         let response = self
             .run_after(&scope, &key, &fingerprint, call_out, |tx| async move {
                 let (tx, result) = work(tx).await;
-                let response = result.map(|message| {
-                    (
-                        StatusCode::OK,
-                        [(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF))],
-                        message.encode_to_vec(),
-                    )
-                        .into_response()
-                });
-                (tx, response)
+                (tx, result.map(|message| stored_message(&message)))
             })
             .await;
         answer_of(response).await
     }
 }
 
+/// What identifies a gRPC write for its key: the client's scope, the key from the
+/// `idempotency-key` metadata, and the fingerprint of the method and the encoded request.
+/// `None` without a key; a malformed key is a problem.
+pub(crate) fn identity<Req: Message>(
+    method_path: &str,
+    request: &tonic::Request<Req>,
+) -> Result<Option<(String, IdempotencyKey, Fingerprint)>, Problem> {
+    let Some(value) = request.metadata().get(HEADER) else {
+        return Ok(None);
+    };
+    let raw = value
+        .to_str()
+        .map_err(|_| Problem::invalid_request("the idempotency-key must be visible ASCII"))?;
+    let key = IdempotencyKey::parse(raw)?;
+    let scope = request
+        .extensions()
+        .get::<ClientScope>()
+        .map_or(ClientScope::ANONYMOUS, |s| s.0.as_str())
+        .to_owned();
+    let fingerprint = Fingerprint::of(
+        &http::Method::POST,
+        method_path,
+        &request.get_ref().encode_to_vec(),
+    );
+    Ok(Some((scope, key, fingerprint)))
+}
+
+/// A response message as the key's record keeps it.
+pub(crate) fn stored_message<Resp: Message>(message: &Resp) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF))],
+        message.encode_to_vec(),
+    )
+        .into_response()
+}
+
 /// The gRPC answer of a stored (or just stored) response, marked as a replay if it is one.
-async fn answer_of<Resp: Message + Default>(
+pub(crate) async fn answer_of<Resp: Message + Default>(
     response: Response,
 ) -> Result<tonic::Response<Resp>, tonic::Status> {
     let replayed = response.headers().contains_key(REPLAYED_HEADER);

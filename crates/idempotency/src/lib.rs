@@ -47,10 +47,12 @@
 mod extract;
 mod grpc;
 mod key;
+mod keyed;
 mod record;
 
 pub use extract::IdempotentJson;
 pub use key::{ClientScope, Fingerprint, HEADER, IdempotencyKey, REPLAYED_HEADER};
+pub use keyed::{GrpcWrite, Keyed};
 pub use record::{
     Begin, Claim, Clock, Idempotency, IdempotencySettings, MIGRATIONS, Pause, SystemClock,
 };

@@ -426,6 +426,30 @@ fn ensure_sqlite_dir(url: &DatabaseUrl) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// A batched lookup's answer in the order it was asked: what was found (once per time
+/// its id was asked) and the ids that were not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found<T, Id> {
+    pub found: Vec<T>,
+    pub missing: Vec<Id>,
+}
+
+impl<T: Clone, Id: Copy + Ord> Found<T, Id> {
+    /// `rows` (in any order) sorted out against `asked`.
+    pub fn in_order(asked: &[Id], mut rows: Vec<T>, id_of: impl Fn(&T) -> Id) -> Self {
+        rows.sort_unstable_by_key(&id_of);
+        let mut found = Vec::with_capacity(asked.len());
+        let mut missing = Vec::new();
+        for id in asked {
+            match rows.binary_search_by_key(id, &id_of) {
+                Ok(at) => found.push(rows[at].clone()),
+                Err(_) => missing.push(*id),
+            }
+        }
+        Found { found, missing }
+    }
+}
+
 /// The rows of `SELECT {columns} FROM {table} WHERE id IN (ids) ORDER BY id`: a batched
 /// lookup (unknown ids are simply absent). One placeholder per id, since `= ANY($1)` is
 /// PostgreSQL-only and a placeholder list works on both backends.
@@ -537,5 +561,18 @@ impl From<StoreError> for problem::Problem {
             }
             other => Problem::internal(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Found;
+
+    #[test]
+    fn found_answers_in_the_order_asked_repeats_included() {
+        let rows = vec![(7, "g"), (2, "b"), (5, "e")];
+        let found = Found::in_order(&[5, 3, 2, 5, 9], rows, |r| r.0);
+        assert_eq!(found.found, vec![(5, "e"), (2, "b"), (5, "e")]);
+        assert_eq!(found.missing, vec![3, 9]);
     }
 }

@@ -1,22 +1,22 @@
-//! Accounts' REST face under `/v1`: users. It translates between JSON and the domain.
+//! Accounts' REST face under `/v1`: users. It translates between JSON and the domain and
+//! calls the use cases (`app::Accounts`).
 
 mod users;
 
 use axum::Router;
-use idempotency::Idempotency;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::store::AccountsStore;
+use crate::app::Accounts;
 
 /// What the handlers share. Behind an `Arc`: axum clones the state for every request,
 /// and the clients inside (connection pools, the accounts channel) are not free to clone.
 pub type AppState = std::sync::Arc<Shared>;
 
 pub struct Shared {
-    pub store: AccountsStore,
-    pub idempotency: Idempotency,
+    /// The use cases the handlers translate to and from.
+    pub accounts: Accounts,
 }
 
 const INTRO: &str = "Users.";

@@ -12,7 +12,6 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::domain::{NewUser, User, UserId};
-use crate::store;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserView {
@@ -80,7 +79,7 @@ pub async fn list(
 ) -> Result<Response, Problem> {
     let page = query.parse()?;
     let rows = state
-        .store
+        .accounts
         .users(page.after.map(UserId), page.limit + 1)
         .await?;
     let body = Page::from_rows(rows, page.limit, |u| u.id.0, UserView::from);
@@ -102,9 +101,7 @@ pub async fn get(
     if_none_match: IfNoneMatch,
     Path(path): Path<UserPath>,
 ) -> Result<Response, Problem> {
-    let user = state.store.user(UserId(path.id)).await?.ok_or_else(|| {
-        Problem::not_found(format!("User {} not found", path.id)).with_extension("user_id", path.id)
-    })?;
+    let user = state.accounts.user(UserId(path.id)).await?;
     Ok(json_with_etag(&if_none_match, None, &UserView::from(user)))
 }
 
@@ -125,17 +122,7 @@ pub async fn create(
 ) -> Result<Response, Problem> {
     let new =
         NewUser::parse(&request.body.name, &request.body.email).map_err(Problem::validation)?;
-    let response = state
-        .idempotency
-        .execute(&request, |mut tx| async move {
-            let result = match store::insert_user(&mut tx, &new).await {
-                Ok(user) => created(user),
-                Err(err) => Err(err.into()),
-            };
-            (tx, result)
-        })
-        .await;
-    Ok(response)
+    Ok(state.accounts.create_user(&request, new, created).await)
 }
 
 fn created(user: User) -> Result<Response, Problem> {

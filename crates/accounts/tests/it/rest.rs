@@ -6,15 +6,15 @@ use serde_json::{Value, json};
 use settings::Settings;
 use tokio::sync::Notify;
 
-struct App {
-    base: String,
+pub(crate) struct App {
+    pub(crate) base: String,
     client: reqwest::Client,
     stop: Arc<Notify>,
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
-async fn spawn_app() -> App {
+pub(crate) async fn spawn_app() -> App {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
         data_dir: dir.path().to_owned(),
@@ -54,7 +54,7 @@ impl App {
             .unwrap()
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop.notify_one();
         self.handle.await.unwrap().unwrap();
     }

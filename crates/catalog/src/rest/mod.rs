@@ -1,5 +1,6 @@
 //! Catalog's REST face under `/v1`: products and their reviews. It translates between
-//! JSON and the domain; the rules live in `domain`, the data in `store`.
+//! JSON and the domain and calls the use cases (`app::Catalog`); the rules live in
+//! `domain`, the data in `store`.
 
 mod products;
 mod rendered;
@@ -8,22 +9,19 @@ mod reviews;
 pub use rendered::Rendered;
 
 use axum::Router;
-use idempotency::Idempotency;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::store::CatalogStore;
+use crate::app::Catalog;
 
 /// What the handlers share. Behind an `Arc`: axum clones the state for every request,
 /// and the clients inside (connection pools, the accounts channel) are not free to clone.
 pub type AppState = std::sync::Arc<Shared>;
 
 pub struct Shared {
-    pub store: CatalogStore,
-    pub idempotency: Idempotency,
-    /// Asked whether a review's author exists.
-    pub accounts: crate::accounts::Accounts,
+    /// The use cases the handlers translate to and from.
+    pub catalog: Catalog,
     /// `GET /v1/products/{id}`'s bodies, kept while the store's product is unchanged.
     pub rendered: Rendered,
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use idempotency::IdempotentJson;
-use problem::{Kind, Problem, ProblemBody};
+use problem::{Problem, ProblemBody};
 use serde::{Deserialize, Serialize};
 use server::extract::{Json, Path, Query};
 use server::rest::{IfNoneMatch, Page, PageQuery, rfc3339};
@@ -133,7 +133,7 @@ pub async fn list(
 ) -> Result<Response, Problem> {
     let page = query.parse()?;
     let rows = state
-        .store
+        .catalog
         .products(page.after.map(ProductId), page.limit + 1)
         .await?;
     let (body, tag) = state.rendered.page(rows, page.limit)?;
@@ -156,12 +156,7 @@ pub async fn get(
     if_none_match: IfNoneMatch,
     Path(path): Path<ProductPath>,
 ) -> Result<Response, Problem> {
-    let id = ProductId(path.id);
-    let product = state
-        .store
-        .product(id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let product = state.catalog.product(ProductId(path.id)).await?;
     let (body, tag) = state.rendered.of(&product)?;
     Ok(server::rest::rendered_with_etag(&if_none_match, tag, body))
 }
@@ -186,10 +181,7 @@ pub async fn create(
     // Validation first: a request that fails it has no effect and is not remembered, so
     // the client may fix it and retry with the same key (Stripe's behaviour).
     let new = NewProduct::parse(&body.name, body.price, body.stock).map_err(Problem::validation)?;
-    Ok(state
-        .store
-        .create_product_once(&state.idempotency, &request, new, created)
-        .await)
+    Ok(state.catalog.create_product(&request, new, created).await)
 }
 
 fn created(product: Product) -> Result<Response, Problem> {
@@ -224,26 +216,14 @@ pub async fn update(
     Path(path): Path<ProductPath>,
     Json(body): Json<UpdateProduct>,
 ) -> Result<Response, Problem> {
-    let id = ProductId(path.id);
     let patch = ProductPatch::parse(body.name.as_deref(), body.price, body.stock)
         .map_err(Problem::validation)?;
-    // From the database, not the read cache: If-Match must compare with the version as
-    // it is now, whoever wrote it.
-    let current = state
-        .store
-        .product_fresh(id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    let expected = match server::rest::if_match(&headers, &etag(&current)) {
-        Some(false) => return Err(stale()),
-        // Matched: the update must still find this version, or someone changed it since.
-        Some(true) => Some(current.version),
-        None => None,
-    };
-    let updated = match state.store.update_product(id, &patch, expected).await {
-        Err(storage::StoreError::Stale { .. }) => return Err(stale()),
-        other => other?,
-    };
+    let updated = state
+        .catalog
+        .update_product(ProductId(path.id), &patch, |current| {
+            server::rest::if_match(&headers, &etag(current))
+        })
+        .await?;
     let tag = HeaderValue::from_str(&etag(&updated)).map_err(Problem::internal)?;
     Ok((
         [(header::ETAG, tag)],
@@ -265,21 +245,8 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(path): Path<ProductPath>,
 ) -> Result<StatusCode, Problem> {
-    let id = ProductId(path.id);
-    if state.store.delete_product(id).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found(id))
-    }
-}
-
-pub(super) fn not_found(id: ProductId) -> Problem {
-    Problem::not_found(format!("Product {} not found", id.0)).with_extension("product_id", id.0)
-}
-
-fn stale() -> Problem {
-    Problem::new(Kind::PreconditionFailed)
-        .with_detail("the product changed since the If-Match tag was read; fetch it again")
+    state.catalog.delete_product(ProductId(path.id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

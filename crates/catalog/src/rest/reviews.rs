@@ -11,9 +11,8 @@ use server::rest::{IfNoneMatch, Page, PageQuery, json_with_etag, rfc3339, writte
 use utoipa::ToSchema;
 
 use super::AppState;
-use super::products::{ProductPath, not_found};
+use super::products::ProductPath;
 use crate::domain::{NewReview, ProductId, Review, ReviewId};
-use crate::store;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReviewView {
@@ -91,13 +90,9 @@ pub async fn list(
     Query(query): Query<PageQuery>,
 ) -> Result<Response, Problem> {
     let page = query.parse()?;
-    let id = ProductId(path.id);
-    if state.store.product(id).await?.is_none() {
-        return Err(not_found(id));
-    }
     let rows = state
-        .store
-        .reviews(id, page.after.map(ReviewId), page.limit + 1)
+        .catalog
+        .reviews(ProductId(path.id), page.after.map(ReviewId), page.limit + 1)
         .await?;
     let body = server::rest::json::page(rows, page.limit, |r| r.id.0, write_review);
     Ok(written_json_with_etag(&if_none_match, body))
@@ -128,15 +123,9 @@ pub async fn get(
     Path(path): Path<ReviewPath>,
 ) -> Result<Response, Problem> {
     let review = state
-        .store
+        .catalog
         .review(ProductId(path.id), ReviewId(path.review_id))
-        .await?
-        .ok_or_else(|| {
-            Problem::not_found(format!(
-                "Review {} of product {} not found",
-                path.review_id, path.id
-            ))
-        })?;
+        .await?;
     Ok(json_with_etag(
         &if_none_match,
         None,
@@ -172,25 +161,7 @@ pub async fn create(
         body.comment.as_deref(),
     )
     .map_err(Problem::validation)?;
-    // The author must exist: a call to accounts, after the key's replay and conflict
-    // decisions (a retry of an answered create gets its answer while accounts is down),
-    // before the write.
-    let response = state
-        .idempotency
-        .execute_after(
-            &request,
-            state.accounts.check_reviewer(new.user_id),
-            |mut tx| async move {
-                let result = match store::insert_review(&mut tx, &new).await {
-                    Ok(review) => created(review),
-                    Err(storage::StoreError::NotFound(_)) => Err(not_found(new.product_id)),
-                    Err(err) => Err(err.into()),
-                };
-                (tx, result)
-            },
-        )
-        .await;
-    Ok(response)
+    Ok(state.catalog.create_review(&request, new, created).await)
 }
 
 fn created(review: Review) -> Result<Response, Problem> {

@@ -1,20 +1,22 @@
 //! Catalog's own database: the `products` and `reviews` tables.
 //!
-//! Repository functions take a connection (`&mut AnyConnection`) so a caller can run them
-//! inside its own transaction (the idempotency record and the outbox share the write's
-//! transaction); [`CatalogStore`] is the pool-backed convenience for everything else.
+//! [`CatalogStore`] is the store's one door: its methods run the repository functions
+//! below (which take a connection, `&mut AnyConnection`) on its pool, or inside a
+//! caller's transaction (`*_in`: the idempotency record and the outbox share the write's
+//! transaction), and each write registers what must follow its commit (forgetting cached
+//! rows, ringing the relay), so no caller can forget it. The repository functions stay
+//! private, except the two sqlx reads the `grpc-layers` bench times as a layer.
 
 pub mod cache;
 mod interned;
 mod read;
 pub mod reservations;
-pub mod write;
+mod write;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::response::Response;
-use idempotency::{Idempotency, IdempotentJson};
+use idempotency::{Idempotency, Keyed};
 use messaging::outbox::{self, Destination};
 use money::Money;
 use problem::Problem;
@@ -95,10 +97,7 @@ impl TryFrom<ReviewRow> for Review {
     }
 }
 
-pub async fn insert_product(
-    conn: &mut AnyConnection,
-    new: &NewProduct,
-) -> Result<Product, StoreError> {
+async fn insert_product(conn: &mut AnyConnection, new: &NewProduct) -> Result<Product, StoreError> {
     let now = now_millis();
     let sql = INSERT_PRODUCT.get_or_init(insert_product_sql).as_str();
     let row: ProductRow = sqlx::query_as(sqlx::AssertSqlSafe(sql))
@@ -143,7 +142,7 @@ pub async fn get_product(
 }
 
 /// The products among `ids` (unknown ids are simply absent), in id order.
-pub async fn get_products(
+async fn get_products(
     conn: &mut AnyConnection,
     ids: &[ProductId],
 ) -> Result<Vec<Product>, StoreError> {
@@ -174,7 +173,7 @@ pub async fn list_products(
 
 /// Applies `patch`. With `expected_version`, only if the product is still at that
 /// version (optimistic concurrency); otherwise [`StoreError::Stale`].
-pub async fn update_product(
+async fn update_product(
     conn: &mut AnyConnection,
     id: ProductId,
     patch: &ProductPatch,
@@ -225,7 +224,7 @@ pub async fn update_product(
 }
 
 /// Deletes a product and its reviews. `false` when there was none.
-pub async fn delete_product(conn: &mut AnyConnection, id: ProductId) -> Result<bool, StoreError> {
+async fn delete_product(conn: &mut AnyConnection, id: ProductId) -> Result<bool, StoreError> {
     // Reviews go explicitly: ON DELETE CASCADE needs SQLite's foreign_keys pragma, and a
     // repository should not depend on a connection setting for correctness.
     sqlx::query("DELETE FROM reviews WHERE product_id = $1")
@@ -246,10 +245,7 @@ pub async fn delete_product(conn: &mut AnyConnection, id: ProductId) -> Result<b
 const REVIEW_COLUMNS: &str = "id, product_id, user_id, rating, comment, created_at";
 
 /// Adds a review; [`StoreError::NotFound`] when the product does not exist.
-pub async fn insert_review(
-    conn: &mut AnyConnection,
-    new: &NewReview,
-) -> Result<Review, StoreError> {
+async fn insert_review(conn: &mut AnyConnection, new: &NewReview) -> Result<Review, StoreError> {
     let result = sqlx::query_as::<_, ReviewRow>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO reviews (product_id, user_id, rating, comment, created_at) \
          SELECT $1, $2, $3, $4, $5 WHERE EXISTS (SELECT 1 FROM products WHERE id = $1) \
@@ -276,7 +272,7 @@ pub async fn insert_review(
     }
 }
 
-pub async fn get_review(
+async fn get_review(
     conn: &mut AnyConnection,
     product_id: ProductId,
     id: ReviewId,
@@ -292,7 +288,7 @@ pub async fn get_review(
 }
 
 /// A keyset page of one product's reviews, in id order.
-pub async fn list_reviews(
+async fn list_reviews(
     conn: &mut AnyConnection,
     product_id: ProductId,
     after: Option<ReviewId>,
@@ -309,14 +305,14 @@ pub async fn list_reviews(
     rows.into_iter().map(Review::try_from).collect()
 }
 
-pub async fn count_products(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+async fn count_products(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM products")
         .fetch_one(conn)
         .await?;
     Ok(n)
 }
 
-pub async fn count_reviews(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+async fn count_reviews(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM reviews")
         .fetch_one(conn)
         .await?;
@@ -379,37 +375,41 @@ impl CatalogStore {
         Ok(product)
     }
 
-    /// Creates a product under `request`'s `Idempotency-Key` (see `idempotency`), answering
-    /// with `render`'s response (stored for replays): on a SQLite file in one call on its
-    /// rusqlite writer (`write::insert_product`), elsewhere in one sqlx transaction. Rings
-    /// the relay for the `ProductCreated` event that committed with it.
-    pub async fn create_product_once<T>(
+    /// Creates a product under the face's `Idempotency-Key` (see `idempotency`),
+    /// answering with `render`'s answer (kept for replays): on a SQLite file in one call
+    /// on its rusqlite writer (`write::insert_product`), elsewhere (or for a gRPC call
+    /// without a key) in one sqlx transaction. Rings the relay for the `ProductCreated`
+    /// event that committed with it.
+    pub async fn create_product_once<K: Keyed>(
         &self,
         idempotency: &Idempotency,
-        request: &IdempotentJson<T>,
+        write: &K,
         new: NewProduct,
-        render: fn(Product) -> Result<Response, Problem>,
-    ) -> Response {
-        if idempotency.writes_locally() {
-            let response = idempotency
-                .execute_local(request, move |conn| {
+        render: impl FnOnce(Product) -> Result<K::Answer, Problem> + Send + 'static,
+    ) -> K::Output {
+        if write.writes_locally(idempotency) {
+            let answer = write
+                .run_local(idempotency, move |conn| {
                     render(write::insert_product(conn, &new)?)
                 })
                 .await;
             // The rusqlite writer's commit is not a `WriteTx`: ring the relay here.
             self.outbox.notify();
-            response
-        } else {
-            idempotency
-                .execute(request, |mut tx| async move {
+            return answer;
+        }
+        write
+            .run_after(
+                idempotency,
+                std::future::ready(Ok(())),
+                |mut tx| async move {
                     let result = match self.insert_product_in(&mut tx, &new).await {
                         Ok(product) => render(product),
                         Err(err) => Err(err.into()),
                     };
                     (tx, result)
-                })
-                .await
-        }
+                },
+            )
+            .await
     }
 
     /// Inserts a product (and its `ProductCreated` event) in `tx`, a transaction the
@@ -424,6 +424,16 @@ impl CatalogStore {
         let outbox = self.outbox.clone();
         tx.after_commit(move || outbox.notify());
         Ok(product)
+    }
+
+    /// Adds a review in `tx`, a transaction the caller commits;
+    /// [`StoreError::NotFound`] when the product does not exist.
+    pub async fn insert_review_in(
+        &self,
+        tx: &mut WriteTx,
+        new: &NewReview,
+    ) -> Result<Review, StoreError> {
+        insert_review(tx, new).await
     }
 
     /// Reserves stock for an order (see [`reservations::reserve`]); the read cache then
@@ -478,9 +488,9 @@ impl CatalogStore {
         self.product(id).await
     }
 
-    /// For writes made with the repository functions directly, after their transaction
-    /// commits: forgets `ids` in the read cache and rings the outbox relay.
-    pub fn written(&self, ids: impl IntoIterator<Item = ProductId>) {
+    /// After a write's transaction commits (or may have): forgets `ids` in the read cache
+    /// and rings the outbox relay.
+    fn written(&self, ids: impl IntoIterator<Item = ProductId>) {
         for id in ids {
             self.cache.invalidate(id);
         }
@@ -495,7 +505,7 @@ impl CatalogStore {
 
     /// Forgets every cached product and rings the relay: after a write whose products are
     /// not known one by one (a failed release).
-    pub fn forget_all(&self) {
+    fn forget_all(&self) {
         self.cache.invalidate_all();
         self.outbox.notify();
     }

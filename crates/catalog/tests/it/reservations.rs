@@ -67,7 +67,7 @@ async fn a_line_that_cannot_be_met_takes_nothing(db: &Database) {
         (10, 3),
         "all or nothing"
     );
-    let problem = problem::Problem::from(err);
+    let problem = problem::Problem::from(catalog::app::CatalogError::from(err));
     assert_eq!(problem.kind(), problem::Kind::InsufficientStock);
     let unknown = NewReservation::parse("ORD-2", &[(99, 1)]).unwrap();
     assert!(matches!(
