@@ -45,7 +45,8 @@ pub enum Feature {
     DelayedRetry,
     /// `StartFrom::Time` replays from a point in time.
     ReplayByTime,
-    /// Stream events carry an `attempt` above 1 when redelivered.
+    /// A stream event re-read by another member (after a restart or a rebalance) carries
+    /// an `attempt` above 1. Inside one member every backend counts retries.
     StreamAttempts,
 }
 
@@ -109,6 +110,7 @@ pub const ALL: &[&str] = &[
     "stream_persists_across_reconnect",
     "stream_retry_after_holds_the_partition",
     "stream_slow_members_keep_their_events",
+    "series_are_the_same_on_every_backend",
 ];
 
 /// Every property in [`ALL`], one `#[tokio::test]` each: what a backend that runs the
@@ -135,6 +137,7 @@ macro_rules! all_conformance_tests {
             stream_persists_across_reconnect,
             stream_retry_after_holds_the_partition,
             stream_slow_members_keep_their_events,
+            series_are_the_same_on_every_backend,
         );
     };
 }
@@ -216,6 +219,31 @@ async fn stream(h: &dyn Harness, broker: &Broker, base: &str, partitions: u16) -
     };
     broker.streams.declare(&name, &options).await.unwrap();
     name
+}
+
+/// A one-partition stream holding one key's events `n` for `ns`, and a new group's
+/// member reading it from the start.
+async fn one_key_stream(
+    h: &dyn Harness,
+    broker: &Broker,
+    base: &str,
+    ns: std::ops::Range<u64>,
+) -> (String, String, Box<dyn StreamConsumer>) {
+    let s = stream(h, broker, base, 1).await;
+    for n in ns {
+        broker
+            .streams
+            .publish(&s, &keyed("ORD-1", n))
+            .await
+            .unwrap();
+    }
+    let group = h.unique("g");
+    let member = broker
+        .streams
+        .subscribe(&s, &group, StartFrom::Earliest)
+        .await
+        .unwrap();
+    (s, group, member)
 }
 
 /// Polls `stats` until `check` holds.
@@ -905,20 +933,7 @@ pub async fn stream_deduplicates_republished_id(h: &dyn Harness) {
 /// the uncommitted one does.
 pub async fn stream_persists_across_reconnect(h: &dyn Harness) {
     let broker = h.connect().await;
-    let s = stream(h, &broker, "resume", 1).await;
-    for n in 0..10 {
-        broker
-            .streams
-            .publish(&s, &keyed("ORD-1", n))
-            .await
-            .unwrap();
-    }
-    let group = h.unique("g");
-    let mut consumer = broker
-        .streams
-        .subscribe(&s, &group, StartFrom::Earliest)
-        .await
-        .unwrap();
+    let (s, group, mut consumer) = one_key_stream(h, &broker, "resume", 0..10).await;
     for n in 0..4 {
         let e = next_event(&mut consumer, WAIT, "before restart").await;
         assert_eq!(n_of(e.message.as_ref().unwrap()), n);
@@ -961,20 +976,7 @@ pub async fn stream_persists_across_reconnect(h: &dyn Harness) {
 /// the next event of the key comes after it.
 pub async fn stream_retry_after_holds_the_partition(h: &dyn Harness) {
     let broker = h.connect().await;
-    let s = stream(h, &broker, "retry", 1).await;
-    for n in 0..3 {
-        broker
-            .streams
-            .publish(&s, &keyed("ORD-1", n))
-            .await
-            .unwrap();
-    }
-    let group = h.unique("g");
-    let mut consumer = broker
-        .streams
-        .subscribe(&s, &group, StartFrom::Earliest)
-        .await
-        .unwrap();
+    let (s, _group, mut consumer) = one_key_stream(h, &broker, "retry", 0..3).await;
     let e = next_event(&mut consumer, WAIT, "first").await;
     assert_eq!(n_of(e.message.as_ref().unwrap()), 0);
     let delay = Duration::from_millis(500);
@@ -991,9 +993,8 @@ pub async fn stream_retry_after_holds_the_partition(h: &dyn Harness) {
         "retried after {:?}",
         asked.elapsed()
     );
-    if h.unsupported(Feature::StreamAttempts).is_none() {
-        assert_eq!(e.attempt, 2);
-    }
+    // A retry inside one member: every backend counts it.
+    assert_eq!(e.attempt, 2);
     e.commit().await.unwrap();
     for n in 1..3 {
         let e = next_event(&mut consumer, WAIT, "rest").await;
@@ -1055,6 +1056,160 @@ pub async fn stream_slow_members_keep_their_events(h: &dyn Harness) {
     h.cleanup(&[], &[s]).await;
 }
 
+/// The same traffic through a service's broker ([`Broker::for_service`]) shows the same
+/// series with the same values on every backend, read back from the process's Prometheus
+/// page: a work queue (three messages: one acked, one retried then out of attempts, one
+/// rejected; both dead letters re-driven and acked), a stream (two events, one retried)
+/// and the owner's gauges. The expected table is one constant for every backend, so two
+/// backends that pass agree with each other.
+pub async fn series_are_the_same_on_every_backend(h: &dyn Harness) {
+    // The recorder must exist before the decorator resolves its counters.
+    assert!(
+        telemetry::metrics::handle().is_some(),
+        "the recorder installs"
+    );
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let service = leak(h.unique("series"));
+    let broker = h.connect().await.for_service(service);
+    let options = QueueOptions {
+        max_deliveries: 2,
+        default_kind: None,
+    };
+    let q = queue(h, &broker, "series", options).await;
+    for n in 1..=3 {
+        broker.queues.publish(&q, &order(n)).await.unwrap();
+    }
+    let mut consumer = broker.queues.consume(&q, 1).await.unwrap();
+    let mut settled = 0;
+    while settled < 3 {
+        let d = next(&mut consumer, WAIT, "series: a job").await;
+        match (n_of(d.message.as_ref().unwrap()), d.attempt) {
+            (1, _) => d.ack().await.unwrap(),
+            (2, 1) => {
+                d.retry_after(Duration::from_millis(50)).await.unwrap();
+                continue;
+            }
+            // Its last attempt: a retry dead-letters it.
+            (2, _) => d.nack().await.unwrap(),
+            _ => d.reject("job 3 is invalid").await.unwrap(),
+        }
+        settled += 1;
+    }
+    dead_letters_until(&broker, &q, 2).await;
+    assert_eq!(broker.queues.redrive(&q, 10).await.unwrap(), 2);
+    for _ in 0..2 {
+        next(&mut consumer, WAIT, "series: re-driven")
+            .await
+            .ack()
+            .await
+            .unwrap();
+    }
+    stats_until(&broker, &q, "series: empty", |s| {
+        s.ready == 0 && s.in_flight == 0 && s.dead == 0
+    })
+    .await;
+    drop(consumer);
+
+    let (s, group, mut member) = one_key_stream(h, &broker, "series", 1..3).await;
+    let e = next_event(&mut member, WAIT, "series: first event").await;
+    e.retry_after(Duration::from_millis(50)).await.unwrap();
+    for _ in 0..2 {
+        next_event(&mut member, WAIT, "series: events")
+            .await
+            .commit()
+            .await
+            .unwrap();
+    }
+    let deadline = Instant::now() + WAIT;
+    while broker.streams.lag(&s, &group).await.unwrap().lag > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "series: the group's lag stayed above 0"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    member.close().await.unwrap();
+
+    let watch = crate::observe::Watch {
+        service,
+        queues: vec![leak(q.clone())],
+        groups: vec![(leak(s.clone()), leak(group.clone()))],
+    };
+    crate::observe::sample(&broker, &watch).await;
+    let shown = series_of(&telemetry::metrics::render(), service);
+    let expected: std::collections::BTreeMap<String, f64> = [
+        ("brigade_messaging_published_total{queue}", 3.0),
+        ("brigade_messaging_duplicates_total{queue}", 0.0),
+        ("brigade_messaging_delivered_total{queue}", 6.0),
+        ("brigade_messaging_redelivered_total{queue}", 1.0),
+        ("brigade_messaging_settled_total{outcome=ack,queue}", 3.0),
+        (
+            "brigade_messaging_settled_total{outcome=requeue,queue}",
+            0.0,
+        ),
+        ("brigade_messaging_settled_total{outcome=retry,queue}", 1.0),
+        ("brigade_messaging_settled_total{outcome=reject,queue}", 2.0),
+        ("brigade_messaging_dead_lettered_total{queue}", 2.0),
+        ("brigade_messaging_settle_failures_total{queue}", 0.0),
+        ("brigade_messaging_redriven_total{queue}", 2.0),
+        ("brigade_messaging_queue_depth{queue,state=ready}", 0.0),
+        ("brigade_messaging_queue_depth{queue,state=in_flight}", 0.0),
+        ("brigade_messaging_queue_depth{queue,state=dead}", 0.0),
+        ("brigade_messaging_published_total{stream}", 2.0),
+        ("brigade_messaging_duplicates_total{stream}", 0.0),
+        ("brigade_messaging_delivered_total{group,stream}", 3.0),
+        ("brigade_messaging_redelivered_total{group,stream}", 1.0),
+        (
+            "brigade_messaging_settled_total{group,outcome=commit,stream}",
+            2.0,
+        ),
+        (
+            "brigade_messaging_settled_total{group,outcome=retry,stream}",
+            1.0,
+        ),
+        ("brigade_messaging_settle_failures_total{group,stream}", 0.0),
+        ("brigade_messaging_consumer_lag{group,stream}", 0.0),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    assert_eq!(shown, expected, "the series of {service}");
+    h.cleanup(&[q], &[s]).await;
+}
+
+/// `service`'s series on a Prometheus page, each as its name and label names (with the
+/// values of `outcome` and `state`, whose values are part of the contract; the channel's
+/// names and the backend are not), and its value.
+fn series_of(page: &str, service: &str) -> std::collections::BTreeMap<String, f64> {
+    let own = format!("service=\"{service}\"");
+    let mut series = std::collections::BTreeMap::new();
+    for line in page
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(&own))
+    {
+        let Some((head, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Some((name, labels)) = head.split_once('{') else {
+            continue;
+        };
+        let mut keys: Vec<String> = labels
+            .trim_end_matches('}')
+            .split("\",")
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(k, _)| !matches!(*k, "service" | "backend"))
+            .map(|(k, v)| match k {
+                "outcome" | "state" => format!("{k}={}", v.trim_matches('"')),
+                _ => k.to_owned(),
+            })
+            .collect();
+        keys.sort();
+        let value: f64 = value.parse().unwrap_or(f64::NAN);
+        series.insert(format!("{name}{{{}}}", keys.join(",")), value);
+    }
+    series
+}
+
 #[cfg(test)]
 mod tests {
     /// `all_conformance_tests!` names exactly the properties in `ALL`.
@@ -1071,7 +1226,7 @@ mod tests {
             .lines()
             .map(str::trim)
             .filter_map(|l| l.strip_suffix(','))
-            .filter(|l| l.starts_with("queue_") || l.starts_with("stream_"))
+            .filter(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
             .collect();
         assert_eq!(listed, super::ALL);
     }

@@ -26,6 +26,7 @@ pub mod observe;
 pub mod outbox;
 pub mod queue;
 pub mod rabbitmq;
+pub mod series;
 pub mod stream;
 pub mod worker;
 
@@ -39,6 +40,32 @@ pub use queue::{
 pub use stream::{
     Commit, EventStream, GroupLag, StartFrom, StreamConsumer, StreamEvent, StreamOptions,
 };
+
+/// What one publish did: how many messages the backend stored, and how many it dropped
+/// as duplicates of ids it already held (only backends that de-duplicate drop any: the
+/// embedded store and NATS; see each backend's module doc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Published {
+    pub stored: u64,
+    pub duplicates: u64,
+}
+
+impl Published {
+    /// One message, stored or dropped as a duplicate.
+    pub fn one(duplicate: bool) -> Self {
+        Self {
+            stored: u64::from(!duplicate),
+            duplicates: u64::from(duplicate),
+        }
+    }
+}
+
+impl std::ops::AddAssign for Published {
+    fn add_assign(&mut self, other: Self) {
+        self.stored += other.stored;
+        self.duplicates += other.duplicates;
+    }
+}
 
 /// A connection to one backend, with both shapes.
 #[derive(Clone)]

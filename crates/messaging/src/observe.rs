@@ -1,17 +1,19 @@
-//! Queue depth and consumer lag as Prometheus gauges, sampled in the background by the
-//! services that own the queues and groups (`brigade_messaging_queue_depth`,
-//! `brigade_messaging_consumer_lag`). Deliveries, redeliveries and dead letters are
-//! counted where they happen (`worker`); the outbox backlog by its relay.
+//! Queue depth and consumer lag as Prometheus gauges ([`series::QUEUE_DEPTH`],
+//! [`series::CONSUMER_LAG`]), sampled in the background by the services that own the
+//! queues and groups. Deliveries, settles and dead letters are counted where they happen
+//! (the broker's `series` decorator); the outbox backlog by its relay.
 
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::Broker;
+use crate::{Broker, series};
 
 /// What one service reports.
 #[derive(Debug, Clone, Default)]
 pub struct Watch {
+    /// The service that owns them (the `service` label).
+    pub service: &'static str,
     /// Work queues whose depth (ready, in flight, dead) to report.
     pub queues: Vec<&'static str>,
     /// (stream, group) pairs whose lag to report.
@@ -20,7 +22,7 @@ pub struct Watch {
 
 /// Samples once.
 pub async fn sample(broker: &Broker, watch: &Watch) {
-    let backend = broker.backend;
+    let (service, backend) = (watch.service, broker.backend);
     for queue in &watch.queues {
         match broker.queues.stats(queue).await {
             Ok(stats) => {
@@ -29,8 +31,8 @@ pub async fn sample(broker: &Broker, watch: &Watch) {
                     ("in_flight", stats.in_flight),
                     ("dead", stats.dead),
                 ] {
-                    metrics::gauge!("brigade_messaging_queue_depth",
-                        "backend" => backend, "queue" => *queue, "state" => state)
+                    metrics::gauge!(series::QUEUE_DEPTH,
+                        "service" => service, "backend" => backend, "queue" => *queue, "state" => state)
                     .set(n as f64);
                 }
             }
@@ -40,8 +42,8 @@ pub async fn sample(broker: &Broker, watch: &Watch) {
     for (stream, group) in &watch.groups {
         match broker.streams.lag(stream, group).await {
             Ok(lag) => {
-                metrics::gauge!("brigade_messaging_consumer_lag",
-                    "backend" => backend, "stream" => *stream, "group" => *group)
+                metrics::gauge!(series::CONSUMER_LAG,
+                    "service" => service, "backend" => backend, "stream" => *stream, "group" => *group)
                 .set(lag.lag as f64);
             }
             // A group that has not subscribed yet has no lag to report.
@@ -52,14 +54,7 @@ pub async fn sample(broker: &Broker, watch: &Watch) {
 
 /// Samples every `every` until `stop` fires.
 pub async fn run(broker: Broker, watch: Watch, every: Duration, stop: CancellationToken) {
-    metrics::describe_gauge!(
-        "brigade_messaging_queue_depth",
-        "Messages in a work queue, by state: ready (waiting, including retry delays), in_flight (delivered, not yet settled), dead (in its dead-letter queue)."
-    );
-    metrics::describe_gauge!(
-        "brigade_messaging_consumer_lag",
-        "Events on a stream that a consumer group has not committed yet."
-    );
+    series::describe();
     loop {
         sample(&broker, &watch).await;
         tokio::select! {

@@ -263,7 +263,7 @@ impl Outbox {
             }
         }
         self.stamp_sent(&sent).await?;
-        metrics::counter!("brigade_outbox_published_total", "service" => self.service)
+        metrics::counter!(crate::series::OUTBOX_PUBLISHED, "service" => self.service)
             .increment(sent.len() as u64);
         if let Some(err) = failed {
             if let RelayError::Publish { seq, .. } = &err {
@@ -317,7 +317,7 @@ impl Outbox {
     }
 
     async fn record_failure(&self, seq: i64, err: &RelayError) {
-        metrics::counter!("brigade_outbox_publish_failures_total", "service" => self.service)
+        metrics::counter!(crate::series::OUTBOX_PUBLISH_FAILURES, "service" => self.service)
             .increment(1);
         let Ok(mut conn) = self.db.write_conn().await else {
             return;
@@ -375,7 +375,8 @@ impl Outbox {
                 }
             };
             if let Ok(n) = self.backlog().await {
-                metrics::gauge!("brigade_outbox_backlog", "service" => self.service).set(n as f64);
+                metrics::gauge!(crate::series::OUTBOX_BACKLOG, "service" => self.service)
+                    .set(n as f64);
             }
             if last_purge.elapsed() >= Duration::from_secs(60) {
                 last_purge = tokio::time::Instant::now();

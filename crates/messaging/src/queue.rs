@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::Published;
 use crate::envelope::{Envelope, Malformed};
 use crate::error::Result;
 
@@ -82,6 +83,15 @@ impl Delivery {
         }
     }
 
+    /// The same delivery settled through `wrap(its settle)`: how `series` counts settles.
+    pub(crate) fn map_settle(
+        mut self,
+        wrap: impl FnOnce(Box<dyn Settle>) -> Box<dyn Settle>,
+    ) -> Self {
+        self.settle = wrap(self.settle);
+        self
+    }
+
     pub async fn ack(self) -> Result<()> {
         self.settle.settle(Outcome::Ack).await
     }
@@ -144,6 +154,13 @@ pub trait QueueConsumer: Send {
     /// The next delivery; waits until there is one. At most `prefetch` deliveries of
     /// this consumer are unsettled at a time.
     async fn next(&mut self) -> Result<Delivery>;
+
+    /// How many messages this consumer moved to the dead-letter queue on its own since
+    /// last asked (delivered `max_deliveries` times to consumers that never settled
+    /// them), for `series::DEAD_LETTERED`; settles it was asked for are counted there.
+    fn take_dead_lettered(&mut self) -> u64 {
+        0
+    }
 }
 
 #[async_trait]
@@ -152,17 +169,19 @@ pub trait WorkQueue: Send + Sync {
     async fn declare(&self, queue: &str, options: &QueueOptions) -> Result<()>;
 
     /// Returns once the backend has taken responsibility for the message (publisher
-    /// confirm, PubAck, committed transaction).
-    async fn publish(&self, queue: &str, message: &Envelope) -> Result<()>;
+    /// confirm, PubAck, committed transaction), saying whether it stored it or dropped it
+    /// as a duplicate of an id it already had.
+    async fn publish(&self, queue: &str, message: &Envelope) -> Result<Published>;
 
     /// Publishes `messages` in order, as [`WorkQueue::publish`] each (backends may
     /// override it to store a batch at once); on an error some may have gone, and
     /// publishing them again is safe (same ids).
-    async fn publish_all(&self, queue: &str, messages: &[Envelope]) -> Result<()> {
+    async fn publish_all(&self, queue: &str, messages: &[Envelope]) -> Result<Published> {
+        let mut published = Published::default();
         for message in messages {
-            self.publish(queue, message).await?;
+            published += self.publish(queue, message).await?;
         }
-        Ok(())
+        Ok(published)
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn QueueConsumer>>;

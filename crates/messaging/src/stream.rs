@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
+use crate::Published;
 use crate::envelope::{Envelope, Malformed};
 use crate::error::Result;
 
@@ -91,6 +92,15 @@ impl StreamEvent {
         }
     }
 
+    /// The same event settled through `wrap(its commit)`: how `series` counts settles.
+    pub(crate) fn map_settle(
+        mut self,
+        wrap: impl FnOnce(Box<dyn Commit>) -> Box<dyn Commit>,
+    ) -> Self {
+        self.settle = wrap(self.settle);
+        self
+    }
+
     /// Done: the group's position moves past this event.
     pub async fn commit(self) -> Result<()> {
         self.settle.settle(None).await
@@ -129,16 +139,17 @@ pub trait EventStream: Send + Sync {
 
     /// Appends an event; all events with the same `key` stay in publish order. Returns
     /// once the backend has stored it.
-    async fn publish(&self, stream: &str, event: &Envelope) -> Result<()>;
+    async fn publish(&self, stream: &str, event: &Envelope) -> Result<Published>;
 
     /// Appends `events` in order, as [`EventStream::publish`] each. Backends that can
     /// store a batch at once (the embedded one: one commit) override it; on an error some
     /// of the events may be stored, and publishing them again is safe (same ids).
-    async fn publish_all(&self, stream: &str, events: &[Envelope]) -> Result<()> {
+    async fn publish_all(&self, stream: &str, events: &[Envelope]) -> Result<Published> {
+        let mut published = Published::default();
         for event in events {
-            self.publish(stream, event).await?;
+            published += self.publish(stream, event).await?;
         }
-        Ok(())
+        Ok(published)
     }
 
     /// Joins `group` (creating it at `start` if it is new; an existing group resumes

@@ -55,7 +55,8 @@ impl Default for WorkerOptions {
 }
 
 /// Serves `consumer` until `stop` fires (finishing the message in hand) or the consumer
-/// fails. `queue` labels metrics and logs.
+/// fails. `queue` labels the logs; deliveries, settles and dead letters are counted by
+/// the broker's `series` decorator, for every consumer alike.
 pub async fn run<H, Fut>(
     queue: &str,
     mut consumer: Box<dyn QueueConsumer>,
@@ -97,8 +98,6 @@ where
         // consumer has the message) loses nothing: the message comes back. Log it and
         // keep serving.
         if let Err(err) = handle_one(queue, delivery, &options, &handler, &mut rng).await {
-            metrics::counter!("brigade_messaging_settle_failures_total", "queue" => queue.to_owned())
-                .increment(1);
             tracing::warn!(queue, error = %err, "could not settle a delivery; it will be delivered again");
         }
     }
@@ -123,17 +122,11 @@ where
     H: Fn(Envelope) -> Fut,
     Fut: Future<Output = Result<(), HandleError>>,
 {
-    let labels = [("queue", queue.to_owned())];
-    metrics::counter!("brigade_messaging_deliveries_total", &labels).increment(1);
-    if delivery.attempt > 1 {
-        metrics::counter!("brigade_messaging_redeliveries_total", &labels).increment(1);
-    }
     let envelope = match &delivery.message {
         Ok(envelope) => envelope.clone(),
         Err(malformed) => {
             let reason = malformed.reason.clone();
             tracing::warn!(queue, %reason, "dead-lettering a malformed message");
-            metrics::counter!("brigade_messaging_dead_letters_total", &labels).increment(1);
             return delivery.reject(reason).await;
         }
     };
@@ -145,15 +138,14 @@ where
         Ok(Ok(())) => delivery.ack().await,
         Ok(Err(HandleError::Permanent(reason))) => {
             tracing::warn!(queue, message_id = %id, kind, correlation_id = ctx_correlation, %reason, "dead-lettering a message its handler refused");
-            metrics::counter!("brigade_messaging_dead_letters_total", &labels).increment(1);
             delivery.reject(reason).await
         }
         Ok(Err(HandleError::Transient(reason))) => {
-            retry(queue, delivery, options, rng, &reason, &labels).await
+            retry(queue, delivery, options, rng, &reason).await
         }
         Err(_) => {
             let reason = format!("the handler took longer than {:?}", options.handler_timeout);
-            retry(queue, delivery, options, rng, &reason, &labels).await
+            retry(queue, delivery, options, rng, &reason).await
         }
     }
 }
@@ -164,12 +156,8 @@ async fn retry(
     options: &WorkerOptions,
     rng: &mut fastrand::Rng,
     reason: &str,
-    labels: &[(&'static str, String); 1],
 ) -> crate::Result<()> {
     let delay = backoff(options, delivery.attempt.saturating_sub(1), rng);
-    if delivery.attempt >= delivery.max_deliveries {
-        metrics::counter!("brigade_messaging_dead_letters_total", labels).increment(1);
-    }
     tracing::info!(queue, attempt = delivery.attempt, retry_in_ms = delay.as_millis() as u64, %reason, "message failed; retrying later");
     delivery.retry_after(delay).await
 }

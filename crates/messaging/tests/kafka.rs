@@ -189,7 +189,8 @@ async fn work_queues_are_refused_with_the_reason() {
                 "q",
                 &Envelope::new("ProcessOrder", json!({"order_id": "ORD-1"})),
             )
-            .await,
+            .await
+            .map(|_| ()),
     );
     refused(queues.consume("q", 1).await.map(|_| ()));
     refused(queues.stats("q").await.map(|_| ()));

@@ -1,14 +1,15 @@
 //! What `/metrics` shows of the messaging layer (issue 6, item 8): queue depth and a
-//! group's lag sampled from the backend, and deliveries, redeliveries and dead letters
-//! counted by the worker loop; here on the embedded backend, through the same Prometheus
-//! recorder the services render.
+//! group's lag sampled from the backend, and deliveries, redeliveries and dead letters of
+//! the worker loop counted by the service's broker (`series`); here on the embedded
+//! backend, through the same Prometheus recorder the services render. (That every backend
+//! shows the same series is the conformance property `series_are_the_same_on_every_backend`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
 use messaging::observe::{self, Watch};
 use messaging::worker::{self, HandleError, WorkerOptions};
-use messaging::{Envelope, QueueOptions, StartFrom, StreamOptions};
+use messaging::{Envelope, QueueOptions, StartFrom, StreamOptions, series};
 
 fn metric(rendered: &str, prefix: &str) -> Option<f64> {
     rendered
@@ -28,7 +29,8 @@ async fn depth_lag_and_worker_counts_reach_metrics() {
     let settings = settings::MessagingSettings::default();
     let broker = messaging::embedded::open(&dir.path().join("messaging.db"), &settings)
         .await
-        .unwrap();
+        .unwrap()
+        .for_service("observe");
     let queue: &'static str = "observe_q";
     let stream: &'static str = "observe-s";
     broker
@@ -69,15 +71,15 @@ async fn depth_lag_and_worker_counts_reach_metrics() {
     }
 
     let watch = Watch {
+        service: "observe",
         queues: vec![queue],
         groups: vec![(stream, "g")],
     };
     observe::sample(&broker, &watch).await;
     let rendered = telemetry::metrics::render();
-    let depth =
-        r#"brigade_messaging_queue_depth{backend="embedded",queue="observe_q",state="ready"}"#;
+    let depth = r#"brigade_messaging_queue_depth{service="observe",backend="embedded",queue="observe_q",state="ready"}"#;
     assert_eq!(metric(&rendered, depth), Some(3.0), "{rendered}");
-    let lag = r#"brigade_messaging_consumer_lag{backend="embedded",stream="observe-s",group="g"}"#;
+    let lag = r#"brigade_messaging_consumer_lag{service="observe",backend="embedded",stream="observe-s",group="g"}"#;
     assert_eq!(metric(&rendered, lag), Some(3.0), "{rendered}");
 
     // The worker: job 0 succeeds, job 1 fails for good, job 2 fails transiently until
@@ -121,22 +123,15 @@ async fn depth_lag_and_worker_counts_reach_metrics() {
     assert!(dead.iter().any(|d| d.attempts == 2), "{dead:?}");
 
     let rendered = telemetry::metrics::render();
-    let count = |name: &str| metric(&rendered, &format!(r#"{name}{{queue="observe_q"}}"#));
-    assert_eq!(
-        count("brigade_messaging_deliveries_total"),
-        Some(4.0),
-        "{rendered}"
-    );
-    assert_eq!(
-        count("brigade_messaging_redeliveries_total"),
-        Some(1.0),
-        "{rendered}"
-    );
-    assert_eq!(
-        count("brigade_messaging_dead_letters_total"),
-        Some(2.0),
-        "{rendered}"
-    );
+    let count = |name: &str| {
+        metric(
+            &rendered,
+            &format!(r#"{name}{{service="observe",backend="embedded",queue="observe_q"}}"#),
+        )
+    };
+    assert_eq!(count(series::DELIVERED), Some(4.0), "{rendered}");
+    assert_eq!(count(series::REDELIVERED), Some(1.0), "{rendered}");
+    assert_eq!(count(series::DEAD_LETTERED), Some(2.0), "{rendered}");
 }
 
 /// A handler slower than `handler_timeout` is abandoned and its message retried; the

@@ -25,6 +25,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     let mut app = parts.serve(axum::Router::new()).await?;
     if let Some(broker) = broker {
         let watch = messaging::observe::Watch {
+            service: SERVICE.as_str(),
             queues: vec![events::ORDER_PROCESSING],
             // Billing's group, once billing consumes (the orders issue): its lag shows here.
             groups: vec![(events::ORDER_EVENTS, "billing")],

@@ -67,7 +67,11 @@ impl<'m> Service<'m> {
                 service: name,
                 reason: e.to_string(),
             };
-            let broker = messaging::connect(settings).await.map_err(messaging)?;
+            // Every publish, delivery and settle is counted on this service's series.
+            let broker = messaging::connect(settings)
+                .await
+                .map_err(messaging)?
+                .for_service(name.as_str());
             messaging::declare(&broker, &self.channels, &settings.messaging)
                 .await
                 .map_err(messaging)?;

@@ -151,7 +151,7 @@ async fn a_created_product_reaches_events_tail_through_the_outbox() {
         let outbox = catalog_metrics.contains("brigade_outbox_backlog{service=\"catalog\"} 0")
             && catalog_metrics.contains("brigade_outbox_published_total{service=\"catalog\"} 2");
         let depth = orders_metrics.contains(
-            "brigade_messaging_queue_depth{backend=\"embedded\",queue=\"order_processing\",state=\"ready\"} 0",
+            "brigade_messaging_queue_depth{service=\"orders\",backend=\"embedded\",queue=\"order_processing\",state=\"ready\"} 0",
         );
         // The relay publishes through the resilience layer: its breaker is on show.
         let breaker = catalog_metrics.contains("breaker=\"broker\"");

@@ -149,6 +149,7 @@ impl Embedded {
         queue::Queues::new(self.shared.clone())
             .insert(queue, id, encode_headers(&headers), body.to_vec())
             .await
+            .map(drop)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Work queues in the embedded store.
 
+use crate::Published;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +46,7 @@ impl Queues {
         msg_id: String,
         headers: String,
         body: Vec<u8>,
-    ) -> Result<()> {
+    ) -> Result<Published> {
         let q = queue.to_owned();
         let purge = self
             .shared
@@ -84,13 +85,8 @@ impl Queues {
             .await?;
         if stored {
             self.shared.queue_waker(queue).wake();
-            metrics::counter!("brigade_messaging_published_total", "backend" => BACKEND, "queue" => queue.to_owned())
-                .increment(1);
-        } else {
-            metrics::counter!("brigade_messaging_duplicates_total", "backend" => BACKEND, "queue" => queue.to_owned())
-                .increment(1);
         }
-        Ok(())
+        Ok(Published::one(!stored))
     }
 }
 
@@ -126,7 +122,7 @@ impl WorkQueue for Queues {
             .await
     }
 
-    async fn publish(&self, queue: &str, message: &Envelope) -> Result<()> {
+    async fn publish(&self, queue: &str, message: &Envelope) -> Result<Published> {
         self.insert(
             queue,
             message.id.to_string(),
@@ -154,6 +150,7 @@ impl WorkQueue for Queues {
             pending: None,
             seen: 0,
             renewing: None,
+            dead_lettered: 0,
         }))
     }
 
@@ -295,6 +292,9 @@ struct Consumer {
     /// (kept here for cancel safety, as `pending`): whether each row is still ours, and
     /// until when.
     renewing: Option<Renewal>,
+    /// Messages past `max_deliveries` this consumer's claims dead-lettered, not yet
+    /// reported ([`QueueConsumer::take_dead_lettered`]).
+    dead_lettered: u64,
 }
 
 type Pending = tokio::sync::oneshot::Receiver<Result<(Vec<Claimed>, u64)>>;
@@ -302,6 +302,10 @@ type Renewal = tokio::sync::oneshot::Receiver<Result<(Vec<bool>, i64)>>;
 
 #[async_trait]
 impl QueueConsumer for Consumer {
+    fn take_dead_lettered(&mut self) -> u64 {
+        std::mem::take(&mut self.dead_lettered)
+    }
+
     async fn next(&mut self) -> Result<Delivery> {
         loop {
             if let Some(renewal) = self.renewing.as_mut() {
@@ -327,6 +331,7 @@ impl QueueConsumer for Consumer {
                 self.pending = None;
                 let (rows, dead) = answered(answer)?;
                 self.count_dead(dead);
+                self.dead_lettered += dead;
                 let empty = rows.is_empty();
                 for row in rows {
                     match self.permits.clone().try_acquire_owned() {
@@ -449,8 +454,6 @@ impl Consumer {
 
     fn count_dead(&self, dead: u64) {
         if dead > 0 {
-            metrics::counter!("brigade_messaging_dead_lettered_total", "backend" => BACKEND, "queue" => self.queue.to_string())
-                .increment(dead);
             tracing::warn!(backend = BACKEND, queue = %self.queue, count = dead, "messages past max_deliveries dead-lettered");
         }
     }
@@ -608,13 +611,9 @@ impl Settle for Settlement {
             "ack" => {}
             "reject" => {
                 tracing::warn!(backend = BACKEND, queue = %self.queue, reason = reason.as_deref().unwrap_or(""), attempts, "message dead-lettered");
-                metrics::counter!("brigade_messaging_dead_lettered_total", "backend" => BACKEND, "queue" => self.queue.to_string())
-                    .increment(1);
             }
             _ => self.shared.queue_waker(&self.queue).wake(),
         }
-        metrics::counter!("brigade_messaging_settled_total", "backend" => BACKEND, "queue" => self.queue.to_string(), "outcome" => label)
-            .increment(1);
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Event streams in the embedded store: one log, consumer groups with per-partition
 //! cursors, partitions leased to one live member at a time.
 
+use crate::Published;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -129,14 +130,14 @@ impl EventStream for Streams {
             .await
     }
 
-    async fn publish(&self, stream: &str, event: &Envelope) -> Result<()> {
+    async fn publish(&self, stream: &str, event: &Envelope) -> Result<Published> {
         self.publish_all(stream, std::slice::from_ref(event)).await
     }
 
     /// All of `events` in one transaction of the broker's writer: one commit for a batch.
-    async fn publish_all(&self, stream: &str, events: &[Envelope]) -> Result<()> {
+    async fn publish_all(&self, stream: &str, events: &[Envelope]) -> Result<Published> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(Published::default());
         }
         let s = stream.to_owned();
         let rows: Vec<(String, String, String, Vec<u8>)> = events
@@ -198,17 +199,13 @@ impl EventStream for Streams {
         if purged > 0 {
             tracing::debug!(backend = BACKEND, stream, purged, "expired events purged");
         }
-        let duplicates = events.len() as u64 - stored;
         if stored > 0 {
             self.shared.stream_waker(stream).wake();
-            metrics::counter!("brigade_messaging_published_total", "backend" => BACKEND, "stream" => stream.to_owned())
-                .increment(stored);
         }
-        if duplicates > 0 {
-            metrics::counter!("brigade_messaging_duplicates_total", "backend" => BACKEND, "stream" => stream.to_owned())
-                .increment(duplicates);
-        }
-        Ok(())
+        Ok(Published {
+            stored,
+            duplicates: events.len() as u64 - stored,
+        })
     }
 
     async fn subscribe(
@@ -397,6 +394,10 @@ struct Progress {
     committed: HashMap<u16, (i64, i64)>,
     /// Partitions to read again from their cursor (a retry, or an event dropped unsettled).
     reread: HashSet<u16>,
+    /// (epoch, position) of the last event handed out per partition: a retry re-reads
+    /// the partition, and only events up to here were delivered before (the rest were
+    /// read ahead, never handed out: their first delivery is still to come).
+    handed: HashMap<u16, (i64, i64)>,
 }
 
 struct Fetched {
@@ -484,6 +485,11 @@ impl StreamConsumer for Consumer {
                 if let Some(part) = self.parts.get_mut(&event.partition) {
                     part.handed_to = part.handed_to.max(event.position);
                 }
+                self.progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .handed
+                    .insert(event.partition, (event.epoch, event.position));
                 return Ok(self.hand_out(event));
             }
             let waker = self.shared.stream_waker(&self.stream);
@@ -820,21 +826,31 @@ impl Commit for Settlement {
                     tracing::debug!(backend = BACKEND, stream = %self.stream, group = %self.group, partition, position,
                         "commit ignored: the group was reset or the partition changed hands");
                 }
-                metrics::counter!("brigade_messaging_committed_total", "backend" => BACKEND, "stream" => self.stream.to_string(), "group" => self.group.to_string())
-                    .increment(1);
             }
             Some(delay) => {
                 let not_before = now_ms().saturating_add(duration_ms(delay));
+                // Delivered so far: up to the last event handed out (events are handed
+                // out in position order per partition); what was only read ahead keeps
+                // attempt 1 when the partition is read again.
+                let handed = self
+                    .progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .handed
+                    .get(&partition)
+                    .filter(|(e, _)| *e == epoch)
+                    .map_or(position, |(_, p)| (*p).max(position));
                 self.shared
                     .writer
                     .call(move |conn| {
                         conn.prepare_cached(
-                            "UPDATE group_partitions SET not_before = ?4
+                            "UPDATE group_partitions
+                             SET not_before = ?4, delivered_to = min(delivered_to, ?7)
                              WHERE stream = ?1 AND grp = ?2 AND partition = ?3
                                AND epoch = ?5 AND owner = ?6",
                         )
                         .and_then(|mut st| {
-                            st.execute(params![&*s, &*g, partition, not_before, epoch, &*m])
+                            st.execute(params![&*s, &*g, partition, not_before, epoch, &*m, handed])
                         })
                         .map_err(sql)
                     })
@@ -844,8 +860,6 @@ impl Commit for Settlement {
                     .unwrap_or_else(|p| p.into_inner())
                     .reread
                     .insert(partition);
-                metrics::counter!("brigade_messaging_retried_total", "backend" => BACKEND, "stream" => self.stream.to_string(), "group" => self.group.to_string())
-                    .increment(1);
             }
         }
         Ok(())

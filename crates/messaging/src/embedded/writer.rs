@@ -182,7 +182,7 @@ fn run(conn: &Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
         } else {
             Err("the transaction could not begin".to_owned())
         };
-        metrics::histogram!("brigade_messaging_embedded_batch_size", "backend" => BACKEND)
+        metrics::histogram!(crate::series::EMBEDDED_BATCH_SIZE, "backend" => BACKEND)
             .record(replies.len() as f64);
         for reply in replies.drain(..) {
             reply(committed.clone());

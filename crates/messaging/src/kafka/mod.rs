@@ -59,6 +59,7 @@
 
 mod stream;
 
+use crate::Published;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -267,7 +268,7 @@ impl WorkQueue for KafkaQueues {
         no_work_queues()
     }
 
-    async fn publish(&self, _queue: &str, _message: &Envelope) -> Result<()> {
+    async fn publish(&self, _queue: &str, _message: &Envelope) -> Result<Published> {
         no_work_queues()
     }
 

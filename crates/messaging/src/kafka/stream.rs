@@ -1,5 +1,6 @@
 //! Event streams on Kafka topics and consumer groups (see the module doc of `kafka`).
 
+use crate::Published;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
@@ -335,7 +336,7 @@ impl EventStream for KafkaStreams {
         Ok(())
     }
 
-    async fn publish(&self, name: &str, event: &Envelope) -> Result<()> {
+    async fn publish(&self, name: &str, event: &Envelope) -> Result<Published> {
         let partitions = self.partitions_of(name).await?;
         let routing = event.key.clone().unwrap_or_else(|| event.id.to_string());
         let partition = partition_of(&routing, partitions);
@@ -370,9 +371,8 @@ impl EventStream for KafkaStreams {
                     reason: e.to_string(),
                 },
             })?;
-        metrics::counter!("brigade_messaging_published_total", "backend" => BACKEND, "stream" => name.to_owned())
-            .increment(1);
-        Ok(())
+        // Kafka without an idempotent transactional producer does not de-duplicate ids.
+        Ok(Published::one(false))
     }
 
     async fn subscribe(
@@ -529,8 +529,6 @@ impl EventStream for KafkaStreams {
             Ok(lag)
         })
         .await??;
-        metrics::gauge!("brigade_messaging_group_lag", "backend" => BACKEND, "stream" => name.to_owned(), "group" => group.to_owned())
-            .set(lag as f64);
         Ok(GroupLag { lag })
     }
 }

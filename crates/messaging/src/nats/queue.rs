@@ -1,6 +1,7 @@
 //! Work queues on JetStream: a `WorkQueue`-retention stream, one shared durable pull
 //! consumer, and a `<queue>-dlq` stream.
 
+use crate::Published;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -202,7 +203,7 @@ impl WorkQueue for NatsQueues {
         Ok(())
     }
 
-    async fn publish(&self, queue: &str, message: &Envelope) -> Result<()> {
+    async fn publish(&self, queue: &str, message: &Envelope) -> Result<Published> {
         check_name("queue name", queue)?;
         let duplicate = self
             .shared
@@ -215,12 +216,8 @@ impl WorkQueue for NatsQueues {
             .await?;
         if duplicate {
             tracing::debug!(backend = BACKEND, queue, message_id = %message.id, "duplicate publish dropped by the server");
-            metrics::counter!("brigade_messaging_duplicates_total", "backend" => BACKEND, "queue" => queue.to_owned())
-                .increment(1);
         }
-        metrics::counter!("brigade_messaging_published_total", "backend" => BACKEND, "queue" => queue.to_owned())
-            .increment(1);
-        Ok(())
+        Ok(Published::one(duplicate))
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn QueueConsumer>> {
@@ -245,6 +242,7 @@ impl WorkQueue for NatsQueues {
             batch: None,
             ready: VecDeque::new(),
             ready_since: None,
+            dead_lettered: 0,
         }))
     }
 
@@ -313,8 +311,6 @@ impl WorkQueue for NatsQueues {
         }
         if moved > 0 {
             tracing::info!(backend = BACKEND, queue, moved, "dead letters redriven");
-            metrics::counter!("brigade_messaging_redriven_total", "backend" => BACKEND, "queue" => queue.to_owned())
-                .increment(moved as u64);
         }
         Ok(moved)
     }
@@ -410,8 +406,6 @@ impl QueueCtx {
             .await
             .map_err(|e| MessagingError::unavailable(BACKEND, e))?;
         tracing::warn!(backend = BACKEND, queue = %self.queue, sequence, attempts, reason, "message dead-lettered");
-        metrics::counter!("brigade_messaging_dead_lettered_total", "backend" => BACKEND, "queue" => self.queue.clone())
-            .increment(1);
         Ok(())
     }
 }
@@ -442,6 +436,9 @@ struct NatsQueueConsumer {
     ready: VecDeque<Waiting>,
     /// The oldest `since` in `ready` (`None` when it is empty).
     ready_since: Option<Instant>,
+    /// Messages past `max_deliveries` this consumer dead-lettered, not yet reported
+    /// ([`QueueConsumer::take_dead_lettered`]).
+    dead_lettered: u64,
 }
 
 /// A message received and not yet handed out.
@@ -572,7 +569,7 @@ impl NatsQueueConsumer {
 
     /// The delivery of `waiting`, or `None` when it was dead-lettered at receipt.
     async fn deliver(
-        &self,
+        &mut self,
         waiting: Waiting,
         progress: Option<tokio::task::JoinHandle<()>>,
     ) -> Result<Option<Delivery>> {
@@ -610,11 +607,10 @@ impl NatsQueueConsumer {
             self.queue
                 .dead_letter(&message, &reason, attempt - 1, envelope)
                 .await?;
+            self.dead_lettered += 1;
             drop(permit);
             return Ok(None);
         }
-        metrics::counter!("brigade_messaging_delivered_total", "backend" => BACKEND, "queue" => self.queue.queue.clone())
-            .increment(1);
         let envelope = message_result.as_ref().ok().map(|e| (e.id, e.kind.clone()));
         let settle = NatsSettle {
             queue: self.queue.clone(),
@@ -635,6 +631,10 @@ impl NatsQueueConsumer {
 
 #[async_trait]
 impl QueueConsumer for NatsQueueConsumer {
+    fn take_dead_lettered(&mut self) -> u64 {
+        std::mem::take(&mut self.dead_lettered)
+    }
+
     async fn next(&mut self) -> Result<Delivery> {
         loop {
             self.receive_ready()?;

@@ -1,6 +1,7 @@
 //! Event streams on JetStream: one stream with subjects `<stream>.<partition>`, and per
 //! group one durable pull consumer per partition with `max_ack_pending` 1.
 
+use crate::Published;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -178,11 +179,12 @@ impl EventStream for NatsStreams {
         Ok(())
     }
 
-    async fn publish(&self, name: &str, event: &Envelope) -> Result<()> {
+    async fn publish(&self, name: &str, event: &Envelope) -> Result<Published> {
         let partitions = self.partitions_of(name).await?;
         let key = event.key.clone().unwrap_or_else(|| event.id.to_string());
         let partition = partition_of(&key, partitions);
-        self.shared
+        let duplicate = self
+            .shared
             .publish_acked(
                 format!("{name}.{partition}"),
                 envelope_headers(event),
@@ -190,9 +192,7 @@ impl EventStream for NatsStreams {
                 Some(event.id.to_string()),
             )
             .await?;
-        metrics::counter!("brigade_messaging_published_total", "backend" => BACKEND, "stream" => name.to_owned())
-            .increment(1);
-        Ok(())
+        Ok(Published::one(duplicate))
     }
 
     async fn subscribe(
@@ -269,8 +269,6 @@ impl EventStream for NatsStreams {
                 .map_err(|e| api_error(format!("reading group {group}"), e))?;
             lag += info.num_pending + info.num_ack_pending as u64;
         }
-        metrics::gauge!("brigade_messaging_group_lag", "backend" => BACKEND, "stream" => name.to_owned(), "group" => group.to_owned())
-            .set(lag as f64);
         Ok(GroupLag { lag })
     }
 }

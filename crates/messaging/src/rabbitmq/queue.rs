@@ -1,6 +1,7 @@
 //! Work queues on plain durable (classic) queues, so a producer that is not ours can
 //! declare the same queue; the design is in the [parent module](super).
 
+use crate::Published;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -167,18 +168,12 @@ impl WorkQueue for RabbitQueues {
         Ok(())
     }
 
-    async fn publish(&self, queue: &str, message: &Envelope) -> Result<()> {
-        let result = self
-            .shared
+    async fn publish(&self, queue: &str, message: &Envelope) -> Result<Published> {
+        // RabbitMQ does not de-duplicate: every confirmed publish is stored.
+        self.shared
             .publish(queue, &message.body(), properties_of(message))
-            .await;
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        metrics::counter!(
-            "brigade_messaging_published_total",
-            "backend" => BACKEND, "queue" => queue.to_owned(), "outcome" => outcome
-        )
-        .increment(1);
-        result
+            .await?;
+        Ok(Published::one(false))
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn QueueConsumer>> {
@@ -203,6 +198,7 @@ impl WorkQueue for RabbitQueues {
             queue: queue.to_owned(),
             options: self.options_of(queue),
             in_flight: self.in_flight_of(queue),
+            dead_lettered: 0,
         }))
     }
 
@@ -258,8 +254,6 @@ impl WorkQueue for RabbitQueues {
         close(&channel).await;
         if let Ok(moved) = result {
             tracing::info!(backend = BACKEND, queue, moved, "dead letters redriven");
-            metrics::counter!("brigade_messaging_redriven_total", "backend" => BACKEND, "queue" => queue.to_owned())
-                .increment(moved as u64);
         }
         result
     }
@@ -426,6 +420,9 @@ struct RabbitConsumer {
     queue: String,
     options: QueueOptions,
     in_flight: Arc<AtomicU64>,
+    /// Messages past `max_deliveries` this consumer dead-lettered, not yet reported
+    /// ([`QueueConsumer::take_dead_lettered`]).
+    dead_lettered: u64,
 }
 
 impl Drop for RabbitConsumer {
@@ -456,6 +453,10 @@ impl RabbitConsumer {
 
 #[async_trait]
 impl QueueConsumer for RabbitConsumer {
+    fn take_dead_lettered(&mut self) -> u64 {
+        std::mem::take(&mut self.dead_lettered)
+    }
+
     async fn next(&mut self) -> Result<Delivery> {
         loop {
             let delivery = match self.consumer.next().await {
@@ -489,14 +490,13 @@ impl QueueConsumer for RabbitConsumer {
                 );
                 tracing::warn!(backend = BACKEND, queue = %self.queue, attempt, "dead-lettering a message past max_deliveries");
                 Box::new(settle).settle(Outcome::Reject(reason)).await?;
+                self.dead_lettered += 1;
                 continue;
             }
             let Some(d) = settle.delivery.as_ref() else {
                 continue;
             };
             let message = envelope_of(&d.data, &d.properties, self.options.default_kind.as_deref());
-            metrics::counter!("brigade_messaging_delivered_total", "backend" => BACKEND, "queue" => self.queue.clone())
-                .increment(1);
             return Ok(Delivery::new(message, attempt, max, Box::new(settle)));
         }
     }
@@ -537,13 +537,7 @@ impl Settle for RabbitSettle {
         let Some(delivery) = self.delivery.take() else {
             return Ok(());
         };
-        let label = match &outcome {
-            Outcome::Ack => "ack",
-            Outcome::Requeue => "requeue",
-            Outcome::RetryAfter(_) => "retry",
-            Outcome::Reject(_) => "dead_letter",
-        };
-        let result = match outcome {
+        match outcome {
             Outcome::Ack => delivery
                 .acker
                 .ack(BasicAckOptions::default())
@@ -596,10 +590,7 @@ impl Settle for RabbitSettle {
                 );
                 self.forward(&dlq_name(&self.queue), delivery, props).await
             }
-        };
-        metrics::counter!("brigade_messaging_settled_total", "backend" => BACKEND, "queue" => self.queue.clone(), "outcome" => label)
-            .increment(1);
-        result
+        }
     }
 }
 

@@ -36,6 +36,7 @@
 //!   second". Attempts are counted in the member's memory (a new member starts at 1).
 //!   No de-duplication of a re-published id (consumers de-duplicate through the inbox).
 
+use crate::Published;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -501,22 +502,18 @@ impl EventStream for RabbitStreams {
         Ok(())
     }
 
-    async fn publish(&self, stream: &str, event: &Envelope) -> Result<()> {
+    async fn publish(&self, stream: &str, event: &Envelope) -> Result<Published> {
         let partitions = self.partitions_of(stream).await?;
         let id = event.id.to_string();
         let k = partition_of(event.key.as_deref().unwrap_or(&id), partitions);
-        let result = self
-            .shared
+        self.shared
             .publish(
                 &partition_queue(stream, k),
                 &event.body(),
                 properties_of(event),
             )
-            .await;
-        metrics::counter!("brigade_messaging_published_total", "backend" => BACKEND, "stream" => stream.to_owned(),
-            "outcome" => if result.is_ok() { "ok" } else { "error" })
-        .increment(1);
-        result
+            .await?;
+        Ok(Published::one(false))
     }
 
     async fn subscribe(
@@ -608,8 +605,6 @@ impl EventStream for RabbitStreams {
             };
             lag += (tail + 1).saturating_sub(from);
         }
-        metrics::gauge!("brigade_messaging_group_lag", "backend" => BACKEND, "stream" => stream.to_owned(), "group" => group.to_owned())
-            .set(lag as f64);
         Ok(GroupLag { lag })
     }
 }
