@@ -155,12 +155,11 @@ pub trait QueueConsumer: Send {
     /// this consumer are unsettled at a time.
     async fn next(&mut self) -> Result<Delivery>;
 
-    /// How many messages this consumer moved to the dead-letter queue on its own since
-    /// last asked (delivered `max_deliveries` times to consumers that never settled
-    /// them), for `series::DEAD_LETTERED`; settles it was asked for are counted there.
-    fn take_dead_lettered(&mut self) -> u64 {
-        0
-    }
+    /// Where to count the messages this consumer moves to the dead-letter queue on its
+    /// own, the moment it does (delivered `max_deliveries` times to consumers that never
+    /// settled them): `series` hands it its `DEAD_LETTERED` counter; settles it was
+    /// asked for are counted there too.
+    fn count_dead_letters(&mut self, _counter: metrics::Counter) {}
 }
 
 #[async_trait]

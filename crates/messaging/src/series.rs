@@ -3,7 +3,7 @@
 //! the same series with the same labels: `service` (who published or consumed), `backend`,
 //! and `queue`, or `stream` and `group`. Backends count nothing themselves; what only a
 //! backend can know reaches the decorator through the shapes' own return values
-//! ([`Published`]'s duplicates, [`QueueConsumer::take_dead_lettered`]).
+//! ([`Published`]'s duplicates, [`QueueConsumer::count_dead_letters`]).
 //!
 //! The gauges (`QUEUE_DEPTH`, `CONSUMER_LAG`) are sampled by the service that owns the
 //! channel (`observe`); the outbox's series are its relay's (`outbox`).
@@ -205,8 +205,9 @@ impl WorkQueue for MeteredQueues {
     }
 
     async fn consume(&self, queue: &str, prefetch: u16) -> Result<Box<dyn QueueConsumer>> {
-        let inner = self.inner.consume(queue, prefetch).await?;
+        let mut inner = self.inner.consume(queue, prefetch).await?;
         let labels = self.labels.queue(queue);
+        inner.count_dead_letters(counter(DEAD_LETTERED, &labels));
         Ok(Box::new(MeteredQueueConsumer {
             inner,
             counters: Arc::new(QueueCounters {
@@ -257,22 +258,13 @@ struct MeteredQueueConsumer {
 #[async_trait]
 impl QueueConsumer for MeteredQueueConsumer {
     async fn next(&mut self) -> Result<Delivery> {
-        let result = self.inner.next().await;
-        // What the backend dead-lettered on its own while looking for this delivery.
-        self.counters
-            .dead_lettered
-            .increment(self.inner.take_dead_lettered());
-        let delivery = result?;
+        let delivery = self.inner.next().await?;
         self.counters.delivered.increment(1);
         if delivery.attempt > 1 {
             self.counters.redelivered.increment(1);
         }
         let counters = Arc::clone(&self.counters);
         Ok(delivery.map_settle(|settle| Box::new(MeteredSettle { settle, counters })))
-    }
-
-    fn take_dead_lettered(&mut self) -> u64 {
-        0
     }
 }
 

@@ -512,3 +512,66 @@ async fn a_batch_is_stored_in_order_without_duplicates() {
         next.commit().await.unwrap();
     }
 }
+
+/// A retry re-reads its partition: events the member handed out before come back as
+/// redeliveries (attempt above 1: the store counts re-reads of the partition's head, so
+/// an event behind the retried one may say more than it lived), events it only read
+/// ahead come on their first delivery (attempt 1).
+#[tokio::test]
+async fn a_retry_counts_only_what_was_handed_out_as_redelivered() {
+    let harness = EmbeddedHarness::new();
+    let broker = harness.connect().await;
+    let options = StreamOptions {
+        partitions: 1,
+        ..StreamOptions::default()
+    };
+    broker.streams.declare("attempts", &options).await.unwrap();
+    for n in 0..5_u64 {
+        let event = Envelope::new("Happened", serde_json::json!({ "n": n })).with_key("k");
+        broker.streams.publish("attempts", &event).await.unwrap();
+    }
+    let mut member = broker
+        .streams
+        .subscribe("attempts", "g", StartFrom::Earliest)
+        .await
+        .unwrap();
+    let mut next = async || {
+        let event = tokio::time::timeout(Duration::from_secs(10), member.next())
+            .await
+            .expect("an event within 10 s")
+            .unwrap();
+        let n = event.message.as_ref().unwrap().payload["n"]
+            .as_u64()
+            .unwrap();
+        (n, event.attempt, event)
+    };
+    // Three handed out (0, 1, 2), all five read ahead; 0 is retried.
+    let (n0, a0, first) = next().await;
+    let (n1, a1, _second) = next().await;
+    let (n2, a2, _third) = next().await;
+    assert_eq!([(n0, a0), (n1, a1), (n2, a2)], [(0, 1), (1, 1), (2, 1)]);
+    first.retry_after(Duration::from_millis(10)).await.unwrap();
+    // Round two: 0, 1, 2 again as redeliveries; 0 retried once more.
+    let (n, a, again) = next().await;
+    assert_eq!((n, a), (0, 2));
+    again.retry_after(Duration::from_millis(10)).await.unwrap();
+    // Round three: 1 and 2 still redeliveries; 3 and 4 on their first delivery.
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let (n, a, event) = next().await;
+        seen.push((n, a));
+        event.commit().await.unwrap();
+    }
+    let attempts: Vec<u32> = seen.iter().map(|(_, a)| *a).collect();
+    assert_eq!(
+        seen.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    assert_eq!(attempts[0], 3, "{seen:?}");
+    assert!(attempts[1] >= 2 && attempts[2] >= 2, "{seen:?}");
+    assert_eq!(
+        &attempts[3..],
+        [1, 1],
+        "read ahead, never handed out: {seen:?}"
+    );
+}

@@ -150,7 +150,7 @@ impl WorkQueue for Queues {
             pending: None,
             seen: 0,
             renewing: None,
-            dead_lettered: 0,
+            dead_lettered: metrics::Counter::noop(),
         }))
     }
 
@@ -292,9 +292,9 @@ struct Consumer {
     /// (kept here for cancel safety, as `pending`): whether each row is still ours, and
     /// until when.
     renewing: Option<Renewal>,
-    /// Messages past `max_deliveries` this consumer's claims dead-lettered, not yet
-    /// reported ([`QueueConsumer::take_dead_lettered`]).
-    dead_lettered: u64,
+    /// Counts the messages past `max_deliveries` this consumer dead-letters on its own
+    /// (given by [`QueueConsumer::count_dead_letters`]; counts nothing until then).
+    dead_lettered: metrics::Counter,
 }
 
 type Pending = tokio::sync::oneshot::Receiver<Result<(Vec<Claimed>, u64)>>;
@@ -302,8 +302,8 @@ type Renewal = tokio::sync::oneshot::Receiver<Result<(Vec<bool>, i64)>>;
 
 #[async_trait]
 impl QueueConsumer for Consumer {
-    fn take_dead_lettered(&mut self) -> u64 {
-        std::mem::take(&mut self.dead_lettered)
+    fn count_dead_letters(&mut self, counter: metrics::Counter) {
+        self.dead_lettered = counter;
     }
 
     async fn next(&mut self) -> Result<Delivery> {
@@ -331,7 +331,7 @@ impl QueueConsumer for Consumer {
                 self.pending = None;
                 let (rows, dead) = answered(answer)?;
                 self.count_dead(dead);
-                self.dead_lettered += dead;
+                self.dead_lettered.increment(dead);
                 let empty = rows.is_empty();
                 for row in rows {
                     match self.permits.clone().try_acquire_owned() {

@@ -257,6 +257,7 @@ impl EventStream for Streams {
             group: Arc::from(group),
             member,
             parts: HashMap::new(),
+            seen: HashMap::new(),
             progress: Arc::default(),
             buffer: VecDeque::new(),
             resets,
@@ -394,10 +395,27 @@ struct Progress {
     committed: HashMap<u16, (i64, i64)>,
     /// Partitions to read again from their cursor (a retry, or an event dropped unsettled).
     reread: HashSet<u16>,
-    /// (epoch, position) of the last event handed out per partition: a retry re-reads
-    /// the partition, and only events up to here were delivered before (the rest were
-    /// read ahead, never handed out: their first delivery is still to come).
-    handed: HashMap<u16, (i64, i64)>,
+}
+
+/// What this member knows of a partition it holds, kept across re-reads (a retry, an
+/// event dropped unsettled) so a re-read can tell events it handed out from events it
+/// only read ahead: the group's `delivered_to` counts both, and an event read ahead and
+/// never handed out is still on its first delivery.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    epoch: i64,
+    /// The group's `delivered_to` when this member took the partition: what earlier
+    /// members may have handed out, which this member cannot tell apart.
+    inherited: i64,
+    /// The furthest position this member handed out.
+    handed: i64,
+}
+
+impl Seen {
+    /// Up to where events of the partition count as delivered before.
+    fn delivered(&self) -> i64 {
+        self.inherited.max(self.handed)
+    }
 }
 
 struct Fetched {
@@ -414,6 +432,8 @@ struct Owned {
     partition: u16,
     epoch: i64,
     cursor: i64,
+    /// The group's `delivered_to` as this fetch found it (before reading further).
+    delivered_to: i64,
 }
 
 struct Consumer {
@@ -422,6 +442,8 @@ struct Consumer {
     group: Arc<str>,
     member: Arc<str>,
     parts: HashMap<u16, Part>,
+    /// Per partition held: what a re-read counts as delivered before ([`Seen`]).
+    seen: HashMap<u16, Seen>,
     progress: Arc<Mutex<Progress>>,
     buffer: VecDeque<Fetched>,
     resets: Arc<AtomicU64>,
@@ -485,11 +507,11 @@ impl StreamConsumer for Consumer {
                 if let Some(part) = self.parts.get_mut(&event.partition) {
                     part.handed_to = part.handed_to.max(event.position);
                 }
-                self.progress
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .handed
-                    .insert(event.partition, (event.epoch, event.position));
+                if let Some(seen) = self.seen.get_mut(&event.partition)
+                    && seen.epoch == event.epoch
+                {
+                    seen.handed = seen.handed.max(event.position);
+                }
                 return Ok(self.hand_out(event));
             }
             let waker = self.shared.stream_waker(&self.stream);
@@ -528,6 +550,7 @@ impl Consumer {
         let (s, g, m) = (self.stream.clone(), self.group.clone(), self.member.clone());
         let lease = duration_ms(self.shared.lease);
         let local: HashMap<u16, Part> = self.parts.clone();
+        let seen = self.seen.clone();
         let busy: HashSet<u16> = {
             let progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
             self.parts
@@ -547,10 +570,32 @@ impl Consumer {
         let (owned, events) = self
             .shared
             .writer
-            .call(move |conn| fetch(conn, &s, &g, &m, lease, &local, &busy))
+            .call(move |conn| {
+                let known = Known {
+                    parts: local,
+                    seen,
+                    busy,
+                };
+                fetch(conn, &s, &g, &m, lease, &known)
+            })
             .await?;
         let owned_now: HashSet<u16> = owned.iter().map(|o| o.partition).collect();
         self.parts.retain(|p, _| owned_now.contains(p));
+        self.seen.retain(|p, _| owned_now.contains(p));
+        for o in &owned {
+            let taken = self
+                .seen
+                .get(&o.partition)
+                .is_none_or(|s| s.epoch != o.epoch);
+            if taken {
+                let seen = Seen {
+                    epoch: o.epoch,
+                    inherited: o.delivered_to,
+                    handed: o.cursor,
+                };
+                self.seen.insert(o.partition, seen);
+            }
+        }
         for o in &owned {
             let fresh = self
                 .parts
@@ -585,6 +630,14 @@ impl Consumer {
     }
 }
 
+/// What a member's turn knows of its partitions.
+struct Known {
+    parts: HashMap<u16, Part>,
+    seen: HashMap<u16, Seen>,
+    /// Partitions with events handed out and not committed, or still buffered.
+    busy: HashSet<u16>,
+}
+
 /// One member's turn: stay alive, take or give up partitions, read ahead.
 fn fetch(
     conn: &Connection,
@@ -592,9 +645,9 @@ fn fetch(
     group: &str,
     member: &str,
     lease: i64,
-    local: &HashMap<u16, Part>,
-    busy: &HashSet<u16>,
+    known: &Known,
 ) -> Result<(Vec<Owned>, Vec<Fetched>)> {
+    let (local, seen, busy) = (&known.parts, &known.seen, &known.busy);
     let now = now_ms();
     conn.prepare_cached(
         "INSERT INTO group_members (stream, grp, member, alive_until) VALUES (?1, ?2, ?3, ?4)
@@ -701,6 +754,7 @@ fn fetch(
             partition: r.partition,
             epoch: r.epoch,
             cursor: r.cursor,
+            delivered_to: r.delivered_to,
         });
         if r.not_before > now {
             continue;
@@ -709,7 +763,14 @@ fn fetch(
             Some(part) if part.epoch == r.epoch => part.fetched_to.max(r.cursor),
             _ => r.cursor,
         };
-        let reread = from < r.delivered_to;
+        // Events up to here were handed out before: a re-read delivers them again. What
+        // this member only read ahead (beyond what it handed out and what it inherited)
+        // is still on its first delivery.
+        let delivered = seen
+            .get(&r.partition)
+            .filter(|s| s.epoch == r.epoch)
+            .map_or(r.delivered_to, |s| r.delivered_to.min(s.delivered()));
+        let reread = from < delivered;
         let head_attempt = if reread {
             r.head_attempt + 1
         } else {
@@ -728,7 +789,7 @@ fn fetch(
                         partition: r.partition,
                         position,
                         epoch: r.epoch,
-                        attempt: if position <= r.delivered_to {
+                        attempt: if position <= delivered {
                             head_attempt
                         } else {
                             1
@@ -829,28 +890,16 @@ impl Commit for Settlement {
             }
             Some(delay) => {
                 let not_before = now_ms().saturating_add(duration_ms(delay));
-                // Delivered so far: up to the last event handed out (events are handed
-                // out in position order per partition); what was only read ahead keeps
-                // attempt 1 when the partition is read again.
-                let handed = self
-                    .progress
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .handed
-                    .get(&partition)
-                    .filter(|(e, _)| *e == epoch)
-                    .map_or(position, |(_, p)| (*p).max(position));
                 self.shared
                     .writer
                     .call(move |conn| {
                         conn.prepare_cached(
-                            "UPDATE group_partitions
-                             SET not_before = ?4, delivered_to = min(delivered_to, ?7)
+                            "UPDATE group_partitions SET not_before = ?4
                              WHERE stream = ?1 AND grp = ?2 AND partition = ?3
                                AND epoch = ?5 AND owner = ?6",
                         )
                         .and_then(|mut st| {
-                            st.execute(params![&*s, &*g, partition, not_before, epoch, &*m, handed])
+                            st.execute(params![&*s, &*g, partition, not_before, epoch, &*m])
                         })
                         .map_err(sql)
                     })

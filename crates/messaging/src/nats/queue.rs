@@ -242,7 +242,7 @@ impl WorkQueue for NatsQueues {
             batch: None,
             ready: VecDeque::new(),
             ready_since: None,
-            dead_lettered: 0,
+            dead_lettered: metrics::Counter::noop(),
         }))
     }
 
@@ -436,9 +436,9 @@ struct NatsQueueConsumer {
     ready: VecDeque<Waiting>,
     /// The oldest `since` in `ready` (`None` when it is empty).
     ready_since: Option<Instant>,
-    /// Messages past `max_deliveries` this consumer dead-lettered, not yet reported
-    /// ([`QueueConsumer::take_dead_lettered`]).
-    dead_lettered: u64,
+    /// Counts the messages past `max_deliveries` this consumer dead-letters on its own
+    /// (given by [`QueueConsumer::count_dead_letters`]; counts nothing until then).
+    dead_lettered: metrics::Counter,
 }
 
 /// A message received and not yet handed out.
@@ -607,7 +607,7 @@ impl NatsQueueConsumer {
             self.queue
                 .dead_letter(&message, &reason, attempt - 1, envelope)
                 .await?;
-            self.dead_lettered += 1;
+            self.dead_lettered.increment(1);
             drop(permit);
             return Ok(None);
         }
@@ -631,8 +631,8 @@ impl NatsQueueConsumer {
 
 #[async_trait]
 impl QueueConsumer for NatsQueueConsumer {
-    fn take_dead_lettered(&mut self) -> u64 {
-        std::mem::take(&mut self.dead_lettered)
+    fn count_dead_letters(&mut self, counter: metrics::Counter) {
+        self.dead_lettered = counter;
     }
 
     async fn next(&mut self) -> Result<Delivery> {

@@ -198,7 +198,7 @@ impl WorkQueue for RabbitQueues {
             queue: queue.to_owned(),
             options: self.options_of(queue),
             in_flight: self.in_flight_of(queue),
-            dead_lettered: 0,
+            dead_lettered: metrics::Counter::noop(),
         }))
     }
 
@@ -420,9 +420,9 @@ struct RabbitConsumer {
     queue: String,
     options: QueueOptions,
     in_flight: Arc<AtomicU64>,
-    /// Messages past `max_deliveries` this consumer dead-lettered, not yet reported
-    /// ([`QueueConsumer::take_dead_lettered`]).
-    dead_lettered: u64,
+    /// Counts the messages past `max_deliveries` this consumer dead-letters on its own
+    /// (given by [`QueueConsumer::count_dead_letters`]; counts nothing until then).
+    dead_lettered: metrics::Counter,
 }
 
 impl Drop for RabbitConsumer {
@@ -453,8 +453,8 @@ impl RabbitConsumer {
 
 #[async_trait]
 impl QueueConsumer for RabbitConsumer {
-    fn take_dead_lettered(&mut self) -> u64 {
-        std::mem::take(&mut self.dead_lettered)
+    fn count_dead_letters(&mut self, counter: metrics::Counter) {
+        self.dead_lettered = counter;
     }
 
     async fn next(&mut self) -> Result<Delivery> {
@@ -490,7 +490,7 @@ impl QueueConsumer for RabbitConsumer {
                 );
                 tracing::warn!(backend = BACKEND, queue = %self.queue, attempt, "dead-lettering a message past max_deliveries");
                 Box::new(settle).settle(Outcome::Reject(reason)).await?;
-                self.dead_lettered += 1;
+                self.dead_lettered.increment(1);
                 continue;
             }
             let Some(d) = settle.delivery.as_ref() else {
