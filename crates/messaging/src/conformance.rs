@@ -1140,6 +1140,7 @@ pub async fn series_are_the_same_on_every_backend(h: &dyn Harness) {
     let expected: std::collections::BTreeMap<String, f64> = [
         ("brigade_messaging_published_total{queue}", 3.0),
         ("brigade_messaging_duplicates_total{queue}", 0.0),
+        ("brigade_messaging_publish_failures_total{queue}", 0.0),
         ("brigade_messaging_delivered_total{queue}", 6.0),
         ("brigade_messaging_redelivered_total{queue}", 1.0),
         ("brigade_messaging_settled_total{outcome=ack,queue}", 3.0),
@@ -1157,6 +1158,7 @@ pub async fn series_are_the_same_on_every_backend(h: &dyn Harness) {
         ("brigade_messaging_queue_depth{queue,state=dead}", 0.0),
         ("brigade_messaging_published_total{stream}", 2.0),
         ("brigade_messaging_duplicates_total{stream}", 0.0),
+        ("brigade_messaging_publish_failures_total{stream}", 0.0),
         ("brigade_messaging_delivered_total{group,stream}", 3.0),
         ("brigade_messaging_redelivered_total{group,stream}", 1.0),
         (

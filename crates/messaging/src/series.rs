@@ -8,6 +8,7 @@
 //! The gauges (`QUEUE_DEPTH`, `CONSUMER_LAG`) are sampled by the service that owns the
 //! channel (`observe`); the outbox's series are its relay's (`outbox`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -143,14 +144,51 @@ fn outcome(name: &'static str, labels: &[Label], outcome: &'static str) -> Count
     metrics::counter!(name, labels.iter())
 }
 
-/// Counts a publish's result on `labels`' series.
-fn count_published(labels: &[Label], result: &Result<Published>) {
-    match result {
-        Ok(published) => {
-            counter(PUBLISHED, labels).increment(published.stored);
-            counter(DUPLICATES, labels).increment(published.duplicates);
+/// One channel's publish series.
+struct PublishCounters {
+    published: Counter,
+    duplicates: Counter,
+    failures: Counter,
+}
+
+impl PublishCounters {
+    fn new(labels: &[Label]) -> Self {
+        Self {
+            published: counter(PUBLISHED, labels),
+            duplicates: counter(DUPLICATES, labels),
+            failures: counter(PUBLISH_FAILURES, labels),
         }
-        Err(_) => counter(PUBLISH_FAILURES, labels).increment(1),
+    }
+
+    fn count(&self, result: &Result<Published>) {
+        match result {
+            Ok(published) => {
+                self.published.increment(published.stored);
+                self.duplicates.increment(published.duplicates);
+            }
+            Err(_) => self.failures.increment(1),
+        }
+    }
+}
+
+/// The publish series of each channel a broker publishes to, resolved once per channel:
+/// a publish is the hot path (tens of thousands a second), and building its labels and
+/// looking them up in the recorder's registry each time cost a visible share of it.
+#[derive(Default)]
+struct PublishSeries(std::sync::Mutex<HashMap<String, Arc<PublishCounters>>>);
+
+impl PublishSeries {
+    fn of(&self, channel: &str, labels: impl FnOnce() -> Vec<Label>) -> Arc<PublishCounters> {
+        let mut known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(counters) = known.get(channel) {
+            return Arc::clone(counters);
+        }
+        let counters = Arc::new(PublishCounters::new(&labels()));
+        known.insert(channel.to_owned(), Arc::clone(&counters));
+        counters
     }
 }
 
@@ -172,10 +210,12 @@ impl Broker {
             queues: Arc::new(MeteredQueues {
                 inner: self.queues,
                 labels: labels.clone(),
+                publishes: PublishSeries::default(),
             }),
             streams: Arc::new(MeteredStreams {
                 inner: self.streams,
                 labels,
+                publishes: PublishSeries::default(),
             }),
         }
     }
@@ -184,6 +224,7 @@ impl Broker {
 struct MeteredQueues {
     inner: Arc<dyn WorkQueue>,
     labels: Labels,
+    publishes: PublishSeries,
 }
 
 #[async_trait]
@@ -194,13 +235,17 @@ impl WorkQueue for MeteredQueues {
 
     async fn publish(&self, queue: &str, message: &Envelope) -> Result<Published> {
         let result = self.inner.publish(queue, message).await;
-        count_published(&self.labels.queue(queue), &result);
+        self.publishes
+            .of(queue, || self.labels.queue(queue))
+            .count(&result);
         result
     }
 
     async fn publish_all(&self, queue: &str, messages: &[Envelope]) -> Result<Published> {
         let result = self.inner.publish_all(queue, messages).await;
-        count_published(&self.labels.queue(queue), &result);
+        self.publishes
+            .of(queue, || self.labels.queue(queue))
+            .count(&result);
         result
     }
 
@@ -300,6 +345,7 @@ impl Settle for MeteredSettle {
 struct MeteredStreams {
     inner: Arc<dyn EventStream>,
     labels: Labels,
+    publishes: PublishSeries,
 }
 
 #[async_trait]
@@ -310,13 +356,17 @@ impl EventStream for MeteredStreams {
 
     async fn publish(&self, stream: &str, event: &Envelope) -> Result<Published> {
         let result = self.inner.publish(stream, event).await;
-        count_published(&self.labels.stream(stream), &result);
+        self.publishes
+            .of(stream, || self.labels.stream(stream))
+            .count(&result);
         result
     }
 
     async fn publish_all(&self, stream: &str, events: &[Envelope]) -> Result<Published> {
         let result = self.inner.publish_all(stream, events).await;
-        count_published(&self.labels.stream(stream), &result);
+        self.publishes
+            .of(stream, || self.labels.stream(stream))
+            .count(&result);
         result
     }
 
