@@ -212,24 +212,78 @@ const CHILD_ENV: &str = "MESSAGING_KILL9_CHILD_DB";
 const CHILD_QUEUE: &str = "kill9";
 const CHILD_STREAM: &str = "kill9-stream";
 
-/// Not a test on its own: the child process of `a_consumer_killed_with_sigkill_...`
-/// (it does nothing unless that test started it).
+/// The child process of `a_consumer_killed_with_sigkill_...` when that test starts it
+/// (with `CHILD_ENV` naming the store): consume and report until killed. Run by
+/// `cargo test` on its own, it checks the child's protocol on a store of its own: three
+/// messages and events, each reported got, acked and committed, and nothing left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_child_process() {
-    let Ok(path) = std::env::var(CHILD_ENV) else {
+    if let Ok(path) = std::env::var(CHILD_ENV) {
+        let mut out = std::io::stdout().lock();
+        serve_child(Path::new(&path), &mut out, None).await;
         return;
-    };
-    let broker = messaging::embedded::open(Path::new(&path), &settings())
+    }
+    let h = EmbeddedHarness::new();
+    let broker = declare_child_channels(&h).await;
+    for n in 0..3 {
+        let e = Envelope::new("Work", serde_json::json!({"n": n}));
+        broker.queues.publish(CHILD_QUEUE, &e).await.unwrap();
+        broker.streams.publish(CHILD_STREAM, &e).await.unwrap();
+    }
+    let mut report = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        serve_child(&h.path(), &mut report, Some(3)),
+    )
+    .await
+    .expect("the child served three messages within 10 s");
+    let report = String::from_utf8(report).unwrap();
+    let kinds: Vec<&str> = report
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["GOT", "ACKED", "COMMITTED"].repeat(3),
+        "the child's report: {report}"
+    );
+    let stats = broker.queues.stats(CHILD_QUEUE).await.unwrap();
+    assert_eq!((stats.ready, stats.in_flight), (0, 0), "{stats:?}");
+    assert_eq!(broker.streams.lag(CHILD_STREAM, "g").await.unwrap().lag, 0);
+}
+
+/// The kill test's channels on `h`'s store.
+async fn declare_child_channels(h: &EmbeddedHarness) -> Broker {
+    let broker = h.connect().await;
+    broker
+        .queues
+        .declare(CHILD_QUEUE, &QueueOptions::default())
         .await
         .unwrap();
+    let options = StreamOptions {
+        partitions: 1,
+        ..StreamOptions::default()
+    };
+    broker
+        .streams
+        .declare(CHILD_STREAM, &options)
+        .await
+        .unwrap();
+    broker
+}
+
+/// Takes a message, acks it, takes an event, commits it, reporting each step on `out`
+/// as a line — `limit` times, or until the process is killed.
+async fn serve_child(path: &Path, out: &mut impl Write, limit: Option<usize>) {
+    let broker = messaging::embedded::open(path, &settings()).await.unwrap();
     let mut queue = broker.queues.consume(CHILD_QUEUE, 16).await.unwrap();
     let mut events = broker
         .streams
         .subscribe(CHILD_STREAM, "g", StartFrom::Earliest)
         .await
         .unwrap();
-    let mut out = std::io::stdout().lock();
-    loop {
+    let mut served = 0;
+    while limit.is_none_or(|l| served < l) {
         let d = queue.next().await.unwrap();
         let id = d.message.as_ref().unwrap().id;
         writeln!(out, "GOT {id}").unwrap();
@@ -241,6 +295,7 @@ async fn kill9_child_process() {
         e.commit().await.unwrap();
         writeln!(out, "COMMITTED {eid} {position}").unwrap();
         out.flush().unwrap();
+        served += 1;
     }
 }
 
@@ -250,23 +305,7 @@ async fn kill9_child_process() {
 async fn a_consumer_killed_with_sigkill_loses_nothing_and_repeats_no_ack() {
     let h = EmbeddedHarness::new();
     let path = h.path();
-    let broker = h.connect().await;
-    broker
-        .queues
-        .declare(CHILD_QUEUE, &QueueOptions::default())
-        .await
-        .unwrap();
-    broker
-        .streams
-        .declare(
-            CHILD_STREAM,
-            &StreamOptions {
-                partitions: 1,
-                ..StreamOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let broker = declare_child_channels(&h).await;
     let mut sent = Vec::new();
     for n in 0..2000 {
         let e = Envelope::new("Work", serde_json::json!({"n": n}));

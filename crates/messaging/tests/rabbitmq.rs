@@ -148,6 +148,7 @@ async fn publish_is_confirmed_and_the_envelope_survives_the_wire() {
     drop(consumer);
     let conn = raw().await;
     let ch = conn.create_channel().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
     let got = loop {
         if let Some(got) = ch
             .basic_get(q.name.as_str().into(), BasicGetOptions { no_ack: true })
@@ -156,6 +157,11 @@ async fn publish_is_confirmed_and_the_envelope_survives_the_wire() {
         {
             break got;
         }
+        assert!(
+            Instant::now() < deadline,
+            "the message given back by the dropped consumer never reached {} within 10 s",
+            q.name
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let props = &got.delivery.properties;
