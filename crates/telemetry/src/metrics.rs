@@ -23,6 +23,19 @@ const LATENCY_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// A recorder like the process's, of a test's own: installed on the test's thread with
+/// `metrics::set_default_local_recorder`, it sees only what that thread records (a
+/// current-thread runtime runs the whole test there: its servers, clients and tasks), so
+/// tests running in parallel in one binary cannot change each other's series. Read it
+/// with its `handle().render()`.
+pub fn isolated_recorder() -> metrics_exporter_prometheus::PrometheusRecorder {
+    let builder = PrometheusBuilder::new();
+    match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS) {
+        Ok(builder) => builder.build_recorder(),
+        Err(_) => PrometheusBuilder::new().build_recorder(),
+    }
+}
+
 /// The process's Prometheus recorder, installed on first use. `None` only if something
 /// else installed a global recorder first (an embedding program).
 pub fn handle() -> Option<&'static PrometheusHandle> {

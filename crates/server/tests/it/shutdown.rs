@@ -84,8 +84,13 @@ async fn a_request_that_never_ends_is_cut_off_after_the_grace_period() {
     assert!(begun.elapsed() >= grace, "stopped before the grace period");
 }
 
+// A current-thread runtime (the default), with the test's own recorder: an exact count
+// that no test running beside it can change.
 #[tokio::test]
 async fn a_saturated_service_sheds_load_at_once() {
+    let recorder = telemetry::metrics::isolated_recorder();
+    let series = recorder.handle();
+    let _own = metrics::set_default_local_recorder(&recorder);
     let started = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
     let app = crate::helpers::spawn_configured(
@@ -114,15 +119,7 @@ async fn a_saturated_service_sheds_load_at_once() {
     // With the slot free again, requests are served.
     let ok = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = series.render();
     assert!(
         metrics.contains(r#"brigade_shed_total{service="orders"} 1"#),
         "{metrics}"
