@@ -32,10 +32,30 @@ pub fn on_free_ports(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-/// A started `brigade` process and the URL of each service it printed.
+/// A started `brigade` process and the URL of each service it printed. Its stdout and
+/// stderr are read to the end for as long as it runs (a pipe nobody reads fills up and
+/// blocks the process at its next log line); what it wrote is kept in `output`.
 pub struct Running {
     pub child: Child,
     pub urls: HashMap<String, String>,
+    pub output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+/// Reads `from` to its end into `into`, line by line.
+fn drain(
+    from: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    into: std::sync::Arc<std::sync::Mutex<String>>,
+) {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(from).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut kept = into
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            kept.push_str(&line);
+            kept.push('\n');
+        }
+    });
 }
 
 /// Starts the command and reads its table of services from stdout.
@@ -45,6 +65,10 @@ pub async fn start(cmd: &mut Command) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn brigade");
+    let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    if let Some(stderr) = child.stderr.take() {
+        drain(stderr, output.clone());
+    }
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let mut urls = HashMap::new();
@@ -64,9 +88,19 @@ pub async fn start(cmd: &mut Command) -> Running {
         .is_err()
     {
         let _ = child.kill().await;
-        panic!("brigade did not print its table within 60 s");
+        let said = output
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        panic!("brigade did not print its table within 60 s; it wrote:\n{said}");
     }
-    Running { child, urls }
+    // The rest of stdout, read to the end as stderr is.
+    drain(lines.into_inner(), output.clone());
+    Running {
+        child,
+        urls,
+        output,
+    }
 }
 
 /// Sends SIGTERM, as a process manager would.
@@ -86,5 +120,10 @@ pub async fn stop_cleanly(running: &mut Running) {
         .await
         .expect("brigade stopped within 20 s of SIGTERM")
         .unwrap();
-    assert!(status.success(), "{status:?}");
+    let said = running
+        .output
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    assert!(status.success(), "{status:?}; it wrote:\n{said}");
 }
