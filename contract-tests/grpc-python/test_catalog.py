@@ -1,7 +1,8 @@
 """A client that is not ours: generate a Python gRPC client from proto/ with grpcio-tools
-and use it against a running catalog service.
+and use it against a running catalog service (ProductService, ReviewService) and
+accounts service (UserService).
 
-Usage: python test_catalog.py http://127.0.0.1:8081 [proto-dir]
+Usage: python test_catalog.py CATALOG_URL [proto-dir] [ACCOUNTS_URL]
 
 The stubs are generated into a temporary directory at start-up (never committed). Each
 check prints PASS or FAIL; the last line is "N passed, N failed". Exits 1 on any failure.
@@ -55,20 +56,36 @@ def generate_stubs(proto_dir, out_dir):
     return sorted(files)
 
 
+def channel_to(url):
+    """A ready channel to the service at url. The server is on this machine: no proxy
+    from the environment may sit between."""
+    channel = grpc.insecure_channel(urllib.parse.urlparse(url).netloc,
+                                    options=[("grpc.enable_http_proxy", 0)])
+    grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+    return channel
+
+
+def replayed(call):
+    """Whether a unary call's answer was a replay of a stored one."""
+    return dict(call.initial_metadata() or ()).get("idempotent-replayed") == "true"
+
+
 class Checks:
-    def __init__(self, url):
-        parsed = urllib.parse.urlparse(url)
+    def __init__(self, url, accounts_url):
         self.rest = url.rstrip("/")
-        self.target = parsed.netloc
-        # The server is on this machine: no proxy from the environment may sit between.
-        self.channel = grpc.insecure_channel(self.target,
-                                             options=[("grpc.enable_http_proxy", 0)])
+        self.channel = channel_to(url)
+        self.accounts_channel = channel_to(accounts_url)
         self.http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        grpc.channel_ready_future(self.channel).result(timeout=TIMEOUT)
         from ecommerce.v1 import product_pb2, product_pb2_grpc
+        from ecommerce.v1 import review_pb2, review_pb2_grpc
+        from ecommerce.v1 import user_pb2, user_pb2_grpc
 
         self.pb = product_pb2
         self.products = product_pb2_grpc.ProductServiceStub(self.channel)
+        self.review_pb = review_pb2
+        self.reviews = review_pb2_grpc.ReviewServiceStub(self.channel)
+        self.user_pb = user_pb2
+        self.users = user_pb2_grpc.UserServiceStub(self.accounts_channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     # -- helpers --------------------------------------------------------------------
@@ -235,6 +252,89 @@ class Checks:
         assert [p.name for p in response.products] == ["Mouse", "Laptop"], response
         assert list(response.missing_ids) == [2_000_000_000], response
 
+    def check_review_create_is_idempotent(self):
+        key = f"py-review-{uuid.uuid4()}"
+        request = self.review_pb.CreateReviewRequest(product_id=1, user_id=1, rating=4,
+                                                     comment="From Python")
+        first, call = self.reviews.CreateReview.with_call(
+            request, timeout=TIMEOUT, metadata=[("idempotency-key", key)])
+        assert (first.product_id, first.user_id, first.rating, first.comment) == \
+            (1, 1, 4, "From Python"), first
+        assert not replayed(call), "a first create is no replay"
+        again, call = self.reviews.CreateReview.with_call(
+            request, timeout=TIMEOUT, metadata=[("idempotency-key", key)])
+        assert again == first and replayed(call), (again, first)
+
+    def check_review_refusals_carry_details(self):
+        err = self.rpc_error(self.reviews.CreateReview,
+                             self.review_pb.CreateReviewRequest(product_id=1, user_id=1,
+                                                                rating=9))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
+        self.error_info(err, "VALIDATION_FAILED")
+        fields = {v.field for v in self.details(err)["BadRequest"].field_violations}
+        assert fields == {"rating"}, fields
+        # An author the accounts service does not know: the caller's mistake, named.
+        err = self.rpc_error(self.reviews.CreateReview,
+                             self.review_pb.CreateReviewRequest(product_id=1,
+                                                                user_id=2_000_000_000,
+                                                                rating=5))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
+        fields = {v.field for v in self.details(err)["BadRequest"].field_violations}
+        assert fields == {"user_id"}, fields
+        err = self.rpc_error(self.reviews.CreateReview,
+                             self.review_pb.CreateReviewRequest(product_id=2_000_000_000,
+                                                                user_id=1, rating=5))
+        assert err.code() == grpc.StatusCode.NOT_FOUND, (err.code(), err.details())
+        self.error_info(err, "NOT_FOUND")
+
+    def check_list_reviews_in_pages(self):
+        seen, token, pages = [], "", 0
+        while True:
+            page = self.reviews.ListReviews(
+                self.review_pb.ListReviewsRequest(product_id=1, page_size=2,
+                                                  page_token=token), timeout=TIMEOUT)
+            assert len(page.reviews) <= 2, page
+            seen += [r.id for r in page.reviews]
+            pages += 1
+            token = page.next_page_token
+            if not token:
+                break
+            assert pages < 10_000, "ListReviews pagination does not end"
+        assert seen == sorted(set(seen)) and seen, f"review ids {seen}"
+        err = self.rpc_error(self.reviews.ListReviews,
+                             self.review_pb.ListReviewsRequest(product_id=1,
+                                                               page_token="forged"))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (err.code(), err.details())
+        fields = {v.field for v in self.details(err)["BadRequest"].field_violations}
+        assert fields == {"page_token"}, fields
+
+    def check_users_get_batch_and_create(self):
+        one = self.users.GetUser(self.user_pb.GetUserRequest(user_id=1), timeout=TIMEOUT)
+        assert one.id == 1 and one.name and "@" in one.email, one
+        batch = self.users.BatchGetUsers(
+            self.user_pb.BatchGetUsersRequest(user_ids=[2, 2_000_000_000, 1, 2]),
+            timeout=TIMEOUT)
+        assert [u.id for u in batch.users] == [2, 1, 2], batch
+        assert list(batch.missing_ids) == [2_000_000_000], batch
+        err = self.rpc_error(self.users.GetUser,
+                             self.user_pb.GetUserRequest(user_id=2_000_000_000))
+        assert err.code() == grpc.StatusCode.NOT_FOUND, (err.code(), err.details())
+        self.error_info(err, "NOT_FOUND")
+        key = f"py-user-{uuid.uuid4()}"
+        email = f"py-{uuid.uuid4().hex[:12]}@example.com"
+        request = self.user_pb.CreateUserRequest(name="Py Thon", email=email)
+        made, call = self.users.CreateUser.with_call(
+            request, timeout=TIMEOUT, metadata=[("idempotency-key", key)])
+        assert made.email == email and not replayed(call), made
+        again, call = self.users.CreateUser.with_call(
+            request, timeout=TIMEOUT, metadata=[("idempotency-key", key)])
+        assert again == made and replayed(call), (again, made)
+        # The same email under another key: taken.
+        err = self.rpc_error(self.users.CreateUser, request,
+                             metadata=[("idempotency-key", key + "-other")])
+        assert err.code() == grpc.StatusCode.ABORTED, (err.code(), err.details())
+        self.error_info(err, "CONFLICT")
+
     def check_health_serving(self):
         response = self.health.Check(health_pb2.HealthCheckRequest(service=""),
                                      timeout=TIMEOUT)
@@ -246,11 +346,12 @@ def main():
         raise SystemExit(__doc__)
     url = sys.argv[1]
     proto_dir = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "proto")
+    accounts_url = sys.argv[3] if len(sys.argv) > 3 else url
     with tempfile.TemporaryDirectory(prefix="brigade-grpc-python-") as out:
         files = generate_stubs(proto_dir, out)
         print(f"generated Python stubs for {', '.join(files)}")
         sys.path.insert(0, out)
-        checks = Checks(url)
+        checks = Checks(url, accounts_url)
         names = [n for n in Checks.__dict__ if n.startswith("check_")]
         passed = failed = 0
         for name in names:
@@ -265,6 +366,7 @@ def main():
                 passed += 1
                 print(f"PASS {name[6:]} ({time.monotonic() - started:.2f}s)")
         checks.channel.close()
+        checks.accounts_channel.close()
     print(f"grpc-python: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

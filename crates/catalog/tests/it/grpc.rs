@@ -283,6 +283,142 @@ async fn create_is_idempotent_with_a_key_postgres() {
     create_is_idempotent_with_a_key(Backend::Postgres).await;
 }
 
+/// `ReviewService` over gRPC: creates under a key (replayed), each refusal with its
+/// details (a bad field, an unknown product, an author accounts does not know), and
+/// `ListReviews` in pages.
+async fn reviews_are_created_and_listed(backend: Backend) {
+    use proto::v1::review_service_client::ReviewServiceClient;
+    use proto::v1::{CreateReviewRequest, ListReviewsRequest};
+
+    let data = TestData::new(backend).await;
+    let app = data.spawn().await;
+    let mut products = client(&app).await;
+    products
+        .create_product(create("Laptop", 999.99, 5))
+        .await
+        .unwrap();
+    let mut reviews = ReviewServiceClient::new(channel(&app).await);
+    let review = |product_id: i32, user_id: i64, rating: i32, key: Option<&str>| {
+        let mut request = Request::new(CreateReviewRequest {
+            product_id,
+            user_id,
+            rating,
+            comment: format!("{rating} stars"),
+        });
+        if let Some(key) = key {
+            request
+                .metadata_mut()
+                .insert("idempotency-key", key.parse().unwrap());
+        }
+        request
+    };
+    let first = reviews
+        .create_review(review(1, 1, 5, Some("rv-1")))
+        .await
+        .unwrap();
+    assert!(first.metadata().get("idempotent-replayed").is_none());
+    let first = first.into_inner();
+    assert_eq!(
+        (
+            first.product_id,
+            first.user_id,
+            first.rating,
+            first.comment.as_str()
+        ),
+        (1, 1, 5, "5 stars")
+    );
+    let again = reviews
+        .create_review(review(1, 1, 5, Some("rv-1")))
+        .await
+        .unwrap();
+    assert_eq!(again.metadata().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(again.into_inner(), first);
+    for (n, user) in [(2, 2), (3, 3), (4, 4)] {
+        reviews
+            .create_review(review(1, user, n, None))
+            .await
+            .unwrap();
+    }
+
+    let fields_of = |status: &Status| -> Vec<String> {
+        status
+            .get_error_details()
+            .bad_request()
+            .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+            .unwrap_or_default()
+    };
+    let bad = reviews
+        .create_review(review(1, 1, 9, Some("rv-bad")))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(fields_of(&bad), ["rating"]);
+    let stranger = reviews
+        .create_review(review(1, 999, 4, Some("rv-stranger")))
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), Code::InvalidArgument, "{stranger:?}");
+    assert_eq!(fields_of(&stranger), ["user_id"]);
+    let nowhere = reviews
+        .create_review(review(77, 1, 4, Some("rv-nowhere")))
+        .await
+        .unwrap_err();
+    assert_eq!(nowhere.code(), Code::NotFound, "{nowhere:?}");
+    let info = nowhere.get_error_details().error_info().cloned().unwrap();
+    assert_eq!(
+        info.metadata["type"],
+        "https://brigade.dev/problems/not-found"
+    );
+
+    let page = |page_size: i32, page_token: String| ListReviewsRequest {
+        product_id: 1,
+        page_size,
+        page_token,
+    };
+    let one = reviews
+        .list_reviews(page(3, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(one.reviews.len(), 3);
+    assert_eq!(one.reviews[0], first);
+    assert!(!one.next_page_token.is_empty());
+    let two = reviews
+        .list_reviews(page(3, one.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let ratings: Vec<i32> = two.reviews.iter().map(|r| r.rating).collect();
+    assert_eq!(ratings, [4], "the last page");
+    assert!(two.next_page_token.is_empty());
+    let unknown = reviews
+        .list_reviews(ListReviewsRequest {
+            product_id: 77,
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    let forged = reviews
+        .list_reviews(page(3, "not-a-token".to_owned()))
+        .await
+        .unwrap_err();
+    assert_eq!(forged.code(), Code::InvalidArgument);
+    assert_eq!(fields_of(&forged), ["page_token"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reviews_are_created_and_listed_sqlite() {
+    reviews_are_created_and_listed(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn reviews_are_created_and_listed_postgres() {
+    reviews_are_created_and_listed(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn health_follows_readiness_and_reflection_lists_the_services() {
     use tonic_health::pb::HealthCheckRequest;
