@@ -48,12 +48,52 @@ async fn raw() -> async_nats::jetstream::Context {
     async_nats::jetstream::new(client)
 }
 
-fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
+/// The stream names one test handed out: their JetStream streams (and `-dlq` streams)
+/// are deleted when the test ends, whether it passed or not.
+#[derive(Default)]
+struct Streams(std::sync::Mutex<Vec<String>>);
+
+impl Streams {
+    fn unique(&self, prefix: &str) -> String {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(name.clone());
+        name
+    }
 }
 
-async fn cleanup(names: &[String]) {
-    let js = raw().await;
+impl Drop for Streams {
+    fn drop(&mut self) {
+        let names = std::mem::take(
+            &mut *self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if names.is_empty() {
+            return;
+        }
+        // A runtime of its own on a thread of its own: the test's may be unwinding.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(delete_streams(&names));
+        })
+        .join();
+    }
+}
+
+async fn delete_streams(names: &[String]) {
+    let Ok(client) = async_nats::connect(URL).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
     for name in names {
         let _ = js.delete_stream(name).await;
         let _ = js.delete_stream(format!("{name}-dlq")).await;
@@ -81,8 +121,12 @@ where
     panic!("{what} did not happen within {WAIT:?}");
 }
 
-/// The conformance suite's way in: every `connect` is a new NATS connection.
-struct NatsHarness;
+/// The conformance suite's way in: every `connect` is a new NATS connection; every
+/// name it hands out is deleted when the test ends, passed or failed.
+#[derive(Default)]
+struct NatsHarness {
+    streams: Streams,
+}
 
 #[async_trait]
 impl Harness for NatsHarness {
@@ -92,7 +136,7 @@ impl Harness for NatsHarness {
     }
 
     fn unique(&self, base: &str) -> String {
-        unique(base)
+        self.streams.unique(base)
     }
 
     async fn publish_raw(&self, queue: &str, body: &[u8], metadata: &[(&str, String)]) {
@@ -118,12 +162,12 @@ impl Harness for NatsHarness {
     }
 
     async fn cleanup(&self, queues: &[String], streams: &[String]) {
-        cleanup(queues).await;
-        cleanup(streams).await;
+        delete_streams(queues).await;
+        delete_streams(streams).await;
     }
 }
 
-messaging::all_conformance_tests!(NatsHarness);
+messaging::all_conformance_tests!(NatsHarness::default());
 
 fn order(n: u32) -> Envelope {
     Envelope::new(
@@ -134,8 +178,9 @@ fn order(n: u32) -> Envelope {
 
 #[tokio::test]
 async fn publish_waits_for_the_puback_and_a_consumer_acks() {
+    let streams = Streams::default();
     let b = broker().await;
-    let q = unique("q");
+    let q = streams.unique("q");
     b.queues
         .declare(&q, &QueueOptions::default())
         .await
@@ -157,13 +202,13 @@ async fn publish_waits_for_the_puback_and_a_consumer_acks() {
     .await;
     let stats = b.queues.stats(&q).await.unwrap();
     assert_eq!((stats.ready, stats.in_flight, stats.dead), (0, 0, 0));
-    cleanup(&[q]).await;
 }
 
 #[tokio::test]
 async fn a_republished_id_is_stored_once() {
+    let streams = Streams::default();
     let b = broker().await;
-    let q = unique("q");
+    let q = streams.unique("q");
     b.queues
         .declare(&q, &QueueOptions::default())
         .await
@@ -173,13 +218,13 @@ async fn a_republished_id_is_stored_once() {
     b.queues.publish(&q, &sent).await.unwrap(); // duplicate PubAck: still Ok
     assert_eq!(stored(&q).await, 1);
     assert_eq!(b.queues.stats(&q).await.unwrap().ready, 1);
-    cleanup(&[q]).await;
 }
 
 #[tokio::test]
 async fn retry_after_waits_out_the_delay() {
+    let streams = Streams::default();
     let b = broker().await;
-    let q = unique("q");
+    let q = streams.unique("q");
     b.queues
         .declare(&q, &QueueOptions::default())
         .await
@@ -199,13 +244,13 @@ async fn retry_after_waits_out_the_delay() {
     assert_eq!(d.attempt, 2);
     assert_eq!(d.message.as_ref().unwrap().id, sent.id);
     d.ack().await.unwrap();
-    cleanup(&[q]).await;
 }
 
 #[tokio::test]
 async fn reject_dead_letters_with_the_reason_and_redrive_brings_it_back() {
+    let streams = Streams::default();
     let b = broker().await;
-    let q = unique("q");
+    let q = streams.unique("q");
     b.queues
         .declare(&q, &QueueOptions::default())
         .await
@@ -239,13 +284,13 @@ async fn reject_dead_letters_with_the_reason_and_redrive_brings_it_back() {
     assert_eq!(d.message.as_ref().unwrap(), &sent);
     d.ack().await.unwrap();
     assert_eq!(b.queues.redrive(&q, 10).await.unwrap(), 0);
-    cleanup(&[q]).await;
 }
 
 #[tokio::test]
 async fn nacks_up_to_max_deliveries_then_the_dlq() {
+    let streams = Streams::default();
     let b = broker().await;
-    let q = unique("q");
+    let q = streams.unique("q");
     let options = QueueOptions {
         max_deliveries: 3,
         default_kind: None,
@@ -272,14 +317,14 @@ async fn nacks_up_to_max_deliveries_then_the_dlq() {
             .await
             .is_err()
     );
-    cleanup(&[q]).await;
 }
 
 #[tokio::test]
 async fn a_message_whose_consumers_died_is_dead_lettered_at_receipt() {
+    let streams = Streams::default();
     // ack_wait 1 s: an unsettled delivery comes back after a second.
     let b = broker_with(Duration::from_secs(1)).await;
-    let q = unique("q");
+    let q = streams.unique("q");
     let options = QueueOptions {
         max_deliveries: 2,
         default_kind: None,
@@ -309,13 +354,13 @@ async fn a_message_whose_consumers_died_is_dead_lettered_at_receipt() {
         dead[0].reason
     );
     assert_eq!(dead[0].attempts, 2);
-    cleanup(&[q]).await;
 }
 
 #[tokio::test]
 async fn a_foreign_headerless_message_gets_the_queue_defaults() {
+    let streams = Streams::default();
     let b = broker().await;
-    let q = unique("q");
+    let q = streams.unique("q");
     let options = QueueOptions {
         max_deliveries: 5,
         default_kind: Some("ProcessOrder".into()),
@@ -342,13 +387,13 @@ async fn a_foreign_headerless_message_gets_the_queue_defaults() {
     let d = within(consumer.next()).await;
     assert_eq!(d.message.as_ref().unwrap().id, got.id);
     d.ack().await.unwrap();
-    cleanup(&[q]).await;
 }
 
 #[tokio::test]
 async fn a_malformed_body_is_handed_out_as_an_error_and_rejected_to_the_dlq() {
+    let streams = Streams::default();
     let b = broker().await;
-    let q = unique("q");
+    let q = streams.unique("q");
     b.queues
         .declare(
             &q,
@@ -375,13 +420,13 @@ async fn a_malformed_body_is_handed_out_as_an_error_and_rejected_to_the_dlq() {
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].reason, reason);
     assert_eq!(dead[0].body, b"not json");
-    cleanup(&[q]).await;
 }
 
 #[tokio::test]
 async fn prefetch_bounds_what_one_consumer_holds() {
+    let streams = Streams::default();
     let b = broker().await;
-    let q = unique("q");
+    let q = streams.unique("q");
     b.queues
         .declare(&q, &QueueOptions::default())
         .await
@@ -407,13 +452,13 @@ async fn prefetch_bounds_what_one_consumer_holds() {
     a1.ack().await.unwrap();
     a2.ack().await.unwrap();
     eventually("all acked", || async { stored(&q).await == 0 }).await;
-    cleanup(&[q]).await;
 }
 
 #[tokio::test]
 async fn a_stream_group_reads_in_key_order_commits_and_replays() {
+    let streams = Streams::default();
     let b = broker().await;
-    let s = unique("s");
+    let s = streams.unique("s");
     let options = StreamOptions {
         retention: Duration::from_secs(3600),
         partitions: 4,
@@ -478,13 +523,13 @@ async fn a_stream_group_reads_in_key_order_commits_and_replays() {
     }
     replayed.sort_unstable();
     assert_eq!(replayed, positions[15..].to_vec());
-    cleanup(&[s]).await;
 }
 
 #[tokio::test]
 async fn a_stream_retry_holds_back_its_partition() {
+    let streams = Streams::default();
     let b = broker().await;
-    let s = unique("s");
+    let s = streams.unique("s");
     b.streams
         .declare(
             &s,
@@ -518,13 +563,13 @@ async fn a_stream_retry_holds_back_its_partition() {
     let e = within(member.next()).await;
     assert_eq!(e.message.as_ref().unwrap().id, second.id);
     e.commit().await.unwrap();
-    cleanup(&[s]).await;
 }
 
 #[tokio::test]
 async fn two_members_of_a_group_share_the_events_once() {
+    let streams = Streams::default();
     let b = broker().await;
-    let s = unique("s");
+    let s = streams.unique("s");
     b.streams
         .declare(
             &s,
@@ -560,7 +605,6 @@ async fn two_members_of_a_group_share_the_events_once() {
         e.commit().await.unwrap();
     }
     assert_eq!(seen.len(), 40);
-    cleanup(&[s]).await;
 }
 
 #[tokio::test]

@@ -584,7 +584,57 @@ mod conformance {
 
     use super::{URL, broker, raw};
 
-    struct RabbitHarness;
+    /// Every name it hands out is deleted when the test ends, passed or failed (as a
+    /// queue with its `.dlq` and `.retry`, and as a stream: whichever it was).
+    #[derive(Default)]
+    struct RabbitHarness {
+        names: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Drop for RabbitHarness {
+        fn drop(&mut self) {
+            let names = std::mem::take(
+                &mut *self
+                    .names
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            );
+            if names.is_empty() {
+                return;
+            }
+            // A runtime of its own on a thread of its own: the test's may be unwinding.
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                rt.block_on(delete(&names, &names));
+            })
+            .join();
+        }
+    }
+
+    /// Deletes `queues` (with their `.dlq` and `.retry`) and `streams`, ignoring what
+    /// is not there.
+    async fn delete(queues: &[String], streams: &[String]) {
+        if let Ok(conn) = Connection::connect(URL, ConnectionProperties::default()).await {
+            for q in queues {
+                for name in [q.clone(), format!("{q}.dlq"), format!("{q}.retry")] {
+                    if let Ok(ch) = conn.create_channel().await {
+                        let _ = ch
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                }
+            }
+            let _ = conn.close(200, "OK".into()).await;
+        }
+        for s in streams {
+            let _ = messaging::rabbitmq::stream::delete_stream(URL, s).await;
+        }
+    }
 
     #[async_trait]
     impl Harness for RabbitHarness {
@@ -593,7 +643,12 @@ mod conformance {
         }
 
         fn unique(&self, base: &str) -> String {
-            format!("conformance-{base}-{}", uuid::Uuid::new_v4().simple())
+            let name = format!("conformance-{base}-{}", uuid::Uuid::new_v4().simple());
+            self.names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(name.clone());
+            name
         }
 
         async fn publish_raw(&self, queue: &str, body: &[u8], metadata: &[(&str, String)]) {
@@ -647,28 +702,9 @@ mod conformance {
         }
 
         async fn cleanup(&self, queues: &[String], streams: &[String]) {
-            let Ok(conn) = Connection::connect(URL, ConnectionProperties::default()).await else {
-                return;
-            };
-            let mut names = Vec::new();
-            for q in queues {
-                names.extend([q.clone(), format!("{q}.dlq"), format!("{q}.retry")]);
-            }
-            for name in names {
-                if let Ok(ch) = conn.create_channel().await {
-                    let _ = ch
-                        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                }
-            }
-            let _ = conn.close(200, "OK".into()).await;
-            for s in streams {
-                messaging::rabbitmq::stream::delete_stream(URL, s)
-                    .await
-                    .unwrap();
-            }
+            delete(queues, streams).await;
         }
     }
 
-    messaging::all_conformance_tests!(RabbitHarness);
+    messaging::all_conformance_tests!(RabbitHarness::default());
 }

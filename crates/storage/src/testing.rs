@@ -24,8 +24,8 @@ pub fn postgres_admin_url() -> String {
 #[derive(Debug)]
 pub struct TestDatabase {
     pub db: Database,
-    /// PostgreSQL: the database to drop at the end.
-    pg_name: Option<String>,
+    /// PostgreSQL: the database, dropped after `db`.
+    _pg: Option<PostgresDatabase>,
     /// SQLite: the directory holding the file.
     _dir: Option<tempfile::TempDir>,
 }
@@ -49,7 +49,7 @@ pub async fn sqlite(migrations: &[&Migrations]) -> TestDatabase {
         .expect("open SQLite test database");
     TestDatabase {
         db,
-        pg_name: None,
+        _pg: None,
         _dir: Some(dir),
     }
 }
@@ -57,21 +57,49 @@ pub async fn sqlite(migrations: &[&Migrations]) -> TestDatabase {
 /// A fresh, migrated PostgreSQL database. Fails the test, saying how to start the
 /// server, when PostgreSQL is not reachable.
 pub async fn postgres(migrations: &[&Migrations]) -> TestDatabase {
-    let url = postgres_database(&fresh_name()).await;
-    let name = url.1;
-    let db = Database::open(&url.0, &pool_settings(), migrations)
+    let pg = postgres_database(&fresh_name()).await;
+    let db = Database::open(&pg.url, &pool_settings(), migrations)
         .await
         .expect("open PostgreSQL test database");
     TestDatabase {
         db,
-        pg_name: Some(name),
+        _pg: Some(pg),
         _dir: None,
     }
 }
 
-/// Creates an empty PostgreSQL database and returns its URL and name (for tests that
-/// start whole services on PostgreSQL). Drop it with [`drop_postgres_database`].
-pub async fn postgres_database(name: &str) -> (DatabaseUrl, String) {
+/// An empty PostgreSQL database of one test's (for tests that start whole services on
+/// PostgreSQL), dropped when this handle drops — also when the test failed.
+#[derive(Debug)]
+pub struct PostgresDatabase {
+    pub url: DatabaseUrl,
+    name: String,
+}
+
+impl PostgresDatabase {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop may run inside a runtime that is shutting down; use a thread of our own.
+        let handle = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                rt.block_on(drop_postgres_database(&name));
+            }
+        });
+        let _ = handle.join();
+    }
+}
+
+/// Creates an empty PostgreSQL database named `name`, dropped with its handle.
+pub async fn postgres_database(name: &str) -> PostgresDatabase {
     let admin = postgres_admin_url();
     let mut conn = sqlx::PgConnection::connect(&admin)
         .await
@@ -89,7 +117,10 @@ pub async fn postgres_database(name: &str) -> (DatabaseUrl, String) {
     let _ = conn.close().await;
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     let url = DatabaseUrl::parse(&format!("{base}/{name}")).expect("postgres URL");
-    (url, name.to_owned())
+    PostgresDatabase {
+        url,
+        name: name.to_owned(),
+    }
 }
 
 /// Drops a database made by [`postgres_database`], disconnecting whoever still uses it.
@@ -107,23 +138,6 @@ pub async fn drop_postgres_database(name: &str) {
 /// `brigade_test_<uuid>`: unique per test and per run, so runs never see each other.
 pub fn fresh_name() -> String {
     format!("brigade_test_{}", uuid::Uuid::new_v4().simple())
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        if let Some(name) = self.pg_name.take() {
-            // Drop may run inside a runtime that is shutting down; use a thread of our own.
-            let handle = std::thread::spawn(move || {
-                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    rt.block_on(drop_postgres_database(&name));
-                }
-            });
-            let _ = handle.join();
-        }
-    }
 }
 
 /// Runs each named async test function (`async fn name(db: &Database)`) once on a fresh

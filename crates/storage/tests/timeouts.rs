@@ -23,9 +23,8 @@ fn check_unavailable(err: sqlx::Error) {
 
 #[tokio::test]
 async fn postgres_cancels_a_statement_past_the_timeout() {
-    let name = storage::testing::fresh_name();
-    let (url, name) = storage::testing::postgres_database(&name).await;
-    let db = Database::connect(&url, &pool(Duration::from_millis(200)))
+    let pg = storage::testing::postgres_database(&storage::testing::fresh_name()).await;
+    let db = Database::connect(&pg.url, &pool(Duration::from_millis(200)))
         .await
         .unwrap();
     let started = Instant::now();
@@ -39,7 +38,6 @@ async fn postgres_cancels_a_statement_past_the_timeout() {
     );
     check_unavailable(err);
     db.close().await;
-    storage::testing::drop_postgres_database(&name).await;
 }
 
 #[tokio::test]

@@ -48,17 +48,15 @@ async fn up_brings_all_five_services_to_ready_and_stops_on_sigterm() {
 #[tokio::test]
 async fn serve_runs_one_service_on_postgres() {
     let dir = tempfile::tempdir().unwrap();
-    let name = storage::testing::fresh_name();
-    let (url, name) = storage::testing::postgres_database(&name).await;
+    let pg = storage::testing::postgres_database(&storage::testing::fresh_name()).await;
     let mut cmd = brigade(dir.path());
     cmd.args(["serve", "catalog", "--port", "0"])
-        .env("BRIGADE_SERVICES__CATALOG__DATABASE_URL", url.expose());
+        .env("BRIGADE_SERVICES__CATALOG__DATABASE_URL", pg.url.expose());
     let mut running = start(&mut cmd).await;
     let base = &running.urls["catalog"];
     let ready = reqwest::get(format!("{base}/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
     stop_cleanly(&mut running).await;
-    storage::testing::drop_postgres_database(&name).await;
 }
 
 /// The running system uses the messaging layer: a product created over REST reaches the

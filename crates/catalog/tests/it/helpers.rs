@@ -18,7 +18,8 @@ pub enum Backend {
 pub struct TestData {
     pub settings: Settings,
     _dir: tempfile::TempDir,
-    pg_name: Option<String>,
+    /// PostgreSQL: catalog's database, dropped with the test data.
+    _pg: Option<storage::testing::PostgresDatabase>,
     _accounts: TestApp,
 }
 
@@ -30,12 +31,11 @@ impl TestData {
             ..Settings::default()
         };
         settings.services.catalog.port = 0;
-        let mut pg_name = None;
+        let mut pg = None;
         if backend == Backend::Postgres {
-            let (url, name) =
-                storage::testing::postgres_database(&storage::testing::fresh_name()).await;
-            settings.services.catalog.database_url = Some(url);
-            pg_name = Some(name);
+            let db = storage::testing::postgres_database(&storage::testing::fresh_name()).await;
+            settings.services.catalog.database_url = Some(db.url.clone());
+            pg = Some(db);
         }
         // A real accounts service on its own free port, with a few users.
         settings.services.accounts.port = 0;
@@ -47,29 +47,13 @@ impl TestData {
         TestData {
             settings,
             _dir: dir,
-            pg_name,
+            _pg: pg,
             _accounts: accounts,
         }
     }
 
     pub async fn spawn(&self) -> TestApp {
         TestApp::run(catalog::build(&self.settings).await.unwrap())
-    }
-}
-
-impl Drop for TestData {
-    fn drop(&mut self) {
-        if let Some(name) = self.pg_name.take() {
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(storage::testing::drop_postgres_database(&name));
-            })
-            .join()
-            .unwrap();
-        }
     }
 }
 
