@@ -15,24 +15,32 @@ pub(crate) struct App {
 }
 
 pub(crate) async fn spawn_app() -> App {
+    spawn_app_with(|_| {}).await.0
+}
+
+/// Accounts with `configure`'s settings, and its database.
+async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> (App, storage::Database) {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
     };
     settings.services.accounts.port = 0;
+    configure(&mut settings);
     let app = accounts::build(&settings).await.unwrap();
+    let db = app.database().clone();
     let base = format!("http://{}", app.local_addr());
     let stop = Arc::new(Notify::new());
     let signal = stop.clone();
     let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
-    App {
+    let app = App {
         base,
         client: reqwest::Client::new(),
         stop,
         handle,
         _dir: dir,
-    }
+    };
+    (app, db)
 }
 
 impl App {
@@ -102,6 +110,33 @@ async fn users_are_created_read_listed_and_unique_by_email() {
     let page: Value = app.get("/v1/users?limit=10").await.json().await.unwrap();
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert_eq!(page["next_cursor"], Value::Null);
+    app.stop().await;
+}
+
+/// Every database connection taken (the pool at its size, for longer than a request
+/// waits for one): the request answers 503 with `Retry-After`, a problem the client can
+/// act on, not 500; once a connection frees, requests are served again.
+#[tokio::test]
+async fn a_database_pool_timeout_answers_503_with_retry_after() {
+    let (app, db) = spawn_app_with(|s| {
+        s.database.max_connections = 1;
+        s.database.acquire_timeout = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let created = app
+        .post_user("p1", json!({"name": "Jane", "email": "jane@example.com"}))
+        .await;
+    assert_eq!(created.status(), 201);
+    let held = db.pool().acquire().await.unwrap();
+    let busy = app.get("/v1/users/1").await;
+    assert_eq!(busy.status(), 503);
+    assert_eq!(busy.headers()["retry-after"], "1");
+    assert_eq!(busy.headers()["content-type"], "application/problem+json");
+    let p: Value = busy.json().await.unwrap();
+    assert_eq!(p["type"], "https://brigade.dev/problems/unavailable");
+    drop(held);
+    let served = app.get("/v1/users/1").await;
+    assert_eq!(served.status(), 200);
     app.stop().await;
 }
 

@@ -419,6 +419,74 @@ async fn reviews_are_created_and_listed_postgres() {
     reviews_are_created_and_listed(Backend::Postgres).await;
 }
 
+/// gRPC health follows the database: SERVING while catalog's PostgreSQL database takes
+/// connections, NOT_SERVING once it stops (connections cut, new ones refused), SERVING
+/// again when it is back, and NOT_SERVING when the service shuts down — what a balancer
+/// watching `Health.Watch` acts on.
+#[tokio::test]
+async fn health_goes_not_serving_when_the_database_is_lost_and_on_shutdown() {
+    use sqlx::{Connection, Executor};
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let data = TestData::new(Backend::Postgres).await;
+    let app = data.spawn().await;
+    let name = data.pg_name().unwrap().to_owned();
+    let mut health = HealthClient::new(channel(&app).await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The next status the watch reports that is `want` (repeats of the old one may come
+    // first), within a deadline that covers the reporter's 2 s poll and a ping.
+    let mut until = async |want: ServingStatus, what: &str| {
+        let seen = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                match watch.message().await {
+                    Ok(Some(update)) if update.status == want as i32 => return true,
+                    Ok(Some(_)) => continue,
+                    Ok(None) | Err(_) => return false,
+                }
+            }
+        })
+        .await;
+        assert_eq!(seen, Ok(true), "health never reported {want:?}: {what}");
+    };
+    until(ServingStatus::Serving, "at start").await;
+
+    let admin = storage::testing::postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
+    // The names are ours (`fresh_name`), never input.
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        r#"ALTER DATABASE "{name}" ALLOW_CONNECTIONS false"#
+    )))
+    .await
+    .unwrap();
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    )))
+    .await
+    .unwrap();
+    until(ServingStatus::NotServing, "with the database gone").await;
+
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        r#"ALTER DATABASE "{name}" ALLOW_CONNECTIONS true"#
+    )))
+    .await
+    .unwrap();
+    until(ServingStatus::Serving, "with the database back").await;
+    let _ = conn.close().await;
+
+    let stopping = tokio::spawn(app.stop());
+    until(ServingStatus::NotServing, "on shutdown").await;
+    drop(watch);
+    stopping.await.unwrap();
+}
+
 #[tokio::test]
 async fn health_follows_readiness_and_reflection_lists_the_services() {
     use tonic_health::pb::HealthCheckRequest;

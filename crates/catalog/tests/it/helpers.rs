@@ -52,6 +52,11 @@ impl TestData {
         }
     }
 
+    /// PostgreSQL: the name of catalog's database.
+    pub fn pg_name(&self) -> Option<&str> {
+        self._pg.as_ref().map(|pg| pg.name())
+    }
+
     pub async fn spawn(&self) -> TestApp {
         TestApp::run(catalog::build(&self.settings).await.unwrap())
     }
