@@ -1,0 +1,226 @@
+//! The whole system on real brokers, as a user configures it (`messaging.backend`,
+//! `messaging.url`): a product created over REST reaches `brigade events tail` through
+//! catalog's outbox, on RabbitMQ and on NATS JetStream; on RabbitMQ the tutorial's pika
+//! producer feeds the `order_processing` queue that orders itself declared.
+//!
+//! Each test has a broker of its own, so runs and parallel tests never share channel
+//! names: a RabbitMQ virtual host made for it (and deleted after it, passed or failed),
+//! and a `nats-server` process of its own with JetStream in a temporary directory.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+use crate::helpers::{brigade, on_free_ports, start, stop_cleanly};
+
+/// A RabbitMQ virtual host for one test, deleted when dropped.
+struct Vhost {
+    name: String,
+}
+
+fn rabbitmqctl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "rabbitmqctl must be on PATH with RabbitMQ running on 127.0.0.1:5672 \
+                 (start it with `rabbitmq-server -detached`): {e}"
+            )
+        })
+}
+
+impl Vhost {
+    fn new() -> Vhost {
+        let name = format!("brigade-test-{}", uuid::Uuid::new_v4().simple());
+        for args in [
+            vec!["add_vhost", name.as_str()],
+            vec![
+                "set_permissions",
+                "-p",
+                name.as_str(),
+                "guest",
+                ".*",
+                ".*",
+                ".*",
+            ],
+        ] {
+            let out = rabbitmqctl(&args);
+            assert!(
+                out.status.success(),
+                "rabbitmqctl {args:?} failed (is RabbitMQ running? start it with \
+                 `rabbitmq-server -detached`): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Vhost { name }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let _ = rabbitmqctl(&["delete_vhost", &self.name]);
+    }
+}
+
+/// A `nats-server` with JetStream of one test's own, on a port it chose, stopped (and its
+/// store removed) when dropped.
+struct Nats {
+    url: String,
+    _child: tokio::process::Child,
+    _store: tempfile::TempDir,
+}
+
+impl Nats {
+    async fn start() -> Nats {
+        let store = tempfile::tempdir().unwrap();
+        let mut child = Command::new("nats-server")
+            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
+            .arg(store.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("nats-server must be on PATH (see README's test section): {e}")
+            });
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let find = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(at) = line.split("Listening for client connections on ").nth(1) {
+                    return Some(at.trim().to_owned());
+                }
+            }
+            None
+        };
+        let addr = tokio::time::timeout(Duration::from_secs(20), find)
+            .await
+            .expect("nats-server listening within 20 s")
+            .expect("nats-server said where it listens");
+        // Keep reading its log, so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Nats {
+            url: format!("nats://{addr}"),
+            _child: child,
+            _store: store,
+        }
+    }
+}
+
+/// `brigade` on `backend` at `url`.
+fn on_broker(data: &Path, backend: &str, url: &str) -> Command {
+    let mut cmd = brigade(data);
+    cmd.env("BRIGADE_MESSAGING__BACKEND", backend)
+        .env("BRIGADE_MESSAGING__URL", url);
+    cmd
+}
+
+/// Creates a product on the running system and reads it back from `catalog-events`
+/// with `brigade events tail`, a process of its own on the same broker.
+async fn a_product_reaches_events_tail(data: &Path, backend: &str, url: &str, catalog: &str) {
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{catalog}/v1/products"))
+        .header("idempotency-key", format!("{backend}-events-1"))
+        .json(&serde_json::json!({"name": "Keyboard", "price": 49.5, "stock": 7}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_i64().unwrap();
+    let tail = on_broker(data, backend, url)
+        .args(["events", "tail", "catalog-events", "--group", "test-tail"])
+        .args(["--from", "earliest", "--count", "1"])
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), tail)
+        .await
+        .expect("events tail printed the event within 60 s")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let line: serde_json::Value =
+        serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().unwrap())
+            .unwrap_or_else(|e| panic!("events tail printed no JSON line ({e}): {stderr}"));
+    let envelope = &line["envelope"];
+    assert_eq!(envelope["type"], "ProductCreated", "{line}");
+    assert_eq!(envelope["key"], id.to_string(), "{line}");
+    assert_eq!(envelope["payload"]["name"], "Keyboard", "{line}");
+}
+
+#[tokio::test]
+async fn on_rabbitmq_events_flow_and_the_seeds_pika_producer_feeds_orders_queue() {
+    let vhost = Vhost::new();
+    let url = vhost.url();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut running = start(on_free_ports(
+        on_broker(&data, "rabbitmq", &url).args(["up", "--no-seed"]),
+    ))
+    .await;
+    let catalog = running.urls["catalog"].clone();
+    a_product_reaches_events_tail(&data, "rabbitmq", &url, &catalog).await;
+
+    // The seed's producer declares `order_processing` as the seed does (durable, no
+    // arguments) on the queue orders declared at start, and publishes to it.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contract-tests/pika/run.sh");
+    let pika = Command::new("bash")
+        .arg(&script)
+        .arg("order_processing")
+        .arg(&url)
+        .output()
+        .await
+        .expect("run contract-tests/pika/run.sh (needs python3 with venv and pip)");
+    assert!(
+        pika.status.success(),
+        "pika's declare or publish on orders' queue failed:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&pika.stdout),
+        String::from_utf8_lossy(&pika.stderr)
+    );
+    // Orders owns the queue and reports its depth: the seed's message and the three bad
+    // ones wait there (no worker consumes them yet).
+    let orders = running.urls["orders"].clone();
+    let want = r#"brigade_messaging_queue_depth{service="orders",backend="rabbitmq",queue="order_processing",state="ready"} 4"#;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = reqwest::get(format!("{orders}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if page.contains(want) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders never reported the four messages in its queue:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop_cleanly(&mut running).await;
+}
+
+#[tokio::test]
+async fn on_nats_events_flow_from_catalogs_outbox_to_events_tail() {
+    let nats = Nats::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut running = start(on_free_ports(
+        on_broker(&data, "nats", &nats.url).args(["up", "--no-seed"]),
+    ))
+    .await;
+    let catalog = running.urls["catalog"].clone();
+    a_product_reaches_events_tail(&data, "nats", &nats.url, &catalog).await;
+    stop_cleanly(&mut running).await;
+}
