@@ -28,6 +28,8 @@ pub mod queue;
 pub mod rabbitmq;
 pub mod series;
 pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 
 use std::sync::Arc;

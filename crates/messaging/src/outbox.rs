@@ -130,6 +130,8 @@ pub struct RelayOptions {
     pub backoff_cap: Duration,
     /// Sent messages are kept this long (an audit trail), then purged.
     pub keep_sent: Duration,
+    /// How often the relay purges sent messages older than `keep_sent`.
+    pub purge_every: Duration,
 }
 
 impl Default for RelayOptions {
@@ -140,6 +142,7 @@ impl Default for RelayOptions {
             backoff_base: Duration::from_millis(100),
             backoff_cap: Duration::from_secs(10),
             keep_sent: Duration::from_secs(24 * 60 * 60),
+            purge_every: Duration::from_secs(60),
         }
     }
 }
@@ -378,7 +381,7 @@ impl Outbox {
                 metrics::gauge!(crate::series::OUTBOX_BACKLOG, "service" => self.service)
                     .set(n as f64);
             }
-            if last_purge.elapsed() >= Duration::from_secs(60) {
+            if last_purge.elapsed() >= options.purge_every {
                 last_purge = tokio::time::Instant::now();
                 if let Err(e) = self.purge_sent(options.keep_sent).await {
                     tracing::debug!(error = %e, "outbox purge failed");

@@ -8,112 +8,12 @@
 //! and a `nats-server` process of its own with JetStream in a temporary directory.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use messaging::testing::{NatsServer, RabbitVhost};
 use tokio::process::Command;
 
 use crate::helpers::{brigade, on_free_ports, start, stop_cleanly};
-
-/// A RabbitMQ virtual host for one test, deleted when dropped.
-struct Vhost {
-    name: String,
-}
-
-fn rabbitmqctl(args: &[&str]) -> std::process::Output {
-    std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "rabbitmqctl must be on PATH with RabbitMQ running on 127.0.0.1:5672 \
-                 (start it with `rabbitmq-server -detached`): {e}"
-            )
-        })
-}
-
-impl Vhost {
-    fn new() -> Vhost {
-        let name = format!("brigade-test-{}", uuid::Uuid::new_v4().simple());
-        for args in [
-            vec!["add_vhost", name.as_str()],
-            vec![
-                "set_permissions",
-                "-p",
-                name.as_str(),
-                "guest",
-                ".*",
-                ".*",
-                ".*",
-            ],
-        ] {
-            let out = rabbitmqctl(&args);
-            assert!(
-                out.status.success(),
-                "rabbitmqctl {args:?} failed (is RabbitMQ running? start it with \
-                 `rabbitmq-server -detached`): {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Vhost { name }
-    }
-
-    fn url(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:5672/{}", self.name)
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let _ = rabbitmqctl(&["delete_vhost", &self.name]);
-    }
-}
-
-/// A `nats-server` with JetStream of one test's own, on a port it chose, stopped (and its
-/// store removed) when dropped.
-struct Nats {
-    url: String,
-    _child: tokio::process::Child,
-    _store: tempfile::TempDir,
-}
-
-impl Nats {
-    async fn start() -> Nats {
-        let store = tempfile::tempdir().unwrap();
-        let mut child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd"])
-            .arg(store.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("nats-server must be on PATH (see README's test section): {e}")
-            });
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let find = async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(at) = line.split("Listening for client connections on ").nth(1) {
-                    return Some(at.trim().to_owned());
-                }
-            }
-            None
-        };
-        let addr = tokio::time::timeout(Duration::from_secs(20), find)
-            .await
-            .expect("nats-server listening within 20 s")
-            .expect("nats-server said where it listens");
-        // Keep reading its log, so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Nats {
-            url: format!("nats://{addr}"),
-            _child: child,
-            _store: store,
-        }
-    }
-}
 
 /// `brigade` on `backend` at `url`.
 fn on_broker(data: &Path, backend: &str, url: &str) -> Command {
@@ -160,7 +60,7 @@ async fn a_product_reaches_events_tail(data: &Path, backend: &str, url: &str, ca
 
 #[tokio::test]
 async fn on_rabbitmq_events_flow_and_the_seeds_pika_producer_feeds_orders_queue() {
-    let vhost = Vhost::new();
+    let vhost = RabbitVhost::new();
     let url = vhost.url();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -213,14 +113,14 @@ async fn on_rabbitmq_events_flow_and_the_seeds_pika_producer_feeds_orders_queue(
 
 #[tokio::test]
 async fn on_nats_events_flow_from_catalogs_outbox_to_events_tail() {
-    let nats = Nats::start().await;
+    let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let mut running = start(on_free_ports(
-        on_broker(&data, "nats", &nats.url).args(["up", "--no-seed"]),
+        on_broker(&data, "nats", nats.url()).args(["up", "--no-seed"]),
     ))
     .await;
     let catalog = running.urls["catalog"].clone();
-    a_product_reaches_events_tail(&data, "nats", &nats.url, &catalog).await;
+    a_product_reaches_events_tail(&data, "nats", nats.url(), &catalog).await;
     stop_cleanly(&mut running).await;
 }

@@ -37,62 +37,6 @@ async fn run(app: server::Application) -> Running {
     }
 }
 
-/// A TCP front for a service: catalog is pointed at the front's port, which stays bound
-/// for the whole test, so the service behind it can go away and come back (on any port)
-/// without anyone re-binding a released port, which a test running beside this one
-/// could have taken meanwhile. Down, it closes every connection it holds and every new
-/// one at once, as a stopped process's port would refuse them.
-struct Front {
-    port: u16,
-    state: Arc<std::sync::Mutex<FrontState>>,
-}
-
-struct FrontState {
-    /// Where connections go; `None` while down.
-    target: Option<std::net::SocketAddr>,
-    /// The connections being relayed, aborted when the front goes down.
-    relays: Vec<tokio::task::AbortHandle>,
-}
-
-impl Front {
-    async fn to(target: std::net::SocketAddr) -> Front {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(std::sync::Mutex::new(FrontState {
-            target: Some(target),
-            relays: Vec::new(),
-        }));
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let mut state = shared.lock().unwrap();
-                let Some(target) = state.target else {
-                    continue; // dropped: closed at once
-                };
-                let relay = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                state.relays.push(relay.abort_handle());
-            }
-        });
-        Front { port, state }
-    }
-
-    fn down(&self) {
-        let mut state = self.state.lock().unwrap();
-        state.target = None;
-        for relay in state.relays.drain(..) {
-            relay.abort();
-        }
-    }
-
-    fn up(&self, target: std::net::SocketAddr) {
-        self.state.lock().unwrap().target = Some(target);
-    }
-}
-
 fn addr_of(running: &Running) -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], running.port))
 }
@@ -117,7 +61,9 @@ async fn post(
 /// reaches accounts through `front`.
 struct Pair {
     _dir: tempfile::TempDir,
-    front: Front,
+    /// Catalog reaches accounts through it: accounts can go away and come back
+    /// without anyone re-binding a released port.
+    front: messaging::testing::TcpFront,
     settings: Settings,
     accounts: Running,
     catalog: Running,
@@ -134,8 +80,10 @@ async fn accounts_and_catalog(outbound: impl FnOnce(&mut settings::OutboundSetti
     settings.services.catalog.port = 0;
     outbound(&mut settings.outbound);
     let accounts = run(accounts::build(&settings).await.unwrap()).await;
-    let front = Front::to(addr_of(&accounts)).await;
-    settings.services.accounts.port = front.port;
+    let front = messaging::testing::TcpFront::to(addr_of(&accounts))
+        .await
+        .unwrap();
+    settings.services.accounts.port = front.port();
     let catalog = run(catalog::build(&settings).await.unwrap()).await;
     let client = reqwest::Client::new();
     let user = post(
