@@ -330,6 +330,54 @@ where
     (routes, api)
 }
 
+/// An operation of a document: its HTTP method and its path template.
+pub type OperationAt<'a> = (http::Method, &'a str);
+
+/// Documents an OpenAPI link on `from`'s `status` response: the operation `to` can be
+/// called next with `parameters` (name → runtime expression, e.g. `$response.body#/id`).
+/// Links let a client — and a stateful fuzzer such as Schemathesis — chain a create into
+/// the reads, updates and deletes of what it created. Linked by `operationRef`, since
+/// operation ids repeat across a face's resources. A missing operation is left alone.
+pub fn link(
+    api: &mut utoipa::openapi::OpenApi,
+    from: OperationAt<'_>,
+    status: &str,
+    name: &str,
+    to: OperationAt<'_>,
+    parameters: &[(&str, &str)],
+) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+
+    let pointer = |path: &str| path.replace('~', "~0").replace('/', "~1");
+    let mut link = LinkBuilder::new().operation_ref(format!(
+        "#/paths/{}/{}",
+        pointer(to.1),
+        to.0.as_str().to_ascii_lowercase()
+    ));
+    for (parameter, expression) in parameters {
+        link = link.parameter(*parameter, *expression);
+    }
+    let Some(item) = api.paths.paths.get_mut(from.1) else {
+        return;
+    };
+    let operation = match from.0 {
+        http::Method::GET => item.get.as_mut(),
+        http::Method::POST => item.post.as_mut(),
+        http::Method::PUT => item.put.as_mut(),
+        http::Method::PATCH => item.patch.as_mut(),
+        http::Method::DELETE => item.delete.as_mut(),
+        _ => None,
+    };
+    if let Some(RefOr::T(response)) =
+        operation.and_then(|op| op.responses.responses.get_mut(status))
+    {
+        response
+            .links
+            .insert(name.to_owned(), RefOr::T(link.build()));
+    }
+}
+
 /// `/openapi.json` and an interactive page at `/docs`, both served from the binary
 /// (Swagger UI is vendored at build time: no CDN is needed).
 pub fn docs(api: utoipa::openapi::OpenApi) -> Router {

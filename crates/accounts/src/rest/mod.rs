@@ -38,11 +38,26 @@ fn api_router() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of this face, as served at `/openapi.json` and committed as
 /// `openapi/accounts.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    server::rest::split(api_router(), INTRO).1
+    parts().1
 }
 
 /// The REST routes plus `/openapi.json` and the `/docs` page.
 pub fn router(state: AppState) -> Router {
-    let (routes, api) = server::rest::split(api_router(), INTRO);
+    let (routes, api) = parts();
     routes.with_state(state).merge(server::rest::docs(api))
+}
+
+/// The routes and the document, with the link from a created user to reading it.
+fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use axum::http::Method;
+    let (routes, mut api) = server::rest::split(api_router(), INTRO);
+    server::rest::link(
+        &mut api,
+        (Method::POST, "/v1/users"),
+        "201",
+        "GetUser",
+        (Method::GET, "/v1/users/{id}"),
+        &[("id", "$response.body#/id")],
+    );
+    (routes, api)
 }

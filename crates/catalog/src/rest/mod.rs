@@ -47,11 +47,75 @@ fn api_router() -> OpenApiRouter<AppState> {
 /// The OpenAPI document of this face, as served at `/openapi.json` and committed as
 /// `openapi/catalog.json`.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    server::rest::split(api_router(), INTRO).1
+    parts().1
 }
 
 /// The REST routes plus `/openapi.json` and the `/docs` page.
 pub fn router(state: AppState) -> Router {
-    let (routes, api) = server::rest::split(api_router(), INTRO);
+    let (routes, api) = parts();
     routes.with_state(state).merge(server::rest::docs(api))
+}
+
+/// The routes and the document, with the links from what a create answers to what can
+/// be done with it next.
+fn parts() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use axum::http::Method;
+    use server::rest::link;
+    let (routes, mut api) = server::rest::split(api_router(), INTRO);
+    let product = "/v1/products/{id}";
+    let reviews = "/v1/products/{id}/reviews";
+    let by_id = [("id", "$response.body#/id")];
+    let created = (Method::POST, "/v1/products");
+    link(
+        &mut api,
+        created.clone(),
+        "201",
+        "GetProduct",
+        (Method::GET, product),
+        &by_id,
+    );
+    link(
+        &mut api,
+        created.clone(),
+        "201",
+        "UpdateProduct",
+        (Method::PATCH, product),
+        &by_id,
+    );
+    link(
+        &mut api,
+        created.clone(),
+        "201",
+        "DeleteProduct",
+        (Method::DELETE, product),
+        &by_id,
+    );
+    link(
+        &mut api,
+        created.clone(),
+        "201",
+        "ListReviews",
+        (Method::GET, reviews),
+        &by_id,
+    );
+    link(
+        &mut api,
+        created,
+        "201",
+        "CreateReview",
+        (Method::POST, reviews),
+        &by_id,
+    );
+    link(
+        &mut api,
+        (Method::POST, reviews),
+        "201",
+        "GetReview",
+        (Method::GET, "/v1/products/{id}/reviews/{review_id}"),
+        &[
+            ("id", "$request.path.id"),
+            ("review_id", "$response.body#/id"),
+        ],
+    );
+    (routes, api)
 }
