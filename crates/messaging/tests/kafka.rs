@@ -1,12 +1,9 @@
-//! The Kafka backend (feature `kafka`) against YOUR Kafka or Redpanda: no broker runs
-//! on the CI machine, so the suite needs `BRIGADE_TEST_KAFKA_BOOTSTRAP` (e.g.
-//! `127.0.0.1:9092`) and fails, saying how to start one, when it is unset:
+//! The Kafka backend (feature `kafka`) against a real Kafka-API broker named by
+//! `BRIGADE_TEST_KAFKA_BOOTSTRAP` (e.g. `127.0.0.1:9092`); the suite fails, saying how to
+//! get one, when it is unset.
 //!
-//! ```text
-//! docker run -d --name redpanda -p 9092:9092 redpandadata/redpanda redpanda start \
-//!     --overprovisioned --smp 1 --kafka-addr 0.0.0.0:9092 --advertise-kafka-addr 127.0.0.1:9092
-//! BRIGADE_TEST_KAFKA_BOOTSTRAP=127.0.0.1:9092 cargo test -p messaging --features kafka --test kafka
-//! ```
+//! `.ci/kafka` runs this suite with no Docker, against tansu (an Apache-Kafka-API broker
+//! from crates.io) installed once per machine and started for the run.
 //!
 //! Runs the stream properties of the shared conformance suite. The work-queue properties
 //! are not run: Kafka is a log, and this backend's work queues refuse every call (checked
@@ -32,10 +29,9 @@ const BOOTSTRAP_VAR: &str = "BRIGADE_TEST_KAFKA_BOOTSTRAP";
 fn bootstrap() -> String {
     std::env::var(BOOTSTRAP_VAR).unwrap_or_else(|_| {
         panic!(
-            "{BOOTSTRAP_VAR} is not set: the Kafka tests need your own Kafka or Redpanda. \
-             Start one, e.g. `docker run -d --name redpanda -p 9092:9092 redpandadata/redpanda \
-             redpanda start --overprovisioned --smp 1 --kafka-addr 0.0.0.0:9092 \
-             --advertise-kafka-addr 127.0.0.1:9092`, then run \
+            "{BOOTSTRAP_VAR} is not set: the Kafka tests need a Kafka-API broker. Run \
+             `.ci/kafka` (it installs tansu once per machine and starts it for the run), or \
+             point {BOOTSTRAP_VAR} at your own Kafka or Redpanda, e.g. \
              `{BOOTSTRAP_VAR}=127.0.0.1:9092 cargo test -p messaging --features kafka --test kafka`"
         )
     })
@@ -117,7 +113,18 @@ impl Harness for KafkaHarness {
         }
     }
 
+    /// Deletes the test's topics — unless `BRIGADE_TEST_KAFKA_KEEP_TOPICS` is set, as
+    /// `.ci/kafka` sets it for its tansu broker, which lives for one run in memory. tansu
+    /// 0.6.0 answers a Metadata request for a topic deleted while a client still knows it
+    /// with a topic whose name is null and whose error is NONE (Kafka answers
+    /// UNKNOWN_TOPIC_OR_PARTITION with the name), and librdkafka 2.12.1 then crashes the
+    /// process (`strcmp` on the null name in `rd_kafka_metadata_update_op`; seen under
+    /// gdb, `mdi->metadata.topics[0].topic == 0x0`, err NO_ERROR). Keeping the topics,
+    /// `stream_slow_members_keep_their_events` passes; deleting them, it crashes.
     async fn cleanup(&self, _queues: &[String], streams: &[String]) {
+        if std::env::var_os("BRIGADE_TEST_KAFKA_KEEP_TOPICS").is_some() {
+            return;
+        }
         let admin: AdminClient<DefaultClientContext> = client_config().create().unwrap();
         let names: Vec<&str> = streams.iter().map(String::as_str).collect();
         if !names.is_empty() {
@@ -154,6 +161,9 @@ const NOT_RUN: &[(&str, &str)] = &[
     ("queue_deduplicates_republished_id", NO_WORK_QUEUES),
     ("queue_persists_across_reconnect", NO_WORK_QUEUES),
     ("queue_malformed_body_is_rejected_to_dlq", NO_WORK_QUEUES),
+    // Its traffic includes a work queue; the stream half of the series is the same
+    // decorator's, which the other backends' runs hold to the table.
+    ("series_are_the_same_on_every_backend", NO_WORK_QUEUES),
 ];
 
 /// Every property of the suite is either run above or written down as not run.

@@ -1,7 +1,7 @@
 //! Event streams on Kafka topics and consumer groups (see the module doc of `kafka`).
 
 use crate::Published;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -12,7 +12,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -533,14 +533,26 @@ impl EventStream for KafkaStreams {
     }
 }
 
+/// Events of one partition a member holds while an earlier one is out, at most: past
+/// it the partition is paused until the member catches up.
+const MAX_WAITING: usize = 256;
+
 /// What a member knows about its partitions.
 #[derive(Default)]
 struct MemberState {
     /// Bumped by every rebalance and reset: events handed out before cannot commit.
     generation: u64,
-    /// Partition → the offset of the event handed out and not settled (the partition is
-    /// paused meanwhile).
+    /// Partition → the offset of the event handed out and not settled: one event of a
+    /// partition is out at a time, so order per key holds.
     busy: HashMap<i32, i64>,
+    /// Events received for a busy partition, in order, waiting for their turn. Kept
+    /// instead of pausing the partition at every hand-out: a paused partition leaves
+    /// the broker's fetch, and once resumed waits out the fetch in flight for the other
+    /// partitions (`fetch.wait.max.ms`), which capped a busy partition at two events a
+    /// second.
+    waiting: HashMap<i32, VecDeque<OwnedMessage>>,
+    /// Partitions paused because their `waiting` is full.
+    paused: HashSet<i32>,
     /// (partition, offset) → deliveries inside this member.
     attempts: HashMap<(i32, i64), u32>,
     /// Offsets a `reset` asks this member to seek its partitions to.
@@ -551,7 +563,32 @@ impl MemberState {
     fn new_generation(&mut self) {
         self.generation += 1;
         self.busy.clear();
+        self.waiting.clear();
+        self.paused.clear();
         self.attempts.clear();
+    }
+
+    /// A waiting event whose partition is free, claimed: its generation and attempt,
+    /// and whether its partition, paused while full, can fetch again.
+    fn claim_waiting(&mut self) -> Option<(OwnedMessage, u64, u32, bool)> {
+        let partition = *self
+            .waiting
+            .iter()
+            .find(|(p, q)| !q.is_empty() && !self.busy.contains_key(p))?
+            .0;
+        let queue = self.waiting.get_mut(&partition)?;
+        let message = queue.pop_front()?;
+        let resume = queue.len() < MAX_WAITING / 2 && self.paused.remove(&partition);
+        let (generation, attempt) = self.claim(partition, message.offset());
+        Some((message, generation, attempt, resume))
+    }
+
+    /// Marks `offset` of `partition` as out; its generation and attempt.
+    fn claim(&mut self, partition: i32, offset: i64) -> (u64, u32) {
+        self.busy.insert(partition, offset);
+        let attempt = self.attempts.entry((partition, offset)).or_insert(0);
+        *attempt += 1;
+        (self.generation, *attempt)
     }
 }
 
@@ -609,30 +646,48 @@ impl Member {
         tpl
     }
 
-    /// Settles the event at `out` of `partition`: the partition goes on from `offset`
-    /// (`out + 1` after a commit, `out` to hand it out again), unless a rebalance or a
-    /// reset came in between (blocking).
-    fn rewind(&self, partition: i32, out: i64, offset: i64, generation: u64) {
-        let current = self
-            .state
+    /// Whether the event at `out` of `partition` is still this member's, out now.
+    fn holds(&self, partition: i32, out: i64, generation: u64) -> bool {
+        self.state
             .lock()
             .map(|s| s.generation == generation && s.busy.get(&partition) == Some(&out))
-            .unwrap_or(false);
-        if !current {
+            .unwrap_or(false)
+    }
+
+    /// The event at `out` of `partition` is done: the next one of the partition (waiting
+    /// or still to come) may go out.
+    fn done(&self, partition: i32, out: i64, generation: u64) {
+        if let Ok(mut state) = self.state.lock()
+            && state.generation == generation
+            && state.busy.get(&partition) == Some(&out)
+        {
+            state.busy.remove(&partition);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Hands the event at `out` of `partition` out again: the partition is read again
+    /// from `out` (what waited behind it is dropped and fetched again), unless a
+    /// rebalance or a reset came in between (blocking).
+    fn rewind(&self, partition: i32, out: i64, generation: u64) {
+        if !self.holds(partition, out, generation) {
             return;
         }
         if let Err(e) =
             self.consumer
-                .seek(&self.topic, partition, Offset::Offset(offset), self.timeout)
+                .seek(&self.topic, partition, Offset::Offset(out), self.timeout)
         {
-            tracing::warn!(backend = BACKEND, stream = %self.topic, partition, offset, error = %e, "cannot seek back; the event comes again after a rebalance");
+            tracing::warn!(backend = BACKEND, stream = %self.topic, partition, offset = out, error = %e, "cannot seek back; the event comes again after a rebalance");
         }
         if let Ok(mut state) = self.state.lock() {
             state.busy.remove(&partition);
+            state.waiting.remove(&partition);
+            state.paused.remove(&partition);
         }
         if let Err(e) = self.consumer.resume(&self.one(partition)) {
             tracing::warn!(backend = BACKEND, stream = %self.topic, partition, error = %e, "cannot resume a partition");
         }
+        self.wake.notify_one();
     }
 
     /// Seeks the assigned partitions to a reset's offsets (blocking).
@@ -662,10 +717,7 @@ impl Member {
         }
     }
 
-    fn envelope_of(
-        &self,
-        message: &BorrowedMessage<'_>,
-    ) -> std::result::Result<Envelope, Malformed> {
+    fn envelope_of(&self, message: &impl Message) -> std::result::Result<Envelope, Malformed> {
         let headers: Vec<(String, String)> = message
             .headers()
             .map(|h| {
@@ -716,40 +768,53 @@ impl crate::stream::StreamConsumer for KafkaStreamConsumer {
                 let m = member.clone();
                 blocking(move || m.apply_reset(&offsets)).await?;
             }
-            let received = tokio::select! {
-                received = member.consumer.recv() => received,
-                () = member.wake.notified() => continue,
-            };
-            let message = match received {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(backend = BACKEND, stream = %member.topic, error = %e, "consumer error; going on");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
+            // An event that waited for its partition's turn, first.
+            let ready = member.state.lock().ok().and_then(|mut s| s.claim_waiting());
+            let (message, generation, attempt) = match ready {
+                Some((message, generation, attempt, resume)) => {
+                    if resume
+                        && let Err(e) = member.consumer.resume(&member.one(message.partition()))
+                    {
+                        tracing::warn!(backend = BACKEND, stream = %member.topic, error = %e, "cannot resume a partition");
+                    }
+                    (message, generation, attempt)
+                }
+                None => {
+                    let received = tokio::select! {
+                        received = member.consumer.recv() => received,
+                        () = member.wake.notified() => continue,
+                    };
+                    let message = match received {
+                        Ok(m) => m.detach(),
+                        Err(e) => {
+                            tracing::warn!(backend = BACKEND, stream = %member.topic, error = %e, "consumer error; going on");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    let partition = message.partition();
+                    let Ok(mut state) = member.state.lock() else {
+                        continue;
+                    };
+                    let queued = state.waiting.get(&partition).is_some_and(|q| !q.is_empty());
+                    if state.busy.contains_key(&partition) || queued {
+                        // Its partition has an event out (or others before it): it waits.
+                        let queue = state.waiting.entry(partition).or_default();
+                        queue.push_back(message);
+                        if queue.len() >= MAX_WAITING && state.paused.insert(partition) {
+                            drop(state);
+                            if let Err(e) = member.consumer.pause(&member.one(partition)) {
+                                tracing::warn!(backend = BACKEND, stream = %member.topic, partition, error = %e, "cannot pause a partition");
+                            }
+                        }
+                        continue;
+                    }
+                    let (generation, attempt) = state.claim(partition, message.offset());
+                    (message, generation, attempt)
                 }
             };
             let (partition, offset) = (message.partition(), message.offset());
-            let claimed = member.state.lock().ok().and_then(|mut state| {
-                if state.busy.contains_key(&partition) {
-                    // Fetched before the pause took effect: it comes again after the
-                    // settle's seek.
-                    return None;
-                }
-                state.busy.insert(partition, offset);
-                let generation = state.generation;
-                let attempt = state.attempts.entry((partition, offset)).or_insert(0);
-                *attempt += 1;
-                Some((generation, *attempt))
-            });
-            let Some((generation, attempt)) = claimed else {
-                continue;
-            };
-            // One event of a partition out at a time: order per key holds.
-            if let Err(e) = member.consumer.pause(&member.one(partition)) {
-                tracing::warn!(backend = BACKEND, stream = %member.topic, partition, error = %e, "cannot pause a partition");
-            }
             let envelope = member.envelope_of(&message);
-            drop(message);
             let p16 = u16::try_from(partition).unwrap_or(0);
             let position = position_of(u64::try_from(offset).unwrap_or(0), p16, member.partitions);
             return Ok(StreamEvent::new(
@@ -817,15 +882,13 @@ impl Commit for KafkaCommit {
                         if let Ok(mut state) = member.state.lock() {
                             state.attempts.remove(&(partition, offset));
                         }
-                        blocking(move || member.rewind(partition, offset, offset + 1, generation))
-                            .await?;
+                        member.done(partition, offset, generation);
                         Ok(())
                     }
                     Err(e) => {
                         // Not committed: hand it out again.
                         let topic = member.topic.clone();
-                        blocking(move || member.rewind(partition, offset, offset, generation))
-                            .await?;
+                        blocking(move || member.rewind(partition, offset, generation)).await?;
                         Err(kafka_error(format!("committing on {topic}"), &e))
                     }
                 }
@@ -833,8 +896,7 @@ impl Commit for KafkaCommit {
             Some(delay) => {
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    let _ = blocking(move || member.rewind(partition, offset, offset, generation))
-                        .await;
+                    let _ = blocking(move || member.rewind(partition, offset, generation)).await;
                 });
                 Ok(())
             }
@@ -857,7 +919,7 @@ impl Drop for KafkaCommit {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn_blocking(move || {
                 if let Some(member) = member.upgrade() {
-                    member.rewind(partition, offset, offset, generation);
+                    member.rewind(partition, offset, generation);
                 }
             });
         }
