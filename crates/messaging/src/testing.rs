@@ -139,8 +139,11 @@ pub struct RabbitVhost {
     name: String,
 }
 
+/// `rabbitmqctl` with a deadline (coreutils' `timeout`): a broker that hangs fails the
+/// test instead of hanging it.
 fn rabbitmqctl(args: &[&str]) -> std::io::Result<std::process::Output> {
-    std::process::Command::new("rabbitmqctl")
+    std::process::Command::new("timeout")
+        .args(["60", "rabbitmqctl"])
         .args(args)
         .output()
 }

@@ -188,8 +188,9 @@ async fn every_hop_gives_up_before_its_caller_and_the_leaf_is_cancelled() {
     )
     .await;
 
-    // The exact budgets are the paused-clock test's; here, real sockets: every hop gave
-    // up on its own deadline, in order (leaf, then B, then A), long before the leaf's 1 s.
+    // The exact budgets and their order are the paused-clock test's; here, real sockets:
+    // every hop gave up on its own deadline, long before the leaf's 1 s. (B's and A's
+    // deadlines are 10 ms apart, less than a loaded machine's stall: no order here.)
     let sent = Instant::now();
     let status = forward(&client, &a_url, Duration::from_millis(300)).await;
     let took = sent.elapsed();
@@ -222,8 +223,6 @@ async fn every_hop_gives_up_before_its_caller_and_the_leaf_is_cancelled() {
         );
         assert_eq!(status, "timeout", "{hop}");
     }
-    let order: Vec<&str> = answered.iter().map(|(hop, _, _)| *hop).collect();
-    assert_eq!(order, ["B", "A"], "each hop gives up before its caller");
 }
 
 /// The same chain in one process on the paused clock: A's inbound deadline is 300 ms;

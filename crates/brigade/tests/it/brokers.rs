@@ -78,8 +78,11 @@ async fn on_rabbitmq_events_flow_and_the_seeds_pika_producer_feeds_orders_queue(
         .arg(&script)
         .arg("order_processing")
         .arg(&url)
-        .output()
+        .kill_on_drop(true)
+        .output();
+    let pika = tokio::time::timeout(Duration::from_secs(300), pika)
         .await
+        .expect("the pika script finished within 300 s (it may install its venv)")
         .expect("run contract-tests/pika/run.sh (needs python3 with venv and pip)");
     assert!(
         pika.status.success(),

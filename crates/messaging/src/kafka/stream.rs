@@ -6,12 +6,13 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
@@ -553,6 +554,10 @@ struct MemberState {
     waiting: HashMap<i32, VecDeque<OwnedMessage>>,
     /// Partitions paused because their `waiting` is full.
     paused: HashSet<i32>,
+    /// Partition → the offset a rewind sought it back to: until that event comes,
+    /// anything else received for the partition was fetched before the seek (stale,
+    /// and fetched again after it) and is dropped.
+    rewound: HashMap<i32, i64>,
     /// (partition, offset) → deliveries inside this member.
     attempts: HashMap<(i32, i64), u32>,
     /// Offsets a `reset` asks this member to seek its partitions to.
@@ -565,6 +570,7 @@ impl MemberState {
         self.busy.clear();
         self.waiting.clear();
         self.paused.clear();
+        self.rewound.clear();
         self.attempts.clear();
     }
 
@@ -581,6 +587,29 @@ impl MemberState {
         let resume = queue.len() < MAX_WAITING / 2 && self.paused.remove(&partition);
         let (generation, attempt) = self.claim(partition, message.offset());
         Some((message, generation, attempt, resume))
+    }
+
+    /// Takes in an event received from the broker: it goes out now (claimed: its
+    /// generation and attempt), or waits behind its partition's event that is out, or is
+    /// dropped as fetched before a rewind. `Waits(true)` when the partition's waiting
+    /// events just reached [`MAX_WAITING`]: the caller pauses it.
+    fn receive(&mut self, message: OwnedMessage) -> Received {
+        let (partition, offset) = (message.partition(), message.offset());
+        if let Some(&from) = self.rewound.get(&partition) {
+            if offset != from {
+                return Received::Stale;
+            }
+            self.rewound.remove(&partition);
+        }
+        let queued = self.waiting.get(&partition).is_some_and(|q| !q.is_empty());
+        if self.busy.contains_key(&partition) || queued {
+            let queue = self.waiting.entry(partition).or_default();
+            queue.push_back(message);
+            let full = queue.len() >= MAX_WAITING && self.paused.insert(partition);
+            return Received::Waits(full);
+        }
+        let (generation, attempt) = self.claim(partition, offset);
+        Received::Out(message, generation, attempt)
     }
 
     /// Marks `offset` of `partition` as out; its generation and attempt.
@@ -629,6 +658,16 @@ impl ConsumerContext for MemberContext {
     }
 }
 
+/// What became of an event received from the broker.
+enum Received {
+    /// It goes out: the event, its generation and attempt.
+    Out(OwnedMessage, u64, u32),
+    /// It waits for its partition's turn; `true` when the partition must now pause.
+    Waits(bool),
+    /// Fetched before a rewind: dropped (it comes again).
+    Stale,
+}
+
 /// One member of a group: a joined Kafka consumer.
 struct Member {
     consumer: StreamConsumer<MemberContext>,
@@ -644,6 +683,40 @@ impl Member {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition(&self.topic, partition);
         tpl
+    }
+
+    /// An event received from the broker, taken in ([`MemberState::receive`]): `Some`
+    /// when it goes out now.
+    async fn take(
+        &self,
+        received: std::result::Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>,
+    ) -> Option<(OwnedMessage, u64, u32)> {
+        let message = match received {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                tracing::warn!(backend = BACKEND, stream = %self.topic, error = %e, "consumer error; going on");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return None;
+            }
+        };
+        let partition = message.partition();
+        let outcome = {
+            let Ok(mut state) = self.state.lock() else {
+                return None;
+            };
+            let outcome = state.receive(message);
+            // Paused under the lock, so a rewind cannot resume it in between.
+            if let Received::Waits(true) = outcome
+                && let Err(e) = self.consumer.pause(&self.one(partition))
+            {
+                tracing::warn!(backend = BACKEND, stream = %self.topic, partition, error = %e, "cannot pause a partition");
+            }
+            outcome
+        };
+        match outcome {
+            Received::Out(message, generation, attempt) => Some((message, generation, attempt)),
+            Received::Waits(_) | Received::Stale => None,
+        }
     }
 
     /// Whether the event at `out` of `partition` is still this member's, out now.
@@ -668,10 +741,15 @@ impl Member {
 
     /// Hands the event at `out` of `partition` out again: the partition is read again
     /// from `out` (what waited behind it is dropped and fetched again), unless a
-    /// rebalance or a reset came in between (blocking).
+    /// rebalance or a reset came in between (blocking). Paused across the seek, and what
+    /// arrives afterwards before `out` itself is dropped as stale, so nothing fetched
+    /// around the seek is lost or overtakes `out`.
     fn rewind(&self, partition: i32, out: i64, generation: u64) {
         if !self.holds(partition, out, generation) {
             return;
+        }
+        if let Err(e) = self.consumer.pause(&self.one(partition)) {
+            tracing::warn!(backend = BACKEND, stream = %self.topic, partition, error = %e, "cannot pause a partition");
         }
         if let Err(e) =
             self.consumer
@@ -683,6 +761,7 @@ impl Member {
             state.busy.remove(&partition);
             state.waiting.remove(&partition);
             state.paused.remove(&partition);
+            state.rewound.insert(partition, out);
         }
         if let Err(e) = self.consumer.resume(&self.one(partition)) {
             tracing::warn!(backend = BACKEND, stream = %self.topic, partition, error = %e, "cannot resume a partition");
@@ -768,49 +847,39 @@ impl crate::stream::StreamConsumer for KafkaStreamConsumer {
                 let m = member.clone();
                 blocking(move || m.apply_reset(&offsets)).await?;
             }
-            // An event that waited for its partition's turn, first.
-            let ready = member.state.lock().ok().and_then(|mut s| s.claim_waiting());
+            // Whatever the broker has for us now, without waiting: this also keeps the
+            // member polling (within `max.poll.interval.ms`) while it serves events that
+            // waited.
+            let now = member.consumer.recv().now_or_never();
+            let taken = match now {
+                Some(received) => member.take(received).await,
+                None => None,
+            };
+            // Then an event that waited for its partition's turn, then the broker.
+            let ready = match taken {
+                Some(out) => Some(out),
+                None => member.state.lock().ok().and_then(|mut s| s.claim_waiting()).map(
+                    |(message, generation, attempt, resume)| {
+                        if resume
+                            && let Err(e) = member.consumer.resume(&member.one(message.partition()))
+                        {
+                            tracing::warn!(backend = BACKEND, stream = %member.topic, error = %e, "cannot resume a partition");
+                        }
+                        (message, generation, attempt)
+                    },
+                ),
+            };
             let (message, generation, attempt) = match ready {
-                Some((message, generation, attempt, resume)) => {
-                    if resume
-                        && let Err(e) = member.consumer.resume(&member.one(message.partition()))
-                    {
-                        tracing::warn!(backend = BACKEND, stream = %member.topic, error = %e, "cannot resume a partition");
-                    }
-                    (message, generation, attempt)
-                }
+                Some(out) => out,
                 None => {
                     let received = tokio::select! {
                         received = member.consumer.recv() => received,
                         () = member.wake.notified() => continue,
                     };
-                    let message = match received {
-                        Ok(m) => m.detach(),
-                        Err(e) => {
-                            tracing::warn!(backend = BACKEND, stream = %member.topic, error = %e, "consumer error; going on");
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                            continue;
-                        }
-                    };
-                    let partition = message.partition();
-                    let Ok(mut state) = member.state.lock() else {
-                        continue;
-                    };
-                    let queued = state.waiting.get(&partition).is_some_and(|q| !q.is_empty());
-                    if state.busy.contains_key(&partition) || queued {
-                        // Its partition has an event out (or others before it): it waits.
-                        let queue = state.waiting.entry(partition).or_default();
-                        queue.push_back(message);
-                        if queue.len() >= MAX_WAITING && state.paused.insert(partition) {
-                            drop(state);
-                            if let Err(e) = member.consumer.pause(&member.one(partition)) {
-                                tracing::warn!(backend = BACKEND, stream = %member.topic, partition, error = %e, "cannot pause a partition");
-                            }
-                        }
-                        continue;
+                    match member.take(received).await {
+                        Some(out) => out,
+                        None => continue,
                     }
-                    let (generation, attempt) = state.claim(partition, message.offset());
-                    (message, generation, attempt)
                 }
             };
             let (partition, offset) = (message.partition(), message.offset());
