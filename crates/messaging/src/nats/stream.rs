@@ -278,6 +278,15 @@ impl EventStream for NatsStreams {
 /// up to `handler_timeout` after it was handed out: an in-progress ack every third of
 /// `ack_wait`. Without it, an event that waited and then met a slow handler was sent to
 /// another member mid-processing. Stops when dropped: the event was settled, or given up.
+/// How long one pull request waits at the server before the client renews it. Short: with
+/// 10 s, NATS stream tests under load (the whole binary beside two CPU hogs) saw no event
+/// for 10 s in 2 of 12 runs — a retried, replayed or new group's event reached the member
+/// only with a later request (suspected: a redelivery or a consumer change that the
+/// waiting request missed, nats-server 2.9); with 2 s, 0 of 12.
+const STREAM_PULL_EXPIRES: Duration = Duration::from_secs(2);
+/// Under half the expiry, as the client requires.
+const STREAM_PULL_HEARTBEAT: Duration = Duration::from_millis(900);
+
 struct Extender {
     task: Option<JoinHandle<()>>,
     handed_out: Arc<std::sync::OnceLock<Instant>>,
@@ -349,8 +358,8 @@ async fn pull_partition(
         let mut messages = match consumer
             .stream()
             .max_messages_per_batch(1)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(10))
+            .heartbeat(STREAM_PULL_HEARTBEAT)
+            .expires(STREAM_PULL_EXPIRES)
             .messages()
             .await
         {
