@@ -5,6 +5,23 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// Runs `work` to its end on a runtime of its own, on a thread of its own: for cleanup in
+/// a `Drop`, where the test's runtime may be unwinding or shutting down.
+pub fn on_own_runtime<F>(work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(work);
+        }
+    })
+    .join();
+}
+
 /// A TCP front: clients connect to its port, which stays bound for the whole test, and
 /// it relays to the target. Down, it closes every connection it relays and every new one
 /// at once, as a stopped process's port would refuse them; up again, it relays to the

@@ -602,17 +602,7 @@ mod conformance {
             if names.is_empty() {
                 return;
             }
-            // A runtime of its own on a thread of its own: the test's may be unwinding.
-            let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(delete(&names, &names));
-            })
-            .join();
+            messaging::testing::on_own_runtime(async move { delete(&names, &names).await });
         }
     }
 

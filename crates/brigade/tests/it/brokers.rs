@@ -13,7 +13,7 @@ use std::time::Duration;
 use messaging::testing::{NatsServer, RabbitVhost};
 use tokio::process::Command;
 
-use crate::helpers::{brigade, on_free_ports, start, stop_cleanly};
+use crate::helpers::{brigade, create_product, on_free_ports, start, stop_cleanly, tail_one};
 
 /// `brigade` on `backend` at `url`.
 fn on_broker(data: &Path, backend: &str, url: &str) -> Command {
@@ -26,32 +26,8 @@ fn on_broker(data: &Path, backend: &str, url: &str) -> Command {
 /// Creates a product on the running system and reads it back from `catalog-events`
 /// with `brigade events tail`, a process of its own on the same broker.
 async fn a_product_reaches_events_tail(data: &Path, backend: &str, url: &str, catalog: &str) {
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{catalog}/v1/products"))
-        .header("idempotency-key", format!("{backend}-events-1"))
-        .json(&serde_json::json!({"name": "Keyboard", "price": 49.5, "stock": 7}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_i64().unwrap();
-    let tail = on_broker(data, backend, url)
-        .args(["events", "tail", "catalog-events", "--group", "test-tail"])
-        .args(["--from", "earliest", "--count", "1"])
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), tail)
-        .await
-        .expect("events tail printed the event within 60 s")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let line: serde_json::Value =
-        serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().unwrap())
-            .unwrap_or_else(|e| panic!("events tail printed no JSON line ({e}): {stderr}"));
+    let id = create_product(catalog, &format!("{backend}-events-1"), "Keyboard").await;
+    let line = tail_one(on_broker(data, backend, url)).await;
     let envelope = &line["envelope"];
     assert_eq!(envelope["type"], "ProductCreated", "{line}");
     assert_eq!(envelope["key"], id.to_string(), "{line}");

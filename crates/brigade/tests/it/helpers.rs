@@ -127,3 +127,38 @@ pub async fn stop_cleanly(running: &mut Running) {
         .clone();
     assert!(status.success(), "{status:?}; it wrote:\n{said}");
 }
+
+/// Creates a product over catalog's REST face under `key`; its id.
+pub async fn create_product(catalog: &str, key: &str, name: &str) -> i64 {
+    let created: serde_json::Value = reqwest::Client::new()
+        .post(format!("{catalog}/v1/products"))
+        .header("idempotency-key", key)
+        .json(&serde_json::json!({"name": name, "price": 49.5, "stock": 7}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_i64().unwrap()
+}
+
+/// `brigade events tail catalog-events` as group `test-tail` from the earliest event,
+/// one event, run as `cmd` (a `brigade` on the right data and broker): the line it
+/// printed, within 60 s.
+pub async fn tail_one(mut cmd: Command) -> serde_json::Value {
+    let tail = cmd
+        .args(["events", "tail", "catalog-events", "--group", "test-tail"])
+        .args(["--from", "earliest", "--count", "1"])
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), tail)
+        .await
+        .expect("events tail printed an event within 60 s")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().unwrap())
+        .unwrap_or_else(|e| panic!("events tail printed no JSON line ({e}): {stderr}"))
+}

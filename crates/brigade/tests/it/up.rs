@@ -3,7 +3,9 @@ use std::time::Duration;
 use catalog::domain::ProductId;
 use settings::{DatabaseUrl, PoolSettings};
 
-use crate::helpers::{SERVICES, brigade, on_free_ports, start, stop_cleanly};
+use crate::helpers::{
+    SERVICES, brigade, create_product, on_free_ports, start, stop_cleanly, tail_one,
+};
 
 #[tokio::test]
 async fn up_brings_all_five_services_to_ready_and_stops_on_sigterm() {
@@ -69,32 +71,8 @@ async fn a_created_product_reaches_events_tail_through_the_outbox() {
     let mut running = start(on_free_ports(brigade(&data).args(["up", "--no-seed"]))).await;
     let catalog = &running.urls["catalog"];
 
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{catalog}/v1/products"))
-        .header("idempotency-key", "events-tail-1")
-        .json(&serde_json::json!({"name": "Keyboard", "price": 49.5, "stock": 7}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_i64().unwrap();
-
-    let tail = brigade(&data)
-        .args(["events", "tail", "catalog-events", "--group", "test-tail"])
-        .args(["--from", "earliest", "--count", "1"])
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), tail)
-        .await
-        .expect("events tail printed the event within 30 s")
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let line: serde_json::Value =
-        serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    let id = create_product(catalog, "events-tail-1", "Keyboard").await;
+    let line = tail_one(brigade(&data)).await;
     let envelope = &line["envelope"];
     assert_eq!(envelope["type"], "ProductCreated", "{line}");
     assert_eq!(envelope["key"], id.to_string());
@@ -110,30 +88,8 @@ async fn a_created_product_reaches_events_tail_through_the_outbox() {
 
     // The group committed its position: the same group, run again, resumes after the
     // first product and sees the second.
-    reqwest::Client::new()
-        .post(format!("{catalog}/v1/products"))
-        .header("idempotency-key", "events-tail-2")
-        .json(&serde_json::json!({"name": "Monitor", "price": 199.0, "stock": 3}))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
-    let again = brigade(&data)
-        .args(["events", "tail", "catalog-events", "--group", "test-tail"])
-        .args(["--from", "earliest", "--count", "1"])
-        .output();
-    let again = tokio::time::timeout(Duration::from_secs(30), again)
-        .await
-        .expect("the second tail printed within 30 s")
-        .unwrap();
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stderr)
-    );
-    let line: serde_json::Value =
-        serde_json::from_slice(again.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+    create_product(catalog, "events-tail-2", "Monitor").await;
+    let line = tail_one(brigade(&data)).await;
     assert_eq!(line["envelope"]["payload"]["name"], "Monitor", "{line}");
 
     // /metrics shows the messaging layer: the outbox backlog on catalog, the
