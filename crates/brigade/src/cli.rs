@@ -175,6 +175,8 @@ pub enum ServiceArg {
     Accounts,
     Orders,
     Billing,
+    /// The sandbox payment provider (Stripe-shaped) billing charges through.
+    PaymentsSandbox,
 }
 
 impl From<ServiceArg> for ServiceName {
@@ -185,6 +187,7 @@ impl From<ServiceArg> for ServiceName {
             ServiceArg::Accounts => ServiceName::Accounts,
             ServiceArg::Orders => ServiceName::Orders,
             ServiceArg::Billing => ServiceName::Billing,
+            ServiceArg::PaymentsSandbox => ServiceName::PaymentsSandbox,
         }
     }
 }

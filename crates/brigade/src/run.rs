@@ -45,7 +45,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     {
         let service = ServiceName::from(args.service);
         figment = figment.merge(Serialized::default(
-            &format!("services.{service}.port"),
+            &format!("services.{}.port", service.config_key()),
             port,
         ));
     }
@@ -102,12 +102,14 @@ async fn build(service: ServiceName, settings: &Settings) -> Result<Application,
         ServiceName::Accounts => accounts::build(settings).await,
         ServiceName::Orders => orders::build(settings).await,
         ServiceName::Billing => billing::build(settings).await,
+        ServiceName::PaymentsSandbox => payments::build(settings).await,
     }
 }
 
 /// The order `up` starts services in: a service's dependencies first, so each is told
 /// where the others really listen (ports may be 0 until bound).
-const START_ORDER: [ServiceName; 5] = [
+const START_ORDER: [ServiceName; 6] = [
+    ServiceName::PaymentsSandbox,
     ServiceName::Accounts,
     ServiceName::Catalog,
     ServiceName::Orders,
@@ -216,7 +218,9 @@ async fn seed_into(
 fn serves(service: ServiceName) -> &'static str {
     match service {
         ServiceName::Catalog | ServiceName::Accounts => "REST, gRPC, gRPC-Web",
-        ServiceName::Gateway | ServiceName::Orders | ServiceName::Billing => "health, metrics",
+        ServiceName::Orders => "REST, gRPC, gRPC-Web",
+        ServiceName::PaymentsSandbox => "REST",
+        ServiceName::Gateway | ServiceName::Billing => "health, metrics",
     }
 }
 
@@ -228,12 +232,12 @@ fn print_table(settings: &Settings, apps: &[Application]) {
         settings.data_dir.display()
     ));
     out.push_str(&format!(
-        "  {:<10} {:<24} {:<22} {}\n",
+        "  {:<16} {:<24} {:<22} {}\n",
         "SERVICE", "URL", "SERVES", "DATABASE"
     ));
     for app in apps {
         out.push_str(&format!(
-            "  {:<10} {:<24} {:<22} {}\n",
+            "  {:<16} {:<24} {:<22} {}\n",
             app.service().as_str(),
             format!("http://{}", app.local_addr()),
             serves(app.service()),

@@ -4,11 +4,15 @@
 //!   (`{"order_id": "ORD-12345", "total": 1999.98}`, exactly what the seed's pika producer
 //!   sends, so a producer that is not Brigade can feed it);
 //! - `order-events`, a stream keyed by order id: "this happened to an order"
-//!   (`{"event_type": "OrderCreated", "order_id": ..., "total": ...}`), read by billing and
-//!   any other consumer group.
+//!   (`{"event_type": "OrderCreated", "order_id": ..., "total": ...}`), read by billing,
+//!   orders itself (the saga's replies), analytics and any other consumer group. Every
+//!   event keeps the seed's three fields; what we add is additive (optional for a
+//!   producer that is not ours). Orders publishes the order's own transitions; billing
+//!   publishes `OrderPaid`, `PaymentFailed` and `OrderRefunded` on the same stream, keyed
+//!   by the same order id, so every consumer sees one order's story in order.
 //!
-//! The pipeline that produces and consumes them arrives with the orders issue; the
-//! contract is fixed here so the AsyncAPI document and the interop tests can use it now.
+//! Money on these channels is the seed's decimal `total` (for interop) plus the exact
+//! `total_minor` (integer cents) that our consumers use.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -19,6 +23,17 @@ pub const ORDER_EVENTS: &str = "order-events";
 /// The one message type of `order_processing`; assumed for a message that names none.
 pub const PROCESS_ORDER: &str = "ProcessOrder";
 pub const ORDER_CREATED: &str = "OrderCreated";
+pub const ORDER_CONFIRMED: &str = "OrderConfirmed";
+pub const ORDER_REJECTED: &str = "OrderRejected";
+pub const ORDER_CANCELLED: &str = "OrderCancelled";
+pub const ORDER_PAID: &str = "OrderPaid";
+pub const PAYMENT_FAILED: &str = "PaymentFailed";
+pub const ORDER_REFUNDED: &str = "OrderRefunded";
+
+/// The consumer groups on `order-events`.
+pub const BILLING_GROUP: &str = "billing";
+pub const ORDERS_GROUP: &str = "orders";
+pub const ANALYTICS_GROUP: &str = "analytics";
 
 /// Process this order: reserve its stock and hand it to billing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -31,7 +46,18 @@ pub struct ProcessOrder {
     pub total: f64,
 }
 
-/// An order was created.
+/// One line of an order, priced when the order was accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderLine {
+    pub product_id: i64,
+    #[schema(minimum = 1)]
+    pub quantity: i64,
+    /// The product's price when the order was accepted, in cents.
+    pub unit_price_minor: i64,
+}
+
+/// An order was accepted (`PENDING`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrderCreated {
@@ -42,6 +68,102 @@ pub struct OrderCreated {
     pub order_id: String,
     #[schema(example = 1999.98)]
     pub total: f64,
+    /// Ours, additive: absent from a producer that only knows the seed's shape.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_minor: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<OrderLine>,
+}
+
+/// Its stock is reserved (`CONFIRMED`): billing charges it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderConfirmed {
+    #[schema(pattern = "^OrderConfirmed$")]
+    pub event_type: String,
+    pub order_id: String,
+    pub total: f64,
+    pub total_minor: i64,
+    #[schema(example = "usd")]
+    pub currency: String,
+    pub user_id: i64,
+}
+
+/// Its stock could not be reserved (`REJECTED`), with the refusal's problem details.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRejected {
+    #[schema(pattern = "^OrderRejected$")]
+    pub event_type: String,
+    pub order_id: String,
+    pub total: f64,
+    /// The problem `type` URI, e.g. `https://brigade.dev/problems/insufficient-stock`.
+    pub problem_type: String,
+    pub detail: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available: Option<i64>,
+}
+
+/// It was cancelled (`CANCELLED`): by its customer, or because payment failed. Its stock
+/// is released; billing refunds it if it was charged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderCancelled {
+    #[schema(pattern = "^OrderCancelled$")]
+    pub event_type: String,
+    pub order_id: String,
+    pub total: f64,
+    /// `customer` (`POST /v1/orders/{id}/cancel`) or `payment_failed`.
+    #[schema(example = "customer")]
+    pub reason: String,
+}
+
+/// Billing charged it (`PAID`). Published by billing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPaid {
+    #[schema(pattern = "^OrderPaid$")]
+    pub event_type: String,
+    pub order_id: String,
+    pub total: f64,
+    pub total_minor: i64,
+    /// The provider's charge id.
+    #[schema(example = "ch_0192f0c4a3b87c21a4f6d8e9b0c1d2e3")]
+    pub charge_id: String,
+}
+
+/// The provider declined the charge: orders compensates (releases stock, cancels).
+/// Published by billing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentFailed {
+    #[schema(pattern = "^PaymentFailed$")]
+    pub event_type: String,
+    pub order_id: String,
+    pub total: f64,
+    /// The provider's decline code, e.g. `card_declined`.
+    pub code: String,
+    pub reason: String,
+}
+
+/// A cancelled order's charge was refunded. Published by billing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrderRefunded {
+    #[schema(pattern = "^OrderRefunded$")]
+    pub event_type: String,
+    pub order_id: String,
+    pub total: f64,
+    pub refund_id: String,
+    pub amount_minor: i64,
 }
 
 /// The two channels, for the AsyncAPI document.
@@ -51,10 +173,11 @@ pub fn channels() -> Vec<messaging::asyncapi::Channel> {
         Channel {
             address: ORDER_PROCESSING,
             shape: Shape::Queue,
-            description: "Orders waiting to be processed; one worker takes each (prefetch 1, \
-                fair dispatch). Durable, persistent messages; a message that fails \
-                max_deliveries times, or cannot be read, goes to `order_processing.dlq` \
-                with its reason (`brigade dlq list order_processing`).",
+            description: "Orders waiting to be processed; one worker takes each \
+                (`orders.prefetch` unsettled per worker, fair dispatch). Durable, persistent \
+                messages; a message that fails max_deliveries times, or cannot be read, goes \
+                to `order_processing.dlq` with its reason (`brigade dlq list \
+                order_processing`).",
             key: None,
             producer: "orders",
             consumers: &["orders-worker"],
@@ -68,14 +191,36 @@ pub fn channels() -> Vec<messaging::asyncapi::Channel> {
             address: ORDER_EVENTS,
             shape: Shape::Stream,
             description: "What happened to orders, retained (7 days by default) and \
-                replayable; every consumer group sees every event.",
+                replayable; every consumer group sees every event. Orders publishes an \
+                order's transitions; billing publishes its payment outcomes (OrderPaid, \
+                PaymentFailed, OrderRefunded) keyed by the same order id.",
             key: Some("the order id"),
             producer: "orders",
-            consumers: &["billing"],
-            messages: vec![Message::of::<OrderCreated>(
-                ORDER_CREATED,
-                "An order was created.",
-            )],
+            consumers: &[BILLING_GROUP, ORDERS_GROUP, ANALYTICS_GROUP],
+            messages: vec![
+                Message::of::<OrderCreated>(ORDER_CREATED, "An order was accepted (PENDING)."),
+                Message::of::<OrderConfirmed>(
+                    ORDER_CONFIRMED,
+                    "Its stock is reserved (CONFIRMED); billing charges it.",
+                ),
+                Message::of::<OrderRejected>(
+                    ORDER_REJECTED,
+                    "Its stock could not be reserved (REJECTED).",
+                ),
+                Message::of::<OrderCancelled>(
+                    ORDER_CANCELLED,
+                    "It was cancelled (CANCELLED); its stock is released, a charge refunded.",
+                ),
+                Message::of::<OrderPaid>(ORDER_PAID, "Billing charged it (PAID)."),
+                Message::of::<PaymentFailed>(
+                    PAYMENT_FAILED,
+                    "The provider declined its charge; orders cancels it.",
+                ),
+                Message::of::<OrderRefunded>(
+                    ORDER_REFUNDED,
+                    "Its charge was refunded after a cancellation.",
+                ),
+            ],
         },
     ]
 }

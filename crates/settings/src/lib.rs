@@ -39,6 +39,8 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub outbound: OutboundSettings,
     pub catalog: CatalogSettings,
+    pub orders: OrdersSettings,
+    pub billing: BillingSettings,
     pub messaging: MessagingSettings,
     pub services: Services,
 }
@@ -55,6 +57,8 @@ impl Default for Settings {
             idempotency: IdempotencySettings::default(),
             outbound: OutboundSettings::default(),
             catalog: CatalogSettings::default(),
+            orders: OrdersSettings::default(),
+            billing: BillingSettings::default(),
             messaging: MessagingSettings::default(),
             services: Services::default(),
         }
@@ -150,6 +154,49 @@ impl Default for CatalogSettings {
         Self {
             read_cache_ttl: Duration::from_secs(1),
             read_cache_capacity: 10_000,
+        }
+    }
+}
+
+/// The orders pipeline: its `order_processing` worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersSettings {
+    /// Deliveries of `order_processing` one worker holds unsettled at once (AMQP's
+    /// `basic_qos(prefetch_count)`; the seed's fair dispatch is 1).
+    pub prefetch: u16,
+    /// Workers on `order_processing` in each orders process.
+    pub workers: u16,
+}
+
+impl Default for OrdersSettings {
+    fn default() -> Self {
+        Self {
+            prefetch: 8,
+            workers: 4,
+        }
+    }
+}
+
+/// Billing's payment provider: an external SaaS, the seed's 5–30 s timeout class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingSettings {
+    /// The provider's base URL (`POST {url}/v1/charges`); unset means the payments
+    /// sandbox at its configured address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_url: Option<String>,
+    /// One attempt at the provider (a charge), before it is retried with the same
+    /// idempotency key.
+    #[serde(with = "humantime_serde")]
+    pub provider_timeout: Duration,
+}
+
+impl Default for BillingSettings {
+    fn default() -> Self {
+        Self {
+            provider_url: None,
+            provider_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -356,6 +403,18 @@ impl Settings {
                 "must be a percentage in (0, 100]",
             ));
         }
+        if self.orders.prefetch == 0 || self.orders.workers == 0 {
+            return Err(invalid(
+                "orders.prefetch",
+                "orders.prefetch and orders.workers must be at least 1",
+            ));
+        }
+        if self.billing.provider_timeout.is_zero() {
+            return Err(invalid(
+                "billing.provider_timeout",
+                "must be greater than zero",
+            ));
+        }
         if o.max_concurrency == 0 {
             return Err(invalid("outbound.max_concurrency", "must be at least 1"));
         }
@@ -367,13 +426,13 @@ impl Settings {
                 .find(|(_, s)| svc.port != 0 && s.port == svc.port && s.host == svc.host)
             {
                 return Err(invalid(
-                    &format!("services.{name}.port"),
+                    &format!("services.{}.port", name.config_key()),
                     &format!("{} is already the port of {other}", svc.port),
                 ));
             }
             seen.push((name, svc));
             let origins = svc.cors_origins_of(name);
-            let key = format!("services.{name}.cors_origins");
+            let key = format!("services.{}.cors_origins", name.config_key());
             if origins.len() > 1 && origins.iter().any(|o| o == "*") {
                 return Err(invalid(&key, "\"*\" allows every origin: list it alone"));
             }
@@ -390,6 +449,14 @@ impl Settings {
     /// Where `service` is reached by the others (its configured host and port).
     pub fn service_url(&self, service: ServiceName) -> String {
         format!("http://{}", self.services.get(service).addr())
+    }
+
+    /// Billing's payment provider: `billing.provider_url`, or the payments sandbox.
+    pub fn provider_url(&self) -> String {
+        match &self.billing.provider_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => self.service_url(ServiceName::PaymentsSandbox),
+        }
     }
 
     /// The embedded messaging backend's file.

@@ -1,4 +1,4 @@
-//! The five services and the per-service settings.
+//! The services and the per-service settings.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -16,15 +16,20 @@ pub enum ServiceName {
     Accounts,
     Orders,
     Billing,
+    /// The sandbox payment provider billing charges through: an external SaaS stand-in
+    /// (Stripe-shaped), shipped so declines, latency and outages can be exercised for real.
+    #[serde(rename = "payments_sandbox")]
+    PaymentsSandbox,
 }
 
 impl ServiceName {
-    pub const ALL: [ServiceName; 5] = [
+    pub const ALL: [ServiceName; 6] = [
         ServiceName::Gateway,
         ServiceName::Catalog,
         ServiceName::Accounts,
         ServiceName::Orders,
         ServiceName::Billing,
+        ServiceName::PaymentsSandbox,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -34,6 +39,15 @@ impl ServiceName {
             ServiceName::Accounts => "accounts",
             ServiceName::Orders => "orders",
             ServiceName::Billing => "billing",
+            ServiceName::PaymentsSandbox => "payments-sandbox",
+        }
+    }
+
+    /// Its key under `[services]` in configuration (and in `BRIGADE_SERVICES__<KEY>__*`).
+    pub const fn config_key(self) -> &'static str {
+        match self {
+            ServiceName::PaymentsSandbox => "payments_sandbox",
+            other => other.as_str(),
         }
     }
 
@@ -44,13 +58,14 @@ impl ServiceName {
             ServiceName::Accounts => 8082,
             ServiceName::Orders => 8083,
             ServiceName::Billing => 8084,
+            ServiceName::PaymentsSandbox => 8085,
         }
     }
 
     /// Whether browsers on other origins call it by default (CORS): every service but
-    /// billing, which only the other services call.
+    /// billing and the payments sandbox, which only the other services call.
     pub const fn is_public(self) -> bool {
-        !matches!(self, ServiceName::Billing)
+        !matches!(self, ServiceName::Billing | ServiceName::PaymentsSandbox)
     }
 
     pub fn parse(name: &str) -> Option<ServiceName> {
@@ -111,7 +126,7 @@ impl ServiceSettings {
     }
 }
 
-/// One entry per service; all five always exist (with their defaults).
+/// One entry per service; all always exist (with their defaults).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Services {
@@ -120,6 +135,7 @@ pub struct Services {
     pub accounts: ServiceSettings,
     pub orders: ServiceSettings,
     pub billing: ServiceSettings,
+    pub payments_sandbox: ServiceSettings,
 }
 
 impl Default for Services {
@@ -130,6 +146,7 @@ impl Default for Services {
             accounts: ServiceSettings::for_service(ServiceName::Accounts),
             orders: ServiceSettings::for_service(ServiceName::Orders),
             billing: ServiceSettings::for_service(ServiceName::Billing),
+            payments_sandbox: ServiceSettings::for_service(ServiceName::PaymentsSandbox),
         }
     }
 }
@@ -142,6 +159,7 @@ impl Services {
             ServiceName::Accounts => &self.accounts,
             ServiceName::Orders => &self.orders,
             ServiceName::Billing => &self.billing,
+            ServiceName::PaymentsSandbox => &self.payments_sandbox,
         }
     }
 
@@ -152,6 +170,7 @@ impl Services {
             ServiceName::Accounts => &mut self.accounts,
             ServiceName::Orders => &mut self.orders,
             ServiceName::Billing => &mut self.billing,
+            ServiceName::PaymentsSandbox => &mut self.payments_sandbox,
         }
     }
 }

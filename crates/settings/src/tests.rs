@@ -18,7 +18,7 @@ fn defaults_are_the_documented_ports_and_sqlite_files() {
         .iter()
         .map(|n| s.services.get(*n).port)
         .collect();
-    assert_eq!(ports, [8080, 8081, 8082, 8083, 8084]);
+    assert_eq!(ports, [8080, 8081, 8082, 8083, 8084, 8085]);
     let url = s.database_url(ServiceName::Catalog);
     assert!(url.expose().starts_with("sqlite://"));
     assert!(url.expose().contains("catalog.db"));
