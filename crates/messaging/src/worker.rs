@@ -2,13 +2,19 @@
 //! within the seed's async-job timeout, and settle it from the outcome — so that no
 //! handler forgets to ack, nothing is acked before its effect, and a message that cannot
 //! be handled goes to the dead-letter queue with its reason while the worker keeps serving.
+//! [`run_stream`] is the same for one member of a stream's consumer group.
+//!
+//! Every handler runs inside the request context its message carries
+//! ([`telemetry::context::RequestContext::for_message`]: the producer's correlation ID, a
+//! span in its trace) and under a deadline of `handler_timeout`, so its log lines,
+//! outbound calls and the messages it publishes continue the chain the message started in.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{Delivery, Envelope, QueueConsumer};
+use crate::{Delivery, Envelope, QueueConsumer, StreamConsumer, StreamEvent};
 
 /// Why a handler could not handle a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,7 +139,7 @@ where
     let id = envelope.id;
     let kind = envelope.kind.clone();
     let ctx_correlation = envelope.correlation_id.clone().unwrap_or_default();
-    let outcome = tokio::time::timeout(options.handler_timeout, handler(envelope)).await;
+    let outcome = in_context(queue, options, envelope, handler).await;
     match outcome {
         Ok(Ok(())) => delivery.ack().await,
         Ok(Err(HandleError::Permanent(reason))) => {
@@ -146,6 +152,118 @@ where
         Err(_) => {
             let reason = format!("the handler took longer than {:?}", options.handler_timeout);
             retry(queue, delivery, options, rng, &reason).await
+        }
+    }
+}
+
+/// `handler(envelope)` inside the envelope's request context and deadline, abandoned at
+/// `handler_timeout` (`Err(Elapsed)`).
+async fn in_context<H, Fut>(
+    channel: &str,
+    options: &WorkerOptions,
+    envelope: Envelope,
+    handler: &H,
+) -> Result<Result<(), HandleError>, tokio::time::error::Elapsed>
+where
+    H: Fn(Envelope) -> Fut,
+    Fut: Future<Output = Result<(), HandleError>>,
+{
+    let ctx = telemetry::context::RequestContext::for_message(
+        envelope.correlation_id.as_deref(),
+        envelope.traceparent.as_deref(),
+        channel,
+        &envelope.kind,
+    );
+    let deadline = tokio::time::Instant::now() + options.handler_timeout;
+    let work = telemetry::deadline::scope(deadline, handler(envelope));
+    telemetry::context::scope(ctx, tokio::time::timeout_at(deadline, work)).await
+}
+
+/// Serves one member of `group` on `stream` until `stop` fires (finishing the event in
+/// hand, then leaving the group at once) or the consumer fails. An event is committed
+/// once its handler succeeds; a transient failure or a handler past `handler_timeout`
+/// retries it after a full-jitter backoff (its partition waits: order per key holds); an
+/// event that can never be handled (malformed, or refused for good) cannot be parked
+/// on a stream without blocking its partition, so it is logged at `error` with its
+/// position and committed past.
+pub async fn run_stream<H, Fut>(
+    stream: &str,
+    group: &str,
+    mut consumer: Box<dyn StreamConsumer>,
+    options: WorkerOptions,
+    handler: H,
+    stop: CancellationToken,
+) -> crate::Result<()>
+where
+    H: Fn(Envelope) -> Fut,
+    Fut: Future<Output = Result<(), HandleError>>,
+{
+    let mut rng = fastrand::Rng::new();
+    let mut failures: u32 = 0;
+    loop {
+        let next = tokio::select! {
+            () = stop.cancelled() => break,
+            next = consumer.next() => next,
+        };
+        let event = match next {
+            Ok(event) => {
+                failures = 0;
+                event
+            }
+            Err(crate::MessagingError::Closed) => return Err(crate::MessagingError::Closed),
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                let delay = backoff(&options, failures.saturating_sub(1), &mut rng);
+                tracing::warn!(stream, group, error = %err, retry_in_ms = delay.as_millis() as u64, "could not take an event");
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        if let Err(err) = handle_event(stream, group, event, &options, &handler, &mut rng).await {
+            tracing::warn!(stream, group, error = %err, "could not settle an event; it will be delivered again");
+        }
+    }
+    consumer.close().await
+}
+
+async fn handle_event<H, Fut>(
+    stream: &str,
+    group: &str,
+    event: StreamEvent,
+    options: &WorkerOptions,
+    handler: &H,
+    rng: &mut fastrand::Rng,
+) -> crate::Result<()>
+where
+    H: Fn(Envelope) -> Fut,
+    Fut: Future<Output = Result<(), HandleError>>,
+{
+    let (partition, position, attempt) = (event.partition, event.position, event.attempt);
+    let envelope = match &event.message {
+        Ok(envelope) => envelope.clone(),
+        Err(malformed) => {
+            tracing::error!(stream, group, partition, position, reason = %malformed.reason, "skipping a malformed event");
+            return event.commit().await;
+        }
+    };
+    let (id, kind) = (envelope.id, envelope.kind.clone());
+    match in_context(stream, options, envelope, handler).await {
+        Ok(Ok(())) => event.commit().await,
+        Ok(Err(HandleError::Permanent(reason))) => {
+            tracing::error!(stream, group, partition, position, message_id = %id, kind, %reason, "skipping an event its handler refused for good");
+            event.commit().await
+        }
+        Ok(Err(HandleError::Transient(reason))) => {
+            let delay = backoff(options, attempt.saturating_sub(1), rng);
+            tracing::info!(stream, group, partition, position, message_id = %id, kind, attempt, retry_in_ms = delay.as_millis() as u64, %reason, "event failed; retrying later");
+            event.retry_after(delay).await
+        }
+        Err(_) => {
+            let delay = backoff(options, attempt.saturating_sub(1), rng);
+            tracing::info!(stream, group, partition, position, message_id = %id, kind, attempt, retry_in_ms = delay.as_millis() as u64, "event handler took longer than {:?}; retrying later", options.handler_timeout);
+            event.retry_after(delay).await
         }
     }
 }

@@ -47,6 +47,29 @@ impl RequestContext {
         }
     }
 
+    /// The context of one message a consumer handles, rebuilt from its envelope: the
+    /// producer's correlation ID (a fresh one if it sent none or a malformed one) and a
+    /// span of this hop in the producer's trace, so nothing downstream of a message starts
+    /// a new chain. Its log lines read `MESSAGE /<channel>/<type>`.
+    pub fn for_message(
+        correlation_id: Option<&str>,
+        traceparent: Option<&str>,
+        channel: &str,
+        kind: &str,
+    ) -> Self {
+        let correlation_id = correlation_id
+            .and_then(CorrelationId::parse)
+            .unwrap_or_else(CorrelationId::generate);
+        let trace = traceparent
+            .and_then(TraceParent::parse)
+            .map_or_else(TraceParent::new_root, |parent| parent.child());
+        let uri = format!("/{channel}/{kind}")
+            .parse::<Uri>()
+            .unwrap_or_else(|_| Uri::from_static("/"));
+        let method = Method::from_bytes(b"MESSAGE").unwrap_or(Method::POST);
+        Self::new(correlation_id, trace, &method, &uri)
+    }
+
     /// The route template that matched (`/v1/products/{id}`), when the router found one.
     pub fn with_route(mut self, route: Option<MatchedPath>) -> Self {
         self.route = route;
