@@ -6,11 +6,12 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const FILES: [&str; 4] = [
+const FILES: [&str; 5] = [
     "ecommerce/v1/product.proto",
     "ecommerce/v1/review.proto",
     "ecommerce/v1/user.proto",
     "ecommerce/v1/inventory.proto",
+    "ecommerce/v1/order.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

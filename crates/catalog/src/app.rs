@@ -42,7 +42,7 @@ pub enum CatalogError {
     /// Accounts could not say whether the author exists (down, slow, its breaker open).
     #[error("accounts could not be asked: {0}")]
     Accounts(Problem),
-    #[error("Requested {requested} units of product {product_id}; only {available} available.")]
+    #[error("Requested {requested} units of {}; only {available} available.", sku(*.product_id))]
     InsufficientStock {
         product_id: i64,
         requested: i64,
@@ -53,6 +53,12 @@ pub enum CatalogError {
     ReservedOtherwise(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A product's stock-keeping unit as problems name it (the seed's `SKU-1234`): catalog
+/// keeps no separate SKU, so it is the product id.
+pub fn sku(product_id: i64) -> String {
+    format!("SKU-{product_id}")
 }
 
 impl From<ReserveError> for CatalogError {
@@ -98,8 +104,10 @@ impl From<CatalogError> for Problem {
                 available,
             } => Problem::new(Kind::InsufficientStock)
                 .with_detail(detail)
+                .with_extension("sku", sku(product_id))
                 .with_extension("product_id", product_id)
                 .with_extension("requested", requested)
+                .with_extension("available", available)
                 .with_extension("available_stock", available),
             CatalogError::ReservedOtherwise(_) => {
                 Problem::new(Kind::BusinessRuleViolated).with_detail(detail)

@@ -18,8 +18,7 @@ use proto::v1::{
     ReleaseStockRequest, Reservation as ReservationMessage, ReservationLine as LineMessage,
     ReserveStockRequest, Review as ReviewMessage,
 };
-use server::grpc::GrpcRoutes;
-use server::rest::PageQuery;
+use server::grpc::{GrpcRoutes, page};
 use tonic::{Request, Response, Status};
 
 use crate::app::Catalog;
@@ -72,34 +71,6 @@ fn review_message(r: Review) -> Result<ReviewMessage, Problem> {
         user_id: r.user_id.0,
         rating: i32::from(r.rating.stars()),
         comment: r.comment.map(|c| c.as_str().to_owned()).unwrap_or_default(),
-    })
-}
-
-/// `page_size`/`page_token` validated like REST's `limit`/`cursor`.
-fn page(
-    page_size: i32,
-    page_token: &str,
-    field_prefix: &str,
-) -> Result<server::rest::PageRequest, Problem> {
-    let query = PageQuery {
-        limit: (page_size != 0).then_some(i64::from(page_size)),
-        cursor: (!page_token.is_empty()).then(|| page_token.to_owned()),
-    };
-    query.parse().map_err(|p| {
-        // Name the proto fields, not the REST ones.
-        let errors = p
-            .errors()
-            .iter()
-            .map(|e| {
-                let field = if e.field == "limit" {
-                    "page_size"
-                } else {
-                    "page_token"
-                };
-                FieldError::new(format!("{field_prefix}{field}"), e.reason.clone())
-            })
-            .collect();
-        Problem::invalid_request("invalid paging parameters").with_errors(errors)
     })
 }
 

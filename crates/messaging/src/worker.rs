@@ -279,3 +279,32 @@ async fn retry(
     tracing::info!(queue, attempt = delivery.attempt, retry_in_ms = delay.as_millis() as u64, %reason, "message failed; retrying later");
     delivery.retry_after(delay).await
 }
+
+/// Keeps a consumer loop running until `stop`: `serve` makes a consumer and serves it
+/// (with [`run`] or [`run_stream`]); when it fails — the broker was unreachable at start,
+/// or the consumer's connection closed — it is made again after a full-jitter backoff
+/// (200 ms doubling to 30 s), so a service that started before its broker, or outlived a
+/// broker restart, goes back to work on its own.
+pub async fn supervise<S, Fut>(what: &str, stop: CancellationToken, mut serve: S)
+where
+    S: FnMut(CancellationToken) -> Fut,
+    Fut: Future<Output = crate::Result<()>>,
+{
+    let options = WorkerOptions::default();
+    let mut rng = fastrand::Rng::new();
+    let mut failures: u32 = 0;
+    while !stop.is_cancelled() {
+        match serve(stop.clone()).await {
+            Ok(()) => failures = 0,
+            Err(err) => {
+                let delay = backoff(&options, failures, &mut rng);
+                failures = failures.saturating_add(1);
+                tracing::warn!(consumer = what, error = %err, retry_in_ms = delay.as_millis() as u64, "consumer stopped; starting it again");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

@@ -224,3 +224,107 @@ pub fn channels() -> Vec<messaging::asyncapi::Channel> {
         },
     ]
 }
+
+// ---- Envelopes for an order's transitions (the domain → the wire) ----
+
+use crate::domain::Order;
+use messaging::Envelope;
+
+fn decimal(minor: i64) -> f64 {
+    money::Money::from_minor(minor).map_or(0.0, money::Money::to_decimal)
+}
+
+fn envelope(kind: &str, order_id: &str, payload: impl Serialize) -> Envelope {
+    // The payload types always serialize.
+    let json = serde_json::to_value(payload).unwrap_or_default();
+    Envelope::new(kind, json).with_key(order_id)
+}
+
+/// `ProcessOrder` on `order_processing`: the seed's shape, the order id is the key.
+pub fn process_order(order: &Order) -> Envelope {
+    envelope(
+        PROCESS_ORDER,
+        order.id.as_str(),
+        ProcessOrder {
+            order_id: order.id.to_string(),
+            total: decimal(order.total_minor),
+        },
+    )
+}
+
+pub fn created(order: &Order) -> Envelope {
+    envelope(
+        ORDER_CREATED,
+        order.id.as_str(),
+        OrderCreated {
+            event_type: ORDER_CREATED.to_owned(),
+            order_id: order.id.to_string(),
+            total: decimal(order.total_minor),
+            total_minor: Some(order.total_minor),
+            currency: Some(order.currency.clone()),
+            user_id: Some(order.user_id.0),
+            items: order
+                .lines
+                .iter()
+                .map(|l| OrderLine {
+                    product_id: l.product_id.0,
+                    quantity: l.quantity,
+                    unit_price_minor: l.unit_price_minor,
+                })
+                .collect(),
+        },
+    )
+}
+
+pub fn confirmed(order: &Order) -> Envelope {
+    envelope(
+        ORDER_CONFIRMED,
+        order.id.as_str(),
+        OrderConfirmed {
+            event_type: ORDER_CONFIRMED.to_owned(),
+            order_id: order.id.to_string(),
+            total: decimal(order.total_minor),
+            total_minor: order.total_minor,
+            currency: order.currency.clone(),
+            user_id: order.user_id.0,
+        },
+    )
+}
+
+/// `OrderRejected` with the refusal's problem details (the insufficient-stock members
+/// `sku`, `requested`, `available` when catalog gave them).
+pub fn rejected(order: &Order, problem: &problem::Problem) -> Envelope {
+    let int = |name: &str| problem.extension(name).and_then(serde_json::Value::as_i64);
+    envelope(
+        ORDER_REJECTED,
+        order.id.as_str(),
+        OrderRejected {
+            event_type: ORDER_REJECTED.to_owned(),
+            order_id: order.id.to_string(),
+            total: decimal(order.total_minor),
+            problem_type: problem.kind().type_uri(),
+            detail: problem
+                .public_detail()
+                .map_or_else(|| problem.kind().title().to_owned(), |d| d.into_owned()),
+            sku: problem
+                .extension("sku")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            requested: int("requested"),
+            available: int("available"),
+        },
+    )
+}
+
+pub fn cancelled(order: &Order, reason: &str) -> Envelope {
+    envelope(
+        ORDER_CANCELLED,
+        order.id.as_str(),
+        OrderCancelled {
+            event_type: ORDER_CANCELLED.to_owned(),
+            order_id: order.id.to_string(),
+            total: decimal(order.total_minor),
+            reason: reason.to_owned(),
+        },
+    )
+}

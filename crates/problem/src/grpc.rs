@@ -9,6 +9,11 @@ use crate::{Problem, request_context};
 /// `ErrorInfo.domain` for every Brigade error.
 pub const ERROR_DOMAIN: &str = "brigade.dev";
 
+/// The prefix of `ErrorInfo.metadata` keys that carry a problem's extension members
+/// (`ext.available` = `12`, the value as JSON text), so the specifics a REST caller reads
+/// from problem+json survive a gRPC hop ([`Problem::from_downstream`] puts them back).
+pub const EXTENSION_PREFIX: &str = "ext.";
+
 impl Problem {
     /// The gRPC status for this problem, in the context of one request: the code from the
     /// table, the public detail as message, `ErrorInfo` (reason = the kind's slug in
@@ -25,6 +30,9 @@ impl Problem {
         metadata.insert("type".to_owned(), kind.type_uri());
         if !correlation_id.is_empty() {
             metadata.insert("correlation_id".to_owned(), correlation_id.to_owned());
+        }
+        for (name, value) in &self.more.extensions {
+            metadata.insert(format!("{EXTENSION_PREFIX}{name}"), value.to_string());
         }
         let reason = kind.slug().replace('-', "_").to_uppercase();
         let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
@@ -79,8 +87,8 @@ impl Problem {
     pub fn from_downstream(service: &str, status: &tonic::Status) -> Problem {
         use crate::Kind;
         use tonic::Code;
-        let typed = status
-            .get_error_details()
+        let details = status.get_error_details();
+        let typed = details
             .error_info()
             .and_then(|info| info.metadata.get("type"))
             .and_then(|uri| Kind::from_type_uri(uri));
@@ -101,6 +109,26 @@ impl Problem {
             status.message().to_owned()
         };
         let mut problem = Problem::new(kind).with_detail(detail);
+        // A client error's specifics are the caller's to act on: its extension members
+        // and field violations come along. A server error's stay behind.
+        if !kind.is_server_error() {
+            if let Some(info) = details.error_info() {
+                for (key, raw) in &info.metadata {
+                    if let Some(name) = key.strip_prefix(EXTENSION_PREFIX) {
+                        let value = serde_json::from_str::<serde_json::Value>(raw)
+                            .unwrap_or_else(|_| serde_json::Value::String(raw.clone()));
+                        problem = problem.with_extension(name, value);
+                    }
+                }
+            }
+            if let Some(bad) = details.bad_request() {
+                problem.more.errors = bad
+                    .field_violations
+                    .iter()
+                    .map(|v| crate::FieldError::new(v.field.clone(), v.description.clone()))
+                    .collect();
+            }
+        }
         if let Some(ms) = status
             .metadata()
             .get("grpc-retry-pushback-ms")

@@ -135,6 +135,11 @@ impl Problem {
         self
     }
 
+    /// An extension member added with [`with_extension`](Self::with_extension).
+    pub fn extension(&self, name: &str) -> Option<&serde_json::Value> {
+        self.more.extensions.get(name)
+    }
+
     pub fn with_retry_after(mut self, after: Duration) -> Self {
         self.more.retry_after = Some(after);
         self

@@ -151,3 +151,31 @@ pub(crate) fn reply(problem: Problem, content_type: Option<&http::HeaderValue>) 
     }
     response
 }
+
+/// `page_size`/`page_token` validated like REST's `limit`/`cursor`.
+pub fn page(
+    page_size: i32,
+    page_token: &str,
+    field_prefix: &str,
+) -> Result<crate::rest::PageRequest, Problem> {
+    let query = crate::rest::PageQuery {
+        limit: (page_size != 0).then_some(i64::from(page_size)),
+        cursor: (!page_token.is_empty()).then(|| page_token.to_owned()),
+    };
+    query.parse().map_err(|p| {
+        // Name the proto fields, not the REST ones.
+        let errors = p
+            .errors()
+            .iter()
+            .map(|e| {
+                let field = if e.field == "limit" {
+                    "page_size"
+                } else {
+                    "page_token"
+                };
+                problem::FieldError::new(format!("{field_prefix}{field}"), e.reason.clone())
+            })
+            .collect();
+        Problem::invalid_request("invalid paging parameters").with_errors(errors)
+    })
+}

@@ -1,0 +1,478 @@
+//! Orders' use cases, one method each: place an order (the synchronous accept), read one
+//! or a user's page, process it (the `order_processing` worker: reserve its stock),
+//! follow billing's outcome (the saga: paid, or compensate), cancel it, watch it. Faces
+//! (REST, gRPC, messages) parse, call one of these, and render.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use futures::Stream;
+use idempotency::{Idempotency, Keyed};
+use messaging::outbox::{self, Destination};
+use problem::{FieldError, Kind, Problem};
+use storage::{StoreError, WriteTx, now_millis};
+
+use crate::clients::{Clients, Priced};
+use crate::domain::{
+    CURRENCY, Order, OrderId, OrderRequest, ProductId, Status, Transition, UserId, total_of,
+};
+use crate::events;
+use crate::store::{Move, OrdersStore};
+
+/// Why a use case refused.
+#[derive(Debug, thiserror::Error)]
+pub enum OrdersError {
+    #[error("no order {0} exists")]
+    NotFound(OrderId),
+    #[error("no user {} exists", .0.0)]
+    UnknownUser(UserId),
+    #[error("no such products")]
+    UnknownProducts(Vec<(usize, ProductId)>),
+    #[error("the order total is too large")]
+    TotalTooLarge,
+    /// Accounts or catalog could not answer (down, slow, breaker open): their problem.
+    #[error("{0}")]
+    Dependency(Problem),
+    #[error("order {0} is {1} and cannot be cancelled")]
+    NotCancellable(OrderId, &'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<OrdersError> for Problem {
+    fn from(err: OrdersError) -> Self {
+        let detail = err.to_string();
+        match err {
+            OrdersError::NotFound(id) => {
+                Problem::not_found(detail).with_extension("order_id", id.as_str())
+            }
+            OrdersError::UnknownUser(_) => {
+                Problem::validation(vec![FieldError::new("user_id", detail)])
+            }
+            OrdersError::UnknownProducts(missing) => Problem::validation(
+                missing
+                    .into_iter()
+                    .map(|(i, id)| {
+                        FieldError::new(
+                            format!("items[{i}].product_id"),
+                            format!("no product {} exists", id.0),
+                        )
+                    })
+                    .collect(),
+            ),
+            OrdersError::TotalTooLarge => {
+                Problem::validation(vec![FieldError::new("items", detail)])
+            }
+            OrdersError::Dependency(problem) => problem,
+            OrdersError::NotCancellable(..) => {
+                Problem::new(Kind::BusinessRuleViolated).with_detail(detail)
+            }
+            OrdersError::Store(err) => err.into(),
+        }
+    }
+}
+
+/// How a message's handling failed: never (`Permanent`: dead-letter it) or not yet.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("{0}")]
+    Permanent(String),
+    #[error("{0}")]
+    Transient(String),
+}
+
+impl From<StoreError> for HandleError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Corrupt(what) => HandleError::Permanent(what),
+            other => HandleError::Transient(other.to_string()),
+        }
+    }
+}
+
+/// Orders' use cases over its store, its idempotency keys and its clients.
+#[derive(Debug, Clone)]
+pub struct Orders {
+    store: OrdersStore,
+    idempotency: Idempotency,
+    clients: Clients,
+}
+
+/// The metric names orders records (every series also has `service="orders"`).
+pub mod series {
+    /// Counter: transitions, by the status reached (`to`).
+    pub const TRANSITIONS: &str = "orders_transitions_total";
+    /// Gauge: orders by status, sampled.
+    pub const BY_STATUS: &str = "orders_by_status";
+    /// Histogram: seconds from the accept to CONFIRMED.
+    pub const ACCEPT_TO_CONFIRMED: &str = "orders_accept_to_confirmed_seconds";
+    /// Histogram: seconds from the accept to PAID.
+    pub const ACCEPT_TO_PAID: &str = "orders_accept_to_paid_seconds";
+    /// Counter: saga compensations (stock released, order cancelled), by `reason`.
+    pub const COMPENSATIONS: &str = "orders_compensations_total";
+}
+
+fn count_transition(to: Status, created_at: i64) {
+    metrics::counter!(series::TRANSITIONS, "service" => crate::SERVICE.as_str(), "to" => to.as_str())
+        .increment(1);
+    let seconds = (now_millis().saturating_sub(created_at)).max(0) as f64 / 1000.0;
+    match to {
+        Status::Confirmed => {
+            metrics::histogram!(series::ACCEPT_TO_CONFIRMED, "service" => crate::SERVICE.as_str())
+                .record(seconds);
+        }
+        Status::Paid => {
+            metrics::histogram!(series::ACCEPT_TO_PAID, "service" => crate::SERVICE.as_str())
+                .record(seconds);
+        }
+        _ => {}
+    }
+}
+
+impl Orders {
+    pub fn new(store: OrdersStore, idempotency: Idempotency, clients: Clients) -> Self {
+        Self {
+            store,
+            idempotency,
+            clients,
+        }
+    }
+
+    pub fn store(&self) -> &OrdersStore {
+        &self.store
+    }
+
+    /// The synchronous accept: asks accounts whether the user exists and catalog for
+    /// every product's price (at once, each through its `Downstream`), then — under the
+    /// face's `Idempotency-Key` — records the order `PENDING` with its `ProcessOrder` and
+    /// `OrderCreated` in one transaction. A retry with the same key answers the same
+    /// order; the checks run after the key's replay and refusal decisions, holding no
+    /// claim and no lock.
+    pub async fn place<K: Keyed>(
+        &self,
+        write: &K,
+        request: OrderRequest,
+        render: impl FnOnce(Order) -> Result<K::Answer, Problem> + Send,
+    ) -> K::Output {
+        let priced: OnceLock<Vec<crate::domain::Line>> = OnceLock::new();
+        let (clients, slot, asked) = (&self.clients, &priced, &request);
+        let check = async move {
+            let (user, prices) = tokio::join!(
+                clients.user_exists(asked.user_id),
+                clients.price(&asked.lines)
+            );
+            match user {
+                Ok(true) => {}
+                Ok(false) => return Err(OrdersError::UnknownUser(asked.user_id).into()),
+                Err(problem) => return Err(OrdersError::Dependency(problem).into()),
+            }
+            match prices.map_err(OrdersError::Dependency)? {
+                Priced::All(lines) => {
+                    if total_of(&lines).is_none() {
+                        return Err(OrdersError::TotalTooLarge.into());
+                    }
+                    let _ = slot.set(lines);
+                    Ok(())
+                }
+                Priced::Missing(missing) => Err(OrdersError::UnknownProducts(missing).into()),
+            }
+        };
+        let store = &self.store;
+        write
+            .run_after(&self.idempotency, check, |mut tx| async move {
+                let result = match slot.get() {
+                    Some(lines) => place_in(store, &mut tx, asked, lines.clone()).await,
+                    None => Err(Problem::internal("the order's lines were not priced")),
+                };
+                (tx, result.and_then(render))
+            })
+            .await
+    }
+
+    pub async fn order(&self, id: &OrderId) -> Result<Order, OrdersError> {
+        self.store
+            .order(id)
+            .await?
+            .ok_or_else(|| OrdersError::NotFound(id.clone()))
+    }
+
+    /// One page of a user's orders, oldest first, after the order at `after` (its seq).
+    pub async fn orders_of(
+        &self,
+        user: UserId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Order>, OrdersError> {
+        Ok(self.store.orders_of(user, after, limit).await?)
+    }
+
+    /// The `order_processing` worker's use case: reserve the order's stock in catalog,
+    /// then `CONFIRMED` (and `OrderConfirmed`), or `REJECTED` with the refusal's problem
+    /// details (and `OrderRejected`). Catalog down or slow is transient (the message comes
+    /// back after a backoff); an order that does not exist never will.
+    pub async fn process(&self, id: &OrderId) -> Result<(), HandleError> {
+        let order = self
+            .store
+            .order(id)
+            .await?
+            .ok_or_else(|| HandleError::Permanent(format!("no order {id} exists")))?;
+        match order.status {
+            Status::Pending => {}
+            // Cancelled while this message waited: make sure nothing stays reserved (the
+            // cancel released it already; a release is idempotent).
+            Status::Cancelled => return self.release(id).await,
+            // Decided by an earlier delivery of this message.
+            _ => return Ok(()),
+        }
+        match self.clients.reserve(id, &order.lines).await {
+            Ok(true) => {
+                let mut tx = self.store.begin().await?;
+                match self
+                    .store
+                    .move_in(&mut tx, id, Status::Confirmed, "")
+                    .await?
+                {
+                    Move::Moved => {
+                        let event = events::confirmed(&order);
+                        outbox::enqueue(&mut tx, Destination::Stream(events::ORDER_EVENTS), &event)
+                            .await?;
+                        tx.commit().await.map_err(StoreError::from)?;
+                        count_transition(Status::Confirmed, order.created_at);
+                        Ok(())
+                    }
+                    Move::Stays(Status::Cancelled) => {
+                        tx.rollback().await.map_err(StoreError::from)?;
+                        self.release(id).await
+                    }
+                    Move::Stays(_) => Ok(()),
+                }
+            }
+            // Its reservation was released first: it was cancelled.
+            Ok(false) => Ok(()),
+            Err(problem)
+                if !problem.kind().is_server_error() && problem.kind() != Kind::Timeout =>
+            {
+                let reason = problem
+                    .public_detail()
+                    .map_or_else(|| problem.kind().title().to_owned(), |d| d.into_owned());
+                let mut tx = self.store.begin().await?;
+                if self
+                    .store
+                    .move_in(&mut tx, id, Status::Rejected, &reason)
+                    .await?
+                    == Move::Moved
+                {
+                    let event = events::rejected(&order, &problem);
+                    outbox::enqueue(&mut tx, Destination::Stream(events::ORDER_EVENTS), &event)
+                        .await?;
+                    tx.commit().await.map_err(StoreError::from)?;
+                    count_transition(Status::Rejected, order.created_at);
+                    tracing::info!(order_id = %id, %reason, "order rejected");
+                }
+                Ok(())
+            }
+            Err(problem) => Err(HandleError::Transient(format!(
+                "catalog could not reserve stock: {problem}"
+            ))),
+        }
+    }
+
+    async fn release(&self, id: &OrderId) -> Result<(), HandleError> {
+        self.clients
+            .release(id)
+            .await
+            .map_err(|p| HandleError::Transient(format!("catalog could not release stock: {p}")))
+    }
+
+    /// Billing charged the order: `PAID` (a cancelled order stays cancelled; billing
+    /// refunds it on its `OrderCancelled`).
+    pub async fn paid(&self, id: &OrderId) -> Result<(), HandleError> {
+        let mut tx = self.store.begin().await?;
+        match self.store.move_in(&mut tx, id, Status::Paid, "").await {
+            Ok(Move::Moved) => {
+                let created = self
+                    .store
+                    .order_in(&mut tx, id)
+                    .await?
+                    .map(|o| o.created_at);
+                tx.commit().await.map_err(StoreError::from)?;
+                count_transition(Status::Paid, created.unwrap_or_else(now_millis));
+                Ok(())
+            }
+            Ok(Move::Stays(_)) => Ok(()),
+            Err(StoreError::NotFound(what)) => Err(HandleError::Permanent(what)),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Billing could not charge the order: the saga compensates — its stock released in
+    /// catalog, the order `CANCELLED` (`OrderCancelled`). Each step is idempotent, so a
+    /// redelivery after a failure part way repeats nothing twice.
+    pub async fn payment_failed(&self, id: &OrderId, code: &str) -> Result<(), HandleError> {
+        self.release(id).await?;
+        let reason = format!("payment_failed: {code}");
+        match self.cancel_in_store(id, &reason).await {
+            Ok(Some(_)) => {
+                metrics::counter!(series::COMPENSATIONS, "service" => crate::SERVICE.as_str(), "reason" => "payment_failed")
+                    .increment(1);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(OrdersError::NotFound(id)) => {
+                Err(HandleError::Permanent(format!("no order {id} exists")))
+            }
+            Err(OrdersError::Store(err)) => Err(err.into()),
+            Err(other) => Err(HandleError::Transient(other.to_string())),
+        }
+    }
+
+    /// Cancels an order the client no longer wants: its stock released first (which also
+    /// fences a reservation the worker has yet to make), then `CANCELLED` with
+    /// `OrderCancelled`, which billing answers with a refund if it charged. Cancelling a
+    /// cancelled order answers with it unchanged; a rejected one cannot be cancelled.
+    pub async fn cancel(&self, id: &OrderId) -> Result<Order, OrdersError> {
+        let order = self.order(id).await?;
+        match order.status {
+            Status::Cancelled => return Ok(order),
+            Status::Rejected => return Err(OrdersError::NotCancellable(id.clone(), "REJECTED")),
+            _ => {}
+        }
+        self.clients
+            .release(id)
+            .await
+            .map_err(OrdersError::Dependency)?;
+        if self.cancel_in_store(id, "customer").await?.is_some() {
+            metrics::counter!(series::COMPENSATIONS, "service" => crate::SERVICE.as_str(), "reason" => "customer")
+                .increment(1);
+        }
+        let now = self.order(id).await?;
+        if now.status == Status::Rejected {
+            return Err(OrdersError::NotCancellable(id.clone(), "REJECTED"));
+        }
+        Ok(now)
+    }
+
+    /// `CANCELLED` with `OrderCancelled` if it may move there; `Some` when it moved.
+    async fn cancel_in_store(&self, id: &OrderId, reason: &str) -> Result<Option<()>, OrdersError> {
+        let mut tx = self.store.begin().await?;
+        match self
+            .store
+            .move_in(&mut tx, id, Status::Cancelled, reason)
+            .await
+        {
+            Ok(Move::Moved) => {
+                let order = self
+                    .store
+                    .order_in(&mut tx, id)
+                    .await?
+                    .ok_or_else(|| OrdersError::NotFound(id.clone()))?;
+                let event = events::cancelled(&order, reason);
+                outbox::enqueue(&mut tx, Destination::Stream(events::ORDER_EVENTS), &event).await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                count_transition(Status::Cancelled, order.created_at);
+                Ok(Some(()))
+            }
+            Ok(Move::Stays(_)) => Ok(None),
+            Err(StoreError::NotFound(_)) => Err(OrdersError::NotFound(id.clone())),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// The order now, then again each time it moves, until it is final (or the watcher
+    /// goes away). Changes this process commits are seen at once; changes by another
+    /// process sharing the database within `poll`.
+    pub async fn watch(
+        &self,
+        id: &OrderId,
+        poll: Duration,
+    ) -> Result<impl Stream<Item = Result<Order, OrdersError>> + Send + 'static, OrdersError> {
+        let first = self.order(id).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let store = self.store.clone();
+        let id = id.clone();
+        let mut changes = store.changes();
+        tokio::spawn(async move {
+            let mut seen = first.history.len();
+            let done = first.status.is_final();
+            if tx.send(Ok(first)).await.is_err() || done {
+                return;
+            }
+            let mut ticks = tokio::time::interval(poll);
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    _ = ticks.tick() => {}
+                    changed = changes.recv() => match changed {
+                        Ok(changed) if changed != id => continue,
+                        // Ours, or we fell behind: read it either way.
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+                let order = match store.order(&id).await {
+                    Ok(Some(order)) => order,
+                    Ok(None) => return,
+                    Err(err) => {
+                        let _ = tx.send(Err(err.into())).await;
+                        return;
+                    }
+                };
+                if order.history.len() > seen {
+                    seen = order.history.len();
+                    let done = order.status.is_final();
+                    if tx.send(Ok(order)).await.is_err() || done {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    }
+}
+
+/// Records a new order with its two messages in `tx`.
+async fn place_in(
+    store: &OrdersStore,
+    tx: &mut WriteTx,
+    request: &OrderRequest,
+    lines: Vec<crate::domain::Line>,
+) -> Result<Order, Problem> {
+    let now = now_millis();
+    let total_minor = total_of(&lines).ok_or_else(|| Problem::from(OrdersError::TotalTooLarge))?;
+    let mut order = Order {
+        seq: 0,
+        id: OrderId::generate(),
+        user_id: request.user_id,
+        status: Status::Pending,
+        lines,
+        total_minor,
+        currency: CURRENCY.to_owned(),
+        correlation_id: telemetry::context::current()
+            .map(|c| c.correlation_id.to_string())
+            .unwrap_or_default(),
+        history: vec![Transition {
+            status: Status::Pending,
+            at: now,
+            reason: String::new(),
+        }],
+        created_at: now,
+    };
+    let store_err = |e: StoreError| Problem::from(OrdersError::Store(e));
+    order.seq = store.insert_in(tx, &order).await.map_err(store_err)?;
+    outbox::enqueue(
+        tx,
+        Destination::Queue(events::ORDER_PROCESSING),
+        &events::process_order(&order),
+    )
+    .await
+    .map_err(store_err)?;
+    outbox::enqueue(
+        tx,
+        Destination::Stream(events::ORDER_EVENTS),
+        &events::created(&order),
+    )
+    .await
+    .map_err(store_err)?;
+    count_transition(Status::Pending, now);
+    Ok(order)
+}
