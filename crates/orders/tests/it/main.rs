@@ -2,4 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod accept;
+mod contract;
+mod grpc;
 mod helpers;
+mod messages;

@@ -1,0 +1,113 @@
+//! What orders says on its channels, and what it does with what it cannot handle.
+
+use std::time::Duration;
+
+use messaging::{Envelope, StartFrom};
+use serde_json::{Value, json};
+
+use crate::helpers::System;
+
+/// Reads `order-events` as a group of the test's own until `want` matches an event.
+async fn event_where(system: &System, want: impl Fn(&Envelope) -> bool) -> Envelope {
+    let broker = messaging::connect(&system.settings).await.unwrap();
+    let group = format!("test-{}", uuid::Uuid::now_v7());
+    let mut consumer = broker
+        .streams
+        .subscribe(orders::events::ORDER_EVENTS, &group, StartFrom::Earliest)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let event = tokio::time::timeout_at(deadline, consumer.next())
+            .await
+            .expect("no such event within 20 s")
+            .unwrap();
+        let envelope = event.message.as_ref().unwrap().clone();
+        event.commit().await.unwrap();
+        if want(&envelope) {
+            return envelope;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_carries_the_insufficient_stock_details_through_grpc_onto_the_stream() {
+    let system = System::start().await;
+    let few = system.product(2.50, 2).await;
+    let r = system.place("few", 3, &[(few, 7)]).await;
+    let accepted: Value = r.json().await.unwrap();
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    let correlation = accepted["correlation_id"].as_str().unwrap().to_owned();
+
+    let created = event_where(&system, |e| {
+        e.kind == "OrderCreated" && e.payload["order_id"] == id.as_str()
+    })
+    .await;
+    // The seed's shape, ours added beside it.
+    assert_eq!(created.payload["event_type"], "OrderCreated");
+    assert_eq!(created.payload["total"], 17.5);
+    assert_eq!(created.payload["total_minor"], 1750);
+    assert_eq!(created.key.as_deref(), Some(id.as_str()));
+    assert_eq!(created.correlation_id.as_deref(), Some(correlation.as_str()));
+
+    let rejected = event_where(&system, |e| {
+        e.kind == "OrderRejected" && e.payload["order_id"] == id.as_str()
+    })
+    .await;
+    assert_eq!(
+        rejected.payload["problem_type"],
+        "https://brigade.dev/problems/insufficient-stock"
+    );
+    assert_eq!(rejected.payload["sku"], format!("SKU-{few}"));
+    assert_eq!(rejected.payload["requested"], 7);
+    assert_eq!(rejected.payload["available"], 2);
+    // The worker handled it in the accept's chain.
+    assert_eq!(rejected.correlation_id.as_deref(), Some(correlation.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_order_for_no_order_is_dead_lettered_with_its_reason_and_the_worker_keeps_serving()
+ {
+    let system = System::start().await;
+    let broker = messaging::connect(&system.settings).await.unwrap();
+    // What the seed's pika producer sends: a bare body naming an order we never took.
+    let foreign = Envelope::new("ProcessOrder", json!({"order_id": "ORD-12345", "total": 1999.98}));
+    broker
+        .queues
+        .publish(orders::events::ORDER_PROCESSING, &foreign)
+        .await
+        .unwrap();
+    let garbage = Envelope::new("ProcessOrder", json!({"order": 1}));
+    broker
+        .queues
+        .publish(orders::events::ORDER_PROCESSING, &garbage)
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let dead = broker
+            .queues
+            .dead_letters(orders::events::ORDER_PROCESSING, 10)
+            .await
+            .unwrap();
+        if dead.len() == 2 || tokio::time::Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons.contains(&"no order ORD-12345 exists"), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("does not parse")),
+        "{reasons:?}"
+    );
+
+    let item = system.product(1.00, 1).await;
+    let r = system.place("after", 1, &[(item, 1)]).await;
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    system.status_becomes(&id, "CONFIRMED").await;
+}
