@@ -78,6 +78,9 @@ fn openapi(args: &OpenapiArgs) -> anyhow::Result<()> {
     let documents = [
         ("catalog", catalog::rest::openapi()),
         ("accounts", accounts::rest::openapi()),
+        ("orders", orders::rest::openapi()),
+        ("payments-sandbox", payments::rest::openapi()),
+        ("billing", billing::rest::openapi()),
     ];
     for (service, api) in documents {
         let text = serde_json::to_string_pretty(&api)? + "\n";

@@ -45,6 +45,10 @@ pub enum Kind {
     BusinessRuleViolated,
     /// Not enough units in stock (the seed's example: `available_stock` says how many).
     InsufficientStock,
+    /// A payment provider declined the payment (`charge` names the failed charge,
+    /// `decline_code` says why). Retrying the same payment gets the same answer; another
+    /// payment method, or the customer's bank, may change it.
+    PaymentDeclined,
     /// A conditional request's precondition (`If-Match`) does not hold.
     PreconditionFailed,
     /// A request with this `Idempotency-Key` is still being processed.
@@ -89,7 +93,7 @@ const fn row(
 
 impl Kind {
     /// Every kind, for tests and documentation.
-    pub const ALL: [Kind; 18] = [
+    pub const ALL: [Kind; 19] = [
         Kind::InvalidRequest,
         Kind::ValidationFailed,
         Kind::UnsupportedMediaType,
@@ -101,6 +105,7 @@ impl Kind {
         Kind::Conflict,
         Kind::BusinessRuleViolated,
         Kind::InsufficientStock,
+        Kind::PaymentDeclined,
         Kind::PreconditionFailed,
         Kind::IdempotencyKeyInUse,
         Kind::IdempotencyKeyReused,
@@ -187,6 +192,13 @@ impl Kind {
                 "insufficient-stock",
                 "Insufficient stock",
                 StatusCode::CONFLICT,
+                Code::FailedPrecondition,
+                Never,
+            ),
+            Kind::PaymentDeclined => row(
+                "payment-declined",
+                "Payment declined",
+                StatusCode::PAYMENT_REQUIRED,
                 Code::FailedPrecondition,
                 Never,
             ),

@@ -12,7 +12,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 /// (kind, slug, HTTP status, gRPC code, retry advice) — the whole table, spelled out.
-const TABLE: [(Kind, &str, u16, Code, Retry); 18] = [
+const TABLE: [(Kind, &str, u16, Code, Retry); 19] = [
     (
         Kind::InvalidRequest,
         "invalid-request",
@@ -81,6 +81,13 @@ const TABLE: [(Kind, &str, u16, Code, Retry); 18] = [
         Kind::InsufficientStock,
         "insufficient-stock",
         409,
+        Code::FailedPrecondition,
+        Retry::Never,
+    ),
+    (
+        Kind::PaymentDeclined,
+        "payment-declined",
+        402,
         Code::FailedPrecondition,
         Retry::Never,
     ),
