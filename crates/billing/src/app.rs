@@ -14,7 +14,7 @@ use problem::Problem;
 use storage::{StoreError, now_millis};
 use uuid::Uuid;
 
-use crate::domain::{OrderId, OrderToCharge, Payment, PaymentStatus};
+use crate::domain::{ChargeAnswer, Decline, OrderId, OrderToCharge, Payment, PaymentStatus};
 use crate::provider::{Provider, ProviderError};
 use crate::series;
 use crate::store::BillingStore;
@@ -137,7 +137,32 @@ impl Billing {
             );
             return Ok(Billed::AlreadyBilled(existing));
         }
-        let answer = self.provider.charge(&order).await?;
+        let answer = if order.amount.minor() == 0 {
+            // Nothing to take: a free order is paid without a call (a provider refuses a
+            // zero charge, which would strand the order CONFIRMED).
+            ChargeAnswer::Succeeded {
+                charge_id: String::new(),
+            }
+        } else {
+            match self.provider.charge(&order).await {
+                Ok(answer) => answer,
+                // The provider refused the request itself (an amount beyond its limit,
+                // ...): no retry can help, and skipping the event would strand the order
+                // CONFIRMED with its stock held. It fails like a decline, so the saga
+                // gives the stock back and cancels the order; the refusal is logged.
+                Err(ProviderError::Refused(problem)) => {
+                    tracing::error!(%problem, "the provider refused the charge; failing the payment");
+                    ChargeAnswer::Declined(Decline {
+                        charge_id: None,
+                        code: "provider_refused".to_owned(),
+                        reason: problem
+                            .public_detail()
+                            .map_or_else(|| problem.kind().title().to_owned(), |d| d.into_owned()),
+                    })
+                }
+                Err(other) => return Err(other.into()),
+            }
+        };
         let payment = Payment::from_answer(order, answer, now_millis());
         let mut tx = self.store.begin().await?;
         if !inbox::first_time(&mut tx, CONSUMER, message).await? {

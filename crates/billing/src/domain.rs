@@ -81,12 +81,9 @@ impl OrderToCharge {
         let order_id = OrderId::parse(order_id)
             .map_err(|e| errors.push(FieldError::new("order_id", e.to_string())))
             .ok();
+        // A free order (0) is paid without a charge (`app::Billing::charge`).
         let amount = match Money::from_minor(amount_minor) {
-            Ok(m) if m.minor() > 0 => Some(m),
-            Ok(_) => {
-                errors.push(FieldError::new("total_minor", "must be at least 1"));
-                None
-            }
+            Ok(m) => Some(m),
             Err(e) => {
                 errors.push(FieldError::new("total_minor", e.to_string()));
                 None
@@ -207,7 +204,8 @@ impl Payment {
     /// The charge a refund gives back: only a succeeded payment has one to refund.
     pub fn refundable_charge(&self) -> Option<&str> {
         match self.status {
-            PaymentStatus::Succeeded => self.charge_id.as_deref(),
+            // A free order was paid without a charge: nothing to refund.
+            PaymentStatus::Succeeded => self.charge_id.as_deref().filter(|c| !c.is_empty()),
             PaymentStatus::Declined | PaymentStatus::Refunded => None,
         }
     }
@@ -224,7 +222,7 @@ mod tests {
             ok.map(|o| (o.order_id.0, o.amount.minor(), o.currency.0)),
             Ok(("ORD-1".to_owned(), 1999, "usd".to_owned()))
         );
-        let bad = OrderToCharge::parse("ORD 1", 0, "dollars");
+        let bad = OrderToCharge::parse("ORD 1", -1, "dollars");
         let fields: Vec<String> = bad
             .err()
             .unwrap_or_default()
@@ -232,7 +230,10 @@ mod tests {
             .map(|e| e.field.clone())
             .collect();
         assert_eq!(fields, ["order_id", "total_minor", "currency"]);
-        assert!(OrderToCharge::parse("ORD-1", -5, "usd").is_err());
+        assert!(
+            OrderToCharge::parse("ORD-1", 0, "usd").is_ok(),
+            "a free order is paid without a charge"
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 -- are Unix milliseconds.
 CREATE TABLE payments (
     order_id       TEXT    PRIMARY KEY,
-    amount_minor   BIGINT  NOT NULL CHECK (amount_minor > 0),
+    amount_minor   BIGINT  NOT NULL CHECK (amount_minor >= 0),
     currency       TEXT    NOT NULL,
     status         TEXT    NOT NULL CHECK (status IN ('succeeded', 'declined', 'refunded')),
     -- The provider's charge (for a decline, the failed charge, when it names one).

@@ -243,3 +243,20 @@ async fn what_billing_cannot_or_need_not_handle_is_passed_over() {
     world.publish(&confirmed(&order, 100)).await;
     assert_eq!(world.await_outcomes(&order, 1).await[0].kind, ORDER_PAID);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_charge_the_provider_refuses_fails_the_payment_and_a_free_order_is_paid_without_one() {
+    let mut world = spawn_world(|_| {}).await;
+    // Beyond the provider's largest amount: refused (422), which no retry can change.
+    let too_big = order_id();
+    world.publish(&confirmed(&too_big, 100_000_000)).await;
+    let outcome = &world.await_outcomes(&too_big, 1).await[0];
+    assert_eq!(outcome.kind, orders::events::PAYMENT_FAILED);
+    assert_eq!(outcome.payload["code"], "provider_refused");
+    assert!(world.ledger(&too_big).await.is_empty());
+
+    let free = order_id();
+    world.publish(&confirmed(&free, 0)).await;
+    assert_eq!(world.await_outcomes(&free, 1).await[0].kind, ORDER_PAID);
+    assert!(world.ledger(&free).await.is_empty(), "nothing to charge");
+}

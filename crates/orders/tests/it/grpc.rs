@@ -19,7 +19,12 @@ async fn client(system: &System) -> OrderServiceClient<tonic::transport::Channel
     OrderServiceClient::new(channel)
 }
 
-fn create(user_id: i64, product_id: i64, quantity: i32, key: &str) -> tonic::Request<CreateOrderRequest> {
+fn create(
+    user_id: i64,
+    product_id: i64,
+    quantity: i32,
+    key: &str,
+) -> tonic::Request<CreateOrderRequest> {
     let mut request = tonic::Request::new(CreateOrderRequest {
         user_id,
         items: vec![CreateOrderItem {
@@ -38,11 +43,19 @@ async fn watch_order_pushes_each_transition_until_the_order_is_final() {
     let system = System::start().await;
     let item = system.product(3.00, 5).await;
     let mut orders = client(&system).await;
-    let placed = orders.create_order(create(1, item, 2, "g1")).await.unwrap().into_inner();
+    let placed = orders
+        .create_order(create(1, item, 2, "g1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(placed.status, Status::Pending as i32);
     assert_eq!(placed.total_minor, 600);
     // The same key: the same order.
-    let again = orders.create_order(create(1, item, 2, "g1")).await.unwrap().into_inner();
+    let again = orders
+        .create_order(create(1, item, 2, "g1"))
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.id, placed.id);
 
     let mut watch = orders
@@ -73,7 +86,10 @@ async fn watch_order_pushes_each_transition_until_the_order_is_final() {
     }
     // Whether PENDING was seen depends on how fast the worker was; the rest does not.
     assert_eq!(
-        seen.iter().filter(|s| **s != Status::Pending as i32).copied().collect::<Vec<_>>(),
+        seen.iter()
+            .filter(|s| **s != Status::Pending as i32)
+            .copied()
+            .collect::<Vec<_>>(),
         [Status::Confirmed as i32, Status::Cancelled as i32]
     );
     let got = orders
@@ -104,7 +120,10 @@ async fn grpc_refusals_come_from_the_error_table() {
     let system = System::start().await;
     let item = system.product(3.00, 5).await;
     let mut orders = client(&system).await;
-    let err = orders.create_order(create(77, item, 1, "g2")).await.unwrap_err();
+    let err = orders
+        .create_order(create(77, item, 1, "g2"))
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let err = orders
         .get_order(GetOrderRequest {

@@ -96,6 +96,16 @@ impl System {
         let orders = orders::build(&settings).await.unwrap();
         settings.services.orders.port = orders.port();
         let orders = Running::run(orders);
+        System::assemble(settings, accounts, catalog, orders, dir)
+    }
+
+    pub fn assemble(
+        settings: Settings,
+        accounts: Running,
+        catalog: Running,
+        orders: Running,
+        dir: tempfile::TempDir,
+    ) -> System {
         System {
             settings,
             accounts,
@@ -103,6 +113,11 @@ impl System {
             orders,
             _dir: dir,
         }
+    }
+
+    /// Tests read catalog at `addr` (orders may reach it through a front).
+    pub fn catalog_direct(&mut self, addr: std::net::SocketAddr) {
+        self.catalog.base = format!("http://{addr}");
     }
 
     /// A product with `stock` units at `price`; its id.

@@ -3,6 +3,8 @@
 
 mod accept;
 mod contract;
+mod e2e;
 mod grpc;
 mod helpers;
 mod messages;
+mod pipeline;

@@ -48,7 +48,10 @@ async fn a_rejection_carries_the_insufficient_stock_details_through_grpc_onto_th
     assert_eq!(created.payload["total"], 17.5);
     assert_eq!(created.payload["total_minor"], 1750);
     assert_eq!(created.key.as_deref(), Some(id.as_str()));
-    assert_eq!(created.correlation_id.as_deref(), Some(correlation.as_str()));
+    assert_eq!(
+        created.correlation_id.as_deref(),
+        Some(correlation.as_str())
+    );
 
     let rejected = event_where(&system, |e| {
         e.kind == "OrderRejected" && e.payload["order_id"] == id.as_str()
@@ -62,7 +65,10 @@ async fn a_rejection_carries_the_insufficient_stock_details_through_grpc_onto_th
     assert_eq!(rejected.payload["requested"], 7);
     assert_eq!(rejected.payload["available"], 2);
     // The worker handled it in the accept's chain.
-    assert_eq!(rejected.correlation_id.as_deref(), Some(correlation.as_str()));
+    assert_eq!(
+        rejected.correlation_id.as_deref(),
+        Some(correlation.as_str())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +77,10 @@ async fn a_process_order_for_no_order_is_dead_lettered_with_its_reason_and_the_w
     let system = System::start().await;
     let broker = messaging::connect(&system.settings).await.unwrap();
     // What the seed's pika producer sends: a bare body naming an order we never took.
-    let foreign = Envelope::new("ProcessOrder", json!({"order_id": "ORD-12345", "total": 1999.98}));
+    let foreign = Envelope::new(
+        "ProcessOrder",
+        json!({"order_id": "ORD-12345", "total": 1999.98}),
+    );
     broker
         .queues
         .publish(orders::events::ORDER_PROCESSING, &foreign)
@@ -97,7 +106,10 @@ async fn a_process_order_for_no_order_is_dead_lettered_with_its_reason_and_the_w
     };
     let reasons: Vec<&str> = dead.iter().map(|d| d.reason.as_str()).collect();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
-    assert!(reasons.contains(&"no order ORD-12345 exists"), "{reasons:?}");
+    assert!(
+        reasons.contains(&"no order ORD-12345 exists"),
+        "{reasons:?}"
+    );
     assert!(
         reasons.iter().any(|r| r.contains("does not parse")),
         "{reasons:?}"

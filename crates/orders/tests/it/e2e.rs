@@ -1,0 +1,182 @@
+//! The pipeline end to end: paid, declined and compensated, cancelled and refunded; and
+//! under load on each backend, with the failures the issue names injected mid-run.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::history;
+use crate::pipeline::{Broker, Pipeline, all_final, assert_consistent, place_many};
+
+async fn placed(pipeline: &Pipeline, key: &str, items: &[(i64, i64)]) -> String {
+    let r = pipeline.system.place(key, 1, items).await;
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+    r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_is_paid_once_end_to_end() {
+    let pipeline = Pipeline::start(Broker::Embedded, |_| {}).await;
+    let item = pipeline.system.product(12.34, 10).await;
+    let id = placed(&pipeline, "paid", &[(item, 2)]).await;
+    let paid = pipeline.system.status_becomes(&id, "PAID").await;
+    assert_eq!(history(&paid), ["PENDING", "CONFIRMED", "PAID"]);
+    let charges = pipeline.charges(&id).await;
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[0]["amount"], 2468);
+    assert_eq!(charges[0]["status"], "succeeded");
+    assert_eq!(pipeline.system.stock(item).await, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declined_payment_cancels_the_order_and_gives_its_stock_back() {
+    let pipeline = Pipeline::start(Broker::Embedded, |_| {}).await;
+    pipeline.behave(json!({"decline_rate": 1.0})).await;
+    let item = pipeline.system.product(5.00, 10).await;
+    let id = placed(&pipeline, "declined", &[(item, 3)]).await;
+    let cancelled = pipeline.system.status_becomes(&id, "CANCELLED").await;
+    assert_eq!(history(&cancelled), ["PENDING", "CONFIRMED", "CANCELLED"]);
+    let reason = cancelled["history"][2]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("payment_failed"), "{reason}");
+    assert_eq!(pipeline.system.stock(item).await, 10);
+    let charges = pipeline.charges(&id).await;
+    assert_eq!(charges.len(), 1);
+    assert_eq!(charges[0]["status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_paid_order_refunds_its_charge_and_releases_its_stock() {
+    let pipeline = Pipeline::start(Broker::Embedded, |_| {}).await;
+    let item = pipeline.system.product(7.00, 4).await;
+    let id = placed(&pipeline, "refund", &[(item, 4)]).await;
+    pipeline.system.status_becomes(&id, "PAID").await;
+    assert_eq!(pipeline.system.stock(item).await, 0);
+    let r = pipeline
+        .system
+        .orders
+        .client
+        .post(
+            pipeline
+                .system
+                .orders
+                .url(&format!("/v1/orders/{id}/cancel")),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let order = pipeline.system.order(&id).await;
+    assert_eq!(
+        history(&order),
+        ["PENDING", "CONFIRMED", "PAID", "CANCELLED"]
+    );
+    assert_eq!(pipeline.system.stock(item).await, 4);
+    let mut initial = HashMap::new();
+    initial.insert(item, 4);
+    assert_consistent(&pipeline, &[order], &initial).await;
+}
+
+/// `n` orders from `concurrency` retrying clients over a few products (one of them too
+/// scarce for all), with `during` run while they are placed; then every check.
+async fn load(pipeline: Pipeline, n: usize, during: impl std::future::Future<Output = ()>) {
+    let mut products = Vec::new();
+    let mut initial = HashMap::new();
+    for stock in [100_000, 100_000, 100_000, 40] {
+        let id = pipeline.system.product(9.99, stock).await;
+        products.push(id);
+        initial.insert(id, stock);
+    }
+    let (placed, ()) = tokio::join!(place_many(&pipeline.system, n, 32, &products), during);
+    assert_eq!(placed.len(), n, "one order per client key");
+    let mut ids: Vec<&String> = placed.values().collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no two keys got one order");
+    let orders = all_final(&pipeline.system, ids, Duration::from_secs(120)).await;
+    // Nothing else was placed: every order of every user is one of ours.
+    let mut listed = 0;
+    for user in 1..=5 {
+        let mut cursor = String::new();
+        loop {
+            let page: Value = pipeline
+                .system
+                .orders
+                .get(&format!("/v1/orders?user_id={user}&limit=200{cursor}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            listed += page["items"].as_array().unwrap().len();
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+    }
+    assert_eq!(listed, n, "exactly one order per key");
+    let rejected = orders.iter().filter(|o| o["status"] == "REJECTED").count();
+    assert!(rejected > 0, "the scarce product ran out");
+    assert_consistent(&pipeline, &orders, &initial).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_orders_end_final_charged_once_with_stock_conserved_embedded() {
+    load(
+        Pipeline::start(Broker::Embedded, |_| {}).await,
+        1_000,
+        async {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_stopped_mid_run_loses_nothing_and_strands_nothing() {
+    let pipeline = Pipeline::start(Broker::Embedded, |s| {
+        s.outbound.breaker_wait = Duration::from_millis(500);
+    })
+    .await;
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pipeline.catalog_down();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        pipeline.catalog_up();
+    };
+    // The pipeline is borrowed by the outage while `load` owns it: run them apart.
+    let front = &pipeline;
+    let _ = front;
+    load_borrowed(&pipeline, 300, outage).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_failing_thirty_percent_still_ends_every_order_paid_or_cancelled() {
+    let pipeline = Pipeline::start(Broker::Embedded, |s| {
+        s.billing.provider_timeout = Duration::from_millis(300);
+    })
+    .await;
+    pipeline
+        .behave(json!({"latency_ms": 200, "latency_jitter_ms": 300, "decline_rate": 0.3}))
+        .await;
+    load_borrowed(&pipeline, 100, async {}).await;
+}
+
+async fn load_borrowed(
+    pipeline: &Pipeline,
+    n: usize,
+    during: impl std::future::Future<Output = ()>,
+) {
+    let mut products = Vec::new();
+    let mut initial = HashMap::new();
+    for stock in [100_000, 100_000, 40] {
+        let id = pipeline.system.product(9.99, stock).await;
+        products.push(id);
+        initial.insert(id, stock);
+    }
+    let (placed, ()) = tokio::join!(place_many(&pipeline.system, n, 32, &products), during);
+    assert_eq!(placed.len(), n);
+    let orders = all_final(&pipeline.system, placed.values(), Duration::from_secs(120)).await;
+    assert_consistent(pipeline, &orders, &initial).await;
+}
