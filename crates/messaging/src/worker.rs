@@ -27,6 +27,12 @@ pub enum HandleError {
     /// `max_deliveries` it is dead-lettered anyway.
     #[error("{0}")]
     Transient(String),
+    /// It may later, and not before this: the dependency said when (an open breaker's
+    /// remaining wait, a `Retry-After`). The delay is the longer of this and the backoff,
+    /// so an outage does not burn a message's deliveries faster than the dependency can
+    /// come back.
+    #[error("{0}")]
+    TransientFor(String, Duration),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -147,11 +153,14 @@ where
             delivery.reject(reason).await
         }
         Ok(Err(HandleError::Transient(reason))) => {
-            retry(queue, delivery, options, rng, &reason).await
+            retry(queue, delivery, options, rng, &reason, Duration::ZERO).await
+        }
+        Ok(Err(HandleError::TransientFor(reason, not_before))) => {
+            retry(queue, delivery, options, rng, &reason, not_before).await
         }
         Err(_) => {
             let reason = format!("the handler took longer than {:?}", options.handler_timeout);
-            retry(queue, delivery, options, rng, &reason).await
+            retry(queue, delivery, options, rng, &reason, Duration::ZERO).await
         }
     }
 }
@@ -260,6 +269,11 @@ where
             tracing::info!(stream, group, partition, position, message_id = %id, kind, attempt, retry_in_ms = delay.as_millis() as u64, %reason, "event failed; retrying later");
             event.retry_after(delay).await
         }
+        Ok(Err(HandleError::TransientFor(reason, not_before))) => {
+            let delay = backoff(options, attempt.saturating_sub(1), rng).max(not_before);
+            tracing::info!(stream, group, partition, position, message_id = %id, kind, attempt, retry_in_ms = delay.as_millis() as u64, %reason, "event failed; retrying later");
+            event.retry_after(delay).await
+        }
         Err(_) => {
             let delay = backoff(options, attempt.saturating_sub(1), rng);
             tracing::info!(stream, group, partition, position, message_id = %id, kind, attempt, retry_in_ms = delay.as_millis() as u64, "event handler took longer than {:?}; retrying later", options.handler_timeout);
@@ -274,8 +288,9 @@ async fn retry(
     options: &WorkerOptions,
     rng: &mut fastrand::Rng,
     reason: &str,
+    not_before: Duration,
 ) -> crate::Result<()> {
-    let delay = backoff(options, delivery.attempt.saturating_sub(1), rng);
+    let delay = backoff(options, delivery.attempt.saturating_sub(1), rng).max(not_before);
     tracing::info!(queue, attempt = delivery.attempt, retry_in_ms = delay.as_millis() as u64, %reason, "message failed; retrying later");
     delivery.retry_after(delay).await
 }

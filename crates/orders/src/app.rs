@@ -79,6 +79,20 @@ pub enum HandleError {
     Permanent(String),
     #[error("{0}")]
     Transient(String),
+    /// Not before this: the dependency said when it may answer (its breaker's wait).
+    #[error("{0}")]
+    TransientFor(String, Duration),
+}
+
+impl HandleError {
+    /// A dependency's problem as a transient failure, with its `Retry-After` if any.
+    fn dependency(what: &str, problem: &Problem) -> Self {
+        let reason = format!("{what}: {problem}");
+        match problem.retry_after() {
+            Some(after) => HandleError::TransientFor(reason, after),
+            None => HandleError::Transient(reason),
+        }
+    }
 }
 
 impl From<StoreError> for HandleError {
@@ -271,9 +285,10 @@ impl Orders {
                 }
                 Ok(())
             }
-            Err(problem) => Err(HandleError::Transient(format!(
-                "catalog could not reserve stock: {problem}"
-            ))),
+            Err(problem) => Err(HandleError::dependency(
+                "catalog could not reserve stock",
+                &problem,
+            )),
         }
     }
 
@@ -281,7 +296,7 @@ impl Orders {
         self.clients
             .release(id)
             .await
-            .map_err(|p| HandleError::Transient(format!("catalog could not release stock: {p}")))
+            .map_err(|p| HandleError::dependency("catalog could not release stock", &p))
     }
 
     /// Billing charged the order: `PAID` (a cancelled order stays cancelled; billing

@@ -14,6 +14,7 @@ fn settle(err: HandleError) -> Settle {
     match err {
         HandleError::Permanent(reason) => Settle::Permanent(reason),
         HandleError::Transient(reason) => Settle::Transient(reason),
+        HandleError::TransientFor(reason, after) => Settle::TransientFor(reason, after),
     }
 }
 

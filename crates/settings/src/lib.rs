@@ -223,6 +223,9 @@ pub struct MessagingSettings {
     /// The broker's address; unused by `embedded`. May hold credentials: never logged.
     pub url: Option<String>,
     /// A message delivered this many times without success goes to its dead-letter queue.
+    /// A handler whose dependency is down retries no sooner than the dependency says it
+    /// may answer (an open breaker's wait), so 10 deliveries ride out an outage of a
+    /// minute or more before a message needs `brigade dlq redrive`.
     pub max_deliveries: u32,
     /// How long event streams keep events.
     #[serde(with = "humantime_serde")]
@@ -246,7 +249,7 @@ impl Default for MessagingSettings {
         Self {
             backend: MessagingBackend::Embedded,
             url: None,
-            max_deliveries: 5,
+            max_deliveries: 10,
             retention: Duration::from_secs(7 * 24 * 60 * 60),
             partitions: 4,
             handler_timeout: Duration::from_secs(30),

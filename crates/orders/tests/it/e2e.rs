@@ -90,7 +90,7 @@ async fn load(pipeline: Pipeline, n: usize, during: impl std::future::Future<Out
         products.push(id);
         initial.insert(id, stock);
     }
-    let (placed, ()) = tokio::join!(place_many(&pipeline.system, n, 32, &products), during);
+    let ((placed, _), ()) = tokio::join!(place_many(&pipeline.system, n, 32, &products), during);
     assert_eq!(placed.len(), n, "one order per client key");
     let mut ids: Vec<&String> = placed.values().collect();
     ids.sort();
@@ -134,21 +134,8 @@ async fn a_thousand_concurrent_orders_end_final_charged_once_with_stock_conserve
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn catalog_stopped_mid_run_loses_nothing_and_strands_nothing() {
-    let pipeline = Pipeline::start(Broker::Embedded, |s| {
-        s.outbound.breaker_wait = Duration::from_millis(500);
-    })
-    .await;
-    let outage = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        pipeline.catalog_down();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        pipeline.catalog_up();
-    };
-    // The pipeline is borrowed by the outage while `load` owns it: run them apart.
-    let front = &pipeline;
-    let _ = front;
-    load_borrowed(&pipeline, 300, outage).await;
+async fn catalog_stopped_mid_run_loses_nothing_and_strands_nothing_embedded() {
+    catalog_outage(Broker::Embedded).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,14 +147,24 @@ async fn a_slow_provider_failing_thirty_percent_still_ends_every_order_paid_or_c
     pipeline
         .behave(json!({"latency_ms": 200, "latency_jitter_ms": 300, "decline_rate": 0.3}))
         .await;
-    load_borrowed(&pipeline, 100, async {}).await;
+    let (orders, _) = load_borrowed(&pipeline, 100, async {}).await;
+    let count = |status: &str| orders.iter().filter(|o| o["status"] == status).count();
+    // Both outcomes happened (30% of 100 declines: 0 or 100 of them is a broken run).
+    assert!(
+        count("CANCELLED") > 0 && count("PAID") > 0,
+        "paid {}, cancelled {}",
+        count("PAID"),
+        count("CANCELLED")
+    );
 }
 
+/// As [`load`], for a pipeline the caller keeps (to break it while orders flow): the
+/// final orders, and how many attempts the clients needed in all.
 async fn load_borrowed(
     pipeline: &Pipeline,
     n: usize,
     during: impl std::future::Future<Output = ()>,
-) {
+) -> (Vec<Value>, u32) {
     let mut products = Vec::new();
     let mut initial = HashMap::new();
     for stock in [100_000, 100_000, 40] {
@@ -175,8 +172,96 @@ async fn load_borrowed(
         products.push(id);
         initial.insert(id, stock);
     }
-    let (placed, ()) = tokio::join!(place_many(&pipeline.system, n, 32, &products), during);
+    let ((placed, attempts), ()) =
+        tokio::join!(place_many(&pipeline.system, n, 32, &products), during);
     assert_eq!(placed.len(), n);
     let orders = all_final(&pipeline.system, placed.values(), Duration::from_secs(120)).await;
     assert_consistent(pipeline, &orders, &initial).await;
+    (orders, attempts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_orders_end_final_charged_once_with_stock_conserved_rabbitmq() {
+    load(
+        Pipeline::start(Broker::rabbitmq().await, |_| {}).await,
+        1_000,
+        async {},
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_orders_end_final_charged_once_with_stock_conserved_nats() {
+    load(
+        Pipeline::start(Broker::nats().await, |_| {}).await,
+        1_000,
+        async {},
+    )
+    .await;
+}
+
+/// Catalog away for three seconds while orders flow, on `broker`.
+async fn catalog_outage(broker: Broker) {
+    let pipeline = Pipeline::start(broker, |s| {
+        s.outbound.breaker_wait = Duration::from_secs(1);
+    })
+    .await;
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        pipeline.catalog_down();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        pipeline.catalog_up();
+    };
+    let (_, attempts) = load_borrowed(&pipeline, 300, outage).await;
+    // The outage was felt: accepts were refused while catalog was away, and retried.
+    assert!(
+        attempts > 300,
+        "no client had to retry: {attempts} attempts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_stopped_mid_run_loses_nothing_and_strands_nothing_rabbitmq() {
+    catalog_outage(Broker::rabbitmq().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalog_stopped_mid_run_loses_nothing_and_strands_nothing_nats() {
+    catalog_outage(Broker::nats().await).await;
+}
+
+/// Billing crashed while orders flow (its tasks dropped mid-charge, its group membership
+/// never closed), then started again, on `broker`.
+async fn billing_crash(broker: Broker) {
+    let pipeline = Pipeline::start(broker, |s| {
+        // A crashed member's partitions move on when its lease runs out.
+        s.messaging.handler_timeout = Duration::from_secs(2);
+    })
+    .await;
+    pipeline
+        .behave(json!({"latency_ms": 20, "latency_jitter_ms": 40}))
+        .await;
+    let crash = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        pipeline.crash_billing().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pipeline.restart_billing().await;
+    };
+    let (orders, _) = load_borrowed(&pipeline, 300, crash).await;
+    assert!(orders.iter().any(|o| o["status"] == "PAID"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_crashed_mid_run_charges_every_order_once_embedded() {
+    billing_crash(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_crashed_mid_run_charges_every_order_once_rabbitmq() {
+    billing_crash(Broker::rabbitmq().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_crashed_mid_run_charges_every_order_once_nats() {
+    billing_crash(Broker::nats().await).await;
 }

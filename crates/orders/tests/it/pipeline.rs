@@ -14,7 +14,7 @@ use crate::helpers::{Running, System};
 pub enum Broker {
     Embedded,
     Rabbitmq(RabbitVhost),
-    Nats(NatsServer),
+    Nats(Box<NatsServer>),
 }
 
 impl Broker {
@@ -23,7 +23,7 @@ impl Broker {
     }
 
     pub async fn nats() -> Broker {
-        Broker::Nats(NatsServer::start().await)
+        Broker::Nats(Box::new(NatsServer::start().await))
     }
 
     fn configure(&self, settings: &mut Settings) {
@@ -45,7 +45,7 @@ impl Broker {
 pub struct Pipeline {
     pub system: System,
     pub payments: Running,
-    pub billing: Option<Running>,
+    billing: tokio::sync::Mutex<Option<Running>>,
     pub catalog_front: TcpFront,
     catalog_addr: std::net::SocketAddr,
     _broker: Broker,
@@ -92,11 +92,24 @@ impl Pipeline {
         Pipeline {
             system,
             payments,
-            billing: Some(billing),
+            billing: tokio::sync::Mutex::new(Some(billing)),
             catalog_front,
             catalog_addr,
             _broker: broker,
         }
+    }
+
+    /// Crashes billing (see [`Running::crash`]).
+    pub async fn crash_billing(&self) {
+        if let Some(billing) = self.billing.lock().await.take() {
+            billing.crash().await;
+        }
+    }
+
+    /// Starts billing again on the same database and broker.
+    pub async fn restart_billing(&self) {
+        let app = billing::build(&self.system.settings).await.unwrap();
+        *self.billing.lock().await = Some(Running::run(app));
     }
 
     pub fn catalog_down(&self) {
@@ -134,8 +147,13 @@ impl Pipeline {
 }
 
 /// A client that retries its accept with the same key on timeouts, resets and 5xx, as
-/// the seed tells clients to: the order id it got.
-pub async fn place_retrying(system: &System, key: &str, user: i64, items: &[(i64, i64)]) -> String {
+/// the seed tells clients to: the order id it got, and how many attempts it took.
+pub async fn place_retrying(
+    system: &System,
+    key: &str,
+    user: i64,
+    items: &[(i64, i64)],
+) -> (String, u32) {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()
@@ -156,10 +174,11 @@ pub async fn place_retrying(system: &System, key: &str, user: i64, items: &[(i64
             .await;
         match sent {
             Ok(r) if r.status() == 202 => {
-                return r.json::<Value>().await.unwrap()["id"]
+                let id = r.json::<Value>().await.unwrap()["id"]
                     .as_str()
                     .unwrap()
                     .to_owned();
+                return (id, attempt);
             }
             // In flight under the same key (409), or a dependency down (503): again.
             Ok(r) if r.status() == 409 || r.status().is_server_error() => {}
@@ -179,15 +198,15 @@ pub async fn place_retrying(system: &System, key: &str, user: i64, items: &[(i64
 }
 
 /// Places `n` orders concurrently (`concurrency` clients) over `products`, each client
-/// retrying with its key; the order ids, by key.
+/// retrying with its key; the order ids, by key, and how many attempts all took.
 pub async fn place_many(
     system: &System,
     n: usize,
     concurrency: usize,
     products: &[i64],
-) -> HashMap<String, String> {
+) -> (HashMap<String, String>, u32) {
     use futures::StreamExt;
-    let placed: Vec<(String, String)> = futures::stream::iter(0..n)
+    let placed: Vec<(String, (String, u32))> = futures::stream::iter(0..n)
         .map(|i| async move {
             let key = format!("load-{i}");
             let product = products[i % products.len()];
@@ -198,7 +217,9 @@ pub async fn place_many(
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    placed.into_iter().collect()
+    let attempts = placed.iter().map(|(_, (_, a))| a).sum();
+    let ids = placed.into_iter().map(|(key, (id, _))| (key, id)).collect();
+    (ids, attempts)
 }
 
 /// Waits until every order is final; the final orders.
