@@ -115,15 +115,15 @@ pub struct Orders {
 /// The metric names orders records (every series also has `service="orders"`).
 pub mod series {
     /// Counter: transitions, by the status reached (`to`).
-    pub const TRANSITIONS: &str = "orders_transitions_total";
+    pub const TRANSITIONS: &str = "brigade_orders_transitions_total";
     /// Gauge: orders by status, sampled.
-    pub const BY_STATUS: &str = "orders_by_status";
+    pub const BY_STATUS: &str = "brigade_orders_by_status";
     /// Histogram: seconds from the accept to CONFIRMED.
-    pub const ACCEPT_TO_CONFIRMED: &str = "orders_accept_to_confirmed_seconds";
+    pub const ACCEPT_TO_CONFIRMED: &str = "brigade_orders_accept_to_confirmed_seconds";
     /// Histogram: seconds from the accept to PAID.
-    pub const ACCEPT_TO_PAID: &str = "orders_accept_to_paid_seconds";
+    pub const ACCEPT_TO_PAID: &str = "brigade_orders_accept_to_paid_seconds";
     /// Counter: saga compensations (stock released, order cancelled), by `reason`.
-    pub const COMPENSATIONS: &str = "orders_compensations_total";
+    pub const COMPENSATIONS: &str = "brigade_orders_compensations_total";
 }
 
 fn count_transition(to: Status, created_at: i64) {

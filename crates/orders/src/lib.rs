@@ -149,7 +149,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     Ok(app)
 }
 
-/// Orders by status as a gauge (`orders_by_status{status}`), every few seconds.
+/// Orders by status as a gauge (`brigade_orders_by_status{status}`), every few seconds.
 async fn sample_statuses(store: OrdersStore, stop: tokio_util::sync::CancellationToken) {
     let mut ticks = tokio::time::interval(STATUS_SAMPLE_EVERY);
     loop {

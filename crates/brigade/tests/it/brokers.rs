@@ -66,10 +66,11 @@ async fn on_rabbitmq_events_flow_and_the_seeds_pika_producer_feeds_orders_queue(
         String::from_utf8_lossy(&pika.stdout),
         String::from_utf8_lossy(&pika.stderr)
     );
-    // Orders owns the queue and reports its depth: the seed's message and the three bad
-    // ones wait there (no worker consumes them yet).
+    // Orders owns the queue and its worker takes them: the seed's message names an order
+    // orders never took, the three bad ones cannot be read, so all four end in the
+    // dead-letter queue (with their reasons), which orders reports.
     let orders = running.urls["orders"].clone();
-    let want = r#"brigade_messaging_queue_depth{service="orders",backend="rabbitmq",queue="order_processing",state="ready"} 4"#;
+    let want = r#"brigade_messaging_queue_depth{service="orders",backend="rabbitmq",queue="order_processing",state="dead"} 4"#;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let page = reqwest::get(format!("{orders}/metrics"))
@@ -83,7 +84,7 @@ async fn on_rabbitmq_events_flow_and_the_seeds_pika_producer_feeds_orders_queue(
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "orders never reported the four messages in its queue:\n{page}"
+            "orders never reported the four messages dead-lettered:\n{page}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -6,7 +6,14 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub const SERVICES: [&str; 5] = ["gateway", "catalog", "accounts", "orders", "billing"];
+pub const SERVICES: [&str; 6] = [
+    "gateway",
+    "catalog",
+    "accounts",
+    "orders",
+    "billing",
+    "payments-sandbox",
+];
 
 /// `brigade` with a clean configuration environment: only what the test sets.
 pub fn brigade(data_dir: &Path) -> Command {
@@ -27,7 +34,8 @@ pub fn brigade(data_dir: &Path) -> Command {
 /// Every service on a free port.
 pub fn on_free_ports(cmd: &mut Command) -> &mut Command {
     for s in SERVICES {
-        cmd.env(format!("BRIGADE_SERVICES__{}__PORT", s.to_uppercase()), "0");
+        let key = s.to_uppercase().replace('-', "_");
+        cmd.env(format!("BRIGADE_SERVICES__{key}__PORT"), "0");
     }
     cmd
 }

@@ -14,7 +14,7 @@ async fn up_brings_all_five_services_to_ready_and_stops_on_sigterm() {
     // An existing empty folder is as new as a missing one (`mkdir data && brigade up`).
     std::fs::create_dir(&data).unwrap();
     let mut running = start(on_free_ports(brigade(&data).arg("up"))).await;
-    assert_eq!(running.urls.len(), 5, "{:?}", running.urls);
+    assert_eq!(running.urls.len(), 6, "{:?}", running.urls);
 
     let client = reqwest::Client::new();
     for service in SERVICES {

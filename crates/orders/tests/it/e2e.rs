@@ -30,6 +30,18 @@ async fn an_order_is_paid_once_end_to_end() {
     assert_eq!(charges[0]["amount"], 2468);
     assert_eq!(charges[0]["status"], "succeeded");
     assert_eq!(pipeline.system.stock(item).await, 8);
+    // Orders' own series: its transitions and how long accept → paid took.
+    let metrics = pipeline.system.orders.get("/metrics").await.text().await.unwrap();
+    for series in [
+        r#"brigade_orders_transitions_total{service="orders",to="PAID"}"#,
+        r#"brigade_orders_accept_to_paid_seconds_count{service="orders"}"#,
+        r#"brigade_orders_accept_to_confirmed_seconds_count{service="orders"}"#,
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series) && !l.ends_with(" 0")),
+            "{series} missing or 0:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
