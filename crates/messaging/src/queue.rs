@@ -108,6 +108,16 @@ impl Delivery {
         self.settle.settle(outcome).await
     }
 
+    /// [`retry_after`](Self::retry_after), saying why it failed: if this was the last
+    /// allowed attempt, the dead letter's reason names that last failure too.
+    pub async fn retry_after_because(self, delay: Duration, why: &str) -> Result<()> {
+        let outcome = match self.bounded(Outcome::RetryAfter(delay)) {
+            Outcome::Reject(reason) => Outcome::Reject(format!("{reason}; the last: {why}")),
+            other => other,
+        };
+        self.settle.settle(outcome).await
+    }
+
     /// Straight to the dead-letter queue.
     pub async fn reject(self, reason: impl Into<String>) -> Result<()> {
         self.settle.settle(Outcome::Reject(reason.into())).await

@@ -292,7 +292,7 @@ async fn retry(
 ) -> crate::Result<()> {
     let delay = backoff(options, delivery.attempt.saturating_sub(1), rng).max(not_before);
     tracing::info!(queue, attempt = delivery.attempt, retry_in_ms = delay.as_millis() as u64, %reason, "message failed; retrying later");
-    delivery.retry_after(delay).await
+    delivery.retry_after_because(delay, reason).await
 }
 
 /// Keeps a consumer loop running until `stop`: `serve` makes a consumer and serves it

@@ -254,18 +254,31 @@ impl Orders {
                         count_transition(Status::Confirmed, order.created_at);
                         Ok(())
                     }
-                    Move::Stays(Status::Cancelled) => {
+                    // Confirmed by another copy of this message, which holds the same
+                    // reservation (one per order id).
+                    Move::Stays(Status::Confirmed | Status::Paid) => Ok(()),
+                    // Cancelled, or rejected by another copy that ran first: nothing may
+                    // stay reserved for it.
+                    Move::Stays(_) => {
                         tx.rollback().await.map_err(StoreError::from)?;
                         self.release(id).await
                     }
-                    Move::Stays(_) => Ok(()),
                 }
             }
-            // Its reservation was released first: it was cancelled.
-            Ok(false) => Ok(()),
-            Err(problem)
-                if !problem.kind().is_server_error() && problem.kind() != Kind::Timeout =>
-            {
+            // Its reservation was released before it was made: the order was cancelled
+            // (cancel commits CANCELLED before it releases), so this only finds it PENDING
+            // if something else released it; it cannot be served, so it ends.
+            Ok(false) => {
+                let reason = "its stock was released before it could be reserved";
+                self.cancel_in_store(id, reason)
+                    .await
+                    .map_err(|e| match e {
+                        OrdersError::Store(err) => HandleError::from(err),
+                        other => HandleError::Transient(other.to_string()),
+                    })?;
+                Ok(())
+            }
+            Err(problem) if refuses_the_order(&problem) => {
                 let reason = problem
                     .public_detail()
                     .map_or_else(|| problem.kind().title().to_owned(), |d| d.into_owned());
@@ -320,11 +333,11 @@ impl Orders {
         }
     }
 
-    /// Billing could not charge the order: the saga compensates — its stock released in
-    /// catalog, the order `CANCELLED` (`OrderCancelled`). Each step is idempotent, so a
-    /// redelivery after a failure part way repeats nothing twice.
+    /// Billing could not charge the order: the saga compensates — the order `CANCELLED`
+    /// with `OrderCancelled`, whose handling (`released`) gives its stock back. Each step
+    /// is idempotent and durable before the next: a crash part way repeats nothing twice
+    /// and loses nothing.
     pub async fn payment_failed(&self, id: &OrderId, code: &str) -> Result<(), HandleError> {
-        self.release(id).await?;
         let reason = format!("payment_failed: {code}");
         match self.cancel_in_store(id, &reason).await {
             Ok(Some(_)) => {
@@ -341,10 +354,19 @@ impl Orders {
         }
     }
 
-    /// Cancels an order the client no longer wants: its stock released first (which also
-    /// fences a reservation the worker has yet to make), then `CANCELLED` with
-    /// `OrderCancelled`, which billing answers with a refund if it charged. Cancelling a
-    /// cancelled order answers with it unchanged; a rejected one cannot be cancelled.
+    /// An order was cancelled (its `OrderCancelled`, read back by group `orders`): its
+    /// stock goes back to catalog. Idempotent (catalog releases once per order id), and
+    /// retried until catalog answers, so a cancel never strands reserved stock.
+    pub async fn released(&self, id: &OrderId) -> Result<(), HandleError> {
+        self.release(id).await
+    }
+
+    /// Cancels an order the client no longer wants: `CANCELLED` with `OrderCancelled`
+    /// in one transaction, answered at once; the stock goes back when that event is
+    /// handled (`released`), and billing refunds a charge. Committing first means a
+    /// cancel cut short (a deadline, a crash) has either happened whole or not at all.
+    /// Cancelling a cancelled order answers with it unchanged; a rejected one cannot be
+    /// cancelled.
     pub async fn cancel(&self, id: &OrderId) -> Result<Order, OrdersError> {
         let order = self.order(id).await?;
         match order.status {
@@ -352,10 +374,6 @@ impl Orders {
             Status::Rejected => return Err(OrdersError::NotCancellable(id.clone(), "REJECTED")),
             _ => {}
         }
-        self.clients
-            .release(id)
-            .await
-            .map_err(OrdersError::Dependency)?;
         if self.cancel_in_store(id, "customer").await?.is_some() {
             metrics::counter!(series::COMPENSATIONS, "service" => crate::SERVICE.as_str(), "reason" => "customer")
                 .increment(1);
@@ -445,6 +463,20 @@ impl Orders {
     }
 }
 
+/// Whether catalog's refusal of a reservation is the order's fate (not enough stock, a
+/// product gone, a rule it breaks) rather than a passing or configuration problem
+/// (unavailable, rate-limited, unauthenticated...), which is retried.
+fn refuses_the_order(problem: &Problem) -> bool {
+    matches!(
+        problem.kind(),
+        Kind::InsufficientStock
+            | Kind::NotFound
+            | Kind::BusinessRuleViolated
+            | Kind::ValidationFailed
+            | Kind::InvalidRequest
+    )
+}
+
 /// Records a new order with its two messages in `tx`.
 async fn place_in(
     store: &OrdersStore,
@@ -488,6 +520,6 @@ async fn place_in(
     )
     .await
     .map_err(store_err)?;
-    count_transition(Status::Pending, now);
+    tx.after_commit(move || count_transition(Status::Pending, now));
     Ok(order)
 }

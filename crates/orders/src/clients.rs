@@ -119,12 +119,20 @@ impl Clients {
                 .iter()
                 .find(|p| i64::from(p.id) == line.product_id.0)
             {
-                Some(product) => priced.push(Line {
-                    product_id: line.product_id,
-                    quantity: line.quantity,
-                    unit_price_minor: money::Money::from_decimal(product.price)
-                        .map_or(0, |m| m.minor()),
-                }),
+                Some(product) => {
+                    // A price that is not money is catalog's fault, never a free line.
+                    let price = money::Money::from_decimal(product.price).map_err(|e| {
+                        Problem::unavailable(format!(
+                            "catalog priced product {} at {}: {e}",
+                            product.id, product.price
+                        ))
+                    })?;
+                    priced.push(Line {
+                        product_id: line.product_id,
+                        quantity: line.quantity,
+                        unit_price_minor: price.minor(),
+                    });
+                }
                 None => missing.push((i, line.product_id)),
             }
         }

@@ -8,7 +8,7 @@ use messaging::worker::HandleError as Settle;
 
 use crate::app::{HandleError, Orders};
 use crate::domain::OrderId;
-use crate::events::{self, OrderPaid, PaymentFailed, ProcessOrder};
+use crate::events::{self, OrderCancelled, OrderPaid, PaymentFailed, ProcessOrder};
 
 fn settle(err: HandleError) -> Settle {
     match err {
@@ -46,7 +46,7 @@ pub async fn process(orders: &Orders, envelope: Envelope) -> Result<(), Settle> 
 }
 
 /// One `order-events` event, as the `orders` group sees it: billing's outcomes move the
-/// order; its own transitions need nothing more.
+/// order; a cancellation gives its stock back; its other transitions need nothing more.
 pub async fn billing_outcome(orders: &Orders, envelope: Envelope) -> Result<(), Settle> {
     match envelope.kind.as_str() {
         events::ORDER_PAID => {
@@ -61,6 +61,13 @@ pub async fn billing_outcome(orders: &Orders, envelope: Envelope) -> Result<(), 
             let id = order_id(&failed.order_id)?;
             orders
                 .payment_failed(&id, &failed.code)
+                .await
+                .map_err(settle)
+        }
+        events::ORDER_CANCELLED => {
+            let cancelled: OrderCancelled = payload(&envelope)?;
+            orders
+                .released(&order_id(&cancelled.order_id)?)
                 .await
                 .map_err(settle)
         }

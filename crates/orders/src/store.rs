@@ -106,6 +106,10 @@ async fn complete(conn: &mut AnyConnection, row: OrderRow) -> Result<Order, Stor
             })
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
+    // The status is the last transition's: the row and its history are read by separate
+    // statements, and a move committing between them must not pair an old status with a
+    // new history (a move writes both in one transaction; the history is append-only).
+    let status = history.last().map_or(status, |t| t.status);
     Ok(Order {
         seq,
         id: OrderId::parse(&id).map_err(|_| corrupt(format!("order id {id:?}")))?,

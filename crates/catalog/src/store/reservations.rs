@@ -179,6 +179,17 @@ fn same_request(existing: Reservation, new: &NewReservation) -> Result<Reservati
 /// Releases an order's reservation, putting its stock back once. Releasing an order that
 /// was never reserved records that it is over, so a late reserve cannot take stock for it.
 pub async fn release(db: &Database, order: &OrderId) -> Result<Reservation, StoreError> {
+    match release_once(db, order).await {
+        // A reserve for the same order committed between our read and our tombstone
+        // (PostgreSQL lets both get that far): release what it reserved.
+        Err(StoreError::Database(err)) if storage::is_unique_violation(&err) => {
+            release_once(db, order).await
+        }
+        other => other,
+    }
+}
+
+async fn release_once(db: &Database, order: &OrderId) -> Result<Reservation, StoreError> {
     let mut tx = db.begin_write().await?;
     let now = now_millis();
     let existing = find(&mut tx, order).await?;

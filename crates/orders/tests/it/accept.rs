@@ -188,7 +188,7 @@ async fn cancelling_gives_the_stock_back_once_and_is_idempotent() {
         assert_eq!(body["status"], "CANCELLED");
         assert_eq!(history(&body), ["PENDING", "CONFIRMED", "CANCELLED"]);
     }
-    assert_eq!(system.stock(item).await, 10);
+    system.stock_becomes(item, 10).await;
 
     // A rejected order cannot be cancelled.
     let r = system.place("c2", 1, &[(item, 11)]).await;

@@ -31,14 +31,23 @@ async fn an_order_is_paid_once_end_to_end() {
     assert_eq!(charges[0]["status"], "succeeded");
     assert_eq!(pipeline.system.stock(item).await, 8);
     // Orders' own series: its transitions and how long accept → paid took.
-    let metrics = pipeline.system.orders.get("/metrics").await.text().await.unwrap();
+    let metrics = pipeline
+        .system
+        .orders
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .unwrap();
     for series in [
         r#"brigade_orders_transitions_total{service="orders",to="PAID"}"#,
         r#"brigade_orders_accept_to_paid_seconds_count{service="orders"}"#,
         r#"brigade_orders_accept_to_confirmed_seconds_count{service="orders"}"#,
     ] {
         assert!(
-            metrics.lines().any(|l| l.starts_with(series) && !l.ends_with(" 0")),
+            metrics
+                .lines()
+                .any(|l| l.starts_with(series) && !l.ends_with(" 0")),
             "{series} missing or 0:\n{metrics}"
         );
     }
@@ -54,7 +63,7 @@ async fn a_declined_payment_cancels_the_order_and_gives_its_stock_back() {
     assert_eq!(history(&cancelled), ["PENDING", "CONFIRMED", "CANCELLED"]);
     let reason = cancelled["history"][2]["reason"].as_str().unwrap();
     assert!(reason.starts_with("payment_failed"), "{reason}");
-    assert_eq!(pipeline.system.stock(item).await, 10);
+    pipeline.system.stock_becomes(item, 10).await;
     let charges = pipeline.charges(&id).await;
     assert_eq!(charges.len(), 1);
     assert_eq!(charges[0]["status"], "failed");
@@ -86,7 +95,7 @@ async fn cancelling_a_paid_order_refunds_its_charge_and_releases_its_stock() {
         history(&order),
         ["PENDING", "CONFIRMED", "PAID", "CANCELLED"]
     );
-    assert_eq!(pipeline.system.stock(item).await, 4);
+    pipeline.system.stock_becomes(item, 4).await;
     let mut initial = HashMap::new();
     initial.insert(item, 4);
     assert_consistent(&pipeline, &[order], &initial).await;

@@ -100,7 +100,7 @@ async fn watch_order_pushes_each_transition_until_the_order_is_final() {
         .unwrap()
         .into_inner();
     assert_eq!(got.history.len(), 3);
-    assert_eq!(system.stock(item).await, 5);
+    system.stock_becomes(item, 5).await;
 
     let listed = orders
         .list_orders(ListOrdersRequest {

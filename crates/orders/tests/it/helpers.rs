@@ -149,6 +149,23 @@ impl System {
         r["stock"].as_i64().unwrap()
     }
 
+    /// Polls the product's stock until it is `n` (a cancellation gives stock back when
+    /// its `OrderCancelled` is handled, just after the cancel answers).
+    pub async fn stock_becomes(&self, product: i64, n: i64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let stock = self.stock(product).await;
+            if stock == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "product {product}: stock {stock}, not {n}, after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Places an order; the response.
     pub async fn place(&self, key: &str, user: i64, items: &[(i64, i64)]) -> reqwest::Response {
         let items: Vec<Value> = items
