@@ -4,9 +4,12 @@
 //! `OrderRefunded` back on it through its outbox. `domain` holds the rules, `store` its
 //! own database (`payments`), `provider` the provider's client, `app` the use cases;
 //! `consume` (the group's members), `events` (what it publishes) and `rest` (an order's
-//! payment) are its faces.
+//! payment) are its faces. `analytics` is a module apart: consumer group `analytics` on the
+//! same stream, keeping its own projection (orders and revenue per product) in its own
+//! tables, rebuilt from the stream by `brigade replay analytics`.
 #![forbid(unsafe_code)]
 
+pub mod analytics;
 pub mod app;
 pub mod consume;
 pub mod domain;
@@ -28,8 +31,8 @@ pub const SERVICE: ServiceName = ServiceName::Billing;
 pub static ALL_MIGRATIONS: &[&storage::Migrations] = &[&MIGRATIONS, &messaging::outbox::MIGRATIONS];
 
 /// Opens billing's database (migrated), connects to the messaging backend, binds its
-/// port, and starts its background work: the group's members, the outbox relay and the
-/// inbox purger.
+/// port, and starts its background work: the group's members, the outbox relay, the
+/// inbox purger and the member of group `analytics`.
 pub async fn build(settings: &Settings) -> Result<server::Application, StartError> {
     let parts = server::Service::new(SERVICE, ALL_MIGRATIONS)
         .open(settings)
@@ -66,8 +69,10 @@ pub async fn build(settings: &Settings) -> Result<server::Application, StartErro
     let outbox =
         messaging::outbox::Outbox::with_policy(db.clone(), SERVICE.as_str(), publish_policy);
     let billing = app::Billing::new(BillingStore::new(db.clone(), outbox.clone()), provider);
+    let analytics = analytics::projection(db.clone());
     let faces = rest::router(std::sync::Arc::new(rest::Shared {
         billing: billing.clone(),
+        analytics: analytics.clone(),
     }));
     let mut app = parts.serve(faces).await?;
     // Once the process's recorder is installed (serving installs it).
@@ -92,5 +97,8 @@ pub async fn build(settings: &Settings) -> Result<server::Application, StartErro
         let (broker, billing) = (broker.clone(), billing.clone());
         app.spawn_background(move |stop| consume::run_member(broker, billing, options, stop));
     }
+    // Group `analytics` (a new group starts at the earliest event): one member, whose
+    // writes are small; several billing processes share the stream's partitions.
+    app.spawn_background(move |stop| analytics::run_member(broker, analytics, options, stop));
     Ok(app)
 }

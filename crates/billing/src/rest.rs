@@ -1,5 +1,6 @@
 //! Billing's REST face under `/v1`: an order's payment, read-only (payments are made by
-//! the `order-events` consumer, never by a request). It translates between JSON and the
+//! the `order-events` consumer, never by a request), and the analytics projection's
+//! revenue per product (`/v1/analytics/products`, read-only too). It translates between JSON and the
 //! domain and calls the use cases (`app::Billing`).
 
 use axum::Router;
@@ -13,6 +14,7 @@ use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::analytics::{Analytics, ProductSales};
 use crate::app::Billing;
 use crate::domain::{OrderId, Payment};
 
@@ -22,12 +24,15 @@ pub type AppState = std::sync::Arc<Shared>;
 pub struct Shared {
     /// The use cases the handlers translate to and from.
     pub billing: Billing,
+    /// The analytics projection `/v1/analytics/products` reads.
+    pub analytics: Analytics,
 }
 
 const INTRO: &str = "Payments: what billing's provider answered to each confirmed order's \
 charge (made once per order, under the order id as the provider's idempotency key), and its \
 refund after a cancellation. Payments are made by billing's `order-events` consumer; this \
-face only reads them.";
+face only reads them. Analytics: orders and revenue per product, as consumer group \
+`analytics` projects them from `order-events` (eventually consistent: it follows the stream).";
 
 /// An order's payment.
 #[derive(Debug, Serialize, ToSchema)]
@@ -108,16 +113,73 @@ pub async fn get(
     ))
 }
 
+/// One product's paid orders.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductSalesView {
+    #[schema(example = 1)]
+    pub product_id: i64,
+    /// Paid orders (not refunded) with this product in them.
+    #[schema(example = 3, minimum = 1)]
+    pub orders_paid: i64,
+    /// Units of it in those orders.
+    #[schema(example = 4)]
+    pub units_paid: i64,
+    /// What those units were sold for (their prices when ordered), in minor units (cents).
+    #[schema(example = 399_996)]
+    pub revenue_minor: i64,
+}
+
+impl From<ProductSales> for ProductSalesView {
+    fn from(p: ProductSales) -> Self {
+        ProductSalesView {
+            product_id: p.product_id,
+            orders_paid: p.orders_paid,
+            units_paid: p.units_paid,
+            revenue_minor: p.revenue_minor,
+        }
+    }
+}
+
+/// Every product with a paid order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProductSalesList {
+    /// By product id.
+    pub data: Vec<ProductSalesView>,
+}
+
+/// Orders and revenue per product.
+#[utoipa::path(
+    get, path = "/v1/analytics/products", tag = "analytics",
+    responses(
+        (status = 200, description = "Every product with a paid (and not refunded) order, by product id. \
+Refunded orders are taken away again; orders whose producer gave no lines are not counted.", body = ProductSalesList, headers(("ETag" = String))),
+        (status = 304, description = "Nothing has changed since the `If-None-Match` tag."),
+        (status = 503, description = "The database is busy.", body = ProblemBody, content_type = "application/problem+json"),
+    )
+)]
+pub async fn products(
+    State(state): State<AppState>,
+    if_none_match: IfNoneMatch,
+) -> Result<Response, Problem> {
+    let products = state.analytics.products().await?;
+    let list = ProductSalesList {
+        data: products.into_iter().map(ProductSalesView::from).collect(),
+    };
+    Ok(json_with_etag(&if_none_match, None, &list))
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Brigade billing", version = "1.0.0"),
     components(schemas(problem::ProblemBody, problem::FieldError)),
-    tags((name = "payments"))
+    tags((name = "payments"), (name = "analytics"))
 )]
 struct ApiDoc;
 
 fn api_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).routes(routes!(get))
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(get))
+        .routes(routes!(products))
 }
 
 /// The OpenAPI document of this face, as served at `/openapi.json` and committed as

@@ -45,6 +45,8 @@ pub enum Command {
     Dlq(DlqArgs),
     /// Watch an event stream.
     Events(EventsArgs),
+    /// Rebuild a projection from its event stream.
+    Replay(ReplayArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +113,36 @@ pub enum EventsAction {
         /// Stop after this many events.
         #[arg(long)]
         count: Option<u64>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(subcommand)]
+    pub projection: ReplayProjection,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReplayProjection {
+    /// Rebuild billing's analytics projection (orders and revenue per product) from
+    /// `order-events`: empty its tables in billing's database (one transaction), then
+    /// move consumer group `analytics` to --from. Billing's analytics member (running now,
+    /// or when billing next starts) applies the stream again, to the same result.
+    ///
+    /// Safest with billing stopped. With billing running, a member may commit an event it
+    /// took before the reset: the projection still ends the same (the clear and each
+    /// event's write are serialized, and the projection depends only on which events were
+    /// applied), and the embedded store, RabbitMQ and NATS discard that member's late
+    /// stream commit. Kafka refuses to reset a group with a member in another process: the
+    /// command then fails after the clear; stop billing and run it again.
+    Analytics {
+        /// Where the group restarts: `earliest` (a full rebuild), `latest`, a position (a
+        /// number) or an RFC 3339 time. Anything but `earliest` rebuilds from that point
+        /// only, leaving out what came before.
+        #[arg(long, default_value = "earliest")]
+        from: String,
     },
 }
 

@@ -1,4 +1,13 @@
-//! The messaging commands: `asyncapi`, `dlq list|redrive`, `events tail`.
+//! The messaging commands: `asyncapi`, `dlq list|redrive`, `events tail`, `replay
+//! analytics`.
+//!
+//! `replay analytics` empties billing's analytics projection, then resets group
+//! `analytics` (`billing::analytics::replay`, whose module doc has the details). The one
+//! race: a member of a running billing may commit an event it took before the reset. The
+//! projection still ends the same (clear and event writes are serialized on one row, and
+//! the result depends only on which events were applied), and the embedded store,
+//! RabbitMQ and NATS discard the member's late stream commit; Kafka refuses the reset
+//! while billing runs, after the clear. Run it with billing stopped to leave no doubt.
 
 use std::io::Write;
 
@@ -6,7 +15,7 @@ use anyhow::Context;
 use messaging::StartFrom;
 use settings::Settings;
 
-use crate::cli::{AsyncapiArgs, DlqAction, EventsAction};
+use crate::cli::{AsyncapiArgs, DlqAction, EventsAction, ReplayProjection};
 
 /// Every channel of every service.
 pub fn channels() -> Vec<messaging::asyncapi::Channel> {
@@ -86,6 +95,26 @@ pub fn parse_start(raw: &str) -> anyhow::Result<StartFrom> {
             Ok(StartFrom::Time(time.into()))
         }
     }
+}
+
+/// `replay analytics --from <start>`: clears the projection, resets the group, and says
+/// what it did.
+pub async fn replay(settings: &Settings, projection: ReplayProjection) -> anyhow::Result<()> {
+    let ReplayProjection::Analytics { from } = projection;
+    let start = parse_start(&from)?;
+    let replayed = billing::analytics::replay(settings, start).await?;
+    let cleared = replayed.cleared;
+    println!(
+        "cleared the analytics projection in billing's database ({} orders, {} products, {} applied events); \
+         moved group {} on {} to {from}: billing's analytics member rebuilds it from there \
+         (now if billing is running, else when it starts)",
+        cleared.orders,
+        cleared.products,
+        cleared.applied,
+        billing::analytics::GROUP,
+        orders::events::ORDER_EVENTS,
+    );
+    Ok(())
 }
 
 pub async fn events(settings: &Settings, action: EventsAction) -> anyhow::Result<()> {

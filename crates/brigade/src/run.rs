@@ -35,6 +35,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Seed(a) => &a.data,
         Command::Dlq(a) => &a.data,
         Command::Events(a) => &a.data,
+        Command::Replay(a) => &a.data,
         Command::Openapi(_) | Command::Asyncapi(_) => &DEMO.data,
     };
     if let Some(dir) = &data_dir.data_dir {
@@ -59,6 +60,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Asyncapi(args) => messages::asyncapi(&args),
         Command::Dlq(args) => messages::dlq(&settings, args.action).await,
         Command::Events(args) => messages::events(&settings, args.action).await,
+        Command::Replay(args) => messages::replay(&settings, args.projection).await,
         Command::Seed(args) => {
             let seeded = seed(&settings, &args).await?;
             println!(

@@ -52,9 +52,14 @@ impl TestApp {
     }
 
     /// Stops the service and waits until it has released its port and database.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// [`TestApp::stop`], keeping the handle (for a world that starts it again).
+    async fn halt(&mut self) {
         self.stop.notify_one();
-        self.handle.await.unwrap().unwrap();
+        (&mut self.handle).await.unwrap().unwrap();
     }
 }
 
@@ -67,6 +72,8 @@ pub struct World {
     billing_db: Database,
     reader: Box<dyn StreamConsumer>,
     reader_group: String,
+    /// What billing was started with (and is started again with).
+    pub settings: Settings,
     /// Every billing outcome the reader has seen, in stream order.
     seen: Vec<Envelope>,
     _dir: tempfile::TempDir,
@@ -114,6 +121,7 @@ pub async fn spawn_world(configure: impl FnOnce(&mut Settings)) -> World {
         billing_db,
         reader,
         reader_group,
+        settings,
         seen: Vec::new(),
         _dir: dir,
     }
@@ -159,6 +167,25 @@ fn is_outcome(kind: &str) -> bool {
 }
 
 impl World {
+    /// Stops billing, runs `meanwhile` while it is down, then starts it again (on a new
+    /// port, over the same database and broker).
+    pub async fn restart_billing<F, Fut>(&mut self, meanwhile: F)
+    where
+        F: FnOnce(Settings) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        self.billing.halt().await;
+        meanwhile(self.settings.clone()).await;
+        let billing = billing::build(&self.settings).await.unwrap();
+        self.billing_db = billing.database().clone();
+        self.billing = TestApp::run(billing);
+    }
+
+    /// Billing's database (the running billing's).
+    pub fn billing_database(&self) -> &Database {
+        &self.billing_db
+    }
+
     pub async fn publish(&self, envelope: &Envelope) {
         self.broker
             .streams

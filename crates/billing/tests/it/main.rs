@@ -4,6 +4,7 @@
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod analytics;
 mod app;
 mod helpers;
 mod pipeline;

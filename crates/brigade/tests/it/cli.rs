@@ -242,3 +242,54 @@ async fn dlq_list_shows_the_reason_and_redrive_puts_it_back() {
     let stats = broker.queues.stats("order_processing").await.unwrap();
     assert_eq!((stats.ready, stats.dead), (1, 0));
 }
+
+/// `brigade replay analytics` on a new data directory: it makes billing's database and the
+/// stream, clears the (empty) projection, moves the group, and says so; `--help` warns of
+/// the race with a running billing; a bad `--from` is one clear line.
+#[tokio::test]
+async fn replay_analytics_clears_the_projection_and_moves_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = brigade(dir.path())
+        .args(["replay", "analytics", "--from", "earliest"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr_of(&output));
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains("cleared the analytics projection")
+            && text.contains("0 orders, 0 products, 0 applied events")
+            && text.contains("moved group analytics on order-events to earliest"),
+        "{text}"
+    );
+    assert!(dir.path().join("billing.db").exists());
+
+    let output = brigade(dir.path())
+        .args(["replay", "--help"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("analytics"), "{text}");
+    let output = brigade(dir.path())
+        .args(["replay", "analytics", "--help"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("billing stopped"), "{text}");
+
+    let output = brigade(dir.path())
+        .args(["replay", "analytics", "--from", "yesterday"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        error_line(&output).contains("--from"),
+        "{}",
+        stderr_of(&output)
+    );
+}
