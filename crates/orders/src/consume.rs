@@ -51,14 +51,14 @@ pub async fn billing_outcome(orders: &Orders, envelope: Envelope) -> Result<(), 
     match envelope.kind.as_str() {
         events::ORDER_PAID => {
             let paid: OrderPaid = payload(&envelope)?;
-            orders
-                .paid(&order_id(&paid.order_id)?)
-                .await
-                .map_err(settle)
+            let id = order_id(&paid.order_id)?;
+            tracing::debug!(order_id = %id, charge_id = %paid.charge_id, "order paid");
+            orders.paid(&id).await.map_err(settle)
         }
         events::PAYMENT_FAILED => {
             let failed: PaymentFailed = payload(&envelope)?;
             let id = order_id(&failed.order_id)?;
+            tracing::info!(order_id = %id, code = %failed.code, "payment failed; cancelling the order");
             orders
                 .payment_failed(&id, &failed.code)
                 .await
@@ -66,10 +66,9 @@ pub async fn billing_outcome(orders: &Orders, envelope: Envelope) -> Result<(), 
         }
         events::ORDER_CANCELLED => {
             let cancelled: OrderCancelled = payload(&envelope)?;
-            orders
-                .released(&order_id(&cancelled.order_id)?)
-                .await
-                .map_err(settle)
+            let id = order_id(&cancelled.order_id)?;
+            tracing::debug!(order_id = %id, reason = %cancelled.reason, "releasing a cancelled order's stock");
+            orders.released(&id).await.map_err(settle)
         }
         _ => Ok(()),
     }

@@ -152,3 +152,99 @@ async fn up_never_seeds_a_database_that_has_data() {
 
     stop_cleanly(&mut running).await;
 }
+
+/// One correlation ID per order: the ID of the `POST` that placed it is on every log
+/// line any service or worker wrote about that order — orders' accept and its worker
+/// (through the queue), catalog's reservation (a gRPC call), billing's charge (through the
+/// stream) and the payments sandbox's request (an HTTP call) — and on its messages.
+#[tokio::test]
+async fn an_orders_correlation_id_follows_it_through_every_hop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut running = start(on_free_ports(brigade(&data).args(["up", "--no-seed"])).env(
+        "BRIGADE_LOG__FILTER",
+        "info,sqlx=warn,server=debug,orders=debug,billing=debug",
+    ))
+    .await;
+    let (catalog, orders, accounts) = (
+        running.urls["catalog"].clone(),
+        running.urls["orders"].clone(),
+        running.urls["accounts"].clone(),
+    );
+    let client = reqwest::Client::new();
+    let user: serde_json::Value = client
+        .post(format!("{accounts}/v1/users"))
+        .header("idempotency-key", "corr-user")
+        .json(&serde_json::json!({"name": "Ada", "email": "ada@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let product = create_product(&catalog, "corr-product", "Lamp").await;
+    let correlation = "order-trace-7f3a";
+    let accepted: serde_json::Value = client
+        .post(format!("{orders}/v1/orders"))
+        .header("idempotency-key", "corr-order")
+        .header("x-correlation-id", correlation)
+        .json(&serde_json::json!({"user_id": user["id"], "items": [{"product_id": product, "quantity": 1}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = accepted["id"].as_str().unwrap().to_owned();
+    assert_eq!(accepted["correlation_id"], correlation);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let order: serde_json::Value = reqwest::get(format!("{orders}/v1/orders/{id}"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if order["status"] == "PAID" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not PAID: {order}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_cleanly(&mut running).await;
+    let said = running.output.lock().unwrap().clone();
+    let lines: Vec<serde_json::Value> = said
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    // Every line about this order carries the accept's correlation ID (but the test's own
+    // reads of it, each a request with an ID of its own).
+    let about: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l.to_string().contains(&id) && l["method"] != "GET")
+        .collect();
+    assert!(!about.is_empty());
+    for line in &about {
+        assert_eq!(line["correlation_id"], correlation, "{line}");
+    }
+    // And it reached every hop: lines with it from each part of the pipeline.
+    let with: Vec<String> = lines
+        .iter()
+        .filter(|l| l["correlation_id"] == correlation)
+        .map(|l| format!("{} {}", l["target"], l["path"]))
+        .collect();
+    for hop in [
+        "/v1/orders",                     // the accept
+        "/order_processing/ProcessOrder", // orders' worker, from the queue
+        "/ecommerce.v1.InventoryService", // catalog's ReserveStock
+        "/order-events/OrderConfirmed",   // billing, from the stream
+        "/v1/charges",                    // the payments sandbox
+        "/order-events/OrderPaid",        // orders' group, billing's answer
+    ] {
+        assert!(
+            with.iter().any(|w| w.contains(hop)),
+            "no line at {hop} carries {correlation}:\n{}\n\nall lines:\n{said}",
+            with.join("\n")
+        );
+    }
+}
