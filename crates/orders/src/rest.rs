@@ -148,8 +148,9 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// An id that is not of an order's form names no order: 404, as for an unknown one.
 fn order_id(raw: &str) -> Result<OrderId, Problem> {
-    OrderId::parse(raw).map_err(|e| Problem::validation(vec![FieldError::new("id", e)]))
+    OrderId::parse(raw).map_err(|_| Problem::not_found(format!("no order {raw:?} exists")))
 }
 
 /// Accept an order.
@@ -243,10 +244,11 @@ pub async fn list(
     }
     .parse()?;
     if query.user_id < 1 {
-        return Err(Problem::validation(vec![FieldError::new(
-            "user_id",
-            "must be a user id (1 or more)",
-        )]));
+        return Err(
+            Problem::invalid_request("invalid query parameters").with_errors(vec![
+                FieldError::new("user_id", "must be a user id (1 or more)"),
+            ]),
+        );
     }
     let rows = orders
         .orders_of(UserId(query.user_id), page.after, page.limit + 1)

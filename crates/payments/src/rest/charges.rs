@@ -121,8 +121,13 @@ pub struct CreateCharge {
         example = "order-42"
     )]
     pub order_id: String,
-    /// 1–500 characters, one line; surrounding spaces are trimmed.
-    #[schema(min_length = 1, max_length = 500)]
+    /// 1–500 characters, one line (no control characters), not blank; surrounding spaces
+    /// are trimmed.
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        pattern = r"^[^\u0000-\u001F\u007F-\u009F]*[^\s\u0000-\u001F\u007F-\u009F][^\u0000-\u001F\u007F-\u009F]*$"
+    )]
     #[serde(default)]
     pub description: Option<String>,
 }
