@@ -83,34 +83,67 @@ where
     let mut rng = fastrand::Rng::new();
     let mut failures: u32 = 0;
     loop {
-        let next = tokio::select! {
-            () = stop.cancelled() => return Ok(()),
-            next = consumer.next() => next,
-        };
-        let delivery = match next {
-            Ok(delivery) => {
-                failures = 0;
-                delivery
-            }
-            // The consumer is gone (its connection closed, or it was shut down): the
-            // caller decides whether to make a new one.
-            Err(crate::MessagingError::Closed) => return Err(crate::MessagingError::Closed),
-            // A passing failure of the backend: wait a little and ask again.
-            Err(err) => {
-                failures = failures.saturating_add(1);
-                let delay = backoff(&options, failures.saturating_sub(1), &mut rng);
-                tracing::warn!(queue, error = %err, retry_in_ms = delay.as_millis() as u64, "could not take a delivery");
-                tokio::select! {
-                    () = stop.cancelled() => return Ok(()),
-                    () = tokio::time::sleep(delay) => continue,
-                }
-            }
+        let delivery = match next_or_backoff(
+            consumer.next(),
+            &stop,
+            &mut failures,
+            &options,
+            &mut rng,
+            queue,
+        )
+        .await?
+        {
+            Next::Handle(delivery) => delivery,
+            Next::Stop => return Ok(()),
+            Next::Again => continue,
         };
         // A settle that fails (the backend went away, the lease ran out and another
         // consumer has the message) loses nothing: the message comes back. Log it and
         // keep serving.
         if let Err(err) = handle_one(queue, delivery, &options, &handler, &mut rng).await {
             tracing::warn!(queue, error = %err, "could not settle a delivery; it will be delivered again");
+        }
+    }
+}
+
+/// What a consumer loop does next.
+enum Next<T> {
+    Handle(T),
+    Stop,
+    /// The backend failed in passing and the loop has waited: ask again.
+    Again,
+}
+
+/// The consumer's next item, unless `stop` fires first. A passing failure of the backend
+/// is logged and waited out (full-jitter backoff on consecutive failures, cut short by
+/// `stop`); a closed consumer is the caller's to replace (an error).
+async fn next_or_backoff<T>(
+    next: impl Future<Output = crate::Result<T>>,
+    stop: &CancellationToken,
+    failures: &mut u32,
+    options: &WorkerOptions,
+    rng: &mut fastrand::Rng,
+    channel: &str,
+) -> crate::Result<Next<T>> {
+    let next = tokio::select! {
+        () = stop.cancelled() => return Ok(Next::Stop),
+        next = next => next,
+    };
+    match next {
+        Ok(item) => {
+            *failures = 0;
+            Ok(Next::Handle(item))
+        }
+        // The consumer is gone (its connection closed, or it was shut down).
+        Err(crate::MessagingError::Closed) => Err(crate::MessagingError::Closed),
+        Err(err) => {
+            *failures = failures.saturating_add(1);
+            let delay = backoff(options, failures.saturating_sub(1), rng);
+            tracing::warn!(channel, error = %err, retry_in_ms = delay.as_millis() as u64, "could not take the next message");
+            tokio::select! {
+                () = stop.cancelled() => Ok(Next::Stop),
+                () = tokio::time::sleep(delay) => Ok(Next::Again),
+            }
         }
     }
 }
@@ -210,25 +243,19 @@ where
     let mut rng = fastrand::Rng::new();
     let mut failures: u32 = 0;
     loop {
-        let next = tokio::select! {
-            () = stop.cancelled() => break,
-            next = consumer.next() => next,
-        };
-        let event = match next {
-            Ok(event) => {
-                failures = 0;
-                event
-            }
-            Err(crate::MessagingError::Closed) => return Err(crate::MessagingError::Closed),
-            Err(err) => {
-                failures = failures.saturating_add(1);
-                let delay = backoff(&options, failures.saturating_sub(1), &mut rng);
-                tracing::warn!(stream, group, error = %err, retry_in_ms = delay.as_millis() as u64, "could not take an event");
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    () = tokio::time::sleep(delay) => continue,
-                }
-            }
+        let event = match next_or_backoff(
+            consumer.next(),
+            &stop,
+            &mut failures,
+            &options,
+            &mut rng,
+            stream,
+        )
+        .await?
+        {
+            Next::Handle(event) => event,
+            Next::Stop => break,
+            Next::Again => continue,
         };
         if let Err(err) = handle_event(stream, group, event, &options, &handler, &mut rng).await {
             tracing::warn!(stream, group, error = %err, "could not settle an event; it will be delivered again");
