@@ -224,8 +224,8 @@ fn serves(service: ServiceName) -> &'static str {
     match service {
         ServiceName::Catalog | ServiceName::Accounts => "REST, gRPC, gRPC-Web",
         ServiceName::Orders => "REST, gRPC, gRPC-Web",
-        ServiceName::PaymentsSandbox => "REST",
-        ServiceName::Gateway | ServiceName::Billing => "health, metrics",
+        ServiceName::Billing | ServiceName::PaymentsSandbox => "REST",
+        ServiceName::Gateway => "health, metrics",
     }
 }
 
