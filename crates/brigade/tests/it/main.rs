@@ -5,4 +5,5 @@
 mod brokers;
 mod cli;
 mod helpers;
+mod sigkill;
 mod up;

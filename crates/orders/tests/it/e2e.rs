@@ -159,9 +159,9 @@ async fn catalog_stopped_mid_run_loses_nothing_and_strands_nothing_embedded() {
     catalog_outage(Broker::Embedded).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_provider_failing_thirty_percent_still_ends_every_order_paid_or_cancelled() {
-    let pipeline = Pipeline::start(Broker::Embedded, |s| {
+/// The provider slower than billing's timeout and declining 30% of charges, on `broker`.
+async fn slow_and_failing_provider(broker: Broker) {
+    let pipeline = Pipeline::start(broker, |s| {
         s.billing.provider_timeout = Duration::from_millis(300);
     })
     .await;
@@ -177,6 +177,23 @@ async fn a_slow_provider_failing_thirty_percent_still_ends_every_order_paid_or_c
         count("PAID"),
         count("CANCELLED")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_failing_thirty_percent_still_ends_every_order_paid_or_cancelled_embedded()
+{
+    slow_and_failing_provider(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_failing_thirty_percent_still_ends_every_order_paid_or_cancelled_rabbitmq()
+{
+    slow_and_failing_provider(Broker::rabbitmq().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_provider_failing_thirty_percent_still_ends_every_order_paid_or_cancelled_nats() {
+    slow_and_failing_provider(Broker::nats().await).await;
 }
 
 /// As [`load`], for a pipeline the caller keeps (to break it while orders flow): the

@@ -1,0 +1,179 @@
+//! Billing as a process of its own, killed with SIGKILL while orders flow and started
+//! again: nothing lost, nothing charged twice, no order stuck. Each service runs as its
+//! own `brigade serve` process on RabbitMQ (a vhost of the test's own), as a user would
+//! deploy them.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use messaging::testing::RabbitVhost;
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use crate::helpers::{brigade, create_product, start, stop_cleanly};
+
+const SERVICES: [(&str, &str); 6] = [
+    ("gateway", "GATEWAY"),
+    ("catalog", "CATALOG"),
+    ("accounts", "ACCOUNTS"),
+    ("orders", "ORDERS"),
+    ("billing", "BILLING"),
+    ("payments-sandbox", "PAYMENTS_SANDBOX"),
+];
+
+/// A port nobody listens on now (the OS picks it; we let it go for the service).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `brigade serve <service>` knowing where every service listens, on RabbitMQ at `url`.
+fn serve(data: &Path, ports: &HashMap<&str, u16>, url: &str, service: &str) -> Command {
+    let mut cmd = brigade(data);
+    cmd.env("BRIGADE_MESSAGING__BACKEND", "rabbitmq")
+        .env("BRIGADE_MESSAGING__URL", url)
+        .env("BRIGADE_MESSAGING__HANDLER_TIMEOUT", "3s")
+        .args(["serve", service]);
+    for (name, key) in SERVICES {
+        cmd.env(
+            format!("BRIGADE_SERVICES__{key}__PORT"),
+            ports[name].to_string(),
+        );
+    }
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_killed_with_sigkill_mid_run_charges_every_order_once() {
+    let vhost = RabbitVhost::new();
+    let url = vhost.url();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ports: HashMap<&str, u16> = SERVICES.iter().map(|(n, _)| (*n, free_port())).collect();
+    let mut running = Vec::new();
+    for service in ["payments-sandbox", "accounts", "catalog", "orders"] {
+        running.push(start(&mut serve(&data, &ports, &url, service)).await);
+    }
+    let mut billing = start(&mut serve(&data, &ports, &url, "billing")).await;
+    let base = |service: &str| format!("http://127.0.0.1:{}", ports[service]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let user: Value = client
+        .post(format!("{}/v1/users", base("accounts")))
+        .header("idempotency-key", "kill-user")
+        .json(&json!({"name": "Kim", "email": "kim@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let product = create_product(&base("catalog"), "kill-product", "Kettle").await;
+    // The sandbox answers slowly, so charges are in flight when billing dies.
+    let r = client
+        .put(format!("{}/v1/sandbox/behaviour", base("payments-sandbox")))
+        .json(&json!({"latency_ms": 30}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // 40 orders (stock 7 of the product: most are rejected, 7 are charged), then billing
+    // dies with SIGKILL once some are paid, and comes back.
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let r = client
+            .post(format!("{}/v1/orders", base("orders")))
+            .header("idempotency-key", format!("kill-order-{i}"))
+            .json(
+                &json!({"user_id": user["id"], "items": [{"product_id": product, "quantity": 1}]}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        ids.push(
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+        if i == 3 {
+            billing.child.start_kill().unwrap();
+            billing.child.wait().await.unwrap();
+        }
+    }
+    billing = start(&mut serve(&data, &ports, &url, "billing")).await;
+
+    let mut paid = 0;
+    for id in &ids {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let order = loop {
+            let order: Value = client
+                .get(format!("{}/v1/orders/{id}", base("orders")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if matches!(
+                order["status"].as_str(),
+                Some("PAID" | "REJECTED" | "CANCELLED")
+            ) {
+                break order;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "stuck: {order}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let ledger: Value = client
+            .get(format!(
+                "{}/v1/charges?order_id={id}",
+                base("payments-sandbox")
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let charged = ledger["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] == "succeeded")
+            .count();
+        match order["status"].as_str() {
+            Some("PAID") => {
+                assert_eq!(charged, 1, "{id}: {ledger}");
+                paid += 1;
+            }
+            _ => assert_eq!(charged, 0, "{id}: {ledger}"),
+        }
+    }
+    assert_eq!(
+        paid, 7,
+        "the product's 7 units were sold, each charged once"
+    );
+    let stock: Value = client
+        .get(format!("{}/v1/products/{product}", base("catalog")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stock["stock"], 0);
+
+    stop_cleanly(&mut billing).await;
+    for mut service in running.into_iter().rev() {
+        stop_cleanly(&mut service).await;
+    }
+    drop(vhost);
+}
