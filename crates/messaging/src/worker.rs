@@ -98,11 +98,31 @@ where
             Next::Again => continue,
         };
         // A settle that fails (the backend went away, the lease ran out and another
-        // consumer has the message) loses nothing: the message comes back. Log it and
-        // keep serving.
+        // consumer has the message) loses nothing: the message comes back. Log it, wait
+        // as after any passing failure of the backend (settles that keep failing would
+        // otherwise re-run handlers back to back), and keep serving.
         if let Err(err) = handle_one(queue, delivery, &options, &handler, &mut rng).await {
             tracing::warn!(queue, error = %err, "could not settle a delivery; it will be delivered again");
+            if pause_after_failed_settle(&stop, &mut failures, &options, &mut rng).await {
+                return Ok(());
+            }
         }
+    }
+}
+
+/// After a settle failed: a full-jitter backoff on consecutive failures (reset by the
+/// next delivery taken), cut short by `stop`; `true` if `stop` fired.
+async fn pause_after_failed_settle(
+    stop: &CancellationToken,
+    failures: &mut u32,
+    options: &WorkerOptions,
+    rng: &mut fastrand::Rng,
+) -> bool {
+    *failures = failures.saturating_add(1);
+    let delay = backoff(options, failures.saturating_sub(1), rng);
+    tokio::select! {
+        () = stop.cancelled() => true,
+        () = tokio::time::sleep(delay) => false,
     }
 }
 
@@ -259,6 +279,9 @@ where
         };
         if let Err(err) = handle_event(stream, group, event, &options, &handler, &mut rng).await {
             tracing::warn!(stream, group, error = %err, "could not settle an event; it will be delivered again");
+            if pause_after_failed_settle(&stop, &mut failures, &options, &mut rng).await {
+                break;
+            }
         }
     }
     consumer.close().await

@@ -186,8 +186,9 @@ pub struct BillingSettings {
     /// sandbox at its configured address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider_url: Option<String>,
-    /// One attempt at the provider (a charge), before it is retried with the same
-    /// idempotency key.
+    /// A call to the provider (a charge, a refund), all of its attempts included; the
+    /// event that asked for it is retried later, with the same idempotency key, if it
+    /// runs out.
     #[serde(with = "humantime_serde")]
     pub provider_timeout: Duration,
 }
