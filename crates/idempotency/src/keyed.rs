@@ -45,6 +45,19 @@ pub trait Keyed: Sync {
         F: FnOnce(WriteTx) -> Fut + Send + 'a,
         Fut: Future<Output = (WriteTx, Result<Self::Answer, Problem>)> + Send + 'a;
 
+    /// [`run_after`](Keyed::run_after) whose write is [`run_local`](Keyed::run_local)'s
+    /// synchronous call (only where [`writes_locally`](Keyed::writes_locally)): the key's
+    /// decisions, then `call_out` holding nothing, then the write on the rusqlite writer.
+    fn run_after_local<'a, C, W>(
+        &'a self,
+        idempotency: &'a Idempotency,
+        call_out: C,
+        work: W,
+    ) -> Boxed<'a, Self::Output>
+    where
+        C: Future<Output = Result<(), Problem>> + Send + 'a,
+        W: FnOnce(&Connection) -> Result<Self::Answer, Problem> + Send + 'static;
+
     /// Whether [`run_local`](Keyed::run_local) can run this write: the database is a
     /// SQLite file with a rusqlite writer, and the request has a key to keep.
     fn writes_locally(&self, idempotency: &Idempotency) -> bool;
@@ -72,6 +85,25 @@ impl<T: Sync> Keyed for IdempotentJson<T> {
         Fut: Future<Output = (WriteTx, Result<Response, Problem>)> + Send + 'a,
     {
         Box::pin(idempotency.execute_after(self, call_out, work))
+    }
+
+    fn run_after_local<'a, C, W>(
+        &'a self,
+        idempotency: &'a Idempotency,
+        call_out: C,
+        work: W,
+    ) -> Boxed<'a, Response>
+    where
+        C: Future<Output = Result<(), Problem>> + Send + 'a,
+        W: FnOnce(&Connection) -> Result<Response, Problem> + Send + 'static,
+    {
+        Box::pin(idempotency.run_after_local(
+            &self.scope,
+            &self.key,
+            &self.fingerprint,
+            call_out,
+            work,
+        ))
     }
 
     fn writes_locally(&self, idempotency: &Idempotency) -> bool {
@@ -125,6 +157,33 @@ where
         Fut: Future<Output = (WriteTx, Result<Resp, Problem>)> + Send + 'a,
     {
         Box::pin(idempotency.execute_grpc_after(self.method_path, self.request, call_out, work))
+    }
+
+    fn run_after_local<'a, C, W>(
+        &'a self,
+        idempotency: &'a Idempotency,
+        call_out: C,
+        work: W,
+    ) -> Boxed<'a, Self::Output>
+    where
+        C: Future<Output = Result<(), Problem>> + Send + 'a,
+        W: FnOnce(&Connection) -> Result<Resp, Problem> + Send + 'static,
+    {
+        let identity = crate::grpc::identity(self.method_path, self.request);
+        Box::pin(async move {
+            let Some((scope, key, fingerprint)) = identity? else {
+                return Err(Problem::internal(std::io::Error::other(
+                    "run_after_local for a gRPC write without an idempotency-key",
+                ))
+                .into());
+            };
+            let response = idempotency
+                .run_after_local(&scope, &key, &fingerprint, call_out, move |conn| {
+                    work(conn).map(|message| crate::grpc::stored_message(&message))
+                })
+                .await;
+            crate::grpc::answer_of(response).await
+        })
     }
 
     fn writes_locally(&self, idempotency: &Idempotency) -> bool {

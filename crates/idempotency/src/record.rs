@@ -286,6 +286,31 @@ impl Idempotency {
         self.run(scope, key, fingerprint, work).await
     }
 
+    /// [`run_after`](Idempotency::run_after) with the write on a SQLite file's rusqlite
+    /// writer ([`run_local`](Idempotency::run_local)): the key's decisions, then
+    /// `call_out` holding no claim and no lock, then claim, work and record in one
+    /// synchronous call.
+    pub async fn run_after_local<C, W>(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        call_out: C,
+        work: W,
+    ) -> Response
+    where
+        C: Future<Output = Result<(), Problem>>,
+        W: FnOnce(&storage::rusqlite::Connection) -> Result<Response, Problem> + Send + 'static,
+    {
+        if let Some(answer) = self.answered(scope, key, fingerprint).await {
+            return answer;
+        }
+        if let Err(problem) = call_out.await {
+            return problem.into_response();
+        }
+        self.run_local(scope, key, fingerprint, work).await
+    }
+
     /// The answer `key` already has for this request, if any: the stored response of a
     /// completed request with the same fingerprint (a replay), or the refusal of a key
     /// used for another request. `None` when the key is new, in flight or forgotten, or

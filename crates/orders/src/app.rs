@@ -3,7 +3,7 @@
 //! follow billing's outcome (the saga: paid, or compensate), cancel it, watch it. Faces
 //! (REST, gRPC, messages) parse, call one of these, and render.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use futures::Stream;
@@ -166,30 +166,16 @@ impl Orders {
         &self,
         write: &K,
         request: OrderRequest,
-        render: impl FnOnce(Order) -> Result<K::Answer, Problem> + Send,
+        render: impl FnOnce(Order) -> Result<K::Answer, Problem> + Send + 'static,
     ) -> K::Output {
+        if write.writes_locally(&self.idempotency) {
+            return self.place_locally(write, request, render).await;
+        }
         let priced: OnceLock<Vec<crate::domain::Line>> = OnceLock::new();
         let (clients, slot, asked) = (&self.clients, &priced, &request);
         let check = async move {
-            let (user, prices) = tokio::join!(
-                clients.user_exists(asked.user_id),
-                clients.price(&asked.lines)
-            );
-            match user {
-                Ok(true) => {}
-                Ok(false) => return Err(OrdersError::UnknownUser(asked.user_id).into()),
-                Err(problem) => return Err(OrdersError::Dependency(problem).into()),
-            }
-            match prices.map_err(OrdersError::Dependency)? {
-                Priced::All(lines) => {
-                    if total_of(&lines).is_none() {
-                        return Err(OrdersError::TotalTooLarge.into());
-                    }
-                    let _ = slot.set(lines);
-                    Ok(())
-                }
-                Priced::Missing(missing) => Err(OrdersError::UnknownProducts(missing).into()),
-            }
+            let _ = slot.set(check(clients, asked).await?);
+            Ok(())
         };
         let store = &self.store;
         write
@@ -201,6 +187,54 @@ impl Orders {
                 (tx, result.and_then(render))
             })
             .await
+    }
+
+    /// `place` on a SQLite file: the key's decisions, the checks (holding nothing), then
+    /// the order and its messages in one synchronous call on the file's rusqlite writer
+    /// (catalog's creates take the same path: sqlx's per-statement hand-offs under the
+    /// write lock cost several times the work). The order and its envelopes are made in
+    /// the request's task, where its correlation ID and trace are, and handed over.
+    async fn place_locally<K: Keyed>(
+        &self,
+        write: &K,
+        request: OrderRequest,
+        render: impl FnOnce(Order) -> Result<K::Answer, Problem> + Send + 'static,
+    ) -> K::Output {
+        type Prepared = (Order, [(Destination<'static>, messaging::Envelope); 2]);
+        let prepared: Arc<Mutex<Option<Prepared>>> = Arc::default();
+        let (clients, slot, asked) = (&self.clients, prepared.clone(), &request);
+        let check = async move {
+            let order = new_order(asked, check(clients, asked).await?)?;
+            let messages = [
+                (
+                    Destination::Queue(events::ORDER_PROCESSING),
+                    events::process_order(&order),
+                ),
+                (
+                    Destination::Stream(events::ORDER_EVENTS),
+                    events::created(&order),
+                ),
+            ];
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some((order, messages));
+            Ok(())
+        };
+        let taken = prepared.clone();
+        let answer = write
+            .run_after_local(&self.idempotency, check, move |conn| {
+                let Some((mut order, messages)) =
+                    taken.lock().unwrap_or_else(PoisonError::into_inner).take()
+                else {
+                    return Err(Problem::internal("the order was not prepared"));
+                };
+                order.seq = crate::store::insert_order_local(conn, &order, &messages)
+                    .map_err(|e| Problem::from(OrdersError::Store(e)))?;
+                count_transition(Status::Pending, order.created_at);
+                render(order)
+            })
+            .await;
+        // Written or not (a replay, a refusal), ringing the relay is harmless.
+        self.store.committed_locally();
+        answer
     }
 
     pub async fn order(&self, id: &OrderId) -> Result<Order, OrdersError> {
@@ -477,16 +511,33 @@ fn refuses_the_order(problem: &Problem) -> bool {
     )
 }
 
-/// Records a new order with its two messages in `tx`.
-async fn place_in(
-    store: &OrdersStore,
-    tx: &mut WriteTx,
+/// What the accept asks other services: whether the user exists and every product's
+/// price now (at once, each through its `Downstream`); the lines priced.
+async fn check(
+    clients: &Clients,
     request: &OrderRequest,
-    lines: Vec<crate::domain::Line>,
-) -> Result<Order, Problem> {
+) -> Result<Vec<crate::domain::Line>, Problem> {
+    let (user, prices) = tokio::join!(
+        clients.user_exists(request.user_id),
+        clients.price(&request.lines)
+    );
+    match user {
+        Ok(true) => {}
+        Ok(false) => return Err(OrdersError::UnknownUser(request.user_id).into()),
+        Err(problem) => return Err(OrdersError::Dependency(problem).into()),
+    }
+    match prices.map_err(OrdersError::Dependency)? {
+        Priced::All(lines) if total_of(&lines).is_none() => Err(OrdersError::TotalTooLarge.into()),
+        Priced::All(lines) => Ok(lines),
+        Priced::Missing(missing) => Err(OrdersError::UnknownProducts(missing).into()),
+    }
+}
+
+/// A new order, PENDING, of `request`'s priced `lines`, in the current request's chain.
+fn new_order(request: &OrderRequest, lines: Vec<crate::domain::Line>) -> Result<Order, Problem> {
     let now = now_millis();
     let total_minor = total_of(&lines).ok_or_else(|| Problem::from(OrdersError::TotalTooLarge))?;
-    let mut order = Order {
+    Ok(Order {
         seq: 0,
         id: OrderId::generate(),
         user_id: request.user_id,
@@ -503,7 +554,17 @@ async fn place_in(
             reason: String::new(),
         }],
         created_at: now,
-    };
+    })
+}
+
+/// Records a new order with its two messages in `tx`.
+async fn place_in(
+    store: &OrdersStore,
+    tx: &mut WriteTx,
+    request: &OrderRequest,
+    lines: Vec<crate::domain::Line>,
+) -> Result<Order, Problem> {
+    let mut order = new_order(request, lines)?;
     let store_err = |e: StoreError| Problem::from(OrdersError::Store(e));
     order.seq = store.insert_in(tx, &order).await.map_err(store_err)?;
     outbox::enqueue(
@@ -520,6 +581,7 @@ async fn place_in(
     )
     .await
     .map_err(store_err)?;
-    tx.after_commit(move || count_transition(Status::Pending, now));
+    let created_at = order.created_at;
+    tx.after_commit(move || count_transition(Status::Pending, created_at));
     Ok(order)
 }

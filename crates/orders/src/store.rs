@@ -26,32 +26,35 @@ fn corrupt(what: String) -> StoreError {
     StoreError::Corrupt(what)
 }
 
+/// The statements of an order's insert, shared by sqlx ([`insert_order`]) and the SQLite
+/// file's rusqlite writer ([`insert_order_local`]); parameters in order.
+const INSERT_ORDER: &str = "INSERT INTO orders (id, user_id, status, total_minor, currency, \
+     correlation_id, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING seq";
+const INSERT_ITEM: &str = "INSERT INTO order_items (order_id, line, product_id, quantity, \
+     unit_price_minor) VALUES ($1, $2, $3, $4, $5)";
+const INSERT_TRANSITION: &str = "INSERT INTO order_transitions (order_id, step, status, at, \
+     reason) VALUES ($1, $2, $3, $4, $5)";
+
 async fn insert_order(conn: &mut AnyConnection, order: &Order) -> Result<i64, StoreError> {
-    let (seq,): (i64,) = sqlx::query_as(
-        "INSERT INTO orders (id, user_id, status, total_minor, currency, correlation_id, \
-         created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) RETURNING seq",
-    )
-    .bind(order.id.as_str().to_owned())
-    .bind(order.user_id.0)
-    .bind(order.status.as_str())
-    .bind(order.total_minor)
-    .bind(order.currency.clone())
-    .bind(order.correlation_id.clone())
-    .bind(order.created_at)
-    .fetch_one(&mut *conn)
-    .await?;
-    for (line, item) in order.lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_items (order_id, line, product_id, quantity, unit_price_minor) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
+    let (seq,): (i64,) = sqlx::query_as(INSERT_ORDER)
         .bind(order.id.as_str().to_owned())
-        .bind(i64::try_from(line).unwrap_or(i64::MAX))
-        .bind(item.product_id.0)
-        .bind(item.quantity)
-        .bind(item.unit_price_minor)
-        .execute(&mut *conn)
+        .bind(order.user_id.0)
+        .bind(order.status.as_str())
+        .bind(order.total_minor)
+        .bind(order.currency.clone())
+        .bind(order.correlation_id.clone())
+        .bind(order.created_at)
+        .fetch_one(&mut *conn)
         .await?;
+    for (line, item) in order.lines.iter().enumerate() {
+        sqlx::query(INSERT_ITEM)
+            .bind(order.id.as_str().to_owned())
+            .bind(i64::try_from(line).unwrap_or(i64::MAX))
+            .bind(item.product_id.0)
+            .bind(item.quantity)
+            .bind(item.unit_price_minor)
+            .execute(&mut *conn)
+            .await?;
     }
     for (step, t) in order.history.iter().enumerate() {
         insert_transition(conn, &order.id, i64::try_from(step).unwrap_or(0) + 1, t).await?;
@@ -65,18 +68,74 @@ async fn insert_transition(
     step: i64,
     t: &Transition,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO order_transitions (order_id, step, status, at, reason) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(id.as_str().to_owned())
-    .bind(step)
-    .bind(t.status.as_str())
-    .bind(t.at)
-    .bind(t.reason.clone())
-    .execute(conn)
-    .await?;
+    sqlx::query(INSERT_TRANSITION)
+        .bind(id.as_str().to_owned())
+        .bind(step)
+        .bind(t.status.as_str())
+        .bind(t.at)
+        .bind(t.reason.clone())
+        .execute(conn)
+        .await?;
     Ok(())
+}
+
+/// [`insert_order`] on a SQLite file's rusqlite writer (inside its transaction, with the
+/// idempotency key's record), with the order's messages: the accept's one synchronous
+/// call under the file's write lock. The caller rings the relay once it returns.
+pub fn insert_order_local(
+    conn: &storage::rusqlite::Connection,
+    order: &Order,
+    messages: &[(messaging::outbox::Destination<'_>, messaging::Envelope)],
+) -> Result<i64, StoreError> {
+    use storage::rusqlite::params;
+    let sqlite = |e: storage::rusqlite::Error| StoreError::from(storage::SqliteError::from(e));
+    let seq: i64 = conn
+        .prepare_cached(INSERT_ORDER)
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    order.id.as_str(),
+                    order.user_id.0,
+                    order.status.as_str(),
+                    order.total_minor,
+                    order.currency,
+                    order.correlation_id,
+                    order.created_at,
+                ],
+                |row| row.get(0),
+            )
+        })
+        .map_err(sqlite)?;
+    for (line, item) in order.lines.iter().enumerate() {
+        conn.prepare_cached(INSERT_ITEM)
+            .and_then(|mut s| {
+                s.execute(params![
+                    order.id.as_str(),
+                    i64::try_from(line).unwrap_or(i64::MAX),
+                    item.product_id.0,
+                    item.quantity,
+                    item.unit_price_minor,
+                ])
+            })
+            .map_err(sqlite)?;
+    }
+    for (step, t) in order.history.iter().enumerate() {
+        conn.prepare_cached(INSERT_TRANSITION)
+            .and_then(|mut s| {
+                s.execute(params![
+                    order.id.as_str(),
+                    i64::try_from(step).unwrap_or(0) + 1,
+                    t.status.as_str(),
+                    t.at,
+                    t.reason,
+                ])
+            })
+            .map_err(sqlite)?;
+    }
+    for (to, envelope) in messages {
+        messaging::outbox::enqueue_local(conn, *to, envelope)?;
+    }
+    Ok(seq)
 }
 
 async fn complete(conn: &mut AnyConnection, row: OrderRow) -> Result<Order, StoreError> {
@@ -258,6 +317,12 @@ impl OrdersStore {
 
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
+    }
+
+    /// After a write the rusqlite writer committed (not a `WriteTx`): ring the relay. (A
+    /// new order has no watchers yet.)
+    pub fn committed_locally(&self) {
+        self.outbox.notify();
     }
 
     /// Ids of orders this process changed, as each change commits (a watcher re-reads

@@ -207,3 +207,36 @@ async fn cancelling_gives_the_stock_back_once_and_is_idempotent() {
     assert_eq!(r.status(), 422);
     assert_eq!(system.stock(item).await, 10);
 }
+
+/// The same accept, reads and cancel with orders' database on PostgreSQL (the sqlx path;
+/// SQLite files take the rusqlite writer's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_an_order_is_accepted_replayed_confirmed_and_cancelled() {
+    let pg = storage::testing::postgres_database(&storage::testing::fresh_name()).await;
+    let url = pg.url.clone();
+    let system = System::start_with(move |s| s.services.orders.database_url = Some(url)).await;
+    let item = system.product(4.00, 3).await;
+    let r = system.place("pg-1", 2, &[(item, 2)]).await;
+    assert_eq!(r.status(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let again = system.place("pg-1", 2, &[(item, 2)]).await;
+    assert_eq!(again.json::<Value>().await.unwrap()["id"], id.as_str());
+    assert_eq!(system.place("pg-1", 2, &[(item, 1)]).await.status(), 422);
+    system.status_becomes(&id, "CONFIRMED").await;
+    let r = system
+        .orders
+        .client
+        .post(system.orders.url(&format!("/v1/orders/{id}/cancel")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    system.stock_becomes(item, 3).await;
+    let unknown = system.place("pg-2", 77, &[(item, 1)]).await;
+    assert_eq!(unknown.status(), 422);
+    drop(system);
+    drop(pg);
+}
