@@ -48,9 +48,38 @@ pub enum Priced {
     Missing(Vec<(usize, ProductId)>),
 }
 
+/// Users accounts said exist, remembered: accounts never deletes a user, so a yes stays
+/// true (a no is never kept: the user may be created next). Bounded: forgotten all at
+/// once when full, which costs only calls.
+#[derive(Debug, Default)]
+struct KnownUsers(std::sync::Mutex<std::collections::HashSet<i64>>);
+
+impl KnownUsers {
+    const MAX: usize = 100_000;
+
+    fn knows(&self, user: UserId) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&user.0)
+    }
+
+    fn remember(&self, user: UserId) {
+        let mut known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if known.len() >= Self::MAX {
+            known.clear();
+        }
+        known.insert(user.0);
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Clients {
     users: UserServiceClient<Channel>,
+    known_users: std::sync::Arc<KnownUsers>,
     products: ProductServiceClient<Channel>,
     inventory: InventoryServiceClient<Channel>,
     accounts: Downstream,
@@ -65,6 +94,7 @@ impl Clients {
         let policy = Policy::from_outbound(&settings.outbound);
         Ok(Self {
             users: UserServiceClient::new(channel(settings, ServiceName::Accounts)?),
+            known_users: std::sync::Arc::default(),
             products: ProductServiceClient::new(catalog.clone()),
             inventory: InventoryServiceClient::new(catalog),
             accounts: Downstream::of_service(crate::SERVICE.as_str(), "accounts", policy.clone()),
@@ -72,8 +102,20 @@ impl Clients {
         })
     }
 
-    /// Whether `user` exists (a read: retried).
+    /// Whether `user` exists (a read: retried). A user accounts confirmed once is not
+    /// asked about again (see `KnownUsers`).
     pub async fn user_exists(&self, user: UserId) -> Result<bool, Problem> {
+        if self.known_users.knows(user) {
+            return Ok(true);
+        }
+        let exists = self.ask_user(user).await?;
+        if exists {
+            self.known_users.remember(user);
+        }
+        Ok(exists)
+    }
+
+    async fn ask_user(&self, user: UserId) -> Result<bool, Problem> {
         self.accounts
             .call(true, |attempt| {
                 let mut client = self.users.clone();

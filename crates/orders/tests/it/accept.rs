@@ -240,3 +240,29 @@ async fn on_postgresql_an_order_is_accepted_replayed_confirmed_and_cancelled() {
     drop(system);
     drop(pg);
 }
+
+/// Accounts never deletes a user, so orders asks about a user once: three orders of one
+/// user make one `GetUser` call (read from accounts' own request counter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_accounts_confirmed_once_is_not_asked_about_again() {
+    let system = System::start().await;
+    let item = system.product(1.00, 10).await;
+    for key in ["known-1", "known-2", "known-3"] {
+        assert_eq!(system.place(key, 1, &[(item, 1)]).await.status(), 202);
+    }
+    // A user accounts does not know is asked about every time (it may be created).
+    for key in ["unknown-1", "unknown-2"] {
+        assert_eq!(system.place(key, 99, &[(item, 1)]).await.status(), 422);
+    }
+    let accounts = system.accounts.as_ref().unwrap();
+    let metrics = accounts.get("/metrics").await.text().await.unwrap();
+    let calls: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("brigade_requests_total") && l.contains("UserService"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        calls, 3.0,
+        "one call for user 1, two for user 99:\n{metrics}"
+    );
+}
