@@ -63,7 +63,8 @@ impl Running {
 
 pub struct System {
     pub settings: Settings,
-    pub accounts: Option<Running>,
+    /// Kept running for the test's length.
+    pub _accounts: Running,
     pub catalog: Running,
     pub orders: Running,
     _dir: tempfile::TempDir,
@@ -113,7 +114,7 @@ impl System {
     ) -> System {
         System {
             settings,
-            accounts: Some(accounts),
+            _accounts: accounts,
             catalog,
             orders,
             _dir: dir,
