@@ -34,3 +34,12 @@ wait_for_url() {
   done
   die "$name did not start within 60 s"
 }
+
+# A wrk latency ("812.00us", "3.87ms", "1.20s") in milliseconds.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
+    else print v }'
+}

@@ -70,14 +70,6 @@ metric() {
     index($0, n) == 1 && (f == "" || index($0, f) > 0) { s += $NF } END { printf "%d\n", s }'
 }
 
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
-    else print v }'
-}
-
 # run NAME SCRIPT PATH ARGS...: one wrk run; appends "NAME round rps p50 p99" to results.
 run() {
   local name=$1 script=$2 url=$3; shift 3

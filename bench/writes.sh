@@ -77,14 +77,6 @@ start() {
   URL=$(wait_for_url "$WORK/server.out" "$PID" "$1")
 }
 
-to_ms() {
-  awk -v v="$1" 'BEGIN {
-    if (v ~ /us$/) { sub(/us$/, "", v); print v / 1000 }
-    else if (v ~ /ms$/) { sub(/ms$/, "", v); print v }
-    else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
-    else print v }'
-}
-
 : >"$WORK/results"
 for round in $(seq 1 "$ROUNDS"); do
   order=("${SERVERS[@]}")
