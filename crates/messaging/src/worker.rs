@@ -81,7 +81,7 @@ where
     Fut: Future<Output = Result<(), HandleError>>,
 {
     let mut rng = fastrand::Rng::new();
-    let mut failures: u32 = 0;
+    let (mut failures, mut settle_failures): (u32, u32) = (0, 0);
     loop {
         let delivery = match next_or_backoff(
             consumer.next(),
@@ -101,17 +101,21 @@ where
         // consumer has the message) loses nothing: the message comes back. Log it, wait
         // as after any passing failure of the backend (settles that keep failing would
         // otherwise re-run handlers back to back), and keep serving.
-        if let Err(err) = handle_one(queue, delivery, &options, &handler, &mut rng).await {
-            tracing::warn!(queue, error = %err, "could not settle a delivery; it will be delivered again");
-            if pause_after_failed_settle(&stop, &mut failures, &options, &mut rng).await {
-                return Ok(());
+        match handle_one(queue, delivery, &options, &handler, &mut rng).await {
+            Ok(()) => settle_failures = 0,
+            Err(err) => {
+                tracing::warn!(queue, error = %err, "could not settle a delivery; it will be delivered again");
+                if pause_after_failed_settle(&stop, &mut settle_failures, &options, &mut rng).await
+                {
+                    return Ok(());
+                }
             }
         }
     }
 }
 
-/// After a settle failed: a full-jitter backoff on consecutive failures (reset by the
-/// next delivery taken), cut short by `stop`; `true` if `stop` fired.
+/// After a settle failed: a full-jitter backoff growing with consecutive failed settles
+/// (reset by the next settle that succeeds), cut short by `stop`; `true` if `stop` fired.
 async fn pause_after_failed_settle(
     stop: &CancellationToken,
     failures: &mut u32,
@@ -261,7 +265,7 @@ where
     Fut: Future<Output = Result<(), HandleError>>,
 {
     let mut rng = fastrand::Rng::new();
-    let mut failures: u32 = 0;
+    let (mut failures, mut settle_failures): (u32, u32) = (0, 0);
     loop {
         let event = match next_or_backoff(
             consumer.next(),
@@ -277,10 +281,14 @@ where
             Next::Stop => break,
             Next::Again => continue,
         };
-        if let Err(err) = handle_event(stream, group, event, &options, &handler, &mut rng).await {
-            tracing::warn!(stream, group, error = %err, "could not settle an event; it will be delivered again");
-            if pause_after_failed_settle(&stop, &mut failures, &options, &mut rng).await {
-                break;
+        match handle_event(stream, group, event, &options, &handler, &mut rng).await {
+            Ok(()) => settle_failures = 0,
+            Err(err) => {
+                tracing::warn!(stream, group, error = %err, "could not settle an event; it will be delivered again");
+                if pause_after_failed_settle(&stop, &mut settle_failures, &options, &mut rng).await
+                {
+                    break;
+                }
             }
         }
     }

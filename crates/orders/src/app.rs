@@ -219,6 +219,9 @@ impl Orders {
             Ok(())
         };
         let taken = prepared.clone();
+        // The accept's time once the writer wrote it (0: it did not).
+        let wrote = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let written = wrote.clone();
         let answer = write
             .run_after_local(&self.idempotency, check, move |conn| {
                 let Some((mut order, messages)) =
@@ -228,10 +231,16 @@ impl Orders {
                 };
                 order.seq = crate::store::insert_order_local(conn, &order, &messages)
                     .map_err(|e| Problem::from(OrdersError::Store(e)))?;
-                count_transition(Status::Pending, order.created_at);
+                written.store(order.created_at, std::sync::atomic::Ordering::Relaxed);
                 render(order)
             })
             .await;
+        // Counted once the call is over (not for a replay or a refusal, where nothing
+        // was written; a failed commit after the write is too rare to correct for).
+        let created_at = wrote.load(std::sync::atomic::Ordering::Relaxed);
+        if created_at != 0 {
+            count_transition(Status::Pending, created_at);
+        }
         // Written or not (a replay, a refusal), ringing the relay is harmless.
         self.store.committed_locally();
         answer

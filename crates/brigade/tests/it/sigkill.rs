@@ -13,38 +13,28 @@ use tokio::process::Command;
 
 use crate::helpers::{brigade, create_product, start, stop_cleanly};
 
-const SERVICES: [(&str, &str); 6] = [
-    ("gateway", "GATEWAY"),
-    ("catalog", "CATALOG"),
-    ("accounts", "ACCOUNTS"),
-    ("orders", "ORDERS"),
-    ("billing", "BILLING"),
-    ("payments-sandbox", "PAYMENTS_SANDBOX"),
-];
-
-/// A port nobody listens on now (the OS picks it; we let it go for the service).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `brigade serve <service>` knowing where every service listens, on RabbitMQ at `url`.
-fn serve(data: &Path, ports: &HashMap<&str, u16>, url: &str, service: &str) -> Command {
+/// `brigade serve <service>` on a free port (0), on RabbitMQ at `url`, told where the
+/// services it calls already listen (`ports`, from their own tables).
+fn serve(data: &Path, ports: &HashMap<String, u16>, url: &str, service: &str) -> Command {
     let mut cmd = brigade(data);
     cmd.env("BRIGADE_MESSAGING__BACKEND", "rabbitmq")
         .env("BRIGADE_MESSAGING__URL", url)
         .env("BRIGADE_MESSAGING__HANDLER_TIMEOUT", "3s")
-        .args(["serve", service]);
-    for (name, key) in SERVICES {
-        cmd.env(
-            format!("BRIGADE_SERVICES__{key}__PORT"),
-            ports[name].to_string(),
-        );
+        .args(["serve", service, "--port", "0"]);
+    for (name, port) in ports {
+        let key = name.to_uppercase().replace('-', "_");
+        cmd.env(format!("BRIGADE_SERVICES__{key}__PORT"), port.to_string());
     }
     cmd
+}
+
+/// The port a started service printed.
+fn port_of(running: &crate::helpers::Running, service: &str) -> u16 {
+    running.urls[service]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port in the service's URL")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,10 +43,14 @@ async fn billing_killed_with_sigkill_mid_run_charges_every_order_once() {
     let url = vhost.url();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let ports: HashMap<&str, u16> = SERVICES.iter().map(|(n, _)| (*n, free_port())).collect();
+    // In dependency order, each on a port of its own choosing, told the ports of those
+    // it calls.
+    let mut ports: HashMap<String, u16> = HashMap::new();
     let mut running = Vec::new();
     for service in ["payments-sandbox", "accounts", "catalog", "orders"] {
-        running.push(start(&mut serve(&data, &ports, &url, service)).await);
+        let started = start(&mut serve(&data, &ports, &url, service)).await;
+        ports.insert(service.to_owned(), port_of(&started, service));
+        running.push(started);
     }
     let mut billing = start(&mut serve(&data, &ports, &url, "billing")).await;
     let base = |service: &str| format!("http://127.0.0.1:{}", ports[service]);
@@ -75,17 +69,17 @@ async fn billing_killed_with_sigkill_mid_run_charges_every_order_once() {
         .await
         .unwrap();
     let product = create_product(&base("catalog"), "kill-product", "Kettle").await;
-    // The sandbox answers slowly, so charges are in flight when billing dies.
+    // The sandbox answers slowly, so a charge is in flight when billing dies.
     let r = client
         .put(format!("{}/v1/sandbox/behaviour", base("payments-sandbox")))
-        .json(&json!({"latency_ms": 30}))
+        .json(&json!({"latency_ms": 300}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
 
-    // 40 orders (stock 7 of the product: most are rejected, 7 are charged), then billing
-    // dies with SIGKILL once some are paid, and comes back.
+    // 40 orders (stock 7 of the product: most are rejected, 7 are charged); billing dies
+    // with SIGKILL once some but not all of them are paid, and comes back.
     let mut ids = Vec::new();
     for i in 0..40 {
         let r = client
