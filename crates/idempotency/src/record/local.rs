@@ -88,8 +88,15 @@ impl Idempotency {
             lock_timeout: millis(self.settings.lock_timeout),
             ttl: millis(self.settings.ttl),
         };
+        // The work may run in another request's task (the writer commits a group of them
+        // at once) or on the blocking pool: it runs in this request's context, so a
+        // refusal it records names this request (correlation ID, instance).
+        let ctx = telemetry::context::current();
         let written = writer
-            .write(move |tx: &mut rusqlite::Savepoint<'_>| claim.run(tx, work))
+            .write(move |tx: &mut rusqlite::Savepoint<'_>| match ctx {
+                Some(ctx) => telemetry::context::sync_scope(ctx, || claim.run(tx, work)),
+                None => claim.run(tx, work),
+            })
             .await;
         match written {
             Ok(response) => response,
