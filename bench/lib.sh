@@ -43,3 +43,13 @@ to_ms() {
     else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
     else print v }'
 }
+
+# awk's median(list): the median of a space-separated list of numbers. Scripts put it in
+# front of their own program: awk "$MEDIAN_AWK"' { ... median(x) ... }'.
+MEDIAN_AWK='
+  function median(list,   a, n, i, j, t) {
+    n = split(list, a, " ")
+    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
+    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+  }
+'

@@ -123,11 +123,7 @@ echo "Orders: wrk -t2 -c$CONNECTIONS -d$DURATION; POST /v1/orders (one line, a f
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)); $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo '+changes')"
 echo
 awk -F'\t' '
-  function median(list,   a, n, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
+'"$MEDIAN_AWK"'
   { if (!($1 in rps)) order[++n] = $1; rps[$1] = rps[$1] " " $3; p50[$1] = p50[$1] " " $4; p99[$1] = p99[$1] " " $5 }
   END {
     printf "| %-14s | %8s | %-24s | %8s | %8s |\n", "request", "per s", "per round", "p50 ms", "p99 ms"

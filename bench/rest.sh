@@ -259,11 +259,7 @@ echo "REST reads: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, medians; $
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)); $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM; $(uname -sr); load average $LOAD_START at start, $LOAD_END at end"
 echo
 awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" '
-  function median(list,   a, n, i, j, t) {
-    n = split(list, a, " ")
-    for (i = 2; i <= n; i++) { t = a[i]; for (j = i - 1; j >= 1 && a[j] + 0 > t + 0; j--) a[j + 1] = a[j]; a[j + 1] = t }
-    return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-  }
+'"$MEDIAN_AWK"'
   {
     key = $1 SUBSEP $2
     if (!(key in rps)) { order[++n] = key }

@@ -110,12 +110,7 @@ async fn what_the_caller_must_hear_now_is_refused_before_anything_is_written() {
 async fn insufficient_stock_rejects_the_order_with_the_problem_details() {
     let system = System::start().await;
     let few = system.product(5.00, 3).await;
-    let r = system.place("big", 2, &[(few, 5)]).await;
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = system.placed("big", 2, &[(few, 5)]).await;
     let rejected = system.status_becomes(&id, "REJECTED").await;
     assert_eq!(history(&rejected), ["PENDING", "REJECTED"]);
     let reason = rejected["history"][1]["reason"].as_str().unwrap();
@@ -168,21 +163,11 @@ async fn the_last_units_go_to_exactly_as_many_orders_as_there_are_units() {
 async fn cancelling_gives_the_stock_back_once_and_is_idempotent() {
     let system = System::start().await;
     let item = system.product(10.00, 10).await;
-    let r = system.place("c1", 1, &[(item, 4)]).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = system.placed("c1", 1, &[(item, 4)]).await;
     system.status_becomes(&id, "CONFIRMED").await;
     assert_eq!(system.stock(item).await, 6);
     for _ in 0..2 {
-        let r = system
-            .orders
-            .client
-            .post(system.orders.url(&format!("/v1/orders/{id}/cancel")))
-            .send()
-            .await
-            .unwrap();
+        let r = system.cancel(&id).await;
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["status"], "CANCELLED");
@@ -191,19 +176,9 @@ async fn cancelling_gives_the_stock_back_once_and_is_idempotent() {
     system.stock_becomes(item, 10).await;
 
     // A rejected order cannot be cancelled.
-    let r = system.place("c2", 1, &[(item, 11)]).await;
-    let rejected = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let rejected = system.placed("c2", 1, &[(item, 11)]).await;
     system.status_becomes(&rejected, "REJECTED").await;
-    let r = system
-        .orders
-        .client
-        .post(system.orders.url(&format!("/v1/orders/{rejected}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let r = system.cancel(&rejected).await;
     assert_eq!(r.status(), 422);
     assert_eq!(system.stock(item).await, 10);
 }
@@ -216,23 +191,12 @@ async fn on_postgresql_an_order_is_accepted_replayed_confirmed_and_cancelled() {
     let url = pg.url.clone();
     let system = System::start_with(move |s| s.services.orders.database_url = Some(url)).await;
     let item = system.product(4.00, 3).await;
-    let r = system.place("pg-1", 2, &[(item, 2)]).await;
-    assert_eq!(r.status(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = system.placed("pg-1", 2, &[(item, 2)]).await;
     let again = system.place("pg-1", 2, &[(item, 2)]).await;
     assert_eq!(again.json::<Value>().await.unwrap()["id"], id.as_str());
     assert_eq!(system.place("pg-1", 2, &[(item, 1)]).await.status(), 422);
     system.status_becomes(&id, "CONFIRMED").await;
-    let r = system
-        .orders
-        .client
-        .post(system.orders.url(&format!("/v1/orders/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
+    let r = system.cancel(&id).await;
     assert_eq!(r.status(), 200);
     system.stock_becomes(item, 3).await;
     let unknown = system.place("pg-2", 77, &[(item, 1)]).await;

@@ -10,12 +10,7 @@ use crate::helpers::history;
 use crate::pipeline::{Broker, Pipeline, all_final, assert_consistent, place_many};
 
 async fn placed(pipeline: &Pipeline, key: &str, items: &[(i64, i64)]) -> String {
-    let r = pipeline.system.place(key, 1, items).await;
-    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    pipeline.system.placed(key, 1, items).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,20 +71,7 @@ async fn cancelling_a_paid_order_refunds_its_charge_and_releases_its_stock() {
     let id = placed(&pipeline, "refund", &[(item, 4)]).await;
     pipeline.system.status_becomes(&id, "PAID").await;
     assert_eq!(pipeline.system.stock(item).await, 0);
-    let r = pipeline
-        .system
-        .orders
-        .client
-        .post(
-            pipeline
-                .system
-                .orders
-                .url(&format!("/v1/orders/{id}/cancel")),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(pipeline.system.cancel(&id).await.status(), 200);
     let order = pipeline.system.order(&id).await;
     assert_eq!(
         history(&order),
@@ -280,7 +262,8 @@ async fn billing_crash(broker: Broker) {
         .behave(json!({"latency_ms": 20, "latency_jitter_ms": 40}))
         .await;
     let crash = async {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        // Mid-run: once billing has charged something.
+        pipeline.some_paid().await;
         pipeline.crash_billing().await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         pipeline.restart_billing().await;

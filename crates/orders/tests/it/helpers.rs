@@ -180,6 +180,26 @@ impl System {
             .await
     }
 
+    /// Places an order that must be accepted; its id.
+    pub async fn placed(&self, key: &str, user: i64, items: &[(i64, i64)]) -> String {
+        let r = self.place(key, user, items).await;
+        assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// `POST /v1/orders/{id}/cancel`; the response.
+    pub async fn cancel(&self, id: &str) -> reqwest::Response {
+        self.orders
+            .client
+            .post(self.orders.url(&format!("/v1/orders/{id}/cancel")))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn order(&self, id: &str) -> Value {
         let r = self.orders.get(&format!("/v1/orders/{id}")).await;
         assert_eq!(r.status(), 200);

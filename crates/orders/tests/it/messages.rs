@@ -116,10 +116,6 @@ async fn a_process_order_for_no_order_is_dead_lettered_with_its_reason_and_the_w
     );
 
     let item = system.product(1.00, 1).await;
-    let r = system.place("after", 1, &[(item, 1)]).await;
-    let id = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = system.placed("after", 1, &[(item, 1)]).await;
     system.status_becomes(&id, "CONFIRMED").await;
 }

@@ -99,6 +99,34 @@ impl Pipeline {
         }
     }
 
+    /// Waits (60 s at most) until billing has charged at least one order, as its own
+    /// analytics projection says.
+    pub async fn some_paid(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let url = self
+                .billing
+                .lock()
+                .await
+                .as_ref()
+                .map(|b| b.url("/v1/analytics/products"));
+            if let Some(url) = url {
+                let sales: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+                let paid = sales["data"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|p| p["orders_paid"].as_i64() >= Some(1)));
+                if paid {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nothing paid within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Crashes billing (see [`Running::crash`]).
     pub async fn crash_billing(&self) {
         if let Some(billing) = self.billing.lock().await.take() {
