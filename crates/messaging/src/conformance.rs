@@ -98,6 +98,7 @@ pub const ALL: &[&str] = &[
     "queue_redelivers_unacked_when_consumer_dropped",
     "queue_nack_and_retry_after",
     "queue_dead_letters_after_max_deliveries",
+    "queue_defer_does_not_count",
     "queue_redrive",
     "queue_deduplicates_republished_id",
     "queue_persists_across_reconnect",
@@ -125,6 +126,7 @@ macro_rules! all_conformance_tests {
             queue_redelivers_unacked_when_consumer_dropped,
             queue_nack_and_retry_after,
             queue_dead_letters_after_max_deliveries,
+            queue_defer_does_not_count,
             queue_redrive,
             queue_deduplicates_republished_id,
             queue_persists_across_reconnect,
@@ -516,6 +518,59 @@ pub async fn queue_dead_letters_after_max_deliveries(h: &dyn Harness) {
     )
     .await;
     stats_until(&broker, &q, "dead", |s| s.dead == 1 && s.ready == 0).await;
+    drop(consumer);
+    h.cleanup(&[q], &[]).await;
+}
+
+/// A deferred delivery (a dependency known to be down: the message was not tried) comes
+/// back after its delay without counting: deferred more times than `max_deliveries`, the
+/// message is still delivered as attempt 1, and only the deliveries that fail count
+/// towards the dead-letter queue.
+pub async fn queue_defer_does_not_count(h: &dyn Harness) {
+    let broker = h.connect().await;
+    let options = QueueOptions {
+        max_deliveries: 2,
+        ..QueueOptions::default()
+    };
+    let q = queue(h, &broker, "defer", options).await;
+    let sent = order(11);
+    broker.queues.publish(&q, &sent).await.unwrap();
+    let mut consumer = broker.queues.consume(&q, 1).await.unwrap();
+    let delay = Duration::from_millis(300);
+    for deferral in 1..=4 {
+        let d = next(&mut consumer, WAIT, "a deferred delivery").await;
+        assert_eq!(d.attempt, 1, "deferral {deferral} counted a delivery");
+        assert_eq!(d.message.as_ref().unwrap().id, sent.id);
+        let asked = Instant::now();
+        d.defer(delay).await.unwrap();
+        if deferral == 1 {
+            assert_quiet(&mut consumer, delay / 2, "during the deferral").await;
+            let d = next(&mut consumer, WAIT, "after the deferral").await;
+            assert!(
+                asked.elapsed() >= delay.mul_f32(0.9),
+                "redelivered after {:?}, before the {delay:?} deferral",
+                asked.elapsed()
+            );
+            assert_eq!(d.attempt, 1);
+            d.defer(delay).await.unwrap();
+        }
+    }
+    // Tried now, and failing: these count.
+    let d = next(&mut consumer, WAIT, "tried at last").await;
+    assert_eq!(d.attempt, 1);
+    d.nack().await.unwrap();
+    let d = next(&mut consumer, WAIT, "tried again").await;
+    assert_eq!(d.attempt, 2);
+    d.nack().await.unwrap();
+    let dead = dead_letters_until(&broker, &q, 1).await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 2, "{:?}", dead[0].reason);
+    assert_quiet(
+        &mut consumer,
+        Duration::from_millis(200),
+        "after dead-lettering",
+    )
+    .await;
     drop(consumer);
     h.cleanup(&[q], &[]).await;
 }
@@ -1115,7 +1170,7 @@ pub async fn stream_slow_members_keep_their_events(h: &dyn Harness) {
 /// The same traffic through a service's broker ([`Broker::for_service`]) shows the same
 /// series with the same values on every backend, read back from the process's Prometheus
 /// page: a work queue (three messages: one acked, one retried then out of attempts, one
-/// rejected; both dead letters re-driven and acked), a stream (two events, one retried)
+/// deferred then rejected; both dead letters re-driven and acked), a stream (two events, one retried)
 /// and the owner's gauges. The expected table is one constant for every backend, so two
 /// backends that pass agree with each other.
 pub async fn series_are_the_same_on_every_backend(h: &dyn Harness) {
@@ -1136,10 +1191,15 @@ pub async fn series_are_the_same_on_every_backend(h: &dyn Harness) {
         broker.queues.publish(&q, &order(n)).await.unwrap();
     }
     let mut consumer = broker.queues.consume(&q, 1).await.unwrap();
-    let mut settled = 0;
+    let (mut settled, mut deferred) = (0, false);
     while settled < 3 {
         let d = next(&mut consumer, WAIT, "series: a job").await;
         match (n_of(d.message.as_ref().unwrap()), d.attempt) {
+            (3, _) if !deferred => {
+                deferred = true;
+                d.defer(Duration::from_millis(50)).await.unwrap();
+                continue;
+            }
             (1, _) => d.ack().await.unwrap(),
             (2, 1) => {
                 d.retry_after(Duration::from_millis(50)).await.unwrap();
@@ -1197,7 +1257,7 @@ pub async fn series_are_the_same_on_every_backend(h: &dyn Harness) {
         ("brigade_messaging_published_total{queue}", 3.0),
         ("brigade_messaging_duplicates_total{queue}", 0.0),
         ("brigade_messaging_publish_failures_total{queue}", 0.0),
-        ("brigade_messaging_delivered_total{queue}", 6.0),
+        ("brigade_messaging_delivered_total{queue}", 7.0),
         ("brigade_messaging_redelivered_total{queue}", 1.0),
         ("brigade_messaging_settled_total{outcome=ack,queue}", 3.0),
         (
@@ -1205,6 +1265,7 @@ pub async fn series_are_the_same_on_every_backend(h: &dyn Harness) {
             0.0,
         ),
         ("brigade_messaging_settled_total{outcome=retry,queue}", 1.0),
+        ("brigade_messaging_settled_total{outcome=defer,queue}", 1.0),
         ("brigade_messaging_settled_total{outcome=reject,queue}", 2.0),
         ("brigade_messaging_dead_lettered_total{queue}", 2.0),
         ("brigade_messaging_settle_failures_total{queue}", 0.0),

@@ -37,6 +37,11 @@ pub enum Outcome {
     Requeue,
     /// Failed: deliver it again, not before `delay` has passed.
     RetryAfter(Duration),
+    /// Not tried: something it needs is known to be down (an open breaker, a
+    /// `Retry-After`). Deliver it again, not before `delay` has passed, and do not count
+    /// this delivery against `max_deliveries` — it was not the message that failed, so an
+    /// outage longer than the retry budget does not dead-letter work that would succeed.
+    Defer(Duration),
     /// Never going to work: straight to the dead-letter queue, with the reason.
     Reject(String),
 }
@@ -116,6 +121,14 @@ impl Delivery {
             other => other,
         };
         self.settle.settle(outcome).await
+    }
+
+    /// Deliver again after `delay` without counting this delivery ([`Outcome::Defer`]):
+    /// for a handler that did not try because a dependency is known to be down. Each
+    /// time the dependency is tried and fails, that delivery counts as usual, so a
+    /// dependency that never comes back still dead-letters what waits on it.
+    pub async fn defer(self, delay: Duration) -> Result<()> {
+        self.settle.settle(Outcome::Defer(delay)).await
     }
 
     /// Straight to the dead-letter queue.

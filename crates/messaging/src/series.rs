@@ -32,7 +32,7 @@ pub const PUBLISH_FAILURES: &str = "brigade_messaging_publish_failures_total";
 pub const DELIVERED: &str = "brigade_messaging_delivered_total";
 /// Deliveries that were not the message's first (attempt > 1).
 pub const REDELIVERED: &str = "brigade_messaging_redelivered_total";
-/// Settled deliveries, by outcome: `ack`, `requeue`, `retry`, `reject` (queues);
+/// Settled deliveries, by outcome: `ack`, `requeue`, `retry`, `defer`, `reject` (queues);
 /// `commit`, `retry` (streams).
 pub const SETTLED: &str = "brigade_messaging_settled_total";
 /// Messages moved to a queue's dead-letter queue: rejected, out of attempts, or
@@ -72,7 +72,7 @@ pub fn describe() {
     describe_counter!(REDELIVERED, "Deliveries that were not the message's first.");
     describe_counter!(
         SETTLED,
-        "Settled deliveries, by outcome: ack, requeue, retry, reject (queues); commit, retry (streams)."
+        "Settled deliveries, by outcome: ack, requeue, retry, defer (not counted against max_deliveries), reject (queues); commit, retry (streams)."
     );
     describe_counter!(
         DEAD_LETTERED,
@@ -263,6 +263,7 @@ impl WorkQueue for MeteredQueues {
                 ack: outcome(SETTLED, &labels, "ack"),
                 requeue: outcome(SETTLED, &labels, "requeue"),
                 retry: outcome(SETTLED, &labels, "retry"),
+                defer: outcome(SETTLED, &labels, "defer"),
                 reject: outcome(SETTLED, &labels, "reject"),
             }),
         }))
@@ -292,6 +293,7 @@ struct QueueCounters {
     ack: Counter,
     requeue: Counter,
     retry: Counter,
+    defer: Counter,
     reject: Counter,
 }
 
@@ -326,6 +328,7 @@ impl Settle for MeteredSettle {
             Outcome::Ack => (&c.ack, false),
             Outcome::Requeue => (&c.requeue, false),
             Outcome::RetryAfter(_) => (&c.retry, false),
+            Outcome::Defer(_) => (&c.defer, false),
             Outcome::Reject(_) => (&c.reject, true),
         };
         let result = self.settle.settle(outcome).await;

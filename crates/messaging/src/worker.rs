@@ -28,9 +28,11 @@ pub enum HandleError {
     #[error("{0}")]
     Transient(String),
     /// It may later, and not before this: the dependency said when (an open breaker's
-    /// remaining wait, a `Retry-After`). The delay is the longer of this and the backoff,
-    /// so an outage does not burn a message's deliveries faster than the dependency can
-    /// come back.
+    /// remaining wait, a full bulkhead, a `Retry-After`) without being tried. The delay is
+    /// the longer of this and the backoff. On a work queue the delivery is deferred
+    /// ([`Delivery::defer`]): it does not count against `max_deliveries`, so an outage
+    /// longer than the retry budget leaves the work waiting for the dependency instead of
+    /// dead-lettering it; the deliveries that do try it (the breaker's probes) count.
     #[error("{0}")]
     TransientFor(String, Duration),
 }
@@ -213,7 +215,9 @@ where
             retry(queue, delivery, options, rng, &reason, Duration::ZERO).await
         }
         Ok(Err(HandleError::TransientFor(reason, not_before))) => {
-            retry(queue, delivery, options, rng, &reason, not_before).await
+            let delay = backoff(options, delivery.attempt.saturating_sub(1), rng).max(not_before);
+            tracing::info!(queue, attempt = delivery.attempt, retry_in_ms = delay.as_millis() as u64, %reason, "a dependency is down; deferring the message (not counted as a delivery)");
+            delivery.defer(delay).await
         }
         Err(_) => {
             let reason = format!("the handler took longer than {:?}", options.handler_timeout);

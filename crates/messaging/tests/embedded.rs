@@ -614,3 +614,91 @@ async fn a_retry_counts_only_what_was_handed_out_as_redelivered() {
         "read ahead, never handed out: {seen:?}"
     );
 }
+
+/// A dependency down for longer than a message's retry budget: the worker defers the
+/// message each time the dependency says it is down without being tried (an open breaker:
+/// `TransientFor`), and those deliveries do not count, so it is handled once the
+/// dependency is back instead of being dead-lettered. A message whose own handling fails
+/// (`Transient`) still goes to the dead-letter queue after `max_deliveries`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_the_retry_budget_defers_instead_of_dead_lettering() {
+    use messaging::worker::{self, HandleError, WorkerOptions};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    const DOWN_FOR: u32 = 6;
+    let h = EmbeddedHarness::new();
+    let broker = h.connect().await;
+    let q = h.unique("outage");
+    broker
+        .queues
+        .declare(
+            &q,
+            &QueueOptions {
+                max_deliveries: 2,
+                ..QueueOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let waits = Envelope::new("Waits", serde_json::json!({}));
+    let fails = Envelope::new("Fails", serde_json::json!({}));
+    broker.queues.publish(&q, &waits).await.unwrap();
+    broker.queues.publish(&q, &fails).await.unwrap();
+    let (refused, failed) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let (done, mut handled) = tokio::sync::mpsc::unbounded_channel();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let handler = {
+        let (refused, failed) = (refused.clone(), failed.clone());
+        move |envelope: Envelope| {
+            let (refused, failed, done) = (refused.clone(), failed.clone(), done.clone());
+            async move {
+                if envelope.kind == "Fails" {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                    return Err(HandleError::Transient("its own failure".into()));
+                }
+                if refused.fetch_add(1, Ordering::SeqCst) < DOWN_FOR {
+                    return Err(HandleError::TransientFor(
+                        "catalog: the breaker is open".into(),
+                        Duration::from_millis(20),
+                    ));
+                }
+                let _ = done.send(envelope.id);
+                Ok(())
+            }
+        }
+    };
+    let options = WorkerOptions {
+        handler_timeout: Duration::from_secs(1),
+        retry_base: Duration::from_millis(10),
+        retry_cap: Duration::from_millis(50),
+    };
+    let consumer = broker.queues.consume(&q, 1).await.unwrap();
+    let running = {
+        let (q, stop) = (q.clone(), stop.clone());
+        tokio::spawn(async move { worker::run(&q, consumer, options, handler, stop).await })
+    };
+    let id = tokio::time::timeout(Duration::from_secs(10), handled.recv())
+        .await
+        .expect("handled once the dependency was back")
+        .unwrap();
+    assert_eq!(id, waits.id);
+    assert_eq!(refused.load(Ordering::SeqCst), DOWN_FOR + 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let dead = broker.queues.dead_letters(&q, 10).await.unwrap();
+        if !dead.is_empty() || Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        dead.len(),
+        1,
+        "only the message that failed on its own: {dead:?}"
+    );
+    assert_eq!(dead[0].id, fails.id.to_string());
+    assert_eq!(failed.load(Ordering::SeqCst), 2);
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}

@@ -157,6 +157,7 @@ const NOT_RUN: &[(&str, &str)] = &[
     ),
     ("queue_nack_and_retry_after", NO_WORK_QUEUES),
     ("queue_dead_letters_after_max_deliveries", NO_WORK_QUEUES),
+    ("queue_defer_does_not_count", NO_WORK_QUEUES),
     ("queue_redrive", NO_WORK_QUEUES),
     ("queue_deduplicates_republished_id", NO_WORK_QUEUES),
     ("queue_persists_across_reconnect", NO_WORK_QUEUES),

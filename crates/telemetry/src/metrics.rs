@@ -15,10 +15,12 @@ pub const REQUESTS_TOTAL: &str = "brigade_requests_total";
 pub const ERRORS_TOTAL: &str = "brigade_errors_total";
 pub const REQUEST_DURATION: &str = "brigade_request_duration_seconds";
 
-/// Latency buckets from 1 ms to 10 s: internal calls live at the low end, the seed's
-/// database and SaaS timeouts at the high end.
+/// Latency buckets from 1 ms to 5 min: internal calls live at the low end, the seed's
+/// database and SaaS timeouts in the middle, and its async jobs (30 s – 5 min) — an
+/// order's accept→paid behind a backlog, a handler near its timeout — at the high end.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
 ];
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();

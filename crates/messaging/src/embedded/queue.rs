@@ -561,6 +561,7 @@ impl Settle for Settlement {
             Outcome::Ack => "ack",
             Outcome::Requeue => "requeue",
             Outcome::RetryAfter(_) => "retry",
+            Outcome::Defer(_) => "defer",
             Outcome::Reject(_) => "reject",
         };
         let reason = match &outcome {
@@ -576,16 +577,19 @@ impl Settle for Settlement {
                         .prepare_cached("DELETE FROM queue_messages WHERE seq = ?1 AND lease = ?2")
                         .and_then(|mut s| s.execute(params![seq, lease]))
                         .map_err(sql)?,
-                    Outcome::Requeue | Outcome::RetryAfter(_) => {
-                        let visible_at = match outcome {
-                            Outcome::RetryAfter(d) => now_ms().saturating_add(duration_ms(d)),
-                            _ => 0,
+                    Outcome::Requeue | Outcome::RetryAfter(_) | Outcome::Defer(_) => {
+                        let (visible_at, uncounted) = match outcome {
+                            Outcome::RetryAfter(d) => (now_ms().saturating_add(duration_ms(d)), 0),
+                            // The claim counted this delivery; a deferral takes it back.
+                            Outcome::Defer(d) => (now_ms().saturating_add(duration_ms(d)), 1),
+                            _ => (0, 0),
                         };
                         conn.prepare_cached(
-                            "UPDATE queue_messages SET visible_at = ?3, lease = NULL
+                            "UPDATE queue_messages SET visible_at = ?3, lease = NULL,
+                                    attempts = attempts - ?4
                              WHERE seq = ?1 AND lease = ?2",
                         )
-                        .and_then(|mut s| s.execute(params![seq, lease, visible_at]))
+                        .and_then(|mut s| s.execute(params![seq, lease, visible_at, uncounted]))
                         .map_err(sql)?
                     }
                     Outcome::Reject(reason) => {

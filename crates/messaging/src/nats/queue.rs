@@ -2,7 +2,7 @@
 //! consumer, and a `<queue>-dlq` stream.
 
 use crate::Published;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -46,11 +46,75 @@ fn dlq_name(queue: &str) -> String {
 /// The work-queue half of the NATS broker.
 pub struct NatsQueues {
     shared: Arc<Shared>,
+    /// Each queue's [`Deferrals`], shared by every consumer of it in this process.
+    deferrals: std::sync::Mutex<HashMap<String, Arc<Deferrals>>>,
+}
+
+/// How many times each message of one queue was deferred ([`Outcome::Defer`]), by stream
+/// sequence. JetStream counts every delivery on the server (a `Nak` included) and has
+/// no way to give one back, so the deferrals are remembered here and taken off the
+/// server's count. They are this process's memory: a message deferred here and then
+/// delivered to another process is counted by the server's number alone (the backend's
+/// behaviour before deferrals), and so is one deferred while the table was full.
+#[derive(Debug, Default)]
+struct Deferrals(std::sync::Mutex<HashMap<u64, u32>>);
+
+impl Deferrals {
+    /// Far more than any prefetch holds: the table is bounded, not trimmed.
+    const CAPACITY: usize = 65_536;
+
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u32>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn of(&self, sequence: u64) -> u32 {
+        self.table().get(&sequence).copied().unwrap_or(0)
+    }
+
+    /// Records one more deferral of `sequence`; `false` when the table is full.
+    fn add(&self, sequence: u64) -> bool {
+        let mut table = self.table();
+        if table.len() >= Self::CAPACITY && !table.contains_key(&sequence) {
+            return false;
+        }
+        *table.entry(sequence).or_default() += 1;
+        true
+    }
+
+    /// Takes back one deferral of `sequence` (its `Nak` never reached the server).
+    fn undo(&self, sequence: u64) {
+        let mut table = self.table();
+        if let Some(n) = table.get_mut(&sequence) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                table.remove(&sequence);
+            }
+        }
+    }
+
+    /// Forgets `sequence`: it was acknowledged or dead-lettered.
+    fn forget(&self, sequence: u64) {
+        self.table().remove(&sequence);
+    }
 }
 
 impl NatsQueues {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+        Self {
+            shared,
+            deferrals: Default::default(),
+        }
+    }
+
+    fn deferrals_of(&self, queue: &str) -> Arc<Deferrals> {
+        self.deferrals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(queue.to_owned())
+            .or_default()
+            .clone()
     }
 
     async fn queue_stream(&self, queue: &str) -> Result<stream::Stream> {
@@ -235,6 +299,7 @@ impl WorkQueue for NatsQueues {
                 queue: queue.to_owned(),
                 max_deliveries: meta.max_deliveries,
                 default_kind: meta.default_kind,
+                deferrals: self.deferrals_of(queue),
             }),
             consumer,
             permits: Arc::new(Semaphore::new(prefetch)),
@@ -347,6 +412,7 @@ struct QueueCtx {
     queue: String,
     max_deliveries: u32,
     default_kind: Option<String>,
+    deferrals: Arc<Deferrals>,
 }
 
 impl QueueCtx {
@@ -584,7 +650,8 @@ impl NatsQueueConsumer {
             }
         };
         let (delivered, sequence, published) = info;
-        let attempt = u32::try_from(delivered.max(1)).unwrap_or(u32::MAX);
+        let deferred = i64::from(self.queue.deferrals.of(sequence));
+        let attempt = u32::try_from(delivered.saturating_sub(deferred).max(1)).unwrap_or(u32::MAX);
         let message_result = envelope_of(
             &message,
             &self.queue.queue,
@@ -607,6 +674,7 @@ impl NatsQueueConsumer {
             self.queue
                 .dead_letter(&message, &reason, attempt - 1, envelope)
                 .await?;
+            self.queue.deferrals.forget(sequence);
             self.dead_lettered.increment(1);
             drop(permit);
             return Ok(None);
@@ -615,6 +683,7 @@ impl NatsQueueConsumer {
         let settle = NatsSettle {
             queue: self.queue.clone(),
             message,
+            sequence,
             attempt,
             envelope,
             progress,
@@ -689,6 +758,8 @@ impl Drop for NatsQueueConsumer {
 struct NatsSettle {
     queue: Arc<QueueCtx>,
     message: Message,
+    /// Its stream sequence (the key of its [`Deferrals`]).
+    sequence: u64,
     attempt: u32,
     envelope: Option<(Uuid, String)>,
     /// The in-progress ack sent when it was handed out, if still on its way.
@@ -703,24 +774,41 @@ impl Settle for NatsSettle {
         if let Some(progress) = self.progress.take() {
             let _ = progress.await;
         }
+        let deferrals = &self.queue.deferrals;
+        // Recorded before the `Nak` goes (its redelivery must find it), taken back if it
+        // does not.
+        let mut deferred = false;
         let kind = match outcome {
             Outcome::Ack => AckKind::Ack,
             Outcome::Requeue => AckKind::Nak(None),
             Outcome::RetryAfter(delay) => AckKind::Nak(Some(delay)),
+            Outcome::Defer(delay) => {
+                deferred = deferrals.add(self.sequence);
+                AckKind::Nak(Some(delay))
+            }
             Outcome::Reject(reason) => {
                 let envelope = self
                     .envelope
                     .as_ref()
                     .map(|(id, kind)| (*id, kind.as_str()));
-                return self
-                    .queue
+                self.queue
                     .dead_letter(&self.message, &reason, self.attempt, envelope)
-                    .await;
+                    .await?;
+                deferrals.forget(self.sequence);
+                return Ok(());
             }
         };
-        self.message
+        let acked = matches!(kind, AckKind::Ack);
+        let sent = self
+            .message
             .ack_with(kind)
             .await
-            .map_err(|e| MessagingError::unavailable(BACKEND, e))
+            .map_err(|e| MessagingError::unavailable(BACKEND, e));
+        match (&sent, acked, deferred) {
+            (Ok(()), true, _) => deferrals.forget(self.sequence),
+            (Err(_), _, true) => deferrals.undo(self.sequence),
+            _ => {}
+        }
+        sent
     }
 }

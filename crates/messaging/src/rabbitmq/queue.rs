@@ -557,13 +557,18 @@ impl Settle for RabbitSettle {
                 );
                 self.forward(&self.queue, delivery, props).await
             }
-            Outcome::RetryAfter(delay) => {
+            Outcome::RetryAfter(delay) | Outcome::Defer(delay) => {
+                // A deferral goes round without counting: it carries the count it came with.
+                let prior = match outcome {
+                    Outcome::Defer(_) => self.attempt.saturating_sub(1),
+                    _ => self.attempt,
+                };
                 let mut props = republished(
                     &delivery.properties,
                     &[],
                     Some(vec![(
                         PRIOR_DELIVERIES,
-                        AMQPValue::LongLongInt(i64::from(self.attempt)),
+                        AMQPValue::LongLongInt(i64::from(prior)),
                     )]),
                 );
                 let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
