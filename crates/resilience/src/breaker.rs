@@ -381,6 +381,20 @@ impl CircuitBreaker {
         self.lock().phase.state()
     }
 
+    /// How long calls will still be refused, if the breaker is refusing them now: what
+    /// is left of the wait in OPEN (one second when FORCED_OPEN); `None` when calls may go.
+    pub fn open_for(&self) -> Option<Duration> {
+        let now = Instant::now();
+        match self.lock().phase {
+            Phase::Open { until } => Some(until.map_or(self.config.wait_in_open, |until| {
+                until.saturating_duration_since(now)
+            }))
+            .filter(|left| !left.is_zero()),
+            Phase::ForcedOpen => Some(RETRY_LATER),
+            _ => None,
+        }
+    }
+
     /// A permit to call the downstream, or [`Rejected`] if it must not be called (OPEN,
     /// FORCED_OPEN, or HALF_OPEN with every probe taken). Report the call's outcome on the
     /// permit; dropping it unreported ignores the call.

@@ -177,7 +177,7 @@ impl Downstream {
                         replica: 0,
                     })
                 });
-                self.attempt(permit, call, deadline, None)
+                self.attempt(permit, call, deadline, None, Some(&inner.breaker))
             },
         )
         .await
@@ -236,7 +236,8 @@ impl Downstream {
                         None,
                     ),
                 };
-                self.attempt(permit, call, deadline, guard)
+                // No hint from one replica's breaker: another may answer.
+                self.attempt(permit, call, deadline, guard, None)
             },
         )
         .await
@@ -263,6 +264,8 @@ impl Downstream {
         deadline: Instant,
         // Counts the attempt as in flight on its replica until it ends.
         _in_flight: Option<InFlight<'_>>,
+        // The breaker whose refusals after a failure are the caller's hint (see below).
+        breaker: Option<&CircuitBreaker>,
     ) -> Result<T, Problem>
     where
         Fut: Future<Output = Result<T, Problem>>,
@@ -296,10 +299,11 @@ impl Downstream {
                 // A client error means the downstream is healthy and said no.
                 if problem.kind().is_server_error() {
                     permit.record_failure(started.elapsed());
+                    Err(open_hint(problem, breaker))
                 } else {
                     permit.record_success(started.elapsed());
+                    Err(problem)
                 }
-                Err(problem)
             }
             Err(_) => {
                 permit.record_failure(started.elapsed());
@@ -308,11 +312,24 @@ impl Downstream {
                     inner.site.labels("downstream")
                 )
                 .increment(1);
-                Err(Problem::new(Kind::Timeout).with_detail(format!(
+                let problem = Problem::new(Kind::Timeout).with_detail(format!(
                     "{} did not answer within the call's budget",
                     self.name()
-                )))
+                ));
+                Err(open_hint(problem, breaker))
             }
         }
+    }
+}
+
+/// A failed call after which the breaker refuses calls (this failure opened it, or a
+/// probe's failure opened it again) says so: its `Retry-After` is the breaker's wait, as
+/// a refused call's is. The retry loop then stops rather than meet the refusal, a REST
+/// caller hears when to come back, and a queue worker defers the message instead of
+/// counting a delivery against it — the downstream is down, not the message at fault.
+fn open_hint(problem: Problem, breaker: Option<&CircuitBreaker>) -> Problem {
+    match breaker.and_then(CircuitBreaker::open_for) {
+        Some(left) if problem.retry_after().is_none() => problem.with_retry_after(left),
+        _ => problem,
     }
 }

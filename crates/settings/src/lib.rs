@@ -165,7 +165,9 @@ pub struct OrdersSettings {
     /// Deliveries of `order_processing` one worker holds unsettled at once (AMQP's
     /// `basic_qos(prefetch_count)`; the seed's fair dispatch is 1).
     pub prefetch: u16,
-    /// Workers on `order_processing` in each orders process.
+    /// Workers on `order_processing` in each orders process. 0: this process accepts,
+    /// serves and cancels orders but processes none (its workers run in other orders
+    /// processes on the same database and broker — an accept tier scaled apart).
     pub workers: u16,
 }
 
@@ -224,9 +226,9 @@ pub struct MessagingSettings {
     /// The broker's address; unused by `embedded`. May hold credentials: never logged.
     pub url: Option<String>,
     /// A message delivered this many times without success goes to its dead-letter queue.
-    /// A handler whose dependency is down retries no sooner than the dependency says it
-    /// may answer (an open breaker's wait), so 10 deliveries ride out an outage of a
-    /// minute or more before a message needs `brigade dlq redrive`.
+    /// A delivery whose handler found a dependency down (its breaker open, or opened by
+    /// this very failure) is deferred until the breaker's wait is over and does not count,
+    /// so an outage of any length leaves messages waiting rather than dead.
     pub max_deliveries: u32,
     /// How long event streams keep events.
     #[serde(with = "humantime_serde")]
@@ -407,11 +409,8 @@ impl Settings {
                 "must be a percentage in (0, 100]",
             ));
         }
-        if self.orders.prefetch == 0 || self.orders.workers == 0 {
-            return Err(invalid(
-                "orders.prefetch",
-                "orders.prefetch and orders.workers must be at least 1",
-            ));
+        if self.orders.prefetch == 0 {
+            return Err(invalid("orders.prefetch", "must be at least 1"));
         }
         if self.billing.provider_timeout.is_zero() {
             return Err(invalid(

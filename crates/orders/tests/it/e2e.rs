@@ -250,6 +250,99 @@ async fn catalog_stopped_mid_run_loses_nothing_and_strands_nothing_nats() {
     catalog_outage(Broker::nats().await).await;
 }
 
+/// The sum of `rendered`'s series `name` whose labels include every one of `labels`.
+fn series_value(rendered: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    rendered
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Catalog down far longer than an order's retry budget (`max_deliveries` 3): once the
+/// worker's calls have opened the breaker, each delivery of `ProcessOrder` is deferred —
+/// a refused call, or a probe whose failure opens the breaker again, says the catalog is
+/// down, not that the message is bad — so the order waits instead of being
+/// dead-lettered, and is paid once catalog is back.
+///
+/// The order is accepted by an orders process with no workers (`orders.workers = 0`,
+/// an accept tier), so catalog is down before any worker sees it; then a second orders
+/// process on the same database and broker, with one worker, takes it. A current-thread
+/// runtime: the test's own recorder sees the worker's settles.
+#[tokio::test]
+async fn an_order_waits_out_a_catalog_outage_longer_than_its_retries() {
+    const MAX_DELIVERIES: u32 = 3;
+    let recorder = telemetry::metrics::isolated_recorder();
+    let metrics = recorder.handle();
+    let _own = metrics::set_default_local_recorder(&recorder);
+    let pipeline = Pipeline::start(Broker::Embedded, |s| {
+        s.messaging.max_deliveries = MAX_DELIVERIES;
+        // The breaker opens on the worker's second failed call, and its wait is longer
+        // than a call's budget (a shorter one would be waited out inside the call, whose
+        // last attempt, a half-open probe, then fails without the hint).
+        s.outbound.breaker_minimum_calls = 2;
+        s.outbound.breaker_probes = 1;
+        s.outbound.timeout = Duration::from_millis(250);
+        s.outbound.breaker_wait = Duration::from_millis(400);
+        s.orders.workers = 0;
+    })
+    .await;
+    let item = pipeline.system.product(4.00, 10).await;
+    let id = placed(&pipeline, "outage", &[(item, 1)]).await;
+    pipeline.catalog_down();
+    let mut settings = pipeline.system.settings.clone();
+    settings.services.orders.port = 0;
+    settings.orders.workers = 1;
+    let worker = crate::helpers::Running::run(orders::build(&settings).await.unwrap());
+
+    // Deferred more times than it may be delivered, and still waiting.
+    let deferred = [("queue", "order_processing"), ("outcome", "defer")];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while series_value(
+        &metrics.render(),
+        "brigade_messaging_settled_total",
+        &deferred,
+    ) < f64::from(MAX_DELIVERIES + 2)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not deferred {} times within 30 s:\n{}",
+            MAX_DELIVERIES + 2,
+            metrics.render()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rendered = metrics.render();
+    let dead = [("queue", "order_processing")];
+    assert_eq!(
+        series_value(&rendered, "brigade_messaging_dead_lettered_total", &dead),
+        0.0,
+        "{rendered}"
+    );
+    assert_eq!(pipeline.system.order(&id).await["status"], "PENDING");
+
+    pipeline.catalog_up();
+    let paid = pipeline.system.status_becomes(&id, "PAID").await;
+    assert_eq!(history(&paid), ["PENDING", "CONFIRMED", "PAID"]);
+    assert_eq!(pipeline.system.stock(item).await, 9);
+    let rendered = metrics.render();
+    assert_eq!(
+        series_value(&rendered, "brigade_messaging_dead_lettered_total", &dead),
+        0.0,
+        "{rendered}"
+    );
+    drop(worker);
+}
+
 /// Billing crashed while orders flow (its tasks dropped mid-charge, its group membership
 /// never closed), then started again, on `broker`.
 async fn billing_crash(broker: Broker) {
