@@ -41,6 +41,9 @@ pub enum Command {
     /// Print the AsyncAPI 3.0 document of every queue and stream, or with --write refresh
     /// the committed copy (`asyncapi/brigade.json`) that the tests compare with the code.
     Asyncapi(AsyncapiArgs),
+    /// Print the gateway's GraphQL schema (SDL), or with --write refresh the committed
+    /// copy (`graphql/schema.graphql`) that the tests compare with the code.
+    Graphql(GraphqlArgs),
     /// Look at a work queue's dead letters, or put them back on the queue.
     Dlq(DlqArgs),
     /// Watch an event stream.
@@ -144,6 +147,16 @@ pub enum ReplayProjection {
         #[arg(long, default_value = "earliest")]
         from: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct GraphqlArgs {
+    /// Write the SDL instead of printing it.
+    #[arg(long)]
+    pub write: bool,
+    /// Where --write puts it.
+    #[arg(long, value_name = "FILE", default_value = "graphql/schema.graphql")]
+    pub path: PathBuf,
 }
 
 #[derive(Debug, Args)]

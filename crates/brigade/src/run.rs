@@ -9,7 +9,7 @@ use settings::{ServiceName, Settings};
 use storage::Database;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Cli, Command, DataDirArg, OpenapiArgs, SeedArgs};
+use crate::cli::{Cli, Command, DataDirArg, GraphqlArgs, OpenapiArgs, SeedArgs};
 use crate::messages;
 
 /// Demo data `brigade up` loads into a new data directory.
@@ -28,6 +28,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Asyncapi(args) = &cli.command {
         return messages::asyncapi(args);
     }
+    if let Command::Graphql(args) = &cli.command {
+        return graphql(args);
+    }
     let mut figment = Settings::figment(cli.config.as_deref())?;
     let data_dir = match &cli.command {
         Command::Up(a) => &a.data,
@@ -36,7 +39,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(a) => &a.data,
         Command::Events(a) => &a.data,
         Command::Replay(a) => &a.data,
-        Command::Openapi(_) | Command::Asyncapi(_) => &DEMO.data,
+        Command::Openapi(_) | Command::Asyncapi(_) | Command::Graphql(_) => &DEMO.data,
     };
     if let Some(dir) = &data_dir.data_dir {
         figment = figment.merge(Serialized::default("data_dir", dir));
@@ -58,6 +61,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve(&settings, args.service.into()).await,
         Command::Openapi(args) => openapi(&args),
         Command::Asyncapi(args) => messages::asyncapi(&args),
+        Command::Graphql(args) => graphql(&args),
         Command::Dlq(args) => messages::dlq(&settings, args.action).await,
         Command::Events(args) => messages::events(&settings, args.action).await,
         Command::Replay(args) => messages::replay(&settings, args.projection).await,
@@ -95,6 +99,22 @@ fn openapi(args: &OpenapiArgs) -> anyhow::Result<()> {
         } else {
             print!("{text}");
         }
+    }
+    Ok(())
+}
+
+/// The gateway's GraphQL SDL, as committed.
+fn graphql(args: &GraphqlArgs) -> anyhow::Result<()> {
+    let sdl = gateway::graphql::sdl();
+    if args.write {
+        if let Some(dir) = args.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&args.path, sdl)
+            .with_context(|| format!("writing {}", args.path.display()))?;
+        println!("wrote {}", args.path.display());
+    } else {
+        print!("{sdl}");
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use proto::v1::GetUserRequest;
 use proto::v1::user_service_client::UserServiceClient;
 use resilience::downstream::{Downstream, Policy};
 use settings::{ServiceName, Settings};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::domain::UserId;
 
@@ -22,10 +22,7 @@ impl Accounts {
     /// A client for the accounts service at its configured address. Connects lazily, so
     /// catalog starts (and serves everything else) while accounts is down.
     pub fn new(settings: &Settings) -> Result<Self, tonic::transport::Error> {
-        let url = settings.service_url(ServiceName::Accounts);
-        let channel = Endpoint::from_shared(url)?
-            .connect_timeout(settings.outbound.timeout)
-            .connect_lazy();
+        let channel = server::grpc::client::channel(settings, ServiceName::Accounts)?;
         Ok(Self {
             client: UserServiceClient::new(channel),
             downstream: Downstream::of_service(
@@ -46,14 +43,10 @@ impl Accounts {
             .call(true, |attempt| {
                 let mut client = self.client.clone();
                 async move {
-                    let mut request = tonic::Request::new(GetUserRequest { user_id: user.0 });
-                    // The callee gets this attempt's budget, so it stops before we do.
-                    request.set_timeout(attempt.budget);
-                    for (name, value) in telemetry::context::outbound_headers() {
-                        if let Ok(value) = value.parse() {
-                            request.metadata_mut().insert(name, value);
-                        }
-                    }
+                    let request = server::grpc::client::request(
+                        GetUserRequest { user_id: user.0 },
+                        attempt.budget,
+                    );
                     match client.get_user(request).await {
                         Ok(_) => Ok(true),
                         Err(status) if status.code() == tonic::Code::NotFound => Ok(false),

@@ -168,6 +168,34 @@ impl Catalog {
         Ok(Found::in_order(ids, rows, |p| p.id))
     }
 
+    /// Up to `per_product` reviews of each of `ids` (oldest first), in the order asked,
+    /// and the ids of the products that do not exist: a page of products' reviews in
+    /// one call (the GraphQL gateway's batched `Product.reviews`).
+    pub async fn reviews_of(
+        &self,
+        ids: &[ProductId],
+        per_product: u32,
+    ) -> Result<Found<(ProductId, Vec<Review>), ProductId>, CatalogError> {
+        let products = self.products_by_id(ids).await?;
+        let existing: Vec<ProductId> = products.found.iter().map(|p| p.id).collect();
+        // The rows come by product id; the answer goes in the order asked.
+        let mut by_product: std::collections::HashMap<ProductId, Vec<Review>> =
+            std::collections::HashMap::with_capacity(existing.len());
+        for review in self.store.reviews_of(&existing, per_product).await? {
+            by_product
+                .entry(review.product_id)
+                .or_default()
+                .push(review);
+        }
+        Ok(Found {
+            found: existing
+                .into_iter()
+                .map(|id| (id, by_product.remove(&id).unwrap_or_default()))
+                .collect(),
+            missing: products.missing,
+        })
+    }
+
     /// Creates a product under the face's `Idempotency-Key`, answering with `render`'s
     /// answer (which the key keeps for replays). The product and its `ProductCreated`
     /// event commit together; the relay is rung once they have.

@@ -13,8 +13,9 @@ use proto::v1::inventory_service_server::{InventoryService, InventoryServiceServ
 use proto::v1::product_service_server::{ProductService, ProductServiceServer};
 use proto::v1::review_service_server::{ReviewService, ReviewServiceServer};
 use proto::v1::{
-    BatchGetProductsRequest, BatchGetProductsResponse, CreateProductRequest, CreateReviewRequest,
-    ListProductsRequest, ListReviewsRequest, ListReviewsResponse, ProductRequest, ProductResponse,
+    BatchGetProductsRequest, BatchGetProductsResponse, BatchListReviewsRequest,
+    BatchListReviewsResponse, CreateProductRequest, CreateReviewRequest, ListProductsRequest,
+    ListReviewsRequest, ListReviewsResponse, ProductRequest, ProductResponse, ProductReviews,
     ReleaseStockRequest, Reservation as ReservationMessage, ReservationLine as LineMessage,
     ReserveStockRequest, Review as ReviewMessage,
 };
@@ -256,7 +257,59 @@ impl ReviewService for CatalogGrpc {
             .create_review(&write, new, review_message)
             .await
     }
+
+    async fn batch_list_reviews(
+        &self,
+        request: Request<BatchListReviewsRequest>,
+    ) -> Result<Response<BatchListReviewsResponse>, Status> {
+        let request = request.into_inner();
+        let per_product = match request.per_product_limit {
+            0 => DEFAULT_REVIEWS_PER_PRODUCT,
+            n @ 1..=MAX_REVIEWS_PER_PRODUCT => n.unsigned_abs(),
+            _ => {
+                return Err(Problem::validation(vec![FieldError::new(
+                    "per_product_limit",
+                    format!("must be between 1 and {MAX_REVIEWS_PER_PRODUCT} (0: the default)"),
+                )])
+                .into());
+            }
+        };
+        let ids: Vec<ProductId> = request
+            .product_ids
+            .into_iter()
+            .map(|id| ProductId(i64::from(id)))
+            .collect();
+        let looked_up = self
+            .catalog
+            .reviews_of(&ids, per_product)
+            .await
+            .map_err(Problem::from)?;
+        Ok(Response::new(BatchListReviewsResponse {
+            products: looked_up
+                .found
+                .into_iter()
+                .map(|(id, reviews)| {
+                    Ok::<_, Problem>(ProductReviews {
+                        product_id: int32(id.0, "product_id")?,
+                        reviews: reviews
+                            .into_iter()
+                            .map(review_message)
+                            .collect::<Result<_, _>>()?,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+            missing_ids: looked_up
+                .missing
+                .into_iter()
+                .map(|id| int32(id.0, "product_id"))
+                .collect::<Result<_, _>>()?,
+        }))
+    }
 }
+
+/// `BatchListReviews` without a `per_product_limit`, and its largest.
+const DEFAULT_REVIEWS_PER_PRODUCT: u32 = 20;
+const MAX_REVIEWS_PER_PRODUCT: i32 = 100;
 
 fn reservation_message(r: Reservation) -> Result<ReservationMessage, Problem> {
     use proto::v1::reservation::State;

@@ -1,6 +1,13 @@
-//! The gateway: the one public door (REST forwarding, GraphQL, API keys, rate limits arrive with their issues). For now a shell that owns its database and serves
-//! health and metrics; its `domain`, `store` and wire faces arrive with its issue.
+//! The gateway: the one public door. Today it serves the tutorial's GraphQL schema over
+//! catalog and accounts (`graphql`, over the use cases in `app`); REST forwarding, API
+//! keys and rate limits arrive with their issue. It keeps no copy of the services' data.
 #![forbid(unsafe_code)]
+
+pub mod app;
+pub mod graphql;
+pub mod web;
+
+use std::sync::Arc;
 
 use settings::{ServiceName, Settings};
 use storage::Migrations;
@@ -11,11 +18,15 @@ pub const SERVICE: ServiceName = ServiceName::Gateway;
 pub static MIGRATIONS: Migrations = Migrations::NONE;
 
 /// Declared: its own database (no tables yet: `/readyz` still proves it answers), served
-/// with health and metrics.
+/// with health, metrics and `POST /graphql`.
 pub async fn build(settings: &Settings) -> Result<server::Application, server::StartError> {
-    server::Service::new(SERVICE, &[&MIGRATIONS])
+    let parts = server::Service::new(SERVICE, &[&MIGRATIONS])
         .open(settings)
-        .await?
-        .serve(axum::Router::new())
-        .await
+        .await?;
+    let gateway = app::Gateway::new(settings).map_err(|e| server::StartError::Bind {
+        service: SERVICE,
+        addr: settings.services.gateway.addr(),
+        reason: format!("the catalog or accounts address is not a valid URL: {e}"),
+    })?;
+    parts.serve(web::router(Arc::new(gateway))).await
 }

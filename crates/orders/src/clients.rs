@@ -4,8 +4,6 @@
 //! products and their prices; reserve and release stock per order id). Orders never
 //! reads their databases.
 
-use std::time::Duration;
-
 use problem::Problem;
 use proto::v1::inventory_service_client::InventoryServiceClient;
 use proto::v1::product_service_client::ProductServiceClient;
@@ -15,29 +13,11 @@ use proto::v1::{
     ReserveStockRequest,
 };
 use resilience::downstream::{Downstream, Policy};
+use server::grpc::client::{channel, request};
 use settings::{ServiceName, Settings};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::domain::{Line, LineRequest, OrderId, ProductId, UserId};
-
-/// A request carrying this attempt's budget (so the callee stops before we do) and the
-/// caller's correlation ID and trace.
-fn request<T>(message: T, budget: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(budget);
-    for (name, value) in telemetry::context::outbound_headers() {
-        if let Ok(value) = value.parse() {
-            request.metadata_mut().insert(name, value);
-        }
-    }
-    request
-}
-
-fn channel(settings: &Settings, service: ServiceName) -> Result<Channel, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(settings.service_url(service))?
-        .connect_timeout(settings.outbound.timeout)
-        .connect_lazy())
-}
 
 /// What the catalog answered for an order's lines.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,14 @@ use crate::balance::{InFlight, Replicas};
 use crate::breaker::{BreakerConfig, CircuitBreaker, Permit, Rejected};
 use crate::retry::{RetryBudget, RetryPolicy};
 
+/// Counter: calls made through a [`Downstream`] — each call once, however many attempts
+/// it took — by `downstream` and `outcome` (`ok`; `refused`: the downstream answered with
+/// a client error; `error`: it failed, timed out, or was not called because its breaker
+/// was open). Beside `brigade_retries_total`: first attempts against retries.
+pub const CALLS_TOTAL: &str = "brigade_downstream_calls_total";
+/// Histogram: how long each call took, its attempts and backoffs included.
+pub const CALL_DURATION: &str = "brigade_downstream_call_duration_seconds";
+
 /// How one downstream is called.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -144,7 +152,35 @@ impl Downstream {
     /// (reads, or writes that carry an idempotency key). Errors are problems from the one
     /// table: the operation's own, or Unavailable (breaker open, bulkhead full) and
     /// Timeout (budget spent) from the layers.
-    pub async fn call<T, F, Fut>(&self, idempotent: bool, mut operation: F) -> Result<T, Problem>
+    pub async fn call<T, F, Fut>(&self, idempotent: bool, operation: F) -> Result<T, Problem>
+    where
+        F: FnMut(Attempt) -> Fut,
+        Fut: Future<Output = Result<T, Problem>>,
+    {
+        let started = Instant::now();
+        let result = self.call_once(idempotent, operation).await;
+        self.count_call(started, &result);
+        result
+    }
+
+    /// One call's outcome in the per-downstream series: calls by outcome, and how long
+    /// each took (all its attempts and waits).
+    fn count_call<T>(&self, started: Instant, result: &Result<T, Problem>) {
+        let mut labels = self.inner.site.labels("downstream");
+        labels.push(metrics::Label::new(
+            "outcome",
+            match result {
+                Ok(_) => "ok",
+                Err(p) if p.kind().is_server_error() => "error",
+                Err(_) => "refused",
+            },
+        ));
+        metrics::counter!(CALLS_TOTAL, labels).increment(1);
+        metrics::histogram!(CALL_DURATION, self.inner.site.labels("downstream"))
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    async fn call_once<T, F, Fut>(&self, idempotent: bool, mut operation: F) -> Result<T, Problem>
     where
         F: FnMut(Attempt) -> Fut,
         Fut: Future<Output = Result<T, Problem>>,
@@ -188,6 +224,24 @@ impl Downstream {
     /// replica's breaker, so a failing replica is ejected while the others carry on, and a
     /// retry usually lands on another replica.
     pub async fn call_balanced<C, T, F, Fut>(
+        &self,
+        replicas: &Replicas<C>,
+        idempotent: bool,
+        operation: F,
+    ) -> Result<T, Problem>
+    where
+        F: FnMut(Attempt, &C) -> Fut,
+        Fut: Future<Output = Result<T, Problem>>,
+    {
+        let started = Instant::now();
+        let result = self
+            .call_balanced_once(replicas, idempotent, operation)
+            .await;
+        self.count_call(started, &result);
+        result
+    }
+
+    async fn call_balanced_once<C, T, F, Fut>(
         &self,
         replicas: &Replicas<C>,
         idempotent: bool,

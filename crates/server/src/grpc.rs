@@ -179,3 +179,37 @@ pub fn page(
         Problem::invalid_request("invalid paging parameters").with_errors(errors)
     })
 }
+
+/// Calling another Brigade service over gRPC, the same way from every service: a channel
+/// that connects lazily (the caller starts, and serves what it can, while the callee is
+/// down), and requests that carry the attempt's budget (so the callee stops before the
+/// caller does) and the caller's correlation ID and trace.
+pub mod client {
+    use std::time::Duration;
+
+    use settings::{ServiceName, Settings};
+    use tonic::transport::{Channel, Endpoint};
+
+    /// A lazily connected channel to `service` at its configured address.
+    pub fn channel(
+        settings: &Settings,
+        service: ServiceName,
+    ) -> Result<Channel, tonic::transport::Error> {
+        Ok(Endpoint::from_shared(settings.service_url(service))?
+            .connect_timeout(settings.outbound.timeout)
+            .connect_lazy())
+    }
+
+    /// `message` as a request with `budget` as its `grpc-timeout` and the current
+    /// request context's outbound headers as metadata.
+    pub fn request<T>(message: T, budget: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(budget);
+        for (name, value) in telemetry::context::outbound_headers() {
+            if let Ok(value) = value.parse() {
+                request.metadata_mut().insert(name, value);
+            }
+        }
+        request
+    }
+}

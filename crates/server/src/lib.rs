@@ -11,6 +11,8 @@ mod health;
 pub mod rest;
 mod service;
 mod stack;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::future::Future;
 use std::net::SocketAddr;

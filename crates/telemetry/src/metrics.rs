@@ -248,6 +248,26 @@ pub fn error_kind(response: &Response) -> Option<&'static str> {
         .map(|ErrorKindLabel(kind)| *kind)
 }
 
+/// The sum of the samples of `name` in Prometheus exposition text whose labels include
+/// every one of `labels` (`name`'s own series only: `name_bucket` and friends are not
+/// `name`). What tests, and tools reading `/metrics`, ask of a series.
+pub fn series_value(rendered: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    rendered
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -318,22 +318,3 @@ impl World {
         (status, response.json().await.unwrap())
     }
 }
-
-/// The value of one series in a Prometheus exposition (`name{labels}`), all label orders
-/// alike: the sum over every line whose name is `name` and whose labels include `labels`.
-pub fn series_value(rendered: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    rendered
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|line| {
-            labels
-                .iter()
-                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}

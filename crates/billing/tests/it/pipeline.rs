@@ -9,7 +9,8 @@ use orders::events::{
 };
 use serde_json::json;
 
-use crate::helpers::{PATIENCE, cancelled, confirmed, order_id, series_value, spawn_world};
+use crate::helpers::{PATIENCE, cancelled, confirmed, order_id, spawn_world};
+use telemetry::metrics::series_value;
 
 const REQUESTS: &str = "brigade_billing_provider_requests_total";
 

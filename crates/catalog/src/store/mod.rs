@@ -305,6 +305,36 @@ async fn list_reviews(
     rows.into_iter().map(Review::try_from).collect()
 }
 
+/// The first `per_product` reviews of each product (`ROW_NUMBER` over each product's
+/// reviews: SQLite and PostgreSQL alike), by product then review.
+pub(crate) fn reviews_of_sql(ids: &str, per_product: u32) -> String {
+    format!(
+        "SELECT {REVIEW_COLUMNS} FROM (\
+           SELECT {REVIEW_COLUMNS}, ROW_NUMBER() OVER (PARTITION BY product_id ORDER BY id) AS n \
+           FROM reviews WHERE product_id IN ({ids})\
+         ) AS ranked WHERE n <= {per_product} ORDER BY product_id, id"
+    )
+}
+
+async fn list_reviews_of(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+    per_product: u32,
+) -> Result<Vec<Review>, StoreError> {
+    let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = reviews_of_sql(&placeholders.join(", "), per_product);
+    let mut query = sqlx::query_as::<_, ReviewRow>(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        query = query.bind(*id);
+    }
+    query
+        .fetch_all(conn)
+        .await?
+        .into_iter()
+        .map(Review::try_from)
+        .collect()
+}
+
 async fn count_products(conn: &mut AnyConnection) -> Result<i64, StoreError> {
     let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM products")
         .fetch_one(conn)
@@ -610,6 +640,23 @@ impl CatalogStore {
             }
             None => with_conn!(self, |c| list_reviews(&mut c, product_id, after, limit)
                 .await),
+        }
+    }
+
+    /// Up to `per_product` reviews of each of `products`, oldest first, ordered by
+    /// product then review: one statement for them all.
+    pub async fn reviews_of(
+        &self,
+        products: &[ProductId],
+        per_product: u32,
+    ) -> Result<Vec<Review>, StoreError> {
+        if products.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = products.iter().map(|id| id.0).collect();
+        match self.db.readers() {
+            Some(readers) => rows(read::reviews_of(readers, ids, per_product).await?),
+            None => with_conn!(self, |c| list_reviews_of(&mut c, &ids, per_product).await),
         }
     }
 

@@ -164,6 +164,21 @@ pub(super) async fn reviews(
         .await
 }
 
+/// `reviews_of`: the first `per_product` reviews of each product in `ids`, the ids as
+/// one JSON array (see [`products_by_id`]).
+pub(super) async fn reviews_of(
+    readers: &Readers,
+    ids: Vec<i64>,
+    per_product: u32,
+) -> Result<Vec<ReviewRow>, SqliteError> {
+    readers
+        .read(move |conn: &Connection| {
+            let sql = super::reviews_of_sql("SELECT value FROM json_each(?1)", per_product);
+            all(conn, &sql, [ids_json(&ids)], review_row)
+        })
+        .await
+}
+
 /// `[1,2,3]`: integers need no escaping.
 fn ids_json(ids: &[i64]) -> String {
     let mut out = String::with_capacity(2 + ids.len() * 8);

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::history;
 use crate::pipeline::{Broker, Pipeline, all_final, assert_consistent, place_many};
+use telemetry::metrics::series_value;
 
 async fn placed(pipeline: &Pipeline, key: &str, items: &[(i64, i64)]) -> String {
     pipeline.system.placed(key, 1, items).await
@@ -248,24 +249,6 @@ async fn catalog_stopped_mid_run_loses_nothing_and_strands_nothing_rabbitmq() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_stopped_mid_run_loses_nothing_and_strands_nothing_nats() {
     catalog_outage(Broker::nats().await).await;
-}
-
-/// The sum of `rendered`'s series `name` whose labels include every one of `labels`.
-fn series_value(rendered: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    rendered
-        .lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .filter(|line| {
-            labels
-                .iter()
-                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Catalog down far longer than an order's retry budget (`max_deliveries` 3): once the

@@ -1,0 +1,318 @@
+//! The gateway's use cases: what a client may ask of the services behind it, each
+//! answered by the service that owns the data, over gRPC, through `resilience::Downstream`
+//! (a deadline under the operation's, a budgeted retry where the call may be repeated, a
+//! breaker per service). The gateway keeps no copy of catalog's or accounts' data.
+//!
+//! The batch methods (`products_by_id`, `reviews_of`, `users`) are what the GraphQL
+//! face's DataLoaders call: one call per kind of thing per operation, however many
+//! products a page holds.
+
+use std::collections::HashMap;
+
+use problem::{FieldError, Problem};
+use proto::v1::product_service_client::ProductServiceClient;
+use proto::v1::review_service_client::ReviewServiceClient;
+use proto::v1::user_service_client::UserServiceClient;
+use proto::v1::{
+    BatchGetProductsRequest, BatchGetUsersRequest, BatchListReviewsRequest, CreateProductRequest,
+    ListProductsRequest, ProductRequest, ProductResponse,
+};
+use resilience::downstream::{Downstream, Policy};
+use server::grpc::client::{channel, request};
+use settings::{ServiceName, Settings};
+use tonic::transport::Channel;
+
+/// Most products one `products` call lists (catalog's batch size).
+pub const MAX_PRODUCTS: u32 = 200;
+
+/// A product as catalog has it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Product {
+    pub id: i64,
+    pub name: String,
+    pub price: f64,
+    pub stock: i64,
+}
+
+impl From<ProductResponse> for Product {
+    fn from(p: ProductResponse) -> Self {
+        Self {
+            id: i64::from(p.id),
+            name: p.name,
+            price: p.price,
+            stock: i64::from(p.stock),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Review {
+    pub id: i64,
+    pub product_id: i64,
+    pub user_id: i64,
+    pub rating: i32,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+}
+
+/// A product to create, as the client gave it (catalog validates it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewProduct {
+    pub name: String,
+    pub price: f64,
+    pub stock: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    products: ProductServiceClient<Channel>,
+    reviews: ReviewServiceClient<Channel>,
+    users: UserServiceClient<Channel>,
+    catalog: Downstream,
+    accounts: Downstream,
+}
+
+/// A gRPC id (`int32`) from a client's id: `None` when it cannot name anything.
+fn id32(id: i64) -> Option<i32> {
+    i32::try_from(id).ok().filter(|id| *id > 0)
+}
+
+impl Gateway {
+    /// Clients of catalog and accounts at their configured addresses; they connect
+    /// lazily, so the gateway starts while either is down.
+    pub fn new(settings: &Settings) -> Result<Self, tonic::transport::Error> {
+        let catalog = channel(settings, ServiceName::Catalog)?;
+        let policy = Policy::from_outbound(&settings.outbound);
+        Ok(Self {
+            products: ProductServiceClient::new(catalog.clone()),
+            reviews: ReviewServiceClient::new(catalog),
+            users: UserServiceClient::new(channel(settings, ServiceName::Accounts)?),
+            catalog: Downstream::of_service(crate::SERVICE.as_str(), "catalog", policy.clone()),
+            accounts: Downstream::of_service(crate::SERVICE.as_str(), "accounts", policy),
+        })
+    }
+
+    /// One product, or `None` if catalog has no such product.
+    pub async fn product(&self, id: i64) -> Result<Option<Product>, Problem> {
+        let Some(id) = id32(id) else {
+            return Ok(None);
+        };
+        self.catalog
+            .call(true, |attempt| {
+                let mut client = self.products.clone();
+                async move {
+                    let asked = request(ProductRequest { product_id: id }, attempt.budget);
+                    match client.get_product(asked).await {
+                        Ok(found) => Ok(Some(Product::from(found.into_inner()))),
+                        Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+                        Err(status) => Err(Problem::from_downstream("catalog", &status)),
+                    }
+                }
+            })
+            .await
+    }
+
+    /// The first `limit` products (1 to [`MAX_PRODUCTS`]), in id order.
+    pub async fn products(&self, limit: u32) -> Result<Vec<Product>, Problem> {
+        if limit == 0 || limit > MAX_PRODUCTS {
+            return Err(Problem::validation(vec![FieldError::new(
+                "limit",
+                format!("must be between 1 and {MAX_PRODUCTS}"),
+            )]));
+        }
+        let page_size = i32::try_from(limit).unwrap_or(i32::MAX);
+        self.catalog
+            .call(true, |attempt| {
+                let mut client = self.products.clone();
+                async move {
+                    let asked = request(
+                        ListProductsRequest {
+                            page_size,
+                            page_token: String::new(),
+                        },
+                        attempt.budget,
+                    );
+                    let failed =
+                        |status: tonic::Status| Problem::from_downstream("catalog", &status);
+                    let mut stream = client
+                        .list_products(asked)
+                        .await
+                        .map_err(failed)?
+                        .into_inner();
+                    let mut listed = Vec::with_capacity(limit as usize);
+                    while let Some(product) = stream.message().await.map_err(failed)? {
+                        listed.push(Product::from(product));
+                    }
+                    Ok(listed)
+                }
+            })
+            .await
+    }
+
+    /// The products among `ids` that exist, by id.
+    pub async fn products_by_id(&self, ids: &[i64]) -> Result<HashMap<i64, Product>, Problem> {
+        let ids: Vec<i32> = ids.iter().copied().filter_map(id32).collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found = self
+            .catalog
+            .call(true, |attempt| {
+                let mut client = self.products.clone();
+                let product_ids = ids.clone();
+                async move {
+                    let asked = request(BatchGetProductsRequest { product_ids }, attempt.budget);
+                    client
+                        .batch_get_products(asked)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|status| Problem::from_downstream("catalog", &status))
+                }
+            })
+            .await?;
+        Ok(found
+            .products
+            .into_iter()
+            .map(|p| (i64::from(p.id), Product::from(p)))
+            .collect())
+    }
+
+    /// Up to `per_product` reviews of each of `ids` that exists (oldest first), by
+    /// product: one call for them all.
+    pub async fn reviews_of(
+        &self,
+        ids: &[i64],
+        per_product: u32,
+    ) -> Result<HashMap<i64, Vec<Review>>, Problem> {
+        let ids: Vec<i32> = ids.iter().copied().filter_map(id32).collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let per_product_limit = i32::try_from(per_product).unwrap_or(i32::MAX);
+        let found = self
+            .catalog
+            .call(true, |attempt| {
+                let mut client = self.reviews.clone();
+                let product_ids = ids.clone();
+                async move {
+                    let asked = request(
+                        BatchListReviewsRequest {
+                            product_ids,
+                            per_product_limit,
+                        },
+                        attempt.budget,
+                    );
+                    client
+                        .batch_list_reviews(asked)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|status| Problem::from_downstream("catalog", &status))
+                }
+            })
+            .await?;
+        Ok(found
+            .products
+            .into_iter()
+            .map(|p| {
+                let reviews = p
+                    .reviews
+                    .into_iter()
+                    .map(|r| Review {
+                        id: r.id,
+                        product_id: i64::from(r.product_id),
+                        user_id: r.user_id,
+                        rating: r.rating,
+                        comment: (!r.comment.is_empty()).then_some(r.comment),
+                    })
+                    .collect();
+                (i64::from(p.product_id), reviews)
+            })
+            .collect())
+    }
+
+    /// The users among `ids` that exist, by id: one call for them all.
+    pub async fn users(&self, ids: &[i64]) -> Result<HashMap<i64, User>, Problem> {
+        let user_ids: Vec<i64> = ids.iter().copied().filter(|id| *id > 0).collect();
+        if user_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let found = self
+            .accounts
+            .call(true, |attempt| {
+                let mut client = self.users.clone();
+                let user_ids = user_ids.clone();
+                async move {
+                    let asked = request(BatchGetUsersRequest { user_ids }, attempt.budget);
+                    client
+                        .batch_get_users(asked)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|status| Problem::from_downstream("accounts", &status))
+                }
+            })
+            .await?;
+        Ok(found
+            .users
+            .into_iter()
+            .map(|u| {
+                (
+                    u.id,
+                    User {
+                        id: u.id,
+                        name: u.name,
+                        email: u.email,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Creates a product in catalog. With an idempotency key the call may be retried
+    /// (catalog answers a retry with the first answer); without one it is made once.
+    pub async fn create_product(
+        &self,
+        new: NewProduct,
+        idempotency_key: Option<&str>,
+    ) -> Result<Product, Problem> {
+        let stock = i32::try_from(new.stock)
+            .map_err(|_| Problem::validation(vec![FieldError::new("stock", "is out of range")]))?;
+        let key = match idempotency_key {
+            Some(key) => Some(tonic::metadata::MetadataValue::try_from(key).map_err(|_| {
+                Problem::validation(vec![FieldError::new(
+                    "idempotencyKey",
+                    "must be printable ASCII",
+                )])
+            })?),
+            None => None,
+        };
+        self.catalog
+            .call(key.is_some(), |attempt| {
+                let mut client = self.products.clone();
+                let mut asked = request(
+                    CreateProductRequest {
+                        name: new.name.clone(),
+                        price: new.price,
+                        stock,
+                    },
+                    attempt.budget,
+                );
+                if let Some(key) = &key {
+                    asked.metadata_mut().insert("idempotency-key", key.clone());
+                }
+                async move {
+                    client
+                        .create_product(asked)
+                        .await
+                        .map(|created| Product::from(created.into_inner()))
+                        .map_err(|status| Problem::from_downstream("catalog", &status))
+                }
+            })
+            .await
+    }
+}

@@ -1,0 +1,325 @@
+//! The GraphQL face: the tutorial's schema (`Product`, `Review`, `User`,
+//! `Query.product`, `Query.products`, `Mutation.createProduct`) over the gateway's use
+//! cases. It only translates: every field is answered by `app::Gateway`, which asks the
+//! service that owns the data.
+//!
+//! N+1: `Product.reviews` and `Review.user` go through per-operation DataLoaders, so a
+//! page of products costs one call for the products, one for all their reviews and one
+//! for all the reviews' authors, however long the page.
+//!
+//! Errors: a field that fails carries the error table's `extensions` (`code`, `type`,
+//! `status`, ...) from `problem::GraphqlError`, and its siblings still resolve (partial
+//! data where the schema allows null).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{Context, EmptySubscription, ID, Object, Schema};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use problem::Problem;
+
+use crate::app::{self, Gateway};
+
+pub type GatewaySchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// Reviews of each product a page shows (`Product.reviews`).
+pub const REVIEWS_PER_PRODUCT: u32 = 20;
+
+/// The schema, with the gateway's use cases as its data.
+pub fn schema(gateway: Arc<Gateway>) -> GatewaySchema {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .data(gateway)
+        .finish()
+}
+
+/// The SDL the schema serves (what `graphql/schema.graphql` holds).
+pub fn sdl() -> String {
+    Schema::build(Query, Mutation, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// One operation's DataLoaders and the batches they have asked to run.
+pub struct Loaders {
+    pub reviews: DataLoader<ReviewsLoader>,
+    pub users: DataLoader<UsersLoader>,
+    batches: Batches,
+}
+
+/// Batches queued by an operation's loaders, run by [`execute`] in the operation's own
+/// task.
+type Batches = Arc<std::sync::Mutex<Vec<BoxFuture<'static, ()>>>>;
+
+/// Fresh loaders for one operation (nothing is cached between operations: every answer
+/// is the owning service's current one).
+pub fn loaders(gateway: &Arc<Gateway>) -> Loaders {
+    let batches = Batches::default();
+    let queue = |batches: &Batches| {
+        let batches = Arc::clone(batches);
+        move |batch: BoxFuture<'static, ()>| {
+            batches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(batch);
+        }
+    };
+    Loaders {
+        reviews: DataLoader::new(ReviewsLoader(Arc::clone(gateway)), queue(&batches))
+            .delay(Duration::ZERO),
+        users: DataLoader::new(UsersLoader(Arc::clone(gateway)), queue(&batches))
+            .delay(Duration::ZERO),
+        batches,
+    }
+}
+
+/// Runs `request` with `loaders`, dispatching their batches the way graphql-js's
+/// DataLoader does at the end of a tick: a batch starts only once the execution can make
+/// no more progress without it, so every key one level of the query asks for is in it,
+/// however many objects that level holds and however busy the machine is. (DataLoader's
+/// own scheme — a batch per timer window, in a task of its own — splits a level into
+/// several batches when the execution is slower than the window, and a separate task
+/// would lose the request's context.) Batches run inside this task, so their calls carry
+/// the request's correlation ID, trace and deadline; the execution runs unconstrained by
+/// tokio's cooperative budget, which would otherwise stop a pass halfway through a level.
+pub async fn execute(
+    schema: &GatewaySchema,
+    request: async_graphql::Request,
+    loaders: Loaders,
+) -> async_graphql::Response {
+    let Loaders {
+        reviews,
+        users,
+        batches,
+    } = loaders;
+    let execution = tokio::task::unconstrained(schema.execute(request.data(reviews).data(users)));
+    let mut execution = std::pin::pin!(execution);
+    let mut running = FuturesUnordered::new();
+    std::future::poll_fn(move |cx| {
+        loop {
+            if let Poll::Ready(response) = execution.as_mut().poll(cx) {
+                return Poll::Ready(response);
+            }
+            running.extend(
+                batches
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .drain(..),
+            );
+            // A finished batch has handed its results to the fields waiting on them:
+            // run the execution again before waiting for anything else.
+            let mut finished = false;
+            while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
+                finished = true;
+            }
+            if !finished {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
+
+/// A problem as a GraphQL field error, with the error table's extensions (logged once,
+/// here, as every face logs its problems).
+fn field_error(problem: Problem) -> async_graphql::Error {
+    shaped_error(problem::GraphqlError::from(problem))
+}
+
+fn shaped_error(shaped: problem::GraphqlError) -> async_graphql::Error {
+    let mut error = async_graphql::Error::new(shaped.message);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    for (name, value) in shaped.extensions {
+        if let Ok(value) = async_graphql::Value::from_json(value) {
+            extensions.set(name, value);
+        }
+    }
+    error.extensions = Some(extensions);
+    error
+}
+
+/// An id the client sent: catalog's and accounts' ids are positive integers; anything
+/// else names nothing.
+fn parse_id(id: &ID) -> Option<i64> {
+    id.parse::<i64>().ok().filter(|id| *id > 0)
+}
+
+/// `Product.reviews`, batched: every product of an operation in one call.
+pub struct ReviewsLoader(Arc<Gateway>);
+
+impl Loader<i64> for ReviewsLoader {
+    type Value = Vec<app::Review>;
+    /// Shaped (and logged) once for the batch; every field that waited on it gets a copy.
+    type Error = problem::GraphqlError;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        self.0
+            .reviews_of(keys, REVIEWS_PER_PRODUCT)
+            .await
+            .map_err(problem::GraphqlError::from)
+    }
+}
+
+/// `Review.user`, batched: every author of an operation in one call.
+pub struct UsersLoader(Arc<Gateway>);
+
+impl Loader<i64> for UsersLoader {
+    type Value = app::User;
+    type Error = problem::GraphqlError;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        self.0
+            .users(keys)
+            .await
+            .map_err(problem::GraphqlError::from)
+    }
+}
+
+fn gateway<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Arc<Gateway>> {
+    ctx.data::<Arc<Gateway>>()
+}
+
+/// A product in the catalog.
+pub struct Product(app::Product);
+
+#[Object]
+impl Product {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn price(&self) -> f64 {
+        self.0.price
+    }
+
+    async fn stock(&self) -> i32 {
+        i32::try_from(self.0.stock).unwrap_or(i32::MAX)
+    }
+
+    /// Its first reviews, oldest first (at most 20).
+    async fn reviews(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Review>> {
+        let loader = ctx.data::<DataLoader<ReviewsLoader>>()?;
+        let reviews = loader.load_one(self.0.id).await.map_err(shaped_error)?;
+        Ok(reviews
+            .unwrap_or_default()
+            .into_iter()
+            .map(Review)
+            .collect())
+    }
+}
+
+/// A user's review of a product.
+pub struct Review(app::Review);
+
+#[Object]
+impl Review {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn rating(&self) -> i32 {
+        self.0.rating
+    }
+
+    async fn comment(&self) -> Option<&str> {
+        self.0.comment.as_deref()
+    }
+
+    /// Its author.
+    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        let loader = ctx.data::<DataLoader<UsersLoader>>()?;
+        match loader
+            .load_one(self.0.user_id)
+            .await
+            .map_err(shaped_error)?
+        {
+            Some(user) => Ok(User(user)),
+            None => Err(field_error(Problem::not_found(format!(
+                "review {}'s author, user {}, does not exist",
+                self.0.id, self.0.user_id
+            )))),
+        }
+    }
+}
+
+/// A user of the shop.
+pub struct User(app::User);
+
+#[Object]
+impl User {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+}
+
+pub struct Query;
+
+#[Object]
+impl Query {
+    /// One product; null if there is none with this id.
+    async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
+        let Some(id) = parse_id(&id) else {
+            return Ok(None);
+        };
+        let found = gateway(ctx)?.product(id).await.map_err(field_error)?;
+        Ok(found.map(Product))
+    }
+
+    /// The first `limit` products (1 to 200), in id order.
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] limit: Option<i32>,
+    ) -> async_graphql::Result<Vec<Product>> {
+        // An explicit null is the default too (the tutorial's `limit: Int = 20`).
+        let limit = u32::try_from(limit.unwrap_or(20)).unwrap_or(0);
+        let listed = gateway(ctx)?.products(limit).await.map_err(field_error)?;
+        Ok(listed.into_iter().map(Product).collect())
+    }
+}
+
+pub struct Mutation;
+
+#[Object]
+impl Mutation {
+    /// Creates a product. With an `idempotencyKey`, a retry of the same mutation
+    /// creates nothing more and answers the first product.
+    async fn create_product(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        price: f64,
+        stock: i32,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<Product> {
+        let created = gateway(ctx)?
+            .create_product(
+                app::NewProduct {
+                    name,
+                    price,
+                    stock: i64::from(stock),
+                },
+                idempotency_key.as_deref(),
+            )
+            .await
+            .map_err(field_error)?;
+        Ok(Product(created))
+    }
+}

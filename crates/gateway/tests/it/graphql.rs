@@ -1,0 +1,192 @@
+//! The tutorial's GraphQL, served by the gateway over catalog and accounts.
+
+use serde_json::{Value, json};
+use telemetry::metrics::series_value;
+
+use crate::helpers::System;
+
+/// The tutorial's example query, verbatim.
+const TUTORIAL_QUERY: &str = r#"
+# Client query — ask for exactly the fields you need.
+query {
+    product(id: "1") {
+        name
+        price
+        reviews {
+            rating
+            user { name }
+        }
+    }
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tutorials_query_returns_the_tutorials_response_shape() {
+    let system = System::start(2, 0).await;
+    // The tutorial's one review: Jane (user 1) gave the Laptop 5 stars.
+    system.review(1, 1, 5, "Fast and light.").await;
+    let answer = system.graphql(TUTORIAL_QUERY).await;
+    assert_eq!(
+        answer,
+        json!({
+            "data": {
+                "product": {
+                    "name": "Laptop",
+                    "price": 999.99,
+                    "reviews": [
+                        {"rating": 5, "user": {"name": "Jane Doe"}}
+                    ]
+                }
+            }
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_product_that_does_not_exist_is_null_not_an_error() {
+    let system = System::start(2, 0).await;
+    for id in ["999", "0", "-3", "laptop"] {
+        let answer = system
+            .graphql(&format!("{{ product(id: \"{id}\") {{ name }} }}"))
+            .await;
+        assert_eq!(answer, json!({"data": {"product": null}}), "id {id}");
+    }
+}
+
+/// The sum of the gateway's outbound calls, by downstream, from its metrics.
+fn calls(rendered: &str, downstream: &str) -> f64 {
+    series_value(
+        rendered,
+        "brigade_downstream_calls_total",
+        &[("service", "gateway"), ("downstream", downstream)],
+    )
+}
+
+/// N+1, answered: a page of 50 products with their reviews and the reviews' authors
+/// costs three backend calls — the page, one batch of reviews, one batch of users —
+/// counted from the gateway's own per-downstream series. A current-thread runtime: the
+/// test's own recorder sees only its own calls.
+#[tokio::test]
+async fn a_page_of_products_with_reviews_and_authors_is_three_backend_calls() {
+    let recorder = telemetry::metrics::isolated_recorder();
+    let metrics = recorder.handle();
+    let _own = metrics::set_default_local_recorder(&recorder);
+    let system = System::start(60, 300).await;
+    for limit in [50, 5] {
+        let before = metrics.render();
+        let answer = system
+            .graphql(&format!(
+                "{{ products(limit: {limit}) {{ name reviews {{ rating user {{ name }} }} }} }}"
+            ))
+            .await;
+        let after = metrics.render();
+        assert!(answer.get("errors").is_none(), "{answer:#}");
+        let products = answer["data"]["products"].as_array().unwrap();
+        assert_eq!(products.len(), limit);
+        let reviews: Vec<&Value> = products
+            .iter()
+            .flat_map(|p| p["reviews"].as_array().unwrap())
+            .collect();
+        assert!(
+            reviews.len() > limit,
+            "the seed's 300 reviews are spread over the page"
+        );
+        assert!(
+            reviews
+                .iter()
+                .all(|r| r["user"]["name"].as_str().is_some_and(|n| !n.is_empty()))
+        );
+        assert_eq!(
+            calls(&after, "catalog") - calls(&before, "catalog"),
+            2.0,
+            "the page and one batch of reviews"
+        );
+        assert_eq!(
+            calls(&after, "accounts") - calls(&before, "accounts"),
+            1.0,
+            "one batch of users"
+        );
+    }
+}
+
+/// A failing backend gives a field error with the error table's extensions, and the
+/// fields that did not need it still resolve: accounts down, the reviews' authors fail
+/// while the product and its reviews are answered (`data` and `errors` together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_fails_is_a_field_error_with_the_error_tables_extensions() {
+    let mut system = System::start(2, 0).await;
+    system.review(1, 1, 5, "Fast and light.").await;
+    system.stop_accounts().await;
+    let (status, answer) = system
+        .graphql_with(
+            "{ product(id: \"1\") { name reviews { rating user { name } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let errors = answer["errors"].as_array().unwrap();
+    assert!(!errors.is_empty(), "{answer:#}");
+    let error = &errors[0];
+    assert_eq!(error["extensions"]["code"], "UNAVAILABLE", "{error:#}");
+    assert_eq!(error["extensions"]["status"], 503);
+    assert!(
+        error["extensions"]["type"]
+            .as_str()
+            .unwrap()
+            .starts_with("https://"),
+        "{error:#}"
+    );
+    assert_eq!(
+        error["path"],
+        json!(["product", "reviews", 0, "user"]),
+        "{error:#}"
+    );
+    // Partial data: what did not need accounts is answered. (async-graphql leaves a
+    // failed non-null field out of its object instead of nulling the nearest nullable
+    // ancestor as the spec says; see the gateway's notes.)
+    assert_eq!(answer["data"]["product"]["name"], "Laptop", "{answer:#}");
+    assert_eq!(answer["data"]["product"]["reviews"][0]["rating"], 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_product_with_an_idempotency_key_creates_one_product() {
+    let system = System::start(2, 0).await;
+    let mutation = r#"mutation { createProduct(name: "Dock", price: 129.5, stock: 7, idempotencyKey: "dock-1") { id name price stock } }"#;
+    let first = system.graphql(mutation).await;
+    let again = system.graphql(mutation).await;
+    assert!(first.get("errors").is_none(), "{first:#}");
+    assert_eq!(first, again, "the retry answers the first product");
+    assert_eq!(first["data"]["createProduct"]["name"], "Dock");
+    assert_eq!(first["data"]["createProduct"]["stock"], 7);
+    let page = system.graphql("{ products(limit: 10) { name } }").await;
+    let docks = page["data"]["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"] == "Dock")
+        .count();
+    assert_eq!(docks, 1);
+    // A product catalog refuses: a validation error, not a 500.
+    let refused = system
+        .graphql(r#"mutation { createProduct(name: "", price: -1, stock: 1) { id } }"#)
+        .await;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "INVALID_ARGUMENT",
+        "{refused:#}"
+    );
+    assert_eq!(refused["data"], Value::Null);
+}
+
+/// The committed SDL is the schema the code serves: a change to one without the other
+/// fails here.
+#[test]
+fn the_committed_sdl_is_the_codes() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../graphql/schema.graphql");
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == gateway::graphql::sdl(),
+        "graphql/schema.graphql is out of date with the code. Regenerate it with \
+         `cargo run -q -p brigade -- graphql --write` and review the diff."
+    );
+}

@@ -1,0 +1,99 @@
+//! `System`: accounts (five users, Jane Doe first), catalog (the seed's Laptop and Mouse,
+//! then generated products and reviews) and the gateway in front of them, on free ports
+//! and in a data directory of the test's own.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use server::testing::Running;
+use settings::{ServiceName, Settings};
+
+pub struct System {
+    accounts: Option<Running>,
+    pub catalog: Running,
+    pub gateway: Running,
+    _dir: tempfile::TempDir,
+}
+
+impl System {
+    /// `products` products (the first two the seed's) with `reviews` reviews among them.
+    pub async fn start(products: usize, reviews: usize) -> System {
+        let dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings {
+            data_dir: PathBuf::from(dir.path()),
+            ..Settings::default()
+        };
+        for service in ServiceName::ALL {
+            settings.services.get_mut(service).port = 0;
+        }
+        let accounts = accounts::build(&settings).await.unwrap();
+        accounts::seed::seed(
+            &accounts::AccountsStore::new(accounts.database().clone()),
+            5,
+        )
+        .await
+        .unwrap();
+        settings.services.accounts.port = accounts.port();
+        let catalog = catalog::build(&settings).await.unwrap();
+        catalog::seed::seed(
+            &catalog::CatalogStore::new(catalog.database().clone()),
+            products,
+            reviews,
+            5,
+        )
+        .await
+        .unwrap();
+        settings.services.catalog.port = catalog.port();
+        let gateway = gateway::build(&settings).await.unwrap();
+        System {
+            accounts: Some(Running::run(accounts)),
+            catalog: Running::run(catalog),
+            gateway: Running::run(gateway),
+            _dir: dir,
+        }
+    }
+
+    /// Stops accounts (the gateway's calls to it then fail).
+    pub async fn stop_accounts(&mut self) {
+        if let Some(accounts) = self.accounts.take() {
+            accounts.stop().await;
+        }
+    }
+
+    /// Sends `query` (with `variables`) to `POST /graphql`; the status and the body.
+    pub async fn graphql_with(&self, query: &str, variables: Value) -> (u16, Value) {
+        let response = self
+            .gateway
+            .client
+            .post(self.gateway.url("/graphql"))
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    pub async fn graphql(&self, query: &str) -> Value {
+        let (status, body) = self.graphql_with(query, json!({})).await;
+        assert_eq!(status, 200, "{body:#}");
+        body
+    }
+
+    /// A review by `user` of `product`, through catalog's REST API.
+    pub async fn review(&self, product: i64, user: i64, rating: i64, comment: &str) {
+        let response = self
+            .catalog
+            .client
+            .post(self.catalog.url(&format!("/v1/products/{product}/reviews")))
+            .header(
+                "idempotency-key",
+                format!("review-{product}-{user}-{rating}"),
+            )
+            .json(&json!({"user_id": user, "rating": rating, "comment": comment}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    }
+}

@@ -1,0 +1,5 @@
+//! The gateway against the real catalog and accounts services.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod graphql;
+mod helpers;
