@@ -78,6 +78,32 @@ pub struct Gateway {
     accounts: Downstream,
 }
 
+/// One unary call through `downstream`: `rpc` sends `message` (with the attempt's budget,
+/// correlation ID and trace) on a clone of `client`; a failure is `callee`'s problem.
+async fn unary<C, M, R, Fut>(
+    downstream: &Downstream,
+    callee: &'static str,
+    client: &C,
+    message: M,
+    rpc: impl Fn(C, tonic::Request<M>) -> Fut,
+) -> Result<R, Problem>
+where
+    C: Clone,
+    M: Clone,
+    Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+{
+    downstream
+        .call(true, |attempt| {
+            let call = rpc(client.clone(), request(message.clone(), attempt.budget));
+            async move {
+                call.await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|status| Problem::from_downstream(callee, &status))
+            }
+        })
+        .await
+}
+
 /// A gRPC id (`int32`) from a client's id: `None` when it cannot name anything.
 fn id32(id: i64) -> Option<i32> {
     i32::try_from(id).ok().filter(|id| *id > 0)
@@ -161,21 +187,15 @@ impl Gateway {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let found = self
-            .catalog
-            .call(true, |attempt| {
-                let mut client = self.products.clone();
-                let product_ids = ids.clone();
-                async move {
-                    let asked = request(BatchGetProductsRequest { product_ids }, attempt.budget);
-                    client
-                        .batch_get_products(asked)
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(|status| Problem::from_downstream("catalog", &status))
-                }
-            })
-            .await?;
+        let asked = BatchGetProductsRequest { product_ids: ids };
+        let found = unary(
+            &self.catalog,
+            "catalog",
+            &self.products,
+            asked,
+            |mut c, r| async move { c.batch_get_products(r).await },
+        )
+        .await?;
         Ok(found
             .products
             .into_iter()
@@ -194,28 +214,18 @@ impl Gateway {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let per_product_limit = i32::try_from(per_product).unwrap_or(i32::MAX);
-        let found = self
-            .catalog
-            .call(true, |attempt| {
-                let mut client = self.reviews.clone();
-                let product_ids = ids.clone();
-                async move {
-                    let asked = request(
-                        BatchListReviewsRequest {
-                            product_ids,
-                            per_product_limit,
-                        },
-                        attempt.budget,
-                    );
-                    client
-                        .batch_list_reviews(asked)
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(|status| Problem::from_downstream("catalog", &status))
-                }
-            })
-            .await?;
+        let asked = BatchListReviewsRequest {
+            product_ids: ids,
+            per_product_limit: i32::try_from(per_product).unwrap_or(i32::MAX),
+        };
+        let found = unary(
+            &self.catalog,
+            "catalog",
+            &self.reviews,
+            asked,
+            |mut c, r| async move { c.batch_list_reviews(r).await },
+        )
+        .await?;
         Ok(found
             .products
             .into_iter()
@@ -242,21 +252,15 @@ impl Gateway {
         if user_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let found = self
-            .accounts
-            .call(true, |attempt| {
-                let mut client = self.users.clone();
-                let user_ids = user_ids.clone();
-                async move {
-                    let asked = request(BatchGetUsersRequest { user_ids }, attempt.budget);
-                    client
-                        .batch_get_users(asked)
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(|status| Problem::from_downstream("accounts", &status))
-                }
-            })
-            .await?;
+        let asked = BatchGetUsersRequest { user_ids };
+        let found = unary(
+            &self.accounts,
+            "accounts",
+            &self.users,
+            asked,
+            |mut c, r| async move { c.batch_get_users(r).await },
+        )
+        .await?;
         Ok(found
             .users
             .into_iter()

@@ -3,63 +3,12 @@
 //! products the test creates with the stock it needs.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use settings::{ServiceName, Settings};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
-pub struct Running {
-    pub base: String,
-    pub client: reqwest::Client,
-    stop: Arc<Notify>,
-    handle: JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    pub fn run(app: server::Application) -> Running {
-        let base = format!("http://{}", app.local_addr());
-        let stop = Arc::new(Notify::new());
-        let signal = stop.clone();
-        let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
-        Running {
-            base,
-            client: reqwest::Client::new(),
-            stop,
-            handle,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub async fn post(&self, path: &str, key: &str, body: &Value) -> reqwest::Response {
-        self.client
-            .post(self.url(path))
-            .header("idempotency-key", key)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.client.get(self.url(path)).send().await.unwrap()
-    }
-
-    /// Ends the service the way a crash would for its consumers and background tasks:
-    /// they are dropped wherever they are (between a provider call and its commit, holding
-    /// leases), nothing is closed. (HTTP connections already open live on in axum's own
-    /// tasks: for a service others call, see `sigkill.rs` in brigade's tests.)
-    pub async fn crash(self) {
-        self.handle.abort();
-        let _ = self.handle.await;
-        drop(self.stop);
-    }
-}
+pub use server::testing::Running;
 
 pub struct System {
     pub settings: Settings,
