@@ -95,9 +95,10 @@ for round in $(seq 1 "$ROUNDS"); do
     run "product create" bench/create.lua "$CATALOG" "r$round"
     run "order accept" bench/order.lua "$ORDERS" "r$round" 1000 "$FIRST" "$PRODUCTS"
   fi
-  # Every accepted order final, and how: PAID unless something refused it.
-  accepted=$(metric brigade_orders_transitions_total 'to="PENDING"')
+  # Every accepted order final, and how: PAID unless something refused it. Accepts still
+  # in flight when wrk stopped are counted after it, so both sides are read each time.
   for _ in $(seq 1 600); do
+    accepted=$(metric brigade_orders_transitions_total 'to="PENDING"')
     final=$(( $(metric brigade_orders_transitions_total 'to="PAID"') + $(metric brigade_orders_transitions_total 'to="REJECTED"') + $(metric brigade_orders_transitions_total 'to="CANCELLED"') ))
     [ "$final" -ge "$accepted" ] && break
     sleep 0.5
