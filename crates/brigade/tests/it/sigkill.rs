@@ -1,24 +1,48 @@
 //! Billing as a process of its own, killed with SIGKILL while orders flow and started
 //! again: nothing lost, nothing charged twice, no order stuck. Each service runs as its
-//! own `brigade serve` process on RabbitMQ (a vhost of the test's own), as a user would
-//! deploy them.
+//! own `brigade serve` process, as a user would deploy them, on each backend: the
+//! embedded store (one file in the shared data directory), RabbitMQ (a vhost of the
+//! test's own) and NATS JetStream (a server of the test's own).
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use messaging::testing::RabbitVhost;
+use messaging::testing::{NatsServer, RabbitVhost};
 use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::helpers::{brigade, create_product, start, stop_cleanly};
 
-/// `brigade serve <service>` on a free port (0), on RabbitMQ at `url`, told where the
-/// services it calls already listen (`ports`, from their own tables).
-fn serve(data: &Path, ports: &HashMap<String, u16>, url: &str, service: &str) -> Command {
+/// The broker every process of a run shares; dropping it removes what the run made.
+enum Broker {
+    Embedded,
+    Rabbitmq(RabbitVhost),
+    Nats(Box<NatsServer>),
+}
+
+impl Broker {
+    /// The settings that point a process at it.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        match self {
+            Broker::Embedded => vec![("BRIGADE_MESSAGING__BACKEND", "embedded".into())],
+            Broker::Rabbitmq(vhost) => vec![
+                ("BRIGADE_MESSAGING__BACKEND", "rabbitmq".into()),
+                ("BRIGADE_MESSAGING__URL", vhost.url()),
+            ],
+            Broker::Nats(server) => vec![
+                ("BRIGADE_MESSAGING__BACKEND", "nats".into()),
+                ("BRIGADE_MESSAGING__URL", server.url().to_owned()),
+            ],
+        }
+    }
+}
+
+/// `brigade serve <service>` on a free port (0), on `broker`, told where the services it
+/// calls already listen (`ports`, from their own tables).
+fn serve(data: &Path, ports: &HashMap<String, u16>, broker: &Broker, service: &str) -> Command {
     let mut cmd = brigade(data);
-    cmd.env("BRIGADE_MESSAGING__BACKEND", "rabbitmq")
-        .env("BRIGADE_MESSAGING__URL", url)
+    cmd.envs(broker.env())
         .env("BRIGADE_MESSAGING__HANDLER_TIMEOUT", "3s")
         .args(["serve", service, "--port", "0"]);
     for (name, port) in ports {
@@ -38,9 +62,21 @@ fn port_of(running: &crate::helpers::Running, service: &str) -> u16 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn billing_killed_with_sigkill_mid_run_charges_every_order_once() {
-    let vhost = RabbitVhost::new();
-    let url = vhost.url();
+async fn billing_killed_with_sigkill_mid_run_charges_every_order_once_embedded() {
+    billing_killed_mid_run(Broker::Embedded).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_killed_with_sigkill_mid_run_charges_every_order_once_rabbitmq() {
+    billing_killed_mid_run(Broker::Rabbitmq(RabbitVhost::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn billing_killed_with_sigkill_mid_run_charges_every_order_once_nats() {
+    billing_killed_mid_run(Broker::Nats(Box::new(NatsServer::start().await))).await;
+}
+
+async fn billing_killed_mid_run(broker: Broker) {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     // In dependency order, each on a port of its own choosing, told the ports of those
@@ -48,11 +84,11 @@ async fn billing_killed_with_sigkill_mid_run_charges_every_order_once() {
     let mut ports: HashMap<String, u16> = HashMap::new();
     let mut running = Vec::new();
     for service in ["payments-sandbox", "accounts", "catalog", "orders"] {
-        let started = start(&mut serve(&data, &ports, &url, service)).await;
+        let started = start(&mut serve(&data, &ports, &broker, service)).await;
         ports.insert(service.to_owned(), port_of(&started, service));
         running.push(started);
     }
-    let mut billing = start(&mut serve(&data, &ports, &url, "billing")).await;
+    let mut billing = start(&mut serve(&data, &ports, &broker, "billing")).await;
     let base = |service: &str| format!("http://127.0.0.1:{}", ports[service]);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
@@ -79,7 +115,8 @@ async fn billing_killed_with_sigkill_mid_run_charges_every_order_once() {
     assert_eq!(r.status(), 200);
 
     // 40 orders (stock 7 of the product: most are rejected, 7 are charged); billing dies
-    // with SIGKILL once some but not all of them are paid, and comes back.
+    // with SIGKILL once one is paid (a charge takes 300 ms, so others are still to come
+    // or in flight), and comes back.
     let mut ids = Vec::new();
     for i in 0..40 {
         let r = client
@@ -98,12 +135,37 @@ async fn billing_killed_with_sigkill_mid_run_charges_every_order_once() {
                 .unwrap()
                 .to_owned(),
         );
-        if i == 3 {
-            billing.child.start_kill().unwrap();
-            billing.child.wait().await.unwrap();
-        }
     }
-    billing = start(&mut serve(&data, &ports, &url, "billing")).await;
+    let status = |id: String| {
+        let (client, orders) = (client.clone(), base("orders"));
+        async move {
+            let order: Value = client
+                .get(format!("{orders}/v1/orders/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            order["status"].as_str().unwrap_or_default().to_owned()
+        }
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    'paid: loop {
+        for id in &ids {
+            if status(id.clone()).await == "PAID" {
+                break 'paid;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing paid in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    billing.child.start_kill().unwrap();
+    billing.child.wait().await.unwrap();
+    billing = start(&mut serve(&data, &ports, &broker, "billing")).await;
 
     let mut paid = 0;
     for id in &ids {
@@ -169,5 +231,5 @@ async fn billing_killed_with_sigkill_mid_run_charges_every_order_once() {
     for mut service in running.into_iter().rev() {
         stop_cleanly(&mut service).await;
     }
-    drop(vhost);
+    drop(broker);
 }
