@@ -28,5 +28,11 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         addr: settings.services.gateway.addr(),
         reason: format!("the catalog or accounts address is not a valid URL: {e}"),
     })?;
-    parts.serve(web::router(Arc::new(gateway))).await
+    let gateway = Arc::new(gateway);
+    let graphql = &settings.gateway.graphql;
+    let schema = graphql::schema(Arc::clone(&gateway), graphql, settings.profile);
+    Ok(parts
+        .serve(web::router(gateway, schema, graphql))
+        .await?
+        .with_client_addresses())
 }

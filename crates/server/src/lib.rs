@@ -74,6 +74,8 @@ pub struct Application {
     /// (each gRPC service this port serves, so `grpc-health-probe -service <name>` works).
     health: tonic_health::server::HealthReporter,
     health_names: Vec<&'static str>,
+    /// Whether requests carry their peer's address (`ConnectInfo<SocketAddr>`).
+    client_addresses: bool,
 }
 
 impl Application {
@@ -122,6 +124,7 @@ impl Application {
             grace: settings.shutdown_grace,
             stop: tokio_util::sync::CancellationToken::new(),
             background: tokio::task::JoinSet::new(),
+            client_addresses: false,
             health,
             health_names: Vec::new(),
         };
@@ -142,6 +145,14 @@ impl Application {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.background.spawn(task(self.stop.clone()));
+    }
+
+    /// Gives every request its peer's address as `axum::extract::ConnectInfo<SocketAddr>`
+    /// (for a service that tells clients apart by address; the others skip the cost of
+    /// an extension on every request).
+    pub fn with_client_addresses(mut self) -> Self {
+        self.client_addresses = true;
+        self
     }
 
     pub fn service(&self) -> ServiceName {
@@ -190,8 +201,24 @@ impl Application {
                 tracing::debug!(%err, "could not set TCP_NODELAY on an accepted connection");
             }
         });
-        let serve = axum::serve(listener, self.router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned());
+        let shutdown = stop.clone().cancelled_owned();
+        let serve: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            if self.client_addresses {
+                let router = self
+                    .router
+                    .into_make_service_with_connect_info::<SocketAddr>();
+                Box::pin(
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(shutdown)
+                        .into_future(),
+                )
+            } else {
+                Box::pin(
+                    axum::serve(listener, self.router)
+                        .with_graceful_shutdown(shutdown)
+                        .into_future(),
+                )
+            };
         let service = self.service;
         let grace = self.grace;
         tracing::info!(service = %service, addr = %self.local_addr, "serving");

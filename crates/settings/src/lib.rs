@@ -34,6 +34,9 @@ pub struct Settings {
     /// Requests one service handles at once; beyond that it sheds load (503 /
     /// UNAVAILABLE with Retry-After, at once) instead of queueing without bound.
     pub max_in_flight: usize,
+    /// `development` (the default) or `production`: what is on when a setting leaves it
+    /// to the profile (GraphQL introspection and GraphiQL, today).
+    pub profile: Profile,
     pub log: LogSettings,
     pub database: PoolSettings,
     pub idempotency: IdempotencySettings,
@@ -41,8 +44,75 @@ pub struct Settings {
     pub catalog: CatalogSettings,
     pub orders: OrdersSettings,
     pub billing: BillingSettings,
+    pub gateway: GatewaySettings,
     pub messaging: MessagingSettings,
     pub services: Services,
+}
+
+/// Where Brigade runs: a developer's machine, or in front of real users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    #[default]
+    Development,
+    Production,
+}
+
+/// The gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySettings {
+    pub graphql: GraphqlSettings,
+}
+
+/// `POST /graphql`: what one operation may ask for, checked before anything runs, and
+/// the per-client query-cost bucket (Shopify's model and numbers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphqlSettings {
+    /// Deepest field nesting.
+    pub max_depth: u32,
+    /// Most aliased fields in one operation.
+    pub max_aliases: u32,
+    /// Most fields at the operation's root.
+    pub max_root_fields: u32,
+    /// Most operations in one batched request.
+    pub max_batch: u32,
+    /// The most one operation may cost (its requested cost, computed before it runs).
+    pub max_cost: u32,
+    /// The cost bucket each client has: its size...
+    pub bucket_size: u32,
+    /// ...and the points it regains per second.
+    pub restore_rate: u32,
+    /// The whole execution's budget; every backend call gets what is left of it.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Whether the schema answers introspection; unset: only in `development`.
+    pub introspection: Option<bool>,
+}
+
+impl Default for GraphqlSettings {
+    fn default() -> Self {
+        Self {
+            max_depth: 12,
+            max_aliases: 30,
+            max_root_fields: 20,
+            max_batch: 10,
+            max_cost: 1_000,
+            bucket_size: 1_000,
+            restore_rate: 50,
+            timeout: Duration::from_secs(10),
+            introspection: None,
+        }
+    }
+}
+
+impl GraphqlSettings {
+    /// Whether introspection is on under `profile`.
+    pub fn introspection(&self, profile: Profile) -> bool {
+        self.introspection
+            .unwrap_or(profile == Profile::Development)
+    }
 }
 
 impl Default for Settings {
@@ -52,6 +122,7 @@ impl Default for Settings {
             seed_demo_data: true,
             shutdown_grace: Duration::from_secs(10),
             max_in_flight: 1024,
+            profile: Profile::default(),
             log: LogSettings::default(),
             database: PoolSettings::default(),
             idempotency: IdempotencySettings::default(),
@@ -59,6 +130,7 @@ impl Default for Settings {
             catalog: CatalogSettings::default(),
             orders: OrdersSettings::default(),
             billing: BillingSettings::default(),
+            gateway: GatewaySettings::default(),
             messaging: MessagingSettings::default(),
             services: Services::default(),
         }
@@ -407,6 +479,29 @@ impl Settings {
             return Err(invalid(
                 "outbound.breaker_failure_rate",
                 "must be a percentage in (0, 100]",
+            ));
+        }
+        let graphql = &self.gateway.graphql;
+        if [
+            graphql.max_depth,
+            graphql.max_root_fields,
+            graphql.max_batch,
+            graphql.max_cost,
+            graphql.bucket_size,
+            graphql.restore_rate,
+        ]
+        .contains(&0)
+            || graphql.timeout.is_zero()
+        {
+            return Err(invalid(
+                "gateway.graphql",
+                "max_depth, max_root_fields, max_batch, max_cost, bucket_size, restore_rate and timeout must be above 0",
+            ));
+        }
+        if graphql.max_cost > graphql.bucket_size {
+            return Err(invalid(
+                "gateway.graphql.max_cost",
+                "must not exceed bucket_size (such a query could never run)",
             ));
         }
         if self.orders.prefetch == 0 {

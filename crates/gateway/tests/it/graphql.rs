@@ -27,9 +27,8 @@ async fn the_tutorials_query_returns_the_tutorials_response_shape() {
     system.review(1, 1, 5, "Fast and light.").await;
     let answer = system.graphql(TUTORIAL_QUERY).await;
     assert_eq!(
-        answer,
+        answer["data"],
         json!({
-            "data": {
                 "product": {
                     "name": "Laptop",
                     "price": 999.99,
@@ -37,9 +36,16 @@ async fn the_tutorials_query_returns_the_tutorials_response_shape() {
                         {"rating": 5, "user": {"name": "Jane Doe"}}
                     ]
                 }
-            }
         })
     );
+    // Its cost (see the schema's description): the product 1, its reviews 2 + 20 × (1 +
+    // the author's 1) requested; 1 + 2 + 1 × 2 for what came back.
+    let cost = &answer["extensions"]["cost"];
+    assert_eq!(cost["requestedQueryCost"], 43, "{answer:#}");
+    assert_eq!(cost["actualQueryCost"], 5);
+    assert_eq!(cost["throttleStatus"]["maximumAvailable"], 1000.0);
+    assert_eq!(cost["throttleStatus"]["restoreRate"], 50.0);
+    assert_eq!(cost["throttleStatus"]["currentlyAvailable"], 995.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +55,8 @@ async fn a_product_that_does_not_exist_is_null_not_an_error() {
         let answer = system
             .graphql(&format!("{{ product(id: \"{id}\") {{ name }} }}"))
             .await;
-        assert_eq!(answer, json!({"data": {"product": null}}), "id {id}");
+        assert_eq!(answer["data"], json!({"product": null}), "id {id}");
+        assert!(answer.get("errors").is_none(), "id {id}: {answer:#}");
     }
 }
 
@@ -71,7 +78,12 @@ async fn a_page_of_products_with_reviews_and_authors_is_three_backend_calls() {
     let recorder = telemetry::metrics::isolated_recorder();
     let metrics = recorder.handle();
     let _own = metrics::set_default_local_recorder(&recorder);
-    let system = System::start(60, 300).await;
+    // 50 products × 20 reviews × their authors may cost 2,152: above the default maximum.
+    let system = System::start_with(60, 300, |s| {
+        s.gateway.graphql.max_cost = 5_000;
+        s.gateway.graphql.bucket_size = 5_000;
+    })
+    .await;
     for limit in [50, 5] {
         let before = metrics.render();
         let answer = system
@@ -155,7 +167,14 @@ async fn create_product_with_an_idempotency_key_creates_one_product() {
     let first = system.graphql(mutation).await;
     let again = system.graphql(mutation).await;
     assert!(first.get("errors").is_none(), "{first:#}");
-    assert_eq!(first, again, "the retry answers the first product");
+    assert_eq!(
+        first["data"], again["data"],
+        "the retry answers the first product"
+    );
+    assert_eq!(
+        first["extensions"]["cost"]["requestedQueryCost"], 11,
+        "a mutation: 10 + 1"
+    );
     assert_eq!(first["data"]["createProduct"]["name"], "Dock");
     assert_eq!(first["data"]["createProduct"]["stock"], 7);
     let page = system.graphql("{ products(limit: 10) { name } }").await;

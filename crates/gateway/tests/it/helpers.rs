@@ -18,6 +18,15 @@ pub struct System {
 impl System {
     /// `products` products (the first two the seed's) with `reviews` reviews among them.
     pub async fn start(products: usize, reviews: usize) -> System {
+        Self::start_with(products, reviews, |_| {}).await
+    }
+
+    /// [`System::start`], with the settings as `configure` leaves them.
+    pub async fn start_with(
+        products: usize,
+        reviews: usize,
+        configure: impl FnOnce(&mut Settings),
+    ) -> System {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings {
             data_dir: PathBuf::from(dir.path()),
@@ -26,6 +35,7 @@ impl System {
         for service in ServiceName::ALL {
             settings.services.get_mut(service).port = 0;
         }
+        configure(&mut settings);
         let accounts = accounts::build(&settings).await.unwrap();
         accounts::seed::seed(
             &accounts::AccountsStore::new(accounts.database().clone()),
@@ -62,11 +72,17 @@ impl System {
 
     /// Sends `query` (with `variables`) to `POST /graphql`; the status and the body.
     pub async fn graphql_with(&self, query: &str, variables: Value) -> (u16, Value) {
+        self.post_graphql(&json!({"query": query, "variables": variables}))
+            .await
+    }
+
+    /// Sends `body` as JSON to `POST /graphql`; the status and the body.
+    pub async fn post_graphql(&self, body: &Value) -> (u16, Value) {
         let response = self
             .gateway
             .client
             .post(self.gateway.url("/graphql"))
-            .json(&json!({"query": query, "variables": variables}))
+            .json(body)
             .send()
             .await
             .unwrap();

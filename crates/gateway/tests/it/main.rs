@@ -3,3 +3,4 @@
 
 mod graphql;
 mod helpers;
+mod limits;

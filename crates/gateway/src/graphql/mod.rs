@@ -26,16 +26,36 @@ use problem::Problem;
 
 use crate::app::{self, Gateway};
 
+pub mod cost;
+pub mod limits;
+
 pub type GatewaySchema = Schema<Query, Mutation, EmptySubscription>;
+
+/// How deep the parser lets a document nest (selection sets, values) before refusing it.
+const PARSER_NESTING: usize = 128;
 
 /// Reviews of each product a page shows (`Product.reviews`).
 pub const REVIEWS_PER_PRODUCT: u32 = 20;
 
-/// The schema, with the gateway's use cases as its data.
-pub fn schema(gateway: Arc<Gateway>) -> GatewaySchema {
-    Schema::build(Query, Mutation, EmptySubscription)
+/// The schema, with the gateway's use cases as its data, `settings`' limits and cost
+/// bucket, and introspection as `settings` and `profile` say.
+pub fn schema(
+    gateway: Arc<Gateway>,
+    settings: &settings::GraphqlSettings,
+    profile: settings::Profile,
+) -> GatewaySchema {
+    let list_sizes = HashMap::from([(("Product", "reviews"), u64::from(REVIEWS_PER_PRODUCT))]);
+    let builder = Schema::build(Query, Mutation, EmptySubscription)
         .data(gateway)
-        .finish()
+        // The parser's own nesting guard, above `max_depth` so that a deep operation is
+        // refused by the depth limit, saying so (the default, 32, came first).
+        .limit_recursive_depth(PARSER_NESTING.max(settings.max_depth as usize * 2))
+        .extension(limits::Limits::new(settings.clone(), list_sizes));
+    if settings.introspection(profile) {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The SDL the schema serves (what `graphql/schema.graphql` holds).
@@ -269,6 +289,13 @@ impl User {
     }
 }
 
+/// Every operation has a cost, computed before it runs and returned in
+/// `extensions.cost` (Shopify's calculated query cost): a scalar or enum field costs 0;
+/// an object field 1 plus what it selects; a list field 2 plus, for each item it may
+/// return (`limit`, or its maximum: `Product.reviews` 20), 1 plus what the item selects;
+/// a mutation 10 more. An operation may cost at most 1,000, and each client has a bucket
+/// of 1,000 points refilled at 50 a second: what it cannot afford is refused as
+/// THROTTLED, saying when to retry, and what an operation did not use is given back.
 pub struct Query;
 
 #[Object]
