@@ -289,6 +289,8 @@ impl User {
     }
 }
 
+pub struct Query;
+
 /// Every operation has a cost, computed before it runs and returned in
 /// `extensions.cost` (Shopify's calculated query cost): a scalar or enum field costs 0;
 /// an object field 1 plus what it selects; a list field 2 plus, for each item it may
@@ -296,8 +298,6 @@ impl User {
 /// a mutation 10 more. An operation may cost at most 1,000, and each client has a bucket
 /// of 1,000 points refilled at 50 a second: what it cannot afford is refused as
 /// THROTTLED, saying when to retry, and what an operation did not use is given back.
-pub struct Query;
-
 #[Object]
 impl Query {
     /// One product; null if there is none with this id.
