@@ -10,11 +10,13 @@
 use std::collections::HashMap;
 
 use problem::{FieldError, Problem};
+use proto::v1::order_service_client::OrderServiceClient;
 use proto::v1::product_service_client::ProductServiceClient;
 use proto::v1::review_service_client::ReviewServiceClient;
 use proto::v1::user_service_client::UserServiceClient;
 use proto::v1::{
-    BatchGetProductsRequest, BatchGetUsersRequest, BatchListReviewsRequest, CreateProductRequest,
+    BatchGetProductsRequest, BatchGetUsersRequest, BatchListReviewsRequest, CancelOrderRequest,
+    CreateOrderItem, CreateOrderRequest, CreateProductRequest, GetOrderRequest, ListOrdersRequest,
     ListProductsRequest, ProductRequest, ProductResponse,
 };
 use resilience::downstream::{Downstream, Policy};
@@ -69,13 +71,116 @@ pub struct NewProduct {
     pub stock: i64,
 }
 
+/// Where an order is in its life (orders' own states).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Rejected,
+    Paid,
+    Cancelled,
+}
+
+impl OrderStatus {
+    fn from_wire(status: i32) -> Result<Self, Problem> {
+        use proto::v1::order::Status;
+        match Status::try_from(status) {
+            Ok(Status::Pending) => Ok(Self::Pending),
+            Ok(Status::Confirmed) => Ok(Self::Confirmed),
+            Ok(Status::Rejected) => Ok(Self::Rejected),
+            Ok(Status::Paid) => Ok(Self::Paid),
+            Ok(Status::Cancelled) => Ok(Self::Cancelled),
+            _ => Err(Problem::unavailable(format!(
+                "orders answered an order status the gateway does not know ({status})"
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderItem {
+    pub product_id: i64,
+    pub quantity: i64,
+    pub unit_price_minor: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub status: OrderStatus,
+    pub at_unix_ms: i64,
+    pub reason: Option<String>,
+}
+
+/// An order as orders has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    pub id: String,
+    pub user_id: i64,
+    pub status: OrderStatus,
+    pub items: Vec<OrderItem>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub history: Vec<Transition>,
+}
+
+impl TryFrom<proto::v1::Order> for Order {
+    type Error = Problem;
+
+    fn try_from(o: proto::v1::Order) -> Result<Self, Problem> {
+        Ok(Self {
+            status: OrderStatus::from_wire(o.status)?,
+            history: o
+                .history
+                .into_iter()
+                .map(|t| {
+                    Ok(Transition {
+                        status: OrderStatus::from_wire(t.status)?,
+                        at_unix_ms: t.at_unix_ms,
+                        reason: (!t.reason.is_empty()).then_some(t.reason),
+                    })
+                })
+                .collect::<Result<_, Problem>>()?,
+            items: o
+                .items
+                .into_iter()
+                .map(|i| OrderItem {
+                    product_id: i64::from(i.product_id),
+                    quantity: i64::from(i.quantity),
+                    unit_price_minor: i.unit_price_minor,
+                })
+                .collect(),
+            id: o.id,
+            user_id: o.user_id,
+            total_minor: o.total_minor,
+            currency: o.currency,
+        })
+    }
+}
+
+/// One page of a user's orders, oldest first, and where the next begins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderPage {
+    pub orders: Vec<Order>,
+    pub next_cursor: Option<String>,
+}
+
+/// An order to place: a user and the lines (product, quantity) they asked for; orders
+/// checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOrder {
+    pub user_id: i64,
+    pub lines: Vec<(i64, i64)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Gateway {
     products: ProductServiceClient<Channel>,
     reviews: ReviewServiceClient<Channel>,
     users: UserServiceClient<Channel>,
+    orders_client: OrderServiceClient<Channel>,
     catalog: Downstream,
     accounts: Downstream,
+    orders: Downstream,
 }
 
 /// One unary call through `downstream`: `rpc` sends `message` (with the attempt's budget,
@@ -119,9 +224,126 @@ impl Gateway {
             products: ProductServiceClient::new(catalog.clone()),
             reviews: ReviewServiceClient::new(catalog),
             users: UserServiceClient::new(channel(settings, ServiceName::Accounts)?),
+            orders_client: OrderServiceClient::new(channel(settings, ServiceName::Orders)?),
             catalog: Downstream::of_service(crate::SERVICE.as_str(), "catalog", policy.clone()),
-            accounts: Downstream::of_service(crate::SERVICE.as_str(), "accounts", policy),
+            accounts: Downstream::of_service(crate::SERVICE.as_str(), "accounts", policy.clone()),
+            orders: Downstream::of_service(crate::SERVICE.as_str(), "orders", policy),
         })
+    }
+
+    /// One order, or `None` if orders has no such order (or the id could not be one).
+    pub async fn order(&self, id: &str) -> Result<Option<Order>, Problem> {
+        let asked = GetOrderRequest {
+            order_id: id.to_owned(),
+        };
+        let found = unary(
+            &self.orders,
+            "orders",
+            &self.orders_client,
+            asked,
+            |mut c, r| async move { c.get_order(r).await },
+        )
+        .await;
+        match found {
+            Ok(order) => Order::try_from(order).map(Some),
+            Err(problem) if problem.kind() == problem::Kind::NotFound => Ok(None),
+            Err(problem) => Err(problem),
+        }
+    }
+
+    /// Up to `first` (1 to 200) of a user's orders after the cursor `after`, oldest first.
+    pub async fn orders_of(
+        &self,
+        user_id: i64,
+        first: u32,
+        after: Option<&str>,
+    ) -> Result<OrderPage, Problem> {
+        if first == 0 || first > MAX_PRODUCTS {
+            return Err(Problem::validation(vec![FieldError::new(
+                "first",
+                format!("must be between 1 and {MAX_PRODUCTS}"),
+            )]));
+        }
+        let asked = ListOrdersRequest {
+            user_id,
+            page_size: i32::try_from(first).unwrap_or(i32::MAX),
+            page_token: after.unwrap_or_default().to_owned(),
+        };
+        let page = unary(
+            &self.orders,
+            "orders",
+            &self.orders_client,
+            asked,
+            |mut c, r| async move { c.list_orders(r).await },
+        )
+        .await?;
+        Ok(OrderPage {
+            orders: page
+                .orders
+                .into_iter()
+                .map(Order::try_from)
+                .collect::<Result<_, _>>()?,
+            next_cursor: (!page.next_page_token.is_empty()).then_some(page.next_page_token),
+        })
+    }
+
+    /// Places an order under `idempotency_key`: a retry with the same key gets the same
+    /// order (accepted: its work goes on behind it, and its status says how far).
+    pub async fn place_order(
+        &self,
+        new: NewOrder,
+        idempotency_key: &str,
+    ) -> Result<Order, Problem> {
+        let key = tonic::metadata::MetadataValue::try_from(idempotency_key).map_err(|_| {
+            Problem::validation(vec![FieldError::new(
+                "idempotencyKey",
+                "must be printable ASCII",
+            )])
+        })?;
+        let items = new
+            .lines
+            .iter()
+            .map(|&(product_id, quantity)| CreateOrderItem {
+                product_id: i32::try_from(product_id).unwrap_or(-1),
+                quantity: i32::try_from(quantity).unwrap_or(-1),
+            })
+            .collect::<Vec<_>>();
+        let asked = CreateOrderRequest {
+            user_id: new.user_id,
+            items,
+        };
+        let placed = self
+            .orders
+            .call(true, |attempt| {
+                let mut client = self.orders_client.clone();
+                let mut asked = request(asked.clone(), attempt.budget);
+                asked.metadata_mut().insert("idempotency-key", key.clone());
+                async move {
+                    client
+                        .create_order(asked)
+                        .await
+                        .map(tonic::Response::into_inner)
+                        .map_err(|status| Problem::from_downstream("orders", &status))
+                }
+            })
+            .await?;
+        Order::try_from(placed)
+    }
+
+    /// Cancels an order (cancelling twice is cancelling once, so it may be retried).
+    pub async fn cancel_order(&self, id: &str) -> Result<Order, Problem> {
+        let asked = CancelOrderRequest {
+            order_id: id.to_owned(),
+        };
+        let cancelled = unary(
+            &self.orders,
+            "orders",
+            &self.orders_client,
+            asked,
+            |mut c, r| async move { c.cancel_order(r).await },
+        )
+        .await?;
+        Order::try_from(cancelled)
     }
 
     /// One product, or `None` if catalog has no such product.

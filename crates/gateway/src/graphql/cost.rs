@@ -6,8 +6,9 @@
 //! a scalar or enum field costs 0; an object field 1 plus what is selected in it; a list
 //! field 2 plus, for each of the items it may return, 1 plus what is selected in the item;
 //! a mutation's root field 10 more. A list's size is its `limit` (or `first`/`last`)
-//! argument, else the most it ever returns ([`Measure::list_sizes`]), else
-//! [`DEFAULT_LIST_SIZE`]. The requested cost counts every list as full; the actual cost,
+//! argument, or its connection's (an object field with such an argument, e.g.
+//! `orders(first: 10) { nodes { ... } }`, sizes the lists directly under it), else the
+//! most it ever returns ([`Measure::list_sizes`]), else [`DEFAULT_LIST_SIZE`]. The requested cost counts every list as full; the actual cost,
 //! measured the same way over the response, counts what came back.
 
 use std::collections::HashMap;
@@ -130,7 +131,7 @@ impl Measure<'_> {
         let (mut cost, mut depth) = (0u64, 0u32);
         for field in &fields {
             let value = data.map(|d| at(d, field));
-            let (field_cost, field_depth) = walk.field(root, field, 1, value)?;
+            let (field_cost, field_depth) = walk.field(root, field, 1, value, None)?;
             cost = cost.saturating_add(field_cost).saturating_add(if mutation {
                 MUTATION_COST
             } else {
@@ -189,13 +190,15 @@ impl<'a> Walk<'a> {
     }
 
     /// One field of an object of type `parent` at `depth`: its cost and the deepest
-    /// nesting under it. `value` is what the response holds for it (actual cost).
+    /// nesting under it. `value` is what the response holds for it (actual cost);
+    /// `connection` the size its parent's size argument gives a list.
     fn field(
         &mut self,
         parent: &str,
         field: &'a Field,
         depth: u32,
         value: Option<&Value>,
+        connection: Option<u64>,
     ) -> Result<(u64, u32), Unmeasurable> {
         if field.alias.is_some() {
             self.aliases = self.aliases.saturating_add(1);
@@ -218,17 +221,30 @@ impl<'a> Walk<'a> {
         }
         let mut children = Vec::new();
         self.fields(&field.selection_set.node, &mut children)?;
+        let list = is_list(&meta.ty);
+        // An object with a size argument is a connection: it sizes the lists under it.
+        let sizes_children = if list {
+            None
+        } else {
+            self.size_argument(field, meta)
+        };
         let item = |this: &mut Self, value: Option<&Value>| -> Result<(u64, u32), Unmeasurable> {
             let (mut cost, mut deepest) = (1u64, depth);
             for child in &children {
                 let child_value = value.map(|v| at(v, child));
-                let (c, d) = this.field(named, child, depth.saturating_add(1), child_value)?;
+                let (c, d) = this.field(
+                    named,
+                    child,
+                    depth.saturating_add(1),
+                    child_value,
+                    sizes_children,
+                )?;
                 cost = cost.saturating_add(c);
                 deepest = deepest.max(d);
             }
             Ok((cost, deepest))
         };
-        if !is_list(&meta.ty) {
+        if !list {
             return match value {
                 Some(Value::Null) => Ok((0, depth)),
                 other => item(self, other),
@@ -248,7 +264,10 @@ impl<'a> Walk<'a> {
             Some(_) => Ok((0, depth)),
             // Requested: as many as it may return.
             None => {
-                let size = self.list_size(parent, field, meta);
+                let size = self
+                    .size_argument(field, meta)
+                    .or(connection)
+                    .unwrap_or_else(|| self.known_size(parent, field));
                 let (each, deepest) = item(self, None)?;
                 Ok((2u64.saturating_add(size.saturating_mul(each)), deepest))
             }
@@ -269,13 +288,13 @@ impl<'a> Walk<'a> {
         Ok(deepest)
     }
 
-    /// How many items a list field may return.
-    fn list_size(
+    /// The size a field's `limit`/`first`/`last` argument asks for (given, from a
+    /// variable, or its default).
+    fn size_argument(
         &self,
-        parent: &str,
         field: &Field,
         meta: &async_graphql::registry::MetaField,
-    ) -> u64 {
+    ) -> Option<u64> {
         for name in SIZE_ARGUMENTS {
             let given = field
                 .arguments
@@ -296,9 +315,14 @@ impl<'a> Walk<'a> {
                 .and_then(|arg| arg.default_value.as_deref())
                 .and_then(|d| d.parse::<i64>().ok());
             if let Some(size) = value.or(default) {
-                return u64::try_from(size).unwrap_or(0);
+                return Some(u64::try_from(size).unwrap_or(0));
             }
         }
+        None
+    }
+
+    /// The most items a list field without a size argument returns.
+    fn known_size(&self, parent: &str, field: &Field) -> u64 {
         self.measure
             .list_sizes
             .iter()

@@ -18,7 +18,9 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{Context, EmptySubscription, ID, Object, Schema};
+use async_graphql::{
+    Context, EmptySubscription, Enum, ID, InputObject, Object, Schema, SimpleObject,
+};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -69,6 +71,7 @@ pub fn sdl() -> String {
 pub struct Loaders {
     pub reviews: DataLoader<ReviewsLoader>,
     pub users: DataLoader<UsersLoader>,
+    pub products: DataLoader<ProductsLoader>,
     batches: Batches,
 }
 
@@ -94,6 +97,8 @@ pub fn loaders(gateway: &Arc<Gateway>) -> Loaders {
             .delay(Duration::ZERO),
         users: DataLoader::new(UsersLoader(Arc::clone(gateway)), queue(&batches))
             .delay(Duration::ZERO),
+        products: DataLoader::new(ProductsLoader(Arc::clone(gateway)), queue(&batches))
+            .delay(Duration::ZERO),
         batches,
     }
 }
@@ -115,9 +120,11 @@ pub async fn execute(
     let Loaders {
         reviews,
         users,
+        products,
         batches,
     } = loaders;
-    let execution = tokio::task::unconstrained(schema.execute(request.data(reviews).data(users)));
+    let request = request.data(reviews).data(users).data(products);
+    let execution = tokio::task::unconstrained(schema.execute(request));
     let mut execution = std::pin::pin!(execution);
     let mut running = FuturesUnordered::new();
     std::future::poll_fn(move |cx| {
@@ -195,6 +202,21 @@ impl Loader<i64> for UsersLoader {
     async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
         self.0
             .users(keys)
+            .await
+            .map_err(problem::GraphqlError::from)
+    }
+}
+
+/// `OrderItem.product`, batched: every product an operation's orders name, in one call.
+pub struct ProductsLoader(Arc<Gateway>);
+
+impl Loader<i64> for ProductsLoader {
+    type Value = app::Product;
+    type Error = problem::GraphqlError;
+
+    async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, Self::Value>, Self::Error> {
+        self.0
+            .products_by_id(keys)
             .await
             .map_err(problem::GraphqlError::from)
     }
@@ -287,6 +309,185 @@ impl User {
     async fn email(&self) -> &str {
         &self.0.email
     }
+
+    /// Their orders, oldest first, a page at a time (`first` 1 to 200; `after` the
+    /// `pageInfo.endCursor` of the page before).
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 10)] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<OrderConnection> {
+        let first = u32::try_from(first).unwrap_or(0);
+        let page = gateway(ctx)?
+            .orders_of(self.0.id, first, after.as_deref())
+            .await
+            .map_err(field_error)?;
+        Ok(OrderConnection {
+            nodes: page.orders.into_iter().map(Order).collect(),
+            page_info: PageInfo {
+                has_next_page: page.next_cursor.is_some(),
+                end_cursor: page.next_cursor,
+            },
+        })
+    }
+}
+
+/// Where an order is: accepted (`PENDING`), stock reserved (`CONFIRMED`) or refused
+/// (`REJECTED`), charged (`PAID`), or called off (`CANCELLED`, its stock given back and
+/// a charge refunded).
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderStatus {
+    Pending,
+    Confirmed,
+    Rejected,
+    Paid,
+    Cancelled,
+}
+
+impl From<app::OrderStatus> for OrderStatus {
+    fn from(status: app::OrderStatus) -> Self {
+        match status {
+            app::OrderStatus::Pending => Self::Pending,
+            app::OrderStatus::Confirmed => Self::Confirmed,
+            app::OrderStatus::Rejected => Self::Rejected,
+            app::OrderStatus::Paid => Self::Paid,
+            app::OrderStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// An order: accepted at once, then processed behind the scenes; its `history` says
+/// how far it got, and when.
+pub struct Order(app::Order);
+
+#[Object]
+impl Order {
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    async fn status(&self) -> OrderStatus {
+        self.0.status.into()
+    }
+
+    /// What it costs, in `currency`.
+    async fn total(&self) -> f64 {
+        money_of(self.0.total_minor)
+    }
+
+    async fn currency(&self) -> &str {
+        &self.0.currency
+    }
+
+    async fn items(&self) -> Vec<OrderItem> {
+        self.0.items.iter().cloned().map(OrderItem).collect()
+    }
+
+    /// Every state it has been in, oldest first.
+    async fn history(&self) -> Vec<OrderTransition> {
+        self.0
+            .history
+            .iter()
+            .cloned()
+            .map(OrderTransition)
+            .collect()
+    }
+
+    /// Who placed it.
+    async fn user(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        let loader = ctx.data::<DataLoader<UsersLoader>>()?;
+        match loader
+            .load_one(self.0.user_id)
+            .await
+            .map_err(shaped_error)?
+        {
+            Some(user) => Ok(User(user)),
+            None => Err(field_error(Problem::not_found(format!(
+                "order {}'s user, {}, does not exist",
+                self.0.id, self.0.user_id
+            )))),
+        }
+    }
+}
+
+/// Integer cents as the decimal amount clients read.
+fn money_of(minor: i64) -> f64 {
+    minor as f64 / 100.0
+}
+
+/// One line of an order, priced when it was placed.
+pub struct OrderItem(app::OrderItem);
+
+#[Object]
+impl OrderItem {
+    /// The product as catalog has it now (null if it has since been deleted).
+    async fn product(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Product>> {
+        let loader = ctx.data::<DataLoader<ProductsLoader>>()?;
+        Ok(loader
+            .load_one(self.0.product_id)
+            .await
+            .map_err(shaped_error)?
+            .map(Product))
+    }
+
+    async fn quantity(&self) -> i32 {
+        i32::try_from(self.0.quantity).unwrap_or(i32::MAX)
+    }
+
+    /// Its price per unit when the order was placed.
+    async fn unit_price(&self) -> f64 {
+        money_of(self.0.unit_price_minor)
+    }
+}
+
+/// One state an order entered.
+pub struct OrderTransition(app::Transition);
+
+#[Object]
+impl OrderTransition {
+    async fn status(&self) -> OrderStatus {
+        self.0.status.into()
+    }
+
+    /// When, in RFC 3339 (UTC, milliseconds).
+    async fn at(&self) -> String {
+        server::rest::rfc3339(self.0.at_unix_ms)
+    }
+
+    /// Why, for a refusal or a cancellation.
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+}
+
+/// A page of orders.
+#[derive(SimpleObject)]
+pub struct OrderConnection {
+    pub nodes: Vec<Order>,
+    pub page_info: PageInfo,
+}
+
+/// Where a page ends, and whether another follows.
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    /// Pass it as `after` for the next page.
+    pub end_cursor: Option<String>,
+}
+
+/// An order to place.
+#[derive(InputObject)]
+pub struct PlaceOrderInput {
+    pub user_id: ID,
+    pub items: Vec<OrderLineInput>,
+}
+
+/// One product and how many of it.
+#[derive(InputObject)]
+pub struct OrderLineInput {
+    pub product_id: ID,
+    pub quantity: i32,
 }
 
 pub struct Query;
@@ -307,6 +508,21 @@ impl Query {
         };
         let found = gateway(ctx)?.product(id).await.map_err(field_error)?;
         Ok(found.map(Product))
+    }
+
+    /// One user; null if there is none with this id.
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
+        let Some(id) = parse_id(&id) else {
+            return Ok(None);
+        };
+        let loader = ctx.data::<DataLoader<UsersLoader>>()?;
+        Ok(loader.load_one(id).await.map_err(shaped_error)?.map(User))
+    }
+
+    /// One order; null if there is none with this id.
+    async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
+        let found = gateway(ctx)?.order(&id).await.map_err(field_error)?;
+        Ok(found.map(Order))
     }
 
     /// The first `limit` products (1 to 200), in id order.
@@ -348,5 +564,50 @@ impl Mutation {
             .await
             .map_err(field_error)?;
         Ok(Product(created))
+    }
+
+    /// Places an order: accepted at once (`PENDING`), then reserved, charged and paid
+    /// behind the scenes — follow it with `order(id)`. The same `idempotencyKey` again
+    /// answers the same order and places nothing more.
+    async fn place_order(
+        &self,
+        ctx: &Context<'_>,
+        input: PlaceOrderInput,
+        idempotency_key: String,
+    ) -> async_graphql::Result<Order> {
+        let id = |id: &ID, field: &str| {
+            id.parse::<i64>().map_err(|_| {
+                field_error(Problem::validation(vec![problem::FieldError::new(
+                    field,
+                    "must be a positive integer id",
+                )]))
+            })
+        };
+        let new = app::NewOrder {
+            user_id: id(&input.user_id, "input.userId")?,
+            lines: input
+                .items
+                .iter()
+                .enumerate()
+                .map(|(i, line)| {
+                    Ok((
+                        id(&line.product_id, &format!("input.items[{i}].productId"))?,
+                        i64::from(line.quantity),
+                    ))
+                })
+                .collect::<async_graphql::Result<_>>()?,
+        };
+        let placed = gateway(ctx)?
+            .place_order(new, &idempotency_key)
+            .await
+            .map_err(field_error)?;
+        Ok(Order(placed))
+    }
+
+    /// Cancels a pending, confirmed or paid order (a paid one is refunded); cancelling
+    /// twice is cancelling once.
+    async fn cancel_order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Order> {
+        let cancelled = gateway(ctx)?.cancel_order(&id).await.map_err(field_error)?;
+        Ok(Order(cancelled))
     }
 }

@@ -12,6 +12,8 @@ pub struct System {
     accounts: Option<Running>,
     pub catalog: Running,
     pub gateway: Running,
+    /// Orders, billing and the payments sandbox, when started with them.
+    _pipeline: Vec<Running>,
     _dir: tempfile::TempDir,
 }
 
@@ -25,6 +27,24 @@ impl System {
     pub async fn start_with(
         products: usize,
         reviews: usize,
+        configure: impl FnOnce(&mut Settings),
+    ) -> System {
+        Self::assemble(products, reviews, false, configure).await
+    }
+
+    /// [`System::start`] with orders behind the gateway too, and billing and the payments
+    /// sandbox behind orders (every order is charged and paid).
+    pub async fn start_with_orders(products: usize, reviews: usize) -> System {
+        Self::assemble(products, reviews, true, |s| {
+            s.messaging.relay_poll = std::time::Duration::from_millis(50);
+        })
+        .await
+    }
+
+    async fn assemble(
+        products: usize,
+        reviews: usize,
+        with_orders: bool,
         configure: impl FnOnce(&mut Settings),
     ) -> System {
         let dir = tempfile::tempdir().unwrap();
@@ -54,11 +74,23 @@ impl System {
         .await
         .unwrap();
         settings.services.catalog.port = catalog.port();
+        let (accounts, catalog) = (Running::run(accounts), Running::run(catalog));
+        let mut pipeline = Vec::new();
+        if with_orders {
+            let payments = payments::build(&settings).await.unwrap();
+            settings.services.payments_sandbox.port = payments.port();
+            pipeline.push(Running::run(payments));
+            let orders = orders::build(&settings).await.unwrap();
+            settings.services.orders.port = orders.port();
+            pipeline.push(Running::run(orders));
+            pipeline.push(Running::run(billing::build(&settings).await.unwrap()));
+        }
         let gateway = gateway::build(&settings).await.unwrap();
         System {
-            accounts: Some(Running::run(accounts)),
-            catalog: Running::run(catalog),
+            accounts: Some(accounts),
+            catalog,
             gateway: Running::run(gateway),
+            _pipeline: pipeline,
             _dir: dir,
         }
     }

@@ -4,3 +4,4 @@
 mod graphql;
 mod helpers;
 mod limits;
+mod orders;

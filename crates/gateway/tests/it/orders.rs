@@ -1,0 +1,131 @@
+//! Orders through the gateway's GraphQL: placed with an idempotency key, followed to
+//! PAID, listed a page at a time from the user, cancelled.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::System;
+
+const ORDER_FIELDS: &str = "id status total currency items { quantity unitPrice product { name } } history { status at reason } user { name }";
+
+async fn place(system: &System, key: &str, product: i64, quantity: i64) -> Value {
+    let (status, answer) = system
+        .graphql_with(
+            &format!(
+                "mutation($input: PlaceOrderInput!, $key: String!) {{ placeOrder(input: $input, idempotencyKey: $key) {{ {ORDER_FIELDS} }} }}"
+            ),
+            json!({
+                "input": {"userId": "1", "items": [{"productId": product.to_string(), "quantity": quantity}]},
+                "key": key,
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer:#}");
+    answer
+}
+
+/// Polls `order(id)` until its status is `status` (20 s at most).
+async fn order_becomes(system: &System, id: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, answer) = system
+            .graphql_with(
+                &format!("query($id: ID!) {{ order(id: $id) {{ {ORDER_FIELDS} }} }}"),
+                json!({"id": id}),
+            )
+            .await;
+        let order = &answer["data"]["order"];
+        if order["status"] == status {
+            return order.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "order {id} never became {status}: {answer:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_placed_through_graphql_is_paid_listed_and_cancelled() {
+    let system = System::start_with_orders(2, 0).await;
+    let placed = place(&system, "gql-order-1", 2, 3).await;
+    assert!(placed.get("errors").is_none(), "{placed:#}");
+    let order = &placed["data"]["placeOrder"];
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(order["total"], 89.97, "three Mice at 29.99");
+    assert_eq!(order["currency"], "usd", "Stripe-style lower case, as orders has it");
+    assert_eq!(order["items"][0]["product"]["name"], "Mouse");
+    assert_eq!(order["items"][0]["unitPrice"], 29.99);
+    assert_eq!(order["user"]["name"], "Jane Doe");
+    let id = order["id"].as_str().unwrap().to_owned();
+    // The same key again: the same order, nothing more placed.
+    let again = place(&system, "gql-order-1", 2, 3).await;
+    assert_eq!(again["data"]["placeOrder"]["id"], id.as_str());
+
+    let paid = order_becomes(&system, &id, "PAID").await;
+    let history: Vec<&str> = paid["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["PENDING", "CONFIRMED", "PAID"]);
+    assert!(
+        paid["history"][0]["at"]
+            .as_str()
+            .is_some_and(|at| at.ends_with('Z') && at.len() == 24),
+        "{paid:#}"
+    );
+
+    // Listed from the user, a page at a time.
+    let second = place(&system, "gql-order-2", 1, 1).await;
+    let second_id = second["data"]["placeOrder"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let page = |after: Value| {
+        let system = &system;
+        async move {
+            let (_, answer) = system
+                .graphql_with(
+                    "query($after: String) { user(id: \"1\") { orders(first: 1, after: $after) { nodes { id } pageInfo { hasNextPage endCursor } } } }",
+                    json!({"after": after}),
+                )
+                .await;
+            assert!(answer.get("errors").is_none(), "{answer:#}");
+            answer["data"]["user"]["orders"].clone()
+        }
+    };
+    let first_page = page(Value::Null).await;
+    assert_eq!(first_page["nodes"], json!([{"id": id}]));
+    assert_eq!(first_page["pageInfo"]["hasNextPage"], true);
+    let next_page = page(first_page["pageInfo"]["endCursor"].clone()).await;
+    assert_eq!(next_page["nodes"], json!([{"id": second_id}]));
+
+    // Cancelled: refunded, and CANCELLED on the order.
+    let (_, cancelled) = system
+        .graphql_with(
+            "mutation($id: ID!) { cancelOrder(id: $id) { status } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(
+        cancelled["data"]["cancelOrder"]["status"], "CANCELLED",
+        "{cancelled:#}"
+    );
+
+    // A product that does not exist: refused now, with the error table's details.
+    let refused = place(&system, "gql-order-3", 999, 1).await;
+    let error = &refused["errors"][0]["extensions"];
+    assert_eq!(refused["data"], Value::Null, "{refused:#}");
+    assert!(
+        (400..500).contains(&error["status"].as_i64().unwrap()),
+        "{refused:#}"
+    );
+    assert!(error["type"].as_str().unwrap().starts_with("https://"), "{refused:#}");
+    // The same key with another order: the key's reuse is refused.
+    let reused = place(&system, "gql-order-1", 1, 1).await;
+    assert_eq!(reused["errors"][0]["extensions"]["status"], 422, "{reused:#}");
+}
