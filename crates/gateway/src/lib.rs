@@ -5,6 +5,7 @@
 
 pub mod app;
 pub mod graphql;
+pub mod live;
 pub mod web;
 
 use std::sync::Arc;
@@ -28,11 +29,27 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         addr: settings.services.gateway.addr(),
         reason: format!("the catalog or accounts address is not a valid URL: {e}"),
     })?;
+    // The gateway owns no channel: it reads orders' `order-events` for live orders.
+    let broker = messaging::connect(settings)
+        .await
+        .map_err(|e| server::StartError::Messaging {
+            service: SERVICE,
+            reason: e.to_string(),
+        })?
+        .for_service(SERVICE.as_str());
     let gateway = Arc::new(gateway);
+    let feed = Arc::new(live::OrderFeed::default());
     let graphql = &settings.gateway.graphql;
-    let schema = graphql::schema(Arc::clone(&gateway), graphql, settings.profile);
-    Ok(parts
+    let schema = graphql::schema(
+        Arc::clone(&gateway),
+        Arc::clone(&feed),
+        graphql,
+        settings.profile,
+    );
+    let mut app = parts
         .serve(web::router(gateway, schema, graphql))
         .await?
-        .with_client_addresses())
+        .with_client_addresses();
+    app.spawn_background(move |stop| live::run_member(broker, feed, stop));
+    Ok(app)
 }

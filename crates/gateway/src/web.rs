@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use async_graphql::BatchRequest;
 use async_graphql_axum::GraphQLResponse;
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::Router;
+use axum::extract::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use problem::{FieldError, Kind, Problem};
 
 use crate::app::Gateway;
@@ -34,11 +36,28 @@ pub fn router(
 ) -> Router {
     Router::new()
         .route("/graphql", post(execute))
+        .route("/graphql/ws", get(subscribe))
         .with_state(Face {
             gateway,
             schema,
             max_batch: usize::try_from(settings.max_batch).unwrap_or(usize::MAX),
             timeout: settings.timeout,
+        })
+}
+
+/// Subscriptions over WebSocket (`graphql-transport-ws`, or the older `graphql-ws`).
+async fn subscribe(
+    State(face): State<Face>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |stream| {
+            let data = graphql::spawned_loaders(&face.gateway);
+            GraphQLWebSocket::new(stream, face.schema.clone(), protocol)
+                .with_data(data)
+                .serve()
         })
 }
 

@@ -18,9 +18,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, Loader};
-use async_graphql::{
-    Context, EmptySubscription, Enum, ID, InputObject, Object, Schema, SimpleObject,
-};
+use async_graphql::{Context, Enum, ID, InputObject, Object, Schema, SimpleObject};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
@@ -31,7 +29,7 @@ use crate::app::{self, Gateway};
 pub mod cost;
 pub mod limits;
 
-pub type GatewaySchema = Schema<Query, Mutation, EmptySubscription>;
+pub type GatewaySchema = Schema<Query, Mutation, Subscription>;
 
 /// How deep the parser lets a document nest (selection sets, values) before refusing it.
 const PARSER_NESTING: usize = 128;
@@ -39,16 +37,18 @@ const PARSER_NESTING: usize = 128;
 /// Reviews of each product a page shows (`Product.reviews`).
 pub const REVIEWS_PER_PRODUCT: u32 = 20;
 
-/// The schema, with the gateway's use cases as its data, `settings`' limits and cost
+/// The schema, with the gateway's use cases and its live order feed as its data, `settings`' limits and cost
 /// bucket, and introspection as `settings` and `profile` say.
 pub fn schema(
     gateway: Arc<Gateway>,
+    feed: Arc<crate::live::OrderFeed>,
     settings: &settings::GraphqlSettings,
     profile: settings::Profile,
 ) -> GatewaySchema {
     let list_sizes = HashMap::from([(("Product", "reviews"), u64::from(REVIEWS_PER_PRODUCT))]);
-    let builder = Schema::build(Query, Mutation, EmptySubscription)
+    let builder = Schema::build(Query, Mutation, Subscription)
         .data(gateway)
+        .data(feed)
         // The parser's own nesting guard, above `max_depth` so that a deep operation is
         // refused by the depth limit, saying so (the default, 32, came first).
         .limit_recursive_depth(PARSER_NESTING.max(settings.max_depth as usize * 2))
@@ -62,9 +62,7 @@ pub fn schema(
 
 /// The SDL the schema serves (what `graphql/schema.graphql` holds).
 pub fn sdl() -> String {
-    Schema::build(Query, Mutation, EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(Query, Mutation, Subscription).finish().sdl()
 }
 
 /// One operation's DataLoaders and the batches they have asked to run.
@@ -101,6 +99,25 @@ pub fn loaders(gateway: &Arc<Gateway>) -> Loaders {
             .delay(Duration::ZERO),
         batches,
     }
+}
+
+/// Loaders for a subscription's connection: no [`execute`] runs their batches, so each
+/// batch is spawned, inside the connection's context, after DataLoader's usual 1 ms.
+pub fn spawned_loaders(gateway: &Arc<Gateway>) -> async_graphql::Data {
+    fn spawn(batch: BoxFuture<'static, ()>) {
+        let context = telemetry::context::current();
+        tokio::spawn(async move {
+            match context {
+                Some(context) => telemetry::context::scope(context, batch).await,
+                None => batch.await,
+            }
+        });
+    }
+    let mut data = async_graphql::Data::default();
+    data.insert(DataLoader::new(ReviewsLoader(Arc::clone(gateway)), spawn));
+    data.insert(DataLoader::new(UsersLoader(Arc::clone(gateway)), spawn));
+    data.insert(DataLoader::new(ProductsLoader(Arc::clone(gateway)), spawn));
+    data
 }
 
 /// Runs `request` with `loaders`, dispatching their batches the way graphql-js's
@@ -609,5 +626,119 @@ impl Mutation {
     async fn cancel_order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Order> {
         let cancelled = gateway(ctx)?.cancel_order(&id).await.map_err(field_error)?;
         Ok(Order(cancelled))
+    }
+}
+
+pub struct Subscription;
+
+/// Quick reads after a ring that found the order unchanged.
+const EAGER_READS: u32 = 5;
+
+/// What a subscription to one order keeps between pushes.
+struct Watching {
+    gateway: Arc<Gateway>,
+    id: String,
+    rings: tokio::sync::watch::Receiver<u64>,
+    /// The order as first read, still to be pushed.
+    first: Option<app::Order>,
+    /// How many transitions the subscriber has seen.
+    seen: usize,
+    /// Reads since a ring that found nothing new yet: an event can come before the
+    /// change it announces is visible (billing's `OrderPaid` is on the stream before
+    /// orders records PAID), so a ring is followed by a few quick reads.
+    eager: u32,
+    done: bool,
+}
+
+impl Watching {
+    /// The next push: the order each time its history grows, until it is rejected or
+    /// cancelled (a paid order may still be cancelled and refunded).
+    async fn next(mut self) -> Option<(async_graphql::Result<Order>, Self)> {
+        if self.done {
+            return None;
+        }
+        if let Some(order) = self.first.take() {
+            return Some(self.push(order));
+        }
+        loop {
+            if self.eager > 0 && self.eager <= EAGER_READS {
+                // 50, 100, 200, 400, 800 ms after the ring, unless rung again first.
+                let wait = Duration::from_millis(25 << self.eager);
+                tokio::select! {
+                    // Rung again: the quick reads start over.
+                    _ = self.rings.changed() => self.eager = 1,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            } else {
+                // Rung (quick reads follow if it finds nothing), or the periodic read.
+                self.eager = tokio::select! {
+                    changed = self.rings.changed() => match changed {
+                        Ok(()) => 1,
+                        Err(_) => {
+                            tokio::time::sleep(crate::live::RECHECK).await;
+                            0
+                        }
+                    },
+                    () = tokio::time::sleep(crate::live::RECHECK) => 0,
+                };
+            }
+            match self.gateway.order(&self.id).await {
+                Ok(Some(order)) if order.history.len() > self.seen => {
+                    self.eager = 0;
+                    return Some(self.push(order));
+                }
+                Ok(_) if self.eager > 0 => self.eager += 1,
+                Ok(_) => {}
+                Err(problem) => {
+                    self.done = true;
+                    return Some((Err(field_error(problem)), self));
+                }
+            }
+        }
+    }
+
+    fn push(mut self, order: app::Order) -> (async_graphql::Result<Order>, Self) {
+        self.seen = order.history.len();
+        self.done = matches!(
+            order.status,
+            app::OrderStatus::Rejected | app::OrderStatus::Cancelled
+        );
+        (Ok(Order(order)), self)
+    }
+}
+
+#[async_graphql::Subscription]
+impl Subscription {
+    /// The order now, then again each time it moves (every transition, in order), until
+    /// it is rejected or cancelled. Fed by orders' `order-events` stream; over WebSocket
+    /// (`graphql-transport-ws`) at `/graphql/ws`.
+    async fn order_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<Order>>> {
+        let gateway = Arc::clone(gateway(ctx)?);
+        // Watched before the first read, so no move between the two is missed.
+        let rings = ctx.data::<Arc<crate::live::OrderFeed>>()?.watch(&id);
+        let first = gateway
+            .order(&id)
+            .await
+            .map_err(field_error)?
+            .ok_or_else(|| {
+                field_error(Problem::not_found(format!(
+                    "no order {} exists",
+                    id.as_str()
+                )))
+            })?;
+        let watching = Watching {
+            gateway,
+            id: id.to_string(),
+            rings,
+            first: Some(first),
+            seen: 0,
+            eager: 0,
+            done: false,
+        };
+        Ok(futures::stream::unfold(watching, Watching::next))
     }
 }

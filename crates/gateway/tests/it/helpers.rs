@@ -12,8 +12,8 @@ pub struct System {
     accounts: Option<Running>,
     pub catalog: Running,
     pub gateway: Running,
-    /// Orders, billing and the payments sandbox, when started with them.
-    _pipeline: Vec<Running>,
+    /// The payments sandbox, orders and billing (in that order), when started with them.
+    pub pipeline: Vec<Running>,
     _dir: tempfile::TempDir,
 }
 
@@ -90,7 +90,7 @@ impl System {
             accounts: Some(accounts),
             catalog,
             gateway: Running::run(gateway),
-            _pipeline: pipeline,
+            pipeline,
             _dir: dir,
         }
     }

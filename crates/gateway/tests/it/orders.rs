@@ -55,7 +55,10 @@ async fn an_order_placed_through_graphql_is_paid_listed_and_cancelled() {
     let order = &placed["data"]["placeOrder"];
     assert_eq!(order["status"], "PENDING");
     assert_eq!(order["total"], 89.97, "three Mice at 29.99");
-    assert_eq!(order["currency"], "usd", "Stripe-style lower case, as orders has it");
+    assert_eq!(
+        order["currency"], "usd",
+        "Stripe-style lower case, as orders has it"
+    );
     assert_eq!(order["items"][0]["product"]["name"], "Mouse");
     assert_eq!(order["items"][0]["unitPrice"], 29.99);
     assert_eq!(order["user"]["name"], "Jane Doe");
@@ -124,8 +127,109 @@ async fn an_order_placed_through_graphql_is_paid_listed_and_cancelled() {
         (400..500).contains(&error["status"].as_i64().unwrap()),
         "{refused:#}"
     );
-    assert!(error["type"].as_str().unwrap().starts_with("https://"), "{refused:#}");
+    assert!(
+        error["type"].as_str().unwrap().starts_with("https://"),
+        "{refused:#}"
+    );
     // The same key with another order: the key's reuse is refused.
     let reused = place(&system, "gql-order-1", 1, 1).await;
-    assert_eq!(reused["errors"][0]["extensions"]["status"], 422, "{reused:#}");
+    assert_eq!(
+        reused["errors"][0]["extensions"]["status"], 422,
+        "{reused:#}"
+    );
+}
+
+/// A browser's view: an order placed through `placeOrder`, followed over WebSocket
+/// (`graphql-transport-ws`) from PENDING to PAID — every transition, in order, each push
+/// the order as it then was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_sees_every_transition_of_an_order_in_order() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let system = System::start_with_orders(2, 0).await;
+    // A slow provider, so the order is seen moving rather than already paid.
+    let sandbox = &system.pipeline[0];
+    let r = sandbox
+        .client
+        .put(sandbox.url("/v1/sandbox/behaviour"))
+        .json(&json!({"latency_ms": 400}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let placed = place(&system, "gql-live-1", 1, 1).await;
+    let id = placed["data"]["placeOrder"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let url = system
+        .gateway
+        .url("/graphql/ws")
+        .replace("http://", "ws://");
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    ws.send(send(json!({"type": "connection_init"})))
+        .await
+        .unwrap();
+    let next_json = |m: Message| -> Value { serde_json::from_str(m.to_text().unwrap()).unwrap() };
+    let ack = next_json(ws.next().await.unwrap().unwrap());
+    assert_eq!(ack["type"], "connection_ack", "{ack}");
+    ws.send(send(json!({
+        "id": "1",
+        "type": "subscribe",
+        "payload": {
+            "query": "subscription($id: ID!) { orderUpdated(id: $id) { status history { status at } } }",
+            "variables": {"id": id},
+        },
+    })))
+    .await
+    .unwrap();
+
+    let mut pushes: Vec<Value> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while pushes.last().is_none_or(|p| p["status"] != "PAID") {
+        let message = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("PAID within 30 s")
+            .unwrap()
+            .unwrap();
+        if !message.is_text() {
+            continue;
+        }
+        let message = next_json(message);
+        assert_eq!(message["type"], "next", "{message:#}");
+        assert!(message["payload"].get("errors").is_none(), "{message:#}");
+        pushes.push(message["payload"]["data"]["orderUpdated"].clone());
+    }
+    let statuses = |order: &Value| -> Vec<String> {
+        order["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["status"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let last = statuses(pushes.last().unwrap());
+    assert_eq!(last, ["PENDING", "CONFIRMED", "PAID"]);
+    assert!(pushes.len() >= 2, "seen moving, not only paid: {pushes:#?}");
+    for (i, push) in pushes.iter().enumerate() {
+        let seen = statuses(push);
+        assert_eq!(seen, last[..seen.len()], "push {i} is a step along the way");
+        assert_eq!(push["status"], seen.last().unwrap().as_str());
+        if i > 0 {
+            assert!(
+                seen.len() > statuses(&pushes[i - 1]).len(),
+                "each push is a move"
+            );
+        }
+    }
+    ws.close(None).await.ok();
 }
