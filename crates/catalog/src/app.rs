@@ -190,7 +190,7 @@ impl Catalog {
         Ok(Found {
             found: existing
                 .into_iter()
-                .map(|id| (id, by_product.remove(&id).unwrap_or_default()))
+                .map(|id| (id, by_product.get(&id).cloned().unwrap_or_default()))
                 .collect(),
             missing: products.missing,
         })

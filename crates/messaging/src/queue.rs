@@ -124,9 +124,8 @@ impl Delivery {
     }
 
     /// Deliver again after `delay` without counting this delivery ([`Outcome::Defer`]):
-    /// for a handler that did not try because a dependency is known to be down. Each
-    /// time the dependency is tried and fails, that delivery counts as usual, so a
-    /// dependency that never comes back still dead-letters what waits on it.
+    /// for a handler that found a dependency down. How long a message may be deferred
+    /// for free is the worker's business (`WorkerOptions::max_defer`).
     pub async fn defer(self, delay: Duration) -> Result<()> {
         self.settle.settle(Outcome::Defer(delay)).await
     }

@@ -28,11 +28,13 @@ pub enum HandleError {
     #[error("{0}")]
     Transient(String),
     /// It may later, and not before this: the dependency said when (an open breaker's
-    /// remaining wait, a full bulkhead, a `Retry-After`) without being tried. The delay is
-    /// the longer of this and the backoff. On a work queue the delivery is deferred
-    /// ([`Delivery::defer`]): it does not count against `max_deliveries`, so an outage
-    /// longer than the retry budget leaves the work waiting for the dependency instead of
-    /// dead-lettering it; the deliveries that do try it (the breaker's probes) count.
+    /// remaining wait, a full bulkhead, a `Retry-After` — also after a call whose failure
+    /// opened the breaker). The delay is the longer of this and the backoff. On a work
+    /// queue the delivery is deferred ([`Delivery::defer`]) and does not count against
+    /// `max_deliveries` while the message is younger than `max_defer`, so an outage longer
+    /// than the retry budget leaves the work waiting instead of dead-lettering it; past
+    /// `max_defer` it counts, so a dependency that never comes back (or a message that
+    /// keeps tripping its breaker) still ends in the dead-letter queue.
     #[error("{0}")]
     TransientFor(String, Duration),
 }
@@ -45,6 +47,8 @@ pub struct WorkerOptions {
     /// Full-jitter backoff between deliveries of a message that failed transiently.
     pub retry_base: Duration,
     pub retry_cap: Duration,
+    /// How long after a message was made a `TransientFor` defers it for free.
+    pub max_defer: Duration,
 }
 
 impl WorkerOptions {
@@ -53,6 +57,7 @@ impl WorkerOptions {
     pub fn from_settings(settings: &settings::MessagingSettings) -> Self {
         Self {
             handler_timeout: settings.handler_timeout,
+            max_defer: settings.max_defer,
             ..Self::default()
         }
     }
@@ -64,6 +69,7 @@ impl Default for WorkerOptions {
             handler_timeout: Duration::from_secs(30),
             retry_base: Duration::from_millis(200),
             retry_cap: Duration::from_secs(30),
+            max_defer: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -203,6 +209,8 @@ where
     };
     let id = envelope.id;
     let kind = envelope.kind.clone();
+    let age = time::OffsetDateTime::now_utc() - envelope.occurred_at;
+    let deferrable = age < options.max_defer;
     let ctx_correlation = envelope.correlation_id.clone().unwrap_or_default();
     let outcome = in_context(queue, options, envelope, handler).await;
     match outcome {
@@ -213,6 +221,10 @@ where
         }
         Ok(Err(HandleError::Transient(reason))) => {
             retry(queue, delivery, options, rng, &reason, Duration::ZERO).await
+        }
+        Ok(Err(HandleError::TransientFor(reason, not_before))) if !deferrable => {
+            let reason = format!("{reason} (deferred past max_defer: this delivery counts)");
+            retry(queue, delivery, options, rng, &reason, not_before).await
         }
         Ok(Err(HandleError::TransientFor(reason, not_before))) => {
             let delay = backoff(options, delivery.attempt.saturating_sub(1), rng).max(not_before);

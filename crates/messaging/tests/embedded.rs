@@ -672,6 +672,7 @@ async fn an_outage_longer_than_the_retry_budget_defers_instead_of_dead_lettering
         handler_timeout: Duration::from_secs(1),
         retry_base: Duration::from_millis(10),
         retry_cap: Duration::from_millis(50),
+        ..WorkerOptions::default()
     };
     let consumer = broker.queues.consume(&q, 1).await.unwrap();
     let running = {
@@ -699,6 +700,64 @@ async fn an_outage_longer_than_the_retry_budget_defers_instead_of_dead_lettering
     );
     assert_eq!(dead[0].id, fails.id.to_string());
     assert_eq!(failed.load(Ordering::SeqCst), 2);
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
+
+/// Deferral is free only while the message is younger than `max_defer`: past it, a
+/// dependency that is still down counts against the message like any failure, so work
+/// whose dependency never comes back still reaches the dead-letter queue, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_defer_a_deferral_counts() {
+    use messaging::worker::{self, HandleError, WorkerOptions};
+
+    let h = EmbeddedHarness::new();
+    let broker = h.connect().await;
+    let q = h.unique("never-back");
+    broker
+        .queues
+        .declare(
+            &q,
+            &QueueOptions {
+                max_deliveries: 2,
+                ..QueueOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let waits = Envelope::new("Waits", serde_json::json!({}));
+    broker.queues.publish(&q, &waits).await.unwrap();
+    let handler = |_: Envelope| async {
+        Err::<(), _>(HandleError::TransientFor(
+            "catalog: the breaker is open".into(),
+            Duration::from_millis(10),
+        ))
+    };
+    let options = WorkerOptions {
+        retry_base: Duration::from_millis(10),
+        retry_cap: Duration::from_millis(20),
+        // Every message is already older than this.
+        max_defer: Duration::ZERO,
+        ..WorkerOptions::default()
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let consumer = broker.queues.consume(&q, 1).await.unwrap();
+    let running = {
+        let (q, stop) = (q.clone(), stop.clone());
+        tokio::spawn(async move { worker::run(&q, consumer, options, handler, stop).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let dead = loop {
+        let dead = broker.queues.dead_letters(&q, 10).await.unwrap();
+        if !dead.is_empty() {
+            break dead;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead[0].id, waits.id.to_string());
+    assert_eq!(dead[0].attempts, 2);
+    assert!(dead[0].reason.contains("max_defer"), "{}", dead[0].reason);
     stop.cancel();
     running.await.unwrap().unwrap();
 }

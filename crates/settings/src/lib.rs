@@ -35,7 +35,7 @@ pub struct Settings {
     /// UNAVAILABLE with Retry-After, at once) instead of queueing without bound.
     pub max_in_flight: usize,
     /// `development` (the default) or `production`: what is on when a setting leaves it
-    /// to the profile (GraphQL introspection and GraphiQL, today).
+    /// to the profile (GraphQL introspection, today).
     pub profile: Profile,
     pub log: LogSettings,
     pub database: PoolSettings,
@@ -299,9 +299,15 @@ pub struct MessagingSettings {
     pub url: Option<String>,
     /// A message delivered this many times without success goes to its dead-letter queue.
     /// A delivery whose handler found a dependency down (its breaker open, or opened by
-    /// this very failure) is deferred until the breaker's wait is over and does not count,
-    /// so an outage of any length leaves messages waiting rather than dead.
+    /// this very failure) is deferred until the breaker's wait is over and does not count
+    /// while the message is younger than `max_defer`: an outage shorter than that leaves
+    /// messages waiting rather than dead.
     pub max_deliveries: u32,
+    /// How long after a message was made its deferrals stop being free: past it they
+    /// count like any failure, so work whose dependency never comes back (or a message
+    /// that keeps tripping its dependency's breaker) still reaches the dead-letter queue.
+    #[serde(with = "humantime_serde")]
+    pub max_defer: Duration,
     /// How long event streams keep events.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
@@ -328,6 +334,7 @@ impl Default for MessagingSettings {
             retention: Duration::from_secs(7 * 24 * 60 * 60),
             partitions: 4,
             handler_timeout: Duration::from_secs(30),
+            max_defer: Duration::from_secs(24 * 60 * 60),
             publish_timeout: Duration::from_secs(5),
             relay_poll: Duration::from_millis(200),
         }

@@ -27,6 +27,11 @@ pub const DEFAULT_LIST_SIZE: u64 = 100;
 /// A root field of a mutation costs this much on top of what it selects.
 pub const MUTATION_COST: u64 = 10;
 
+/// Most selections one measurement visits (fragments spread in place): a document whose
+/// fragments multiply each other (each spreading the next twice) is refused long before
+/// it could take the gateway's memory or time.
+pub const MAX_VISITS: u64 = 50_000;
+
 /// The arguments that say how many items a list field returns.
 const SIZE_ARGUMENTS: [&str; 3] = ["limit", "first", "last"];
 
@@ -46,6 +51,18 @@ pub struct Measured {
 pub enum Unmeasurable {
     #[error("fragment {0} spreads itself (directly or through other fragments)")]
     FragmentCycle(String),
+    #[error("the operation expands to more than {MAX_VISITS} selections")]
+    TooLarge,
+}
+
+impl Unmeasurable {
+    /// The limit it breaks, as the refusal names it.
+    pub fn limit(&self) -> &'static str {
+        match self {
+            Unmeasurable::FragmentCycle(_) => "fragment_cycle",
+            Unmeasurable::TooLarge => "max_selections",
+        }
+    }
 }
 
 /// Measures operations against one schema.
@@ -60,9 +77,13 @@ struct Walk<'a> {
     measure: &'a Measure<'a>,
     document: &'a ExecutableDocument,
     variables: &'a Variables,
+    /// The operation's variables' defaults (what execution uses for one not given).
+    defaults: &'a [Positioned<async_graphql::parser::types::VariableDefinition>],
     /// Fragments being spread on the way down (a cycle otherwise never ends).
     spreading: Vec<&'a str>,
     aliases: u32,
+    /// Selections visited so far (see [`MAX_VISITS`]).
+    visits: u64,
 }
 
 impl Measure<'_> {
@@ -122,8 +143,10 @@ impl Measure<'_> {
             measure: self,
             document,
             variables,
+            defaults: &operation.variable_definitions,
             spreading: Vec::new(),
             aliases: 0,
+            visits: 0,
         };
         let mut fields = Vec::new();
         walk.fields(&operation.selection_set.node, &mut fields)?;
@@ -132,11 +155,10 @@ impl Measure<'_> {
         for field in &fields {
             let value = data.map(|d| at(d, field));
             let (field_cost, field_depth) = walk.field(root, field, 1, value, None)?;
-            cost = cost.saturating_add(field_cost).saturating_add(if mutation {
-                MUTATION_COST
-            } else {
-                0
-            });
+            // A mutation that did not run (null in the response) cost nothing more.
+            let ran = !matches!(value, Some(Value::Null));
+            let extra = if mutation && ran { MUTATION_COST } else { 0 };
+            cost = cost.saturating_add(field_cost).saturating_add(extra);
             depth = depth.max(field_depth);
         }
         Ok(Measured {
@@ -166,6 +188,10 @@ impl<'a> Walk<'a> {
         out: &mut Vec<&'a Field>,
     ) -> Result<(), Unmeasurable> {
         for selection in &set.items {
+            self.visits += 1;
+            if self.visits > MAX_VISITS {
+                return Err(Unmeasurable::TooLarge);
+            }
             match &selection.node {
                 Selection::Field(field) => out.push(&field.node),
                 Selection::InlineFragment(inline) => {
@@ -302,10 +328,17 @@ impl<'a> Walk<'a> {
                 .find(|(arg, _)| arg.node.as_str() == name)
                 .map(|(_, value)| &value.node);
             // A variable takes its value; a null (given or from a variable) is the default.
+            // A variable not given takes its definition's default, as execution does.
             let value = match given {
-                Some(async_graphql_value::Value::Variable(v)) => {
-                    self.variables.get(v).and_then(number)
-                }
+                Some(async_graphql_value::Value::Variable(v)) => match self.variables.get(v) {
+                    Some(value) => number(value),
+                    None => self
+                        .defaults
+                        .iter()
+                        .find(|d| d.node.name.node == *v)
+                        .and_then(|d| d.node.default_value.as_ref())
+                        .and_then(|d| number(&d.node)),
+                },
                 Some(async_graphql_value::Value::Number(n)) => n.as_i64(),
                 _ => None,
             };

@@ -49,6 +49,8 @@ pub struct ThrottleStatus {
 impl Buckets {
     /// Most clients remembered; past it, full buckets (as good as new) are forgotten.
     const MAX_CLIENTS: usize = 100_000;
+    /// The bucket new clients share while the table is full of spending ones.
+    const OVERFLOW: &'static str = "(overflow)";
 
     pub fn new(size: u32, rate: u32) -> Self {
         Self {
@@ -61,9 +63,15 @@ impl Buckets {
     fn with<R>(&self, client: &str, f: impl FnOnce(&mut Bucket) -> R) -> R {
         let now = Instant::now();
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut client = client;
         if clients.len() >= Self::MAX_CLIENTS && !clients.contains_key(client) {
+            // Full buckets are as good as new: forget them. If every client is still
+            // spending, new ones share one bucket rather than grow the table without bound.
             let (size, rate) = (self.size, self.rate);
             clients.retain(|_, b| refilled(b, now, size, rate) < size);
+            if clients.len() >= Self::MAX_CLIENTS {
+                client = Self::OVERFLOW;
+            }
         }
         let bucket = clients.entry(client.to_owned()).or_insert(Bucket {
             available: self.size,
@@ -187,7 +195,7 @@ impl OneOperation {
         for op in operations {
             let m = measure
                 .requested(document, &op.node, variables)
-                .map_err(|e| refused(&e.to_string(), "fragment_cycle", 0, 0))?;
+                .map_err(|e| refused(&e.to_string(), e.limit(), 0, 0))?;
             worst = Measured {
                 depth: worst.depth.max(m.depth),
                 aliases: worst.aliases.max(m.aliases),
@@ -284,6 +292,13 @@ impl Extension for OneOperation {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        // Fragments can multiply (each spreading the next twice): measure such a document
+        // with our bounded walk before async-graphql's own checks walk it unbounded.
+        if query.contains("...")
+            && let Ok(document) = async_graphql::parser::parse_query(query)
+        {
+            self.check(ctx, &document, variables)?;
+        }
         let document = match next.run(ctx, query, variables).await {
             Ok(document) => document,
             // async-graphql's nesting guard follows fragment spreads, so a fragment cycle

@@ -31,8 +31,13 @@ pub mod limits;
 
 pub type GatewaySchema = Schema<Query, Mutation, Subscription>;
 
-/// How deep the parser lets a document nest (selection sets, values) before refusing it.
+/// async-graphql's recursion guard over a parsed document (its selections, fragments
+/// followed): set above `max_depth`, so that a deep operation is refused by the depth
+/// limit, saying so (the parser keeps a fixed nesting limit of its own, 64).
 const PARSER_NESTING: usize = 128;
+
+/// Most ids one batch call asks for: catalog's and accounts' batch RPCs take 200.
+const MAX_BATCH: usize = 200;
 
 /// Reviews of each product a page shows (`Product.reviews`).
 pub const REVIEWS_PER_PRODUCT: u32 = 20;
@@ -49,8 +54,7 @@ pub fn schema(
     let builder = Schema::build(Query, Mutation, Subscription)
         .data(gateway)
         .data(feed)
-        // The parser's own nesting guard, above `max_depth` so that a deep operation is
-        // refused by the depth limit, saying so (the default, 32, came first).
+        // See PARSER_NESTING (the default, 32, came before the depth limit).
         .limit_recursive_depth(PARSER_NESTING.max(settings.max_depth as usize * 2))
         .extension(limits::Limits::new(settings.clone(), list_sizes));
     if settings.introspection(profile) {
@@ -92,11 +96,14 @@ pub fn loaders(gateway: &Arc<Gateway>) -> Loaders {
     };
     Loaders {
         reviews: DataLoader::new(ReviewsLoader(Arc::clone(gateway)), queue(&batches))
-            .delay(Duration::ZERO),
+            .delay(Duration::ZERO)
+            .max_batch_size(MAX_BATCH),
         users: DataLoader::new(UsersLoader(Arc::clone(gateway)), queue(&batches))
-            .delay(Duration::ZERO),
+            .delay(Duration::ZERO)
+            .max_batch_size(MAX_BATCH),
         products: DataLoader::new(ProductsLoader(Arc::clone(gateway)), queue(&batches))
-            .delay(Duration::ZERO),
+            .delay(Duration::ZERO)
+            .max_batch_size(MAX_BATCH),
         batches,
     }
 }
@@ -114,9 +121,13 @@ pub fn spawned_loaders(gateway: &Arc<Gateway>) -> async_graphql::Data {
         });
     }
     let mut data = async_graphql::Data::default();
-    data.insert(DataLoader::new(ReviewsLoader(Arc::clone(gateway)), spawn));
-    data.insert(DataLoader::new(UsersLoader(Arc::clone(gateway)), spawn));
-    data.insert(DataLoader::new(ProductsLoader(Arc::clone(gateway)), spawn));
+    data.insert(
+        DataLoader::new(ReviewsLoader(Arc::clone(gateway)), spawn).max_batch_size(MAX_BATCH),
+    );
+    data.insert(DataLoader::new(UsersLoader(Arc::clone(gateway)), spawn).max_batch_size(MAX_BATCH));
+    data.insert(
+        DataLoader::new(ProductsLoader(Arc::clone(gateway)), spawn).max_batch_size(MAX_BATCH),
+    );
     data
 }
 

@@ -74,6 +74,27 @@ async fn hostile_operations_are_refused_before_any_backend_call() {
         .await;
     assert_eq!(refusal(&answer)["limit"], "max_cost", "{answer:#}");
 
+    // A variable's default is what runs, so it is what is priced.
+    let (_, answer) = system
+        .graphql_with(
+            "query($n: Int = 200) { products(limit: $n) { name reviews { rating user { name } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(refusal(&answer)["limit"], "max_cost", "{answer:#}");
+
+    // Fragments that multiply: each spreads the next twice (2^30 fields if expanded).
+    let mut fragments = String::from("query { ...F0 } ");
+    for i in 0..30 {
+        fragments.push_str(&format!(
+            "fragment F{i} on Query {{ ...F{n} ...F{n} }} ",
+            n = i + 1
+        ));
+    }
+    fragments.push_str("fragment F30 on Query { products(limit: 1) { name } }");
+    let answer = system.graphql(&fragments).await;
+    assert_eq!(refusal(&answer)["limit"], "max_selections", "{answer:#}");
+
     // A batch of 100 operations.
     let batch: Vec<Value> = (0..100)
         .map(|_| json!({"query": r#"{ product(id: "1") { name } }"#}))

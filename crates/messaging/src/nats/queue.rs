@@ -55,38 +55,46 @@ pub struct NatsQueues {
 /// no way to give one back, so the deferrals are remembered here and taken off the
 /// server's count. They are this process's memory: a message deferred here and then
 /// delivered to another process is counted by the server's number alone (the backend's
-/// behaviour before deferrals), and so is one deferred while the table was full.
+/// behaviour before deferrals). Entries of messages another process settled are never
+/// told to go: when the table is full, those not deferred for an hour are dropped (and if
+/// it is still full, all of them), which costs only uncounted deferrals.
 #[derive(Debug, Default)]
-struct Deferrals(std::sync::Mutex<HashMap<u64, u32>>);
+struct Deferrals(std::sync::Mutex<HashMap<u64, (u32, Instant)>>);
 
 impl Deferrals {
-    /// Far more than any prefetch holds: the table is bounded, not trimmed.
+    /// Far more than any prefetch holds.
     const CAPACITY: usize = 65_536;
+    /// An entry not deferred again for this long is presumed settled elsewhere.
+    const STALE: Duration = Duration::from_secs(60 * 60);
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u32>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (u32, Instant)>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn of(&self, sequence: u64) -> u32 {
-        self.table().get(&sequence).copied().unwrap_or(0)
+        self.table().get(&sequence).map_or(0, |(n, _)| *n)
     }
 
-    /// Records one more deferral of `sequence`; `false` when the table is full.
-    fn add(&self, sequence: u64) -> bool {
+    /// Records one more deferral of `sequence`.
+    fn add(&self, sequence: u64) {
         let mut table = self.table();
         if table.len() >= Self::CAPACITY && !table.contains_key(&sequence) {
-            return false;
+            table.retain(|_, (_, at)| at.elapsed() < Self::STALE);
+            if table.len() >= Self::CAPACITY {
+                table.clear();
+            }
         }
-        *table.entry(sequence).or_default() += 1;
-        true
+        let now = Instant::now();
+        let entry = table.entry(sequence).or_insert((0, now));
+        *entry = (entry.0 + 1, now);
     }
 
     /// Takes back one deferral of `sequence` (its `Nak` never reached the server).
     fn undo(&self, sequence: u64) {
         let mut table = self.table();
-        if let Some(n) = table.get_mut(&sequence) {
+        if let Some((n, _)) = table.get_mut(&sequence) {
             *n = n.saturating_sub(1);
             if *n == 0 {
                 table.remove(&sequence);
@@ -783,7 +791,8 @@ impl Settle for NatsSettle {
             Outcome::Requeue => AckKind::Nak(None),
             Outcome::RetryAfter(delay) => AckKind::Nak(Some(delay)),
             Outcome::Defer(delay) => {
-                deferred = deferrals.add(self.sequence);
+                deferrals.add(self.sequence);
+                deferred = true;
                 AckKind::Nak(Some(delay))
             }
             Outcome::Reject(reason) => {
