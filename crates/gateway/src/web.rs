@@ -19,7 +19,10 @@ use axum::routing::{get, post};
 use problem::{FieldError, Kind, Problem};
 
 use crate::app::Gateway;
-use crate::graphql::{self, GatewaySchema, limits::Client};
+use crate::graphql::limits::{Client, OverGet};
+use crate::graphql::{self, GatewaySchema};
+use axum::http::{StatusCode, header};
+use sha2::Digest;
 
 #[derive(Clone)]
 struct Face {
@@ -35,7 +38,7 @@ pub fn router(
     settings: &settings::GraphqlSettings,
 ) -> Router {
     Router::new()
-        .route("/graphql", post(execute))
+        .route("/graphql", post(execute).get(execute_get))
         .route("/graphql/ws", get(subscribe))
         .with_state(Face {
             gateway,
@@ -61,13 +64,91 @@ async fn subscribe(
         })
 }
 
-async fn execute(State(face): State<Face>, request: Request) -> Response {
-    let client = Client(
+/// The client a request is counted against: its peer's IP address.
+fn client_of(request: &Request) -> Client {
+    Client(
         request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
+    )
+}
+
+/// One operation under the whole execution's budget (an earlier deadline of the
+/// caller's wins); every backend call it makes gets what is left of it.
+async fn run(face: &Face, request: async_graphql::Request) -> async_graphql::Response {
+    let loaders = graphql::loaders(&face.gateway);
+    let deadline = tokio::time::Instant::now() + face.timeout;
+    let execution = graphql::execute(&face.schema, request, loaders);
+    let timed = tokio::time::timeout_at(deadline, telemetry::deadline::scope(deadline, execution));
+    match timed.await {
+        Ok(response) => response,
+        Err(_) => async_graphql::Response::from_errors(vec![graphql::limits::server_error(
+            Problem::new(Kind::Timeout).with_detail(format!(
+                "the operation did not finish within {:?}",
+                face.timeout
+            )),
+            None,
+        )]),
+    }
+}
+
+/// `GET /graphql?query=…` or, with automatic persisted queries, `?extensions=` naming
+/// the query's hash alone: a read an HTTP cache can keep. The answer carries
+/// `Cache-Control` from the types it holds (products public for 5 s, a user private,
+/// an order never) and an `ETag` of its data; `If-None-Match` with it is a 304.
+async fn execute_get(State(face): State<Face>, request: Request) -> Response {
+    let client = client_of(&request);
+    let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
+    let asked = match async_graphql::http::parse_query_string(request.uri().query().unwrap_or("")) {
+        Ok(asked) => asked,
+        Err(err) => {
+            return Problem::invalid_request(format!("not a GraphQL request: {err}"))
+                .into_response();
+        }
+    };
+    let response = run(&face, asked.data(client).data(OverGet)).await;
+    let cache = if response.is_ok() {
+        response
+            .cache_control
+            .value()
+            .unwrap_or_else(|| "no-cache".to_owned())
+    } else {
+        "no-store".to_owned()
+    };
+    let Ok(body) = serde_json::to_vec(&response) else {
+        return Problem::internal("the GraphQL response did not serialize").into_response();
+    };
+    // Of the data alone: `extensions.cost` (the bucket's level) differs on every answer.
+    let Ok(data) = serde_json::to_vec(&response.data) else {
+        return Problem::internal("the GraphQL data did not serialize").into_response();
+    };
+    let digest = sha2::Sha256::digest(&data);
+    let etag = format!(
+        "\"{}\"",
+        digest[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     );
+    let headers = [(header::CACHE_CONTROL, cache), (header::ETAG, etag.clone())];
+    let unchanged = if_none_match.is_some_and(|tags| {
+        tags.to_str()
+            .is_ok_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+    });
+    if unchanged && response.is_ok() {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (
+        headers,
+        [(header::CONTENT_TYPE, "application/json".to_owned())],
+        body,
+    )
+        .into_response()
+}
+
+async fn execute(State(face): State<Face>, request: Request) -> Response {
+    let client = client_of(&request);
     let body = match server::extract::body_bytes(request).await {
         Ok(body) => body,
         Err(problem) => return problem.into_response(),
@@ -82,30 +163,7 @@ async fn execute(State(face): State<Face>, request: Request) -> Response {
             .into_response();
         }
     };
-    // Each operation runs under the whole execution's budget (an earlier deadline of the
-    // caller's wins), and every backend call it makes gets what is left of it.
-    let run = |request: async_graphql::Request| {
-        let (face, client) = (&face, client.clone());
-        async move {
-            let loaders = graphql::loaders(&face.gateway);
-            let deadline = tokio::time::Instant::now() + face.timeout;
-            let execution = graphql::execute(&face.schema, request.data(client), loaders);
-            let timed =
-                tokio::time::timeout_at(deadline, telemetry::deadline::scope(deadline, execution));
-            match timed.await {
-                Ok(response) => response,
-                Err(_) => {
-                    async_graphql::Response::from_errors(vec![graphql::limits::server_error(
-                        Problem::new(Kind::Timeout).with_detail(format!(
-                            "the operation did not finish within {:?}",
-                            face.timeout
-                        )),
-                        None,
-                    )])
-                }
-            }
-        }
-    };
+    let run = |request: async_graphql::Request| run(&face, request.data(client.clone()));
     match batch {
         BatchRequest::Single(request) => GraphQLResponse::from(run(request).await).into_response(),
         BatchRequest::Batch(requests) if requests.len() > face.max_batch => {

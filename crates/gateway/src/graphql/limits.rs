@@ -24,6 +24,10 @@ use super::cost::{Measure, Measured};
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Client(pub String);
 
+/// Marks a request that came over GET: it may only read (a mutation is refused).
+#[derive(Debug, Clone, Copy)]
+pub struct OverGet;
+
 /// The bucket of each client.
 #[derive(Debug)]
 pub struct Buckets {
@@ -162,6 +166,7 @@ struct OneOperation {
 struct State {
     operation_name: Option<String>,
     client: Option<String>,
+    over_get: bool,
     /// Its requested cost, once measured.
     requested: Option<u64>,
     /// Set once admitted: what it was parsed into, to measure the response against.
@@ -281,6 +286,9 @@ impl Extension for OneOperation {
                 .get(&std::any::TypeId::of::<Client>())
                 .and_then(|c| c.downcast_ref::<Client>())
                 .map(|c| c.0.clone());
+            state.over_get = request
+                .data
+                .contains_key(&std::any::TypeId::of::<OverGet>());
         }
         next.run(ctx, request).await
     }
@@ -312,6 +320,19 @@ impl Extension for OneOperation {
             Err(error) => return Err(error),
         };
         let measured = self.check(ctx, &document, variables)?;
+        let (name, over_get) = {
+            let state = self.state();
+            (state.operation_name.clone(), state.over_get)
+        };
+        let mutation = Measure::operation(&document, name.as_deref())
+            .is_some_and(|op| op.node.ty == async_graphql::parser::types::OperationType::Mutation);
+        if over_get && mutation {
+            return Err(server_error(
+                Problem::new(Kind::MethodNotAllowed)
+                    .with_detail("a mutation must be sent with POST; GET only reads"),
+                None,
+            ));
+        }
         let client = self.state().client.clone().unwrap_or_default();
         let requested = measured.cost as f64;
         let taken = self.buckets.take(&client, requested);
@@ -352,7 +373,10 @@ impl Extension for OneOperation {
                 .as_ref()
                 .is_some_and(|x| x.get("code").is_some());
             if !has_code {
-                let table = server_error(Problem::new(Kind::InvalidRequest), None);
+                // Apollo's clients look for this code to send the query with its hash.
+                let code = (error.message == "PersistedQueryNotFound")
+                    .then_some("PERSISTED_QUERY_NOT_FOUND");
+                let table = server_error(Problem::new(Kind::InvalidRequest), code);
                 error.extensions = table.extensions;
             }
         }

@@ -36,6 +36,9 @@ pub type GatewaySchema = Schema<Query, Mutation, Subscription>;
 /// limit, saying so (the parser keeps a fixed nesting limit of its own, 64).
 const PARSER_NESTING: usize = 128;
 
+/// Persisted queries remembered (least recently used forgotten first).
+const PERSISTED_QUERIES: usize = 4096;
+
 /// Most ids one batch call asks for: catalog's and accounts' batch RPCs take 200.
 const MAX_BATCH: usize = 200;
 
@@ -56,7 +59,16 @@ pub fn schema(
         .data(feed)
         // See PARSER_NESTING (the default, 32, came before the depth limit).
         .limit_recursive_depth(PARSER_NESTING.max(settings.max_depth as usize * 2))
-        .extension(limits::Limits::new(settings.clone(), list_sizes));
+        .extension(limits::Limits::new(settings.clone(), list_sizes))
+        // Automatic persisted queries: a query sent once with its SHA-256 is then asked
+        // for by the hash alone (over GET, so that HTTP caches can serve it).
+        .extension(
+            async_graphql::extensions::apollo_persisted_queries::ApolloPersistedQueries::new(
+                async_graphql::extensions::apollo_persisted_queries::LruCacheStorage::new(
+                    PERSISTED_QUERIES,
+                ),
+            ),
+        );
     if settings.introspection(profile) {
         builder.finish()
     } else {
@@ -257,7 +269,8 @@ fn gateway<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Arc<Gateway>> {
 /// A product in the catalog.
 pub struct Product(app::Product);
 
-#[Object]
+/// A product in the catalog. An answer holding products may be cached for 5 s.
+#[Object(cache_control(max_age = 5))]
 impl Product {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -290,7 +303,8 @@ impl Product {
 /// A user's review of a product.
 pub struct Review(app::Review);
 
-#[Object]
+/// A user's review of a product.
+#[Object(cache_control(max_age = 5))]
 impl Review {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -324,7 +338,8 @@ impl Review {
 /// A user of the shop.
 pub struct User(app::User);
 
-#[Object]
+/// A user of the shop. An answer holding a user is private: no shared cache keeps it.
+#[Object(cache_control(private, max_age = 5))]
 impl User {
     async fn id(&self) -> ID {
         ID(self.0.id.to_string())
@@ -389,7 +404,9 @@ impl From<app::OrderStatus> for OrderStatus {
 /// how far it got, and when.
 pub struct Order(app::Order);
 
-#[Object]
+/// An order: accepted at once, then processed behind the scenes; its `history` says
+/// how far it got, and when. An answer holding an order is never cached.
+#[Object(cache_control(private, no_cache))]
 impl Order {
     async fn id(&self) -> ID {
         ID(self.0.id.clone())

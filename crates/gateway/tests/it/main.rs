@@ -1,6 +1,7 @@
 //! The gateway against the real catalog and accounts services.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod caching;
 mod graphql;
 mod helpers;
 mod limits;
