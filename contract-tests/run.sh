@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Property-based tests from the contract: start `brigade up` on free ports with a fresh
 # data directory, run Schemathesis with every check (ours in hooks.py among them) against
-# each REST service's /openapi.json — its phases include stateful sequences along the
+# each REST service's /openapi.json and, from its schema, the gateway's GraphQL — its phases include stateful sequences along the
 # documents' links (create -> get -> patch -> delete) — and stop Brigade. Fails on any server error or any response that violates
 # the document. Usage: contract-tests/run.sh [seconds-per-service]
 set -euo pipefail
@@ -24,6 +24,8 @@ start_brigade
 
 status=0
 for service in ${SCHEMATHESIS_SERVICES:-catalog accounts orders payments-sandbox}; do
+  # The gateway's face is GraphQL (below), not an OpenAPI document.
+  [ "$service" = gateway ] && continue
   url="$(service_url "$service")"
   echo "== schemathesis: $service at $url"
   # One worker: with two, hypothesis parses lambda sources from two threads at once and
@@ -32,4 +34,13 @@ for service in ${SCHEMATHESIS_SERVICES:-catalog accounts orders payments-sandbox
   (cd "$here" && "$venv/bin/st" run "$url/openapi.json" --checks all \
       --max-time "$budget" --workers 1 --seed "$seed" --no-color) || status=1
 done
+# The gateway's GraphQL, from its schema (introspection, on in development): every
+# generated query and mutation must be answered without a server error.
+if [ -z "${SCHEMATHESIS_SERVICES:-}" ] || [[ " $SCHEMATHESIS_SERVICES " == *" gateway "* ]]; then
+  url="$(service_url gateway)/graphql"
+  echo "== schemathesis: gateway GraphQL at $url"
+  (cd "$here/graphql" && "$venv/bin/st" --config-file schemathesis.toml run "$url" \
+      --checks not_a_server_error \
+      --max-time "$budget" --workers 1 --seed "$seed" --no-color) || status=1
+fi
 exit $status

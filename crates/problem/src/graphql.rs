@@ -6,7 +6,11 @@ use crate::{Problem, request_context};
 
 /// A GraphQL error as the spec shapes it; `extensions` carries the table's vocabulary:
 /// `code` (the gRPC code name), `type` (the problem URI), `status`, `retryable`,
-/// `correlation_id` and, for validation failures, `errors`.
+/// `correlation_id` and, for validation failures, `errors` — plus `classification`, the
+/// error class in graphql-java's and Spring for GraphQL's words (`BAD_REQUEST` for every
+/// refusal of what the client asked, a missing record included; `UNAUTHORIZED`,
+/// `FORBIDDEN`; `INTERNAL_ERROR` for the server's failures), which GraphQL tooling reads
+/// to tell a refused request from a failed server.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GraphqlError {
     pub message: String,
@@ -22,6 +26,7 @@ impl Problem {
         ext.insert("type".into(), Value::from(kind.type_uri()));
         ext.insert("status".into(), Value::from(kind.http_status().as_u16()));
         ext.insert("retryable".into(), Value::from(kind.retryable()));
+        ext.insert("classification".into(), Value::from(classification(kind)));
         if !correlation_id.is_empty() {
             ext.insert("correlation_id".into(), Value::from(correlation_id));
         }
@@ -49,5 +54,16 @@ impl From<Problem> for GraphqlError {
         let (correlation_id, _) = request_context();
         problem.log(&correlation_id);
         problem.to_graphql(&correlation_id)
+    }
+}
+
+/// graphql-java's `ErrorType` for a kind of the table.
+fn classification(kind: crate::Kind) -> &'static str {
+    use crate::Kind;
+    match kind {
+        Kind::Unauthenticated => "UNAUTHORIZED",
+        Kind::Forbidden => "FORBIDDEN",
+        k if k.is_server_error() => "INTERNAL_ERROR",
+        _ => "BAD_REQUEST",
     }
 }

@@ -298,6 +298,10 @@ fn graphql_errors_carry_code_and_type() {
     let v = Problem::validation(vec![FieldError::new("name", "empty")]).to_graphql("");
     assert_eq!(v.extensions["code"], "INVALID_ARGUMENT");
     assert_eq!(v.extensions["errors"][0]["field"], "name");
+    assert_eq!(v.extensions["classification"], "BAD_REQUEST");
+    assert_eq!(gql.extensions["classification"], "BAD_REQUEST");
+    let down = Problem::unavailable("catalog is down").to_graphql("");
+    assert_eq!(down.extensions["classification"], "INTERNAL_ERROR");
 }
 
 /// `InvalidArgument` -> `INVALID_ARGUMENT`, to check GraphQL codes independently.

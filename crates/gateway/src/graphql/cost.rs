@@ -38,8 +38,11 @@ const SIZE_ARGUMENTS: [&str; 3] = ["limit", "first", "last"];
 /// What one operation asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Measured {
-    /// Deepest field nesting (a root field is at depth 1).
+    /// Deepest field nesting (a root field is at depth 1), introspection apart.
     pub depth: u32,
+    /// Deepest nesting under `__schema` or `__type` (tools' introspection queries nest
+    /// `ofType` deeper than any query of the schema's own needs; they call no backend).
+    pub introspection_depth: u32,
     pub aliases: u32,
     pub root_fields: u32,
     /// Its cost with every list full.
@@ -151,8 +154,18 @@ impl Measure<'_> {
         let mut fields = Vec::new();
         walk.fields(&operation.selection_set.node, &mut fields)?;
         let mutation = operation.ty == OperationType::Mutation;
-        let (mut cost, mut depth) = (0u64, 0u32);
+        let (mut cost, mut depth, mut introspection_depth) = (0u64, 0u32, 0u32);
         for field in &fields {
+            // Introspection calls no backend and is bounded by the schema: it costs
+            // nothing, and its depth is measured apart.
+            if field.name.node.starts_with("__") {
+                if field.alias.is_some() {
+                    walk.aliases = walk.aliases.saturating_add(1);
+                }
+                let field_depth = walk.nested_depth(&field.selection_set.node, 1)?;
+                introspection_depth = introspection_depth.max(field_depth);
+                continue;
+            }
             let value = data.map(|d| at(d, field));
             let (field_cost, field_depth) = walk.field(root, field, 1, value, None)?;
             // A mutation that did not run (null in the response) cost nothing more.
@@ -163,6 +176,7 @@ impl Measure<'_> {
         }
         Ok(Measured {
             depth,
+            introspection_depth,
             aliases: walk.aliases,
             root_fields: u32::try_from(fields.len()).unwrap_or(u32::MAX),
             cost,

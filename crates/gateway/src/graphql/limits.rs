@@ -20,6 +20,10 @@ use tokio::time::Instant;
 
 use super::cost::{Measure, Measured};
 
+/// How deep an introspection query may nest: the standard one (GraphiQL's, a code
+/// generator's) nests `ofType` about ten levels under `__schema`.
+pub const MAX_INTROSPECTION_DEPTH: u64 = 32;
+
 /// The client an operation is counted against, put in the request's data by the face.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Client(pub String);
@@ -203,6 +207,7 @@ impl OneOperation {
                 .map_err(|e| refused(&e.to_string(), e.limit(), 0, 0))?;
             worst = Measured {
                 depth: worst.depth.max(m.depth),
+                introspection_depth: worst.introspection_depth.max(m.introspection_depth),
                 aliases: worst.aliases.max(m.aliases),
                 root_fields: worst.root_fields.max(m.root_fields),
                 cost: worst.cost.max(m.cost),
@@ -211,6 +216,11 @@ impl OneOperation {
         let s = &self.settings;
         let over = [
             ("max_depth", u64::from(worst.depth), u64::from(s.max_depth)),
+            (
+                "max_introspection_depth",
+                u64::from(worst.introspection_depth),
+                MAX_INTROSPECTION_DEPTH,
+            ),
             (
                 "max_aliases",
                 u64::from(worst.aliases),
@@ -365,20 +375,30 @@ impl Extension for OneOperation {
 
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
-        // A request error of async-graphql's own (it does not parse, it is not valid
-        // against the schema) speaks the error table too: an invalid request.
-        for error in response.errors.iter_mut().filter(|e| e.path.is_empty()) {
+        // An error of async-graphql's own speaks the error table too: a request error (it
+        // does not parse, is not valid against the schema, or an argument's value does not
+        // fit its type) is an invalid request; anything else is the server's, and says
+        // nothing of its cause.
+        for error in &mut response.errors {
             let has_code = error
                 .extensions
                 .as_ref()
                 .is_some_and(|x| x.get("code").is_some());
-            if !has_code {
+            if has_code {
+                continue;
+            }
+            let refused = error.path.is_empty() || error.message.starts_with("Failed to parse");
+            let table = if refused {
                 // Apollo's clients look for this code to send the query with its hash.
                 let code = (error.message == "PersistedQueryNotFound")
                     .then_some("PERSISTED_QUERY_NOT_FOUND");
-                let table = server_error(Problem::new(Kind::InvalidRequest), code);
-                error.extensions = table.extensions;
-            }
+                server_error(Problem::new(Kind::InvalidRequest), code)
+            } else {
+                let shaped = server_error(Problem::internal(error.message.clone()), None);
+                error.message = shaped.message.clone();
+                shaped
+            };
+            error.extensions = table.extensions;
         }
         let (requested, admitted, client, throttle, name) = {
             let mut state = self.state();

@@ -34,17 +34,37 @@ async fn hostile_operations_are_refused_before_any_backend_call() {
     let before = gateway_calls(&metrics.render());
     assert_eq!(before, 1.0);
 
-    // Depth 50 (introspection's types nest as deep as one likes).
+    // Depth 50: users' orders' users' orders...
+    let mut deep = String::from("name");
+    for _ in 0..12 {
+        deep = format!("orders {{ nodes {{ user {{ {deep} }} }} }}");
+    }
+    let deep = format!(r#"{{ user(id: "1") {{ {deep} }} }}"#);
+    let answer = system.graphql(&deep).await;
+    assert_eq!(refusal(&answer)["limit"], "max_depth", "{answer:#}");
+    assert_eq!(refusal(&answer)["value"], 38);
+    assert_eq!(refusal(&answer)["code"], "INVALID_ARGUMENT");
+    assert_eq!(answer["data"], Value::Null);
+    // ...and through introspection (its own allowance is deeper, not unbounded).
     let mut deep = String::from("name");
     for _ in 0..48 {
         deep = format!("ofType {{ {deep} }}");
     }
     let deep = format!(r#"{{ __type(name: "Product") {{ {deep} }} }}"#);
     let answer = system.graphql(&deep).await;
-    assert_eq!(refusal(&answer)["limit"], "max_depth", "{answer:#}");
+    assert_eq!(
+        refusal(&answer)["limit"],
+        "max_introspection_depth",
+        "{answer:#}"
+    );
     assert_eq!(refusal(&answer)["value"], 50);
-    assert_eq!(refusal(&answer)["code"], "INVALID_ARGUMENT");
-    assert_eq!(answer["data"], Value::Null);
+    // A tool's standard introspection query is answered.
+    let introspection = system.graphql(INTROSPECTION).await;
+    assert!(introspection.get("errors").is_none(), "{introspection:#}");
+    assert_eq!(
+        introspection["data"]["__schema"]["queryType"]["name"],
+        "Query"
+    );
 
     // 1,000 aliases of one field.
     let aliases: String = (0..1000)
@@ -171,3 +191,30 @@ async fn a_client_spending_faster_than_its_bucket_refills_is_throttled() {
     let created = page["data"]["products"].as_array().map_or(0, |p| p.len());
     assert!(created <= 12, "{page:#}");
 }
+
+/// graphql-js's `getIntrospectionQuery()` (what GraphiQL, code generators and fuzzers send).
+const INTROSPECTION: &str = r#"
+query IntrospectionQuery {
+  __schema {
+    queryType { name } mutationType { name } subscriptionType { name }
+    types { ...FullType }
+    directives { name description locations args { ...InputValue } }
+  }
+}
+fragment FullType on __Type {
+  kind name description
+  fields(includeDeprecated: true) {
+    name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason
+  }
+  inputFields { ...InputValue }
+  interfaces { ...TypeRef }
+  enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef }
+}
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type {
+  kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+    ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } }
+}
+"#;
