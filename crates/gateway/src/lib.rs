@@ -47,7 +47,12 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         settings.profile,
     );
     let mut app = parts
-        .serve(web::router(gateway, schema, graphql))
+        .serve(web::router(
+            gateway,
+            schema,
+            graphql,
+            graphql.graphiql(settings.profile),
+        ))
         .await?
         .with_client_addresses();
     app.spawn_background(move |stop| live::run_member(broker, feed, stop));

@@ -36,16 +36,69 @@ pub fn router(
     gateway: Arc<Gateway>,
     schema: GatewaySchema,
     settings: &settings::GraphqlSettings,
+    graphiql: bool,
 ) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/graphql", post(execute).get(execute_get))
-        .route("/graphql/ws", get(subscribe))
-        .with_state(Face {
-            gateway,
-            schema,
-            max_batch: usize::try_from(settings.max_batch).unwrap_or(usize::MAX),
-            timeout: settings.timeout,
-        })
+        .route("/graphql/ws", get(subscribe));
+    let router = if graphiql {
+        router
+            .route("/graphiql", get(graphiql_page))
+            .route("/graphiql/{asset}", get(graphiql_asset))
+    } else {
+        router
+    };
+    router.with_state(Face {
+        gateway,
+        schema,
+        max_batch: usize::try_from(settings.max_batch).unwrap_or(usize::MAX),
+        timeout: settings.timeout,
+    })
+}
+
+/// GraphiQL's page: its scripts and styles come from the gateway, never a CDN.
+async fn graphiql_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../assets/graphiql/index.html"),
+    )
+        .into_response()
+}
+
+/// GraphiQL 3.8.3 and React 18.3.1 (npm, MIT: `assets/graphiql/LICENSES`), kept gzipped
+/// in the binary and sent as they are (every browser takes `Content-Encoding: gzip`).
+async fn graphiql_asset(axum::extract::Path(asset): axum::extract::Path<String>) -> Response {
+    let (body, kind): (&'static [u8], &str) = match asset.as_str() {
+        "graphiql.min.js" => (
+            include_bytes!("../assets/graphiql/graphiql.min.js.gz"),
+            "text/javascript",
+        ),
+        "graphiql.min.css" => (
+            include_bytes!("../assets/graphiql/graphiql.min.css.gz"),
+            "text/css",
+        ),
+        "react.production.min.js" => (
+            include_bytes!("../assets/graphiql/react.production.min.js.gz"),
+            "text/javascript",
+        ),
+        "react-dom.production.min.js" => (
+            include_bytes!("../assets/graphiql/react-dom.production.min.js.gz"),
+            "text/javascript",
+        ),
+        _ => return Problem::not_found(format!("no asset {asset}")).into_response(),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CONTENT_ENCODING, "gzip"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 /// Subscriptions over WebSocket (`graphql-transport-ws`, or the older `graphql-ws`).

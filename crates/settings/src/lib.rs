@@ -89,6 +89,8 @@ pub struct GraphqlSettings {
     pub timeout: Duration,
     /// Whether the schema answers introspection; unset: only in `development`.
     pub introspection: Option<bool>,
+    /// Whether `/graphiql` serves GraphiQL (from the binary); unset: as introspection.
+    pub graphiql: Option<bool>,
 }
 
 impl Default for GraphqlSettings {
@@ -103,6 +105,7 @@ impl Default for GraphqlSettings {
             restore_rate: 50,
             timeout: Duration::from_secs(10),
             introspection: None,
+            graphiql: None,
         }
     }
 }
@@ -112,6 +115,11 @@ impl GraphqlSettings {
     pub fn introspection(&self, profile: Profile) -> bool {
         self.introspection
             .unwrap_or(profile == Profile::Development)
+    }
+
+    /// Whether GraphiQL is served under `profile` (it needs introspection to be useful).
+    pub fn graphiql(&self, profile: Profile) -> bool {
+        self.graphiql.unwrap_or_else(|| self.introspection(profile))
     }
 }
 

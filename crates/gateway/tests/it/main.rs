@@ -6,3 +6,4 @@ mod graphql;
 mod helpers;
 mod limits;
 mod orders;
+mod profiles;
