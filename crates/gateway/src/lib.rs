@@ -29,14 +29,6 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         addr: settings.services.gateway.addr(),
         reason: format!("the catalog or accounts address is not a valid URL: {e}"),
     })?;
-    // The gateway owns no channel: it reads orders' `order-events` for live orders.
-    let broker = messaging::connect(settings)
-        .await
-        .map_err(|e| server::StartError::Messaging {
-            service: SERVICE,
-            reason: e.to_string(),
-        })?
-        .for_service(SERVICE.as_str());
     let gateway = Arc::new(gateway);
     let feed = Arc::new(live::OrderFeed::default());
     let graphql = &settings.gateway.graphql;
@@ -55,6 +47,9 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         ))
         .await?
         .with_client_addresses();
-    app.spawn_background(move |stop| live::run_member(broker, feed, stop));
+    // Live orders read orders' `order-events`; the broker is reached in the background
+    // (and again when it goes away), so queries and mutations never wait on it.
+    let settings = settings.clone();
+    app.spawn_background(move |stop| live::run_member(settings, feed, stop));
     Ok(app)
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use messaging::worker::{self, HandleError, WorkerOptions};
 use messaging::{Broker, Envelope, StartFrom};
+use settings::Settings;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -57,13 +58,22 @@ impl OrderFeed {
 }
 
 /// Reads `order-events` as a member of group `gateway` until `stop`, ringing `feed` for
-/// each event's `order_id` (events without one are skipped). Supervised: a stream that does
-/// not exist yet (orders not started) or a broker that went away is tried again.
-pub async fn run_member(broker: Broker, feed: Arc<OrderFeed>, stop: CancellationToken) {
+/// each event's `order_id` (events without one are skipped). Supervised: a broker not
+/// reachable yet or gone away, or a stream that does not exist yet (orders not started),
+/// is tried again.
+pub async fn run_member(settings: Settings, feed: Arc<OrderFeed>, stop: CancellationToken) {
     let options = WorkerOptions::default();
+    let broker: Arc<tokio::sync::OnceCell<Broker>> = Arc::default();
     worker::supervise("order-events/gateway", stop, move |stop| {
-        let (broker, feed) = (broker.clone(), Arc::clone(&feed));
+        let (settings, broker, feed) = (settings.clone(), Arc::clone(&broker), Arc::clone(&feed));
         async move {
+            let broker = broker
+                .get_or_try_init(|| async {
+                    messaging::connect(&settings)
+                        .await
+                        .map(|b| b.for_service(crate::SERVICE.as_str()))
+                })
+                .await?;
             let consumer = broker
                 .streams
                 .subscribe(ORDER_EVENTS, GROUP, StartFrom::Latest)

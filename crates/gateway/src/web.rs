@@ -102,15 +102,20 @@ async fn graphiql_asset(axum::extract::Path(asset): axum::extract::Path<String>)
 }
 
 /// Subscriptions over WebSocket (`graphql-transport-ws`, or the older `graphql-ws`).
+/// A message is held to the same cap as a request body, and every operation on the
+/// connection is counted against the connecting client's bucket.
 async fn subscribe(
     State(face): State<Face>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     upgrade
+        .max_message_size(server::extract::MAX_BODY_BYTES)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
-            let data = graphql::spawned_loaders(&face.gateway);
+            let mut data = graphql::spawned_loaders(&face.gateway);
+            data.insert(Client(peer.ip().to_string()));
             GraphQLWebSocket::new(stream, face.schema.clone(), protocol)
                 .with_data(data)
                 .serve()
@@ -161,40 +166,56 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
         }
     };
     let response = run(&face, asked.data(client).data(OverGet)).await;
-    let cache = if response.is_ok() {
-        response
-            .cache_control
-            .value()
-            .unwrap_or_else(|| "no-cache".to_owned())
-    } else {
-        "no-store".to_owned()
+    // GET only reads: a mutation is refused as HTTP 405 (GraphQL over HTTP), saying so.
+    let refused_method = response.errors.iter().any(|e| {
+        e.extensions
+            .as_ref()
+            .and_then(|x| x.get("status"))
+            .is_some_and(|s| *s == async_graphql::Value::from(405))
+    });
+    let cache = match response.cache_control.value() {
+        _ if !response.is_ok() => "no-store".to_owned(),
+        // An order (`no_cache`) is never kept, not even by the browser.
+        Some(value) if value.contains("no-cache") => "no-store, private".to_owned(),
+        Some(value) => value,
+        None => "no-cache".to_owned(),
     };
     let Ok(body) = serde_json::to_vec(&response) else {
         return Problem::internal("the GraphQL response did not serialize").into_response();
     };
-    // Of the data alone: `extensions.cost` (the bucket's level) differs on every answer.
+    // Of the data alone, and weak: the body around the data (its cost extension)
+    // differs from one answer to the next.
     let Ok(data) = serde_json::to_vec(&response.data) else {
         return Problem::internal("the GraphQL data did not serialize").into_response();
     };
     let digest = sha2::Sha256::digest(&data);
-    let etag = format!(
-        "\"{}\"",
-        digest[..16]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let etag = format!("W/\"{hex}\"");
     let headers = [(header::CACHE_CONTROL, cache), (header::ETAG, etag.clone())];
+    // Compared weakly (RFC 9110 §8.8.3.2): `W/"x"` and `"x"` are the same tag.
     let unchanged = if_none_match.is_some_and(|tags| {
-        tags.to_str()
-            .is_ok_and(|tags| tags.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+        tags.to_str().is_ok_and(|tags| {
+            tags.split(',').any(|t| {
+                let t = t.trim();
+                t == "*" || t.trim_start_matches("W/") == format!("\"{hex}\"")
+            })
+        })
     });
     if unchanged && response.is_ok() {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
+    let status = if refused_method {
+        StatusCode::METHOD_NOT_ALLOWED
+    } else {
+        StatusCode::OK
+    };
     (
+        status,
         headers,
-        [(header::CONTENT_TYPE, "application/json".to_owned())],
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::ALLOW, "GET, POST".to_owned()),
+        ],
         body,
     )
         .into_response()

@@ -9,8 +9,9 @@ use crate::{Problem, request_context};
 /// `correlation_id` and, for validation failures, `errors` — plus `classification`, the
 /// error class in graphql-java's and Spring for GraphQL's words (`BAD_REQUEST` for every
 /// refusal of what the client asked, a missing record included; `UNAUTHORIZED`,
-/// `FORBIDDEN`; `INTERNAL_ERROR` for the server's failures), which GraphQL tooling reads
-/// to tell a refused request from a failed server.
+/// `FORBIDDEN`) and, for the server's failures, Apollo's `INTERNAL_SERVER_ERROR` (the
+/// name tools such as Schemathesis read as a server failure) — so that GraphQL tooling
+/// can tell a refused request from a failed server.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GraphqlError {
     pub message: String,
@@ -63,7 +64,7 @@ fn classification(kind: crate::Kind) -> &'static str {
     match kind {
         Kind::Unauthenticated => "UNAUTHORIZED",
         Kind::Forbidden => "FORBIDDEN",
-        k if k.is_server_error() => "INTERNAL_ERROR",
+        k if k.is_server_error() => "INTERNAL_SERVER_ERROR",
         _ => "BAD_REQUEST",
     }
 }

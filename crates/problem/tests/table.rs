@@ -301,7 +301,7 @@ fn graphql_errors_carry_code_and_type() {
     assert_eq!(v.extensions["classification"], "BAD_REQUEST");
     assert_eq!(gql.extensions["classification"], "BAD_REQUEST");
     let down = Problem::unavailable("catalog is down").to_graphql("");
-    assert_eq!(down.extensions["classification"], "INTERNAL_ERROR");
+    assert_eq!(down.extensions["classification"], "INTERNAL_SERVER_ERROR");
 }
 
 /// `InvalidArgument` -> `INVALID_ARGUMENT`, to check GraphQL codes independently.

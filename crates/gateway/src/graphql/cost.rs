@@ -114,6 +114,29 @@ impl Measure<'_> {
         self.walk(document, operation, variables, None)
     }
 
+    /// Expands every operation of `document` (fragments spread in place) against one
+    /// budget of [`MAX_VISITS`]: refuses a document whose fragments loop or multiply,
+    /// whichever of its operations would be run.
+    pub fn expand_all(
+        &self,
+        document: &ExecutableDocument,
+        variables: &Variables,
+    ) -> Result<(), Unmeasurable> {
+        let mut walk = Walk {
+            measure: self,
+            document,
+            variables,
+            defaults: &[],
+            spreading: Vec::new(),
+            aliases: 0,
+            visits: 0,
+        };
+        for (_, operation) in document.operations.iter() {
+            walk.expand(&operation.node.selection_set.node)?;
+        }
+        Ok(())
+    }
+
     /// The operation's cost over what it returned (`data`).
     pub fn actual(
         &self,
@@ -168,9 +191,8 @@ impl Measure<'_> {
             }
             let value = data.map(|d| at(d, field));
             let (field_cost, field_depth) = walk.field(root, field, 1, value, None)?;
-            // A mutation that did not run (null in the response) cost nothing more.
-            let ran = !matches!(value, Some(Value::Null));
-            let extra = if mutation && ran { MUTATION_COST } else { 0 };
+            // A mutation pays its 10 whether it succeeded or failed in the backend.
+            let extra = if mutation { MUTATION_COST } else { 0 };
             cost = cost.saturating_add(field_cost).saturating_add(extra);
             depth = depth.max(field_depth);
         }
@@ -312,6 +334,16 @@ impl<'a> Walk<'a> {
                 Ok((2u64.saturating_add(size.saturating_mul(each)), deepest))
             }
         }
+    }
+
+    /// Every selection under `set`, fragments spread in place (counting visits).
+    fn expand(&mut self, set: &'a SelectionSet) -> Result<(), Unmeasurable> {
+        let mut fields = Vec::new();
+        self.fields(set, &mut fields)?;
+        for field in fields {
+            self.expand(&field.selection_set.node)?;
+        }
+        Ok(())
     }
 
     /// The deepest nesting of a selection the schema does not describe (introspection).

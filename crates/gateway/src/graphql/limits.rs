@@ -291,11 +291,14 @@ impl Extension for OneOperation {
         {
             let mut state = self.state();
             state.operation_name = request.operation_name.clone();
-            state.client = request
-                .data
-                .get(&std::any::TypeId::of::<Client>())
-                .and_then(|c| c.downcast_ref::<Client>())
-                .map(|c| c.0.clone());
+            // A request's own (HTTP), or its connection's (WebSocket).
+            state.client = [&request.data, ctx.session_data]
+                .into_iter()
+                .find_map(|data| {
+                    data.get(&std::any::TypeId::of::<Client>())
+                        .and_then(|c| c.downcast_ref::<Client>())
+                        .map(|c| c.0.clone())
+                });
             state.over_get = request
                 .data
                 .contains_key(&std::any::TypeId::of::<OverGet>());
@@ -312,10 +315,17 @@ impl Extension for OneOperation {
     ) -> ServerResult<ExecutableDocument> {
         // Fragments can multiply (each spreading the next twice): measure such a document
         // with our bounded walk before async-graphql's own checks walk it unbounded.
+        // Every operation, not only the one to run: async-graphql's walk covers them all.
         if query.contains("...")
             && let Ok(document) = async_graphql::parser::parse_query(query)
         {
-            self.check(ctx, &document, variables)?;
+            let measure = Measure {
+                registry: &ctx.schema_env.registry,
+                list_sizes: &self.list_sizes,
+            };
+            measure
+                .expand_all(&document, variables)
+                .map_err(|e| refused(&e.to_string(), e.limit(), 0, 0))?;
         }
         let document = match next.run(ctx, query, variables).await {
             Ok(document) => document,

@@ -28,6 +28,7 @@ use crate::app::{self, Gateway};
 
 pub mod cost;
 pub mod limits;
+pub mod persisted;
 
 pub type GatewaySchema = Schema<Query, Mutation, Subscription>;
 
@@ -36,8 +37,8 @@ pub type GatewaySchema = Schema<Query, Mutation, Subscription>;
 /// limit, saying so (the parser keeps a fixed nesting limit of its own, 64).
 const PARSER_NESTING: usize = 128;
 
-/// Persisted queries remembered (least recently used forgotten first).
-const PERSISTED_QUERIES: usize = 4096;
+/// The persisted queries' text kept, in all (oldest forgotten first).
+const PERSISTED_BYTES: usize = 16 << 20;
 
 /// Most ids one batch call asks for: catalog's and accounts' batch RPCs take 200.
 const MAX_BATCH: usize = 200;
@@ -60,15 +61,8 @@ pub fn schema(
         // See PARSER_NESTING (the default, 32, came before the depth limit).
         .limit_recursive_depth(PARSER_NESTING.max(settings.max_depth as usize * 2))
         .extension(limits::Limits::new(settings.clone(), list_sizes))
-        // Automatic persisted queries: a query sent once with its SHA-256 is then asked
-        // for by the hash alone (over GET, so that HTTP caches can serve it).
-        .extension(
-            async_graphql::extensions::apollo_persisted_queries::ApolloPersistedQueries::new(
-                async_graphql::extensions::apollo_persisted_queries::LruCacheStorage::new(
-                    PERSISTED_QUERIES,
-                ),
-            ),
-        );
+        // Automatic persisted queries (see `persisted`).
+        .extension(persisted::PersistedQueries::new(PERSISTED_BYTES));
     if settings.introspection(profile) {
         builder.finish()
     } else {
@@ -662,6 +656,9 @@ pub struct Subscription;
 /// Quick reads after a ring that found the order unchanged.
 const EAGER_READS: u32 = 5;
 
+/// The longest id an order can have (orders' own bound).
+const MAX_ORDER_ID: usize = 64;
+
 /// What a subscription to one order keeps between pushes.
 struct Watching {
     gateway: Arc<Gateway>,
@@ -679,8 +676,10 @@ struct Watching {
 }
 
 impl Watching {
-    /// The next push: the order each time its history grows, until it is rejected or
-    /// cancelled (a paid order may still be cancelled and refunded).
+    /// The next push: the order each time its history grows, until it is final (PAID,
+    /// REJECTED or CANCELLED, as orders' own `WatchOrder`) or gone. A failed read is
+    /// tried again at the next ring or [`crate::live::RECHECK`]: an orders outage
+    /// pauses a subscription, it does not end it.
     async fn next(mut self) -> Option<(async_graphql::Result<Order>, Self)> {
         if self.done {
             return None;
@@ -690,11 +689,16 @@ impl Watching {
         }
         loop {
             if self.eager > 0 && self.eager <= EAGER_READS {
-                // 50, 100, 200, 400, 800 ms after the ring, unless rung again first.
+                // Each read 50, 100, 200, 400 ms after the one before, unless rung again.
                 let wait = Duration::from_millis(25 << self.eager);
                 tokio::select! {
                     // Rung again: the quick reads start over.
-                    _ = self.rings.changed() => self.eager = 1,
+                    changed = self.rings.changed() => {
+                        self.eager = 1;
+                        if changed.is_err() {
+                            tokio::time::sleep(crate::live::RECHECK).await;
+                        }
+                    }
                     () = tokio::time::sleep(wait) => {}
                 }
             } else {
@@ -715,11 +719,12 @@ impl Watching {
                     self.eager = 0;
                     return Some(self.push(order));
                 }
+                // Gone (it cannot be, but a subscription must not outlive its order).
+                Ok(None) => return None,
                 Ok(_) if self.eager > 0 => self.eager += 1,
                 Ok(_) => {}
                 Err(problem) => {
-                    self.done = true;
-                    return Some((Err(field_error(problem)), self));
+                    tracing::info!(order_id = %self.id, error = %problem, "a subscription could not read its order; trying again");
                 }
             }
         }
@@ -729,7 +734,7 @@ impl Watching {
         self.seen = order.history.len();
         self.done = matches!(
             order.status,
-            app::OrderStatus::Rejected | app::OrderStatus::Cancelled
+            app::OrderStatus::Paid | app::OrderStatus::Rejected | app::OrderStatus::Cancelled
         );
         (Ok(Order(order)), self)
     }
@@ -738,14 +743,21 @@ impl Watching {
 #[async_graphql::Subscription]
 impl Subscription {
     /// The order now, then again each time it moves (every transition, in order), until
-    /// it is rejected or cancelled. Fed by orders' `order-events` stream; over WebSocket
-    /// (`graphql-transport-ws`) at `/graphql/ws`.
+    /// it is final (PAID, REJECTED or CANCELLED). Fed by orders' `order-events` stream;
+    /// over WebSocket (`graphql-transport-ws`) at `/graphql/ws`.
     async fn order_updated(
         &self,
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<Order>>> {
         let gateway = Arc::clone(gateway(ctx)?);
+        // An id that cannot be an order's is not watched (the feed keeps each id watched).
+        if id.len() > MAX_ORDER_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(field_error(Problem::not_found(format!(
+                "no order {} exists",
+                id.chars().take(MAX_ORDER_ID).collect::<String>()
+            ))));
+        }
         // Watched before the first read, so no move between the two is missed.
         let rings = ctx.data::<Arc<crate::live::OrderFeed>>()?.watch(&id);
         let first = gateway

@@ -114,6 +114,14 @@ async fn hostile_operations_are_refused_before_any_backend_call() {
     fragments.push_str("fragment F30 on Query { products(limit: 1) { name } }");
     let answer = system.graphql(&fragments).await;
     assert_eq!(refusal(&answer)["limit"], "max_selections", "{answer:#}");
+    // ...also beside a harmless operation that is the one named to run.
+    let (_, answer) = system
+        .post_graphql(&json!({
+            "query": format!("query Harmless {{ __typename }} {}", fragments.replacen("query {", "query Bomb {", 1)),
+            "operationName": "Harmless",
+        }))
+        .await;
+    assert_eq!(refusal(&answer)["limit"], "max_selections", "{answer:#}");
 
     // A batch of 100 operations.
     let batch: Vec<Value> = (0..100)

@@ -44,7 +44,10 @@ async fn development_serves_graphiql_and_introspection_from_the_binary() {
 async fn production_serves_neither_graphiql_nor_introspection() {
     let system = System::start_with(2, 0, |s| s.profile = settings::Profile::Production).await;
     assert_eq!(get(&system, "/graphiql").await.status(), 404);
-    assert_eq!(get(&system, "/graphiql/graphiql.min.js").await.status(), 404);
+    assert_eq!(
+        get(&system, "/graphiql/graphiql.min.js").await.status(),
+        404
+    );
     // The introspection fields answer nothing (async-graphql resolves them to null).
     let schema = system
         .graphql(r#"{ __schema { queryType { name } } __type(name: "Product") { name } }"#)

@@ -56,8 +56,10 @@ pub struct NatsQueues {
 /// server's count. They are this process's memory: a message deferred here and then
 /// delivered to another process is counted by the server's number alone (the backend's
 /// behaviour before deferrals). Entries of messages another process settled are never
-/// told to go: when the table is full, those not deferred for an hour are dropped (and if
-/// it is still full, all of them), which costs only uncounted deferrals.
+/// told to go: when the table is full, those not deferred for an hour are dropped; if it
+/// is still full (a long outage with a backlog larger than the table), new deferrals are
+/// not recorded and count, as before deferrals existed — never forgetting recorded ones,
+/// which would count every deferral they had at once.
 #[derive(Debug, Default)]
 struct Deferrals(std::sync::Mutex<HashMap<u64, (u32, Instant)>>);
 
@@ -77,18 +79,19 @@ impl Deferrals {
         self.table().get(&sequence).map_or(0, |(n, _)| *n)
     }
 
-    /// Records one more deferral of `sequence`.
-    fn add(&self, sequence: u64) {
+    /// Records one more deferral of `sequence`; `false` when the table is full.
+    fn add(&self, sequence: u64) -> bool {
         let mut table = self.table();
         if table.len() >= Self::CAPACITY && !table.contains_key(&sequence) {
             table.retain(|_, (_, at)| at.elapsed() < Self::STALE);
             if table.len() >= Self::CAPACITY {
-                table.clear();
+                return false;
             }
         }
         let now = Instant::now();
         let entry = table.entry(sequence).or_insert((0, now));
         *entry = (entry.0 + 1, now);
+        true
     }
 
     /// Takes back one deferral of `sequence` (its `Nak` never reached the server).
@@ -791,8 +794,7 @@ impl Settle for NatsSettle {
             Outcome::Requeue => AckKind::Nak(None),
             Outcome::RetryAfter(delay) => AckKind::Nak(Some(delay)),
             Outcome::Defer(delay) => {
-                deferrals.add(self.sequence);
-                deferred = true;
+                deferred = deferrals.add(self.sequence);
                 AckKind::Nak(Some(delay))
             }
             Outcome::Reject(reason) => {
