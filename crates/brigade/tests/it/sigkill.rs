@@ -136,24 +136,25 @@ async fn billing_killed_mid_run(broker: Broker) {
                 .to_owned(),
         );
     }
-    let status = |id: String| {
-        let (client, orders) = (client.clone(), base("orders"));
+    // One GET of JSON, for every read below.
+    let get = |url: String| {
+        let client = client.clone();
         async move {
-            let order: Value = client
-                .get(format!("{orders}/v1/orders/{id}"))
+            client
+                .get(url)
                 .send()
                 .await
                 .unwrap()
-                .json()
+                .json::<Value>()
                 .await
-                .unwrap();
-            order["status"].as_str().unwrap_or_default().to_owned()
+                .unwrap()
         }
     };
+    let order_of = |id: &str| get(format!("{}/v1/orders/{id}", base("orders")));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     'paid: loop {
         for id in &ids {
-            if status(id.clone()).await == "PAID" {
+            if order_of(id).await["status"] == "PAID" {
                 break 'paid;
             }
         }
@@ -171,14 +172,7 @@ async fn billing_killed_mid_run(broker: Broker) {
     for id in &ids {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         let order = loop {
-            let order: Value = client
-                .get(format!("{}/v1/orders/{id}", base("orders")))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let order = order_of(id).await;
             if matches!(
                 order["status"].as_str(),
                 Some("PAID" | "REJECTED" | "CANCELLED")
@@ -188,17 +182,11 @@ async fn billing_killed_mid_run(broker: Broker) {
             assert!(tokio::time::Instant::now() < deadline, "stuck: {order}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let ledger: Value = client
-            .get(format!(
-                "{}/v1/charges?order_id={id}",
-                base("payments-sandbox")
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let ledger = get(format!(
+            "{}/v1/charges?order_id={id}",
+            base("payments-sandbox")
+        ))
+        .await;
         let charged = ledger["data"]
             .as_array()
             .unwrap()
@@ -217,14 +205,7 @@ async fn billing_killed_mid_run(broker: Broker) {
         paid, 7,
         "the product's 7 units were sold, each charged once"
     );
-    let stock: Value = client
-        .get(format!("{}/v1/products/{product}", base("catalog")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stock = get(format!("{}/v1/products/{product}", base("catalog"))).await;
     assert_eq!(stock["stock"], 0);
 
     stop_cleanly(&mut billing).await;
