@@ -172,12 +172,13 @@ impl Comment {
 
     /// Blank comments become no comment.
     pub fn parse(raw: &str) -> Result<Option<Self>, Invalid> {
+        // The limit applies to what the client sent (the contracts' maxLength).
+        if raw.chars().count() > Self::MAX_CHARS {
+            return Err(Invalid::TooLong(Self::MAX_CHARS));
+        }
         let trimmed = raw.trim();
         if trimmed.is_empty() {
             return Ok(None);
-        }
-        if trimmed.chars().count() > Self::MAX_CHARS {
-            return Err(Invalid::TooLong(Self::MAX_CHARS));
         }
         Ok(Some(Self(trimmed.to_owned())))
     }

@@ -36,17 +36,16 @@ pub fn single_line(raw: &str, max_chars: usize) -> Result<&str, Invalid> {
     if trimmed.is_empty() {
         return Err(Invalid::Empty);
     }
+    // The limit applies to what the client sent, as the contracts' `maxLength` says: a
+    // value over it is refused even when trimming would bring it under.
     // ASCII (the common case) in one pass over the bytes: one char per byte, and the
     // control characters are 0x00-0x1F and 0x7F. Names read back from a database are
     // checked again, 50 or more per page.
-    let (chars, control) = if trimmed.is_ascii() {
+    let (chars, control) = if raw.is_ascii() {
         let bytes = trimmed.as_bytes();
-        (bytes.len(), bytes.iter().any(|b| *b < 0x20 || *b == 0x7f))
+        (raw.len(), bytes.iter().any(|b| *b < 0x20 || *b == 0x7f))
     } else {
-        (
-            trimmed.chars().count(),
-            trimmed.chars().any(char::is_control),
-        )
+        (raw.chars().count(), trimmed.chars().any(char::is_control))
     };
     if chars > max_chars {
         return Err(Invalid::TooLong(max_chars));
@@ -70,6 +69,9 @@ mod tests {
         assert_eq!(single_line("a\u{7}b", 10), Err(Invalid::ControlCharacters));
         assert_eq!(single_line("a\u{85}b", 10), Err(Invalid::ControlCharacters));
         assert_eq!(single_line("abcdefghijk", 10), Err(Invalid::TooLong(10)));
+        // The limit is on what was sent (the contracts' maxLength), not what trimming leaves.
+        assert_eq!(single_line(" abcdefghij", 10), Err(Invalid::TooLong(10)));
+        assert_eq!(single_line(" \u{ae}bcdefghij", 10), Err(Invalid::TooLong(10)));
     }
 
     #[test]
