@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod domain;
+pub mod graphql;
 pub mod grpc;
 pub mod rest;
 pub mod seed;
@@ -29,9 +30,11 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     let idempotency = Idempotency::new(db.clone(), (&settings.idempotency).into());
     let store = AccountsStore::new(db.clone());
     let accounts = app::Accounts::new(store, idempotency.clone());
+    let subgraph = graphql::router(accounts.clone(), settings);
     let grpc = grpc::routes(accounts.clone());
     let grpc_names = grpc.names().to_vec();
     let faces = rest::router(std::sync::Arc::new(rest::Shared { accounts }))
+        .merge(subgraph)
         .merge(server::grpc::face(grpc));
     let mut app = parts.serve(faces).await?;
     app.report_health_for(&grpc_names);

@@ -41,8 +41,9 @@ pub enum Command {
     /// Print the AsyncAPI 3.0 document of every queue and stream, or with --write refresh
     /// the committed copy (`asyncapi/brigade.json`) that the tests compare with the code.
     Asyncapi(AsyncapiArgs),
-    /// Print the gateway's GraphQL schema (SDL), or with --write refresh the committed
-    /// copy (`graphql/schema.graphql`) that the tests compare with the code.
+    /// Print the gateway's GraphQL schema (SDL) or a service's subgraph, or with --write
+    /// refresh the committed copies (`graphql/schema.graphql` and
+    /// `graphql/subgraphs/<service>.graphql`) that the tests compare with the code.
     Graphql(GraphqlArgs),
     /// Look at a work queue's dead letters, or put them back on the queue.
     Dlq(DlqArgs),
@@ -154,9 +155,13 @@ pub struct GraphqlArgs {
     /// Write the SDL instead of printing it.
     #[arg(long)]
     pub write: bool,
-    /// Where --write puts it.
+    /// Where --write puts it; the subgraphs go to `subgraphs/` beside it.
     #[arg(long, value_name = "FILE", default_value = "graphql/schema.graphql")]
     pub path: PathBuf,
+    /// Print this service's subgraph (catalog, accounts or orders: the services that
+    /// own data) instead: what a federation router composes.
+    #[arg(long, value_name = "SERVICE", conflicts_with = "write")]
+    pub subgraph: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -103,18 +103,47 @@ fn openapi(args: &OpenapiArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The gateway's GraphQL SDL, as committed.
+/// The subgraphs of the services that own data, by name: what `graphql --write` puts
+/// in `graphql/subgraphs/<name>.graphql`.
+pub fn subgraphs() -> [(&'static str, String); 3] {
+    [
+        ("catalog", catalog::graphql::sdl()),
+        ("accounts", accounts::graphql::sdl()),
+        ("orders", orders::graphql::sdl()),
+    ]
+}
+
+/// The gateway's GraphQL SDL and the services' subgraphs, as committed.
 fn graphql(args: &GraphqlArgs) -> anyhow::Result<()> {
-    let sdl = gateway::graphql::sdl();
-    if args.write {
-        if let Some(dir) = args.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        std::fs::write(&args.path, sdl)
-            .with_context(|| format!("writing {}", args.path.display()))?;
-        println!("wrote {}", args.path.display());
-    } else {
+    if let Some(name) = &args.subgraph {
+        let Some((_, sdl)) = subgraphs().into_iter().find(|(n, _)| n == name) else {
+            anyhow::bail!(
+                "no subgraph {name:?}: the services that own data are catalog, accounts and orders"
+            );
+        };
         print!("{sdl}");
+        return Ok(());
+    }
+    if !args.write {
+        print!("{}", gateway::graphql::sdl());
+        return Ok(());
+    }
+    let dir = args
+        .path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let mut files = vec![(args.path.clone(), gateway::graphql::sdl())];
+    for (name, sdl) in subgraphs() {
+        files.push((dir.join("subgraphs").join(format!("{name}.graphql")), sdl));
+    }
+    for (path, sdl) in files {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, sdl).with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod app;
 pub mod domain;
 pub mod events;
+pub mod graphql;
 pub mod grpc;
 pub mod rest;
 pub mod seed;
@@ -58,12 +59,14 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         publish_policy,
     ));
     let catalog = app::Catalog::new(store.clone(), idempotency.clone(), accounts);
+    let subgraph = graphql::router(catalog.clone(), settings);
     let grpc = grpc::routes(std::sync::Arc::new(catalog.clone()));
     let grpc_names = grpc.names().to_vec();
     let faces = rest::router(std::sync::Arc::new(rest::Shared {
         catalog,
         rendered: rest::Rendered::new(settings.catalog.read_cache_capacity),
     }))
+    .merge(subgraph)
     .merge(server::grpc::face(grpc));
     let outbox = store.outbox().clone();
     let broker = parts.broker.take();

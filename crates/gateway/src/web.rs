@@ -29,6 +29,8 @@ struct Face {
     gateway: Arc<Gateway>,
     schema: GatewaySchema,
     max_batch: usize,
+    /// Most ids one loader call asks for (1 when `batch_loads` is off).
+    load_batch: usize,
     timeout: Duration,
 }
 
@@ -52,6 +54,11 @@ pub fn router(
         gateway,
         schema,
         max_batch: usize::try_from(settings.max_batch).unwrap_or(usize::MAX),
+        load_batch: if settings.batch_loads {
+            graphql::MAX_LOAD_BATCH
+        } else {
+            1
+        },
         timeout: settings.timeout,
     })
 }
@@ -114,7 +121,7 @@ async fn subscribe(
         .max_message_size(server::extract::MAX_BODY_BYTES)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
-            let mut data = graphql::spawned_loaders(&face.gateway);
+            let mut data = graphql::spawned_loaders(&face.gateway, face.load_batch);
             data.insert(Client(peer.ip().to_string()));
             GraphQLWebSocket::new(stream, face.schema.clone(), protocol)
                 .with_data(data)
@@ -135,7 +142,7 @@ fn client_of(request: &Request) -> Client {
 /// One operation under the whole execution's budget (an earlier deadline of the
 /// caller's wins); every backend call it makes gets what is left of it.
 async fn run(face: &Face, request: async_graphql::Request) -> async_graphql::Response {
-    let loaders = graphql::loaders(&face.gateway);
+    let loaders = graphql::loaders(&face.gateway, face.load_batch);
     let deadline = tokio::time::Instant::now() + face.timeout;
     let execution = graphql::execute(&face.schema, request, loaders);
     let timed = tokio::time::timeout_at(deadline, telemetry::deadline::scope(deadline, execution));

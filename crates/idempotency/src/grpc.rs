@@ -60,19 +60,7 @@ impl Idempotency {
         Fut: Future<Output = (WriteTx, Result<Resp, Problem>)>,
     {
         let Some((scope, key, fingerprint)) = identity(method_path, request)? else {
-            call_out.await?;
-            let tx = self
-                .database()
-                .begin_write()
-                .await
-                .map_err(StoreError::from)
-                .map_err(Problem::from)?;
-            let (tx, result) = work(tx).await;
-            let message = result?;
-            tx.commit()
-                .await
-                .map_err(StoreError::from)
-                .map_err(Problem::from)?;
+            let message = self.run_unkeyed(call_out, work).await?;
             return Ok(tonic::Response::new(message));
         };
         let response = self
@@ -82,6 +70,33 @@ impl Idempotency {
             })
             .await;
         answer_of(response).await
+    }
+}
+
+impl Idempotency {
+    /// A write without a key: `call_out`, then `work` in its own transaction, committed
+    /// if it succeeds. Nothing is kept, so a retry writes again (what a client that sends
+    /// no key asked for).
+    pub(crate) async fn run_unkeyed<A, C, F, Fut>(&self, call_out: C, work: F) -> Result<A, Problem>
+    where
+        C: Future<Output = Result<(), Problem>>,
+        F: FnOnce(WriteTx) -> Fut,
+        Fut: Future<Output = (WriteTx, Result<A, Problem>)>,
+    {
+        call_out.await?;
+        let tx = self
+            .database()
+            .begin_write()
+            .await
+            .map_err(StoreError::from)
+            .map_err(Problem::from)?;
+        let (tx, result) = work(tx).await;
+        let answer = result?;
+        tx.commit()
+            .await
+            .map_err(StoreError::from)
+            .map_err(Problem::from)?;
+        Ok(answer)
     }
 }
 
@@ -139,6 +154,13 @@ pub(crate) async fn answer_of<Resp: Message + Default>(
 
 /// A stored (or just stored) answer back into a message or a status.
 async fn decode<Resp: Message + Default>(response: Response) -> Result<Resp, tonic::Status> {
+    let bytes = stored_answer(response).await?;
+    Resp::decode(bytes).map_err(|e| Problem::internal(e).into())
+}
+
+/// A stored (or just stored) answer's body when it is a success, or the problem it
+/// records (rebuilt from its problem+json document, its retry hint kept).
+pub(crate) async fn stored_answer(response: Response) -> Result<bytes::Bytes, Problem> {
     let status = response.status();
     // A problem's retry hint travels as `Retry-After` (seconds): keep it for the status's
     // details (a refused call-out, a key in use).
@@ -152,7 +174,7 @@ async fn decode<Resp: Message + Default>(response: Response) -> Result<Resp, ton
         .await
         .map_err(|e| Problem::internal(std::io::Error::other(e.to_string())))?;
     if status.is_success() {
-        return Resp::decode(bytes).map_err(|e| Problem::internal(e).into());
+        return Ok(bytes);
     }
     // A problem+json document: rebuild the problem from its `type` and detail.
     let body: ProblemBody = serde_json::from_slice(&bytes).map_err(Problem::internal)?;
@@ -164,7 +186,7 @@ async fn decode<Resp: Message + Default>(response: Response) -> Result<Resp, ton
     if let Some(after) = retry_after {
         problem = problem.with_retry_after(after);
     }
-    Err(problem.into())
+    Err(problem)
 }
 
 #[cfg(test)]

@@ -45,12 +45,14 @@
 #![forbid(unsafe_code)]
 
 mod extract;
+mod graphql;
 mod grpc;
 mod key;
 mod keyed;
 mod record;
 
 pub use extract::IdempotentJson;
+pub use graphql::GraphqlWrite;
 pub use key::{ClientScope, Fingerprint, HEADER, IdempotencyKey, REPLAYED_HEADER};
 pub use keyed::{GrpcWrite, Keyed};
 pub use record::{

@@ -10,6 +10,7 @@ pub mod clients;
 pub mod consume;
 pub mod domain;
 pub mod events;
+pub mod graphql;
 pub mod grpc;
 pub mod rest;
 pub mod store;
@@ -66,9 +67,12 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         idempotency.clone(),
         clients,
     ));
+    let subgraph = graphql::router(orders.clone(), settings);
     let grpc = grpc::routes(orders.clone());
     let grpc_names = grpc.names().to_vec();
-    let faces = rest::router(orders.clone()).merge(server::grpc::face(grpc));
+    let faces = rest::router(orders.clone())
+        .merge(subgraph)
+        .merge(server::grpc::face(grpc));
     let broker = parts.broker.take();
     let mut app = parts.serve(faces).await?;
     app.report_health_for(&grpc_names);

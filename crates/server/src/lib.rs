@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod extract;
+pub mod graphql;
 pub mod grpc;
 mod guard;
 mod health;

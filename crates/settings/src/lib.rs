@@ -91,6 +91,10 @@ pub struct GraphqlSettings {
     pub introspection: Option<bool>,
     /// Whether `/graphiql` serves GraphiQL (from the binary); unset: as introspection.
     pub graphiql: Option<bool>,
+    /// Whether fields that load by id (`Product.reviews`, `Review.user`, `OrderItem.product`)
+    /// share one backend call per level. `false` makes every id its own call — the N+1
+    /// batching exists to avoid — and is there only to measure the difference.
+    pub batch_loads: bool,
 }
 
 impl Default for GraphqlSettings {
@@ -106,6 +110,7 @@ impl Default for GraphqlSettings {
             timeout: Duration::from_secs(10),
             introspection: None,
             graphiql: None,
+            batch_loads: true,
         }
     }
 }

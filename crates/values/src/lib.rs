@@ -71,7 +71,10 @@ mod tests {
         assert_eq!(single_line("abcdefghijk", 10), Err(Invalid::TooLong(10)));
         // The limit is on what was sent (the contracts' maxLength), not what trimming leaves.
         assert_eq!(single_line(" abcdefghij", 10), Err(Invalid::TooLong(10)));
-        assert_eq!(single_line(" \u{ae}bcdefghij", 10), Err(Invalid::TooLong(10)));
+        assert_eq!(
+            single_line(" \u{ae}bcdefghij", 10),
+            Err(Invalid::TooLong(10))
+        );
     }
 
     #[test]

@@ -184,6 +184,63 @@ async fn the_committed_asyncapi_document_matches_the_code() {
     }
 }
 
+/// Each owning service's committed subgraph (`graphql/subgraphs/`) is the one it serves,
+/// federation keys included: a change to one without the other fails here.
+#[tokio::test]
+async fn the_committed_subgraphs_match_the_code() {
+    let dir = tempfile::tempdir().unwrap();
+    for (service, keys) in [
+        (
+            "catalog",
+            &[
+                "type Product @key(fields: \"id\")",
+                "type User @key(fields: \"id\", resolvable: false)",
+            ][..],
+        ),
+        ("accounts", &["type User @key(fields: \"id\")"][..]),
+        (
+            "orders",
+            &[
+                "type Order @key(fields: \"id\")",
+                "type User @key(fields: \"id\")",
+                "type Product @key(fields: \"id\", resolvable: false)",
+            ][..],
+        ),
+    ] {
+        let output = brigade(dir.path())
+            .args(["graphql", "--subgraph", service])
+            .output()
+            .await
+            .unwrap();
+        assert!(output.status.success(), "{}", stderr_of(&output));
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../../graphql/subgraphs/{service}.graphql"));
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            output.stdout == committed.as_bytes(),
+            "graphql/subgraphs/{service}.graphql is out of date with the code. Regenerate it \
+             with `cargo run -q -p brigade -- graphql --write` and review the diff."
+        );
+        assert!(
+            committed.contains("specs.apollo.dev/federation/v2"),
+            "{committed}"
+        );
+        for key in keys {
+            assert!(
+                committed.contains(key),
+                "{service} declares {key}:\n{committed}"
+            );
+        }
+    }
+    let unknown = brigade(dir.path())
+        .args(["graphql", "--subgraph", "billing"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(error_line(&unknown).contains("catalog, accounts and orders"));
+}
+
 /// `brigade dlq list` shows a dead letter with its reason, and `redrive` puts it back on
 /// its queue, on the embedded store a running system would use.
 #[tokio::test]

@@ -265,18 +265,13 @@ fn refused(detail: &str, limit: &str, value: u64, maximum: u64) -> ServerError {
 
 /// A problem as a request error (no `path`: nothing ran), `code` overridden if given.
 pub fn server_error(problem: Problem, code: Option<&str>) -> ServerError {
-    let shaped = problem::GraphqlError::from(problem);
-    let mut error = ServerError::new(shaped.message, None);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    for (name, value) in shaped.extensions {
-        if let Ok(value) = Value::from_json(value) {
-            extensions.set(name, value);
-        }
-    }
+    let mut error = server::graphql::server_error(problem);
     if let Some(code) = code {
-        extensions.set("code", code);
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code);
     }
-    error.extensions = Some(extensions);
     error
 }
 

@@ -41,7 +41,7 @@ const PARSER_NESTING: usize = 128;
 const PERSISTED_BYTES: usize = 16 << 20;
 
 /// Most ids one batch call asks for: catalog's and accounts' batch RPCs take 200.
-const MAX_BATCH: usize = 200;
+pub const MAX_LOAD_BATCH: usize = 200;
 
 /// Reviews of each product a page shows (`Product.reviews`).
 pub const REVIEWS_PER_PRODUCT: u32 = 20;
@@ -61,6 +61,8 @@ pub fn schema(
         // See PARSER_NESTING (the default, 32, came before the depth limit).
         .limit_recursive_depth(PARSER_NESTING.max(settings.max_depth as usize * 2))
         .extension(limits::Limits::new(settings.clone(), list_sizes))
+        // The spec's field order and null propagation (see server::graphql::conform).
+        .extension(server::graphql::FieldOrder)
         // Automatic persisted queries (see `persisted`).
         .extension(persisted::PersistedQueries::new(PERSISTED_BYTES));
     if settings.introspection(profile) {
@@ -89,7 +91,8 @@ type Batches = Arc<std::sync::Mutex<Vec<BoxFuture<'static, ()>>>>;
 
 /// Fresh loaders for one operation (nothing is cached between operations: every answer
 /// is the owning service's current one).
-pub fn loaders(gateway: &Arc<Gateway>) -> Loaders {
+/// `max_batch`: most ids per backend call ([`MAX_LOAD_BATCH`], or 1 to measure N+1).
+pub fn loaders(gateway: &Arc<Gateway>, max_batch: usize) -> Loaders {
     let batches = Batches::default();
     let queue = |batches: &Batches| {
         let batches = Arc::clone(batches);
@@ -103,36 +106,28 @@ pub fn loaders(gateway: &Arc<Gateway>) -> Loaders {
     Loaders {
         reviews: DataLoader::new(ReviewsLoader(Arc::clone(gateway)), queue(&batches))
             .delay(Duration::ZERO)
-            .max_batch_size(MAX_BATCH),
+            .max_batch_size(max_batch),
         users: DataLoader::new(UsersLoader(Arc::clone(gateway)), queue(&batches))
             .delay(Duration::ZERO)
-            .max_batch_size(MAX_BATCH),
+            .max_batch_size(max_batch),
         products: DataLoader::new(ProductsLoader(Arc::clone(gateway)), queue(&batches))
             .delay(Duration::ZERO)
-            .max_batch_size(MAX_BATCH),
+            .max_batch_size(max_batch),
         batches,
     }
 }
 
 /// Loaders for a subscription's connection: no [`execute`] runs their batches, so each
 /// batch is spawned, inside the connection's context, after DataLoader's usual 1 ms.
-pub fn spawned_loaders(gateway: &Arc<Gateway>) -> async_graphql::Data {
-    fn spawn(batch: BoxFuture<'static, ()>) {
-        let context = telemetry::context::current();
-        tokio::spawn(async move {
-            match context {
-                Some(context) => telemetry::context::scope(context, batch).await,
-                None => batch.await,
-            }
-        });
-    }
+pub fn spawned_loaders(gateway: &Arc<Gateway>, max_batch: usize) -> async_graphql::Data {
+    let spawn = server::graphql::spawn_in_context;
     let mut data = async_graphql::Data::default();
     data.insert(
-        DataLoader::new(ReviewsLoader(Arc::clone(gateway)), spawn).max_batch_size(MAX_BATCH),
+        DataLoader::new(ReviewsLoader(Arc::clone(gateway)), spawn).max_batch_size(max_batch),
     );
-    data.insert(DataLoader::new(UsersLoader(Arc::clone(gateway)), spawn).max_batch_size(MAX_BATCH));
+    data.insert(DataLoader::new(UsersLoader(Arc::clone(gateway)), spawn).max_batch_size(max_batch));
     data.insert(
-        DataLoader::new(ProductsLoader(Arc::clone(gateway)), spawn).max_batch_size(MAX_BATCH),
+        DataLoader::new(ProductsLoader(Arc::clone(gateway)), spawn).max_batch_size(max_batch),
     );
     data
 }
@@ -186,23 +181,7 @@ pub async fn execute(
     .await
 }
 
-/// A problem as a GraphQL field error, with the error table's extensions (logged once,
-/// here, as every face logs its problems).
-fn field_error(problem: Problem) -> async_graphql::Error {
-    shaped_error(problem::GraphqlError::from(problem))
-}
-
-fn shaped_error(shaped: problem::GraphqlError) -> async_graphql::Error {
-    let mut error = async_graphql::Error::new(shaped.message);
-    let mut extensions = async_graphql::ErrorExtensionValues::default();
-    for (name, value) in shaped.extensions {
-        if let Ok(value) = async_graphql::Value::from_json(value) {
-            extensions.set(name, value);
-        }
-    }
-    error.extensions = Some(extensions);
-    error
-}
+use server::graphql::{field_error, shaped_error};
 
 /// An id the client sent: catalog's and accounts' ids are positive integers; anything
 /// else names nothing.

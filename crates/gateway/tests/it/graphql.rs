@@ -45,7 +45,10 @@ async fn the_tutorials_query_returns_the_tutorials_response_shape() {
     assert_eq!(cost["actualQueryCost"], 5);
     assert_eq!(cost["throttleStatus"]["maximumAvailable"], 1000.0);
     assert_eq!(cost["throttleStatus"]["restoreRate"], 50.0);
-    assert_eq!(cost["throttleStatus"]["currentlyAvailable"], 995.0);
+    // 1,000 less the 5 it used (the unused 38 given back), plus what the bucket regained
+    // at 50 a second while the operation ran (a busy machine makes that a few points).
+    let available = cost["throttleStatus"]["currentlyAvailable"].as_f64().unwrap();
+    assert!((995.0..=1000.0).contains(&available), "{answer:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,8 +125,10 @@ async fn a_page_of_products_with_reviews_and_authors_is_three_backend_calls() {
 }
 
 /// A failing backend gives a field error with the error table's extensions, and the
-/// fields that did not need it still resolve: accounts down, the reviews' authors fail
-/// while the product and its reviews are answered (`data` and `errors` together).
+/// fields that did not need it still resolve: accounts down, the reviews' authors fail.
+/// `Review.user` is non-null, so as the spec says the null reaches the nearest nullable
+/// field (`product`), while the other root field is answered (`data` and `errors`
+/// together), in the order asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_that_fails_is_a_field_error_with_the_error_tables_extensions() {
     let mut system = System::start(2, 0).await;
@@ -131,7 +136,7 @@ async fn a_backend_that_fails_is_a_field_error_with_the_error_tables_extensions(
     system.stop_accounts().await;
     let (status, answer) = system
         .graphql_with(
-            "{ product(id: \"1\") { name reviews { rating user { name } } } }",
+            "{ product(id: \"1\") { name reviews { rating user { name } } } mouse: product(id: \"2\") { name } }",
             json!({}),
         )
         .await;
@@ -153,11 +158,12 @@ async fn a_backend_that_fails_is_a_field_error_with_the_error_tables_extensions(
         json!(["product", "reviews", 0, "user"]),
         "{error:#}"
     );
-    // Partial data: what did not need accounts is answered. (async-graphql leaves a
-    // failed non-null field out of its object instead of nulling the nearest nullable
-    // ancestor as the spec says; see the gateway's notes.)
-    assert_eq!(answer["data"]["product"]["name"], "Laptop", "{answer:#}");
-    assert_eq!(answer["data"]["product"]["reviews"][0]["rating"], 5);
+    // Partial data: the null went up to `product`; what did not need accounts is there.
+    assert_eq!(
+        answer["data"],
+        json!({ "product": null, "mouse": { "name": "Mouse" } }),
+        "{answer:#}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,6 +95,16 @@ impl System {
         }
     }
 
+    /// Accounts, while it runs.
+    pub fn accounts(&self) -> &Running {
+        self.accounts.as_ref().expect("accounts is running")
+    }
+
+    /// Orders (started by [`System::start_with_orders`]).
+    pub fn orders(&self) -> &Running {
+        &self.pipeline[1]
+    }
+
     /// Stops accounts (the gateway's calls to it then fail).
     pub async fn stop_accounts(&mut self) {
         if let Some(accounts) = self.accounts.take() {
