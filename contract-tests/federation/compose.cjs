@@ -110,6 +110,23 @@ async function main() {
   const gatewaySchema = buildSchema(fs.readFileSync(a['gateway-sdl'], 'utf8'));
   compareSchemas(api, gatewaySchema);
 
+  // 2b. What the running services answer to `_service { sdl }` (what a router that
+  // introspects its subgraphs composes) composes to the same API schema.
+  const live = [];
+  for (const subgraph of subgraphs) {
+    const answer = await post(subgraph.url, '{ _service { sdl } }');
+    const sdl = answer.data && answer.data._service && answer.data._service.sdl;
+    if (!sdl) throw new Error(`${subgraph.name} did not serve its SDL: ${JSON.stringify(answer)}`);
+    live.push({ name: subgraph.name, url: subgraph.url, typeDefs: parse(sdl) });
+  }
+  const composedLive = composeServices(live);
+  if (composedLive.errors && composedLive.errors.length) {
+    for (const e of composedLive.errors) fail(`composition of the served SDLs: ${e.message}`);
+  } else {
+    compareSchemas(composedLive.schema.toAPISchema().toGraphQLJSSchema(), gatewaySchema);
+    console.log('ok: the SDLs the services serve compose to the same schema');
+  }
+
   // 3. Apollo's router in front of the running services, beside our gateway.
   const server = new ApolloServer({ gateway: new ApolloGateway({ supergraphSdl: composed.supergraphSdl }) });
   const { url } = await startStandaloneServer(server, { listen: { port: 0, host: '127.0.0.1' } });

@@ -15,6 +15,9 @@ use server::graphql::{HttpExtensions, field_error};
 use crate::app::{Orders, OrdersError};
 use crate::domain::{self, OrderId, OrderRequest, UserId};
 
+/// Most orders one page holds.
+const MAX_PAGE: i32 = 200;
+
 /// `POST /graphql`, serving the subgraph over `orders`.
 pub fn router(orders: Arc<Orders>, settings: &settings::Settings) -> axum::Router {
     let schema = server::graphql::subgraph_schema(Query, Mutation, settings);
@@ -218,12 +221,24 @@ impl User {
         #[graphql(default = 10)] first: i32,
         after: Option<String>,
     ) -> async_graphql::Result<OrderConnection> {
+        // Refused as the gateway refuses them, naming the arguments as the schema does.
+        if !(1..=MAX_PAGE).contains(&first) {
+            return Err(field_error(Problem::validation(vec![FieldError::new(
+                "first",
+                format!("must be between 1 and {MAX_PAGE}"),
+            )])));
+        }
         let page = server::rest::PageQuery {
             limit: Some(i64::from(first)),
             cursor: after,
         }
         .parse()
-        .map_err(field_error)?;
+        .map_err(|_| {
+            field_error(Problem::validation(vec![FieldError::new(
+                "after",
+                "is not a cursor this API returned",
+            )]))
+        })?;
         let rows = orders(ctx)?
             .orders_of(UserId(self.id), page.after, page.limit + 1)
             .await

@@ -380,31 +380,7 @@ impl Extension for OneOperation {
 
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
-        // An error of async-graphql's own speaks the error table too: a request error (it
-        // does not parse, is not valid against the schema, or an argument's value does not
-        // fit its type) is an invalid request; anything else is the server's, and says
-        // nothing of its cause.
-        for error in &mut response.errors {
-            let has_code = error
-                .extensions
-                .as_ref()
-                .is_some_and(|x| x.get("code").is_some());
-            if has_code {
-                continue;
-            }
-            let refused = error.path.is_empty() || error.message.starts_with("Failed to parse");
-            let table = if refused {
-                // Apollo's clients look for this code to send the query with its hash.
-                let code = (error.message == "PersistedQueryNotFound")
-                    .then_some("PERSISTED_QUERY_NOT_FOUND");
-                server_error(Problem::new(Kind::InvalidRequest), code)
-            } else {
-                let shaped = server_error(Problem::internal(error.message.clone()), None);
-                error.message = shaped.message.clone();
-                shaped
-            };
-            error.extensions = table.extensions;
-        }
+        // (async-graphql's own errors get the error table's extensions in `Conform`.)
         let (requested, admitted, client, throttle, name) = {
             let mut state = self.state();
             (

@@ -60,9 +60,11 @@ pub fn schema(
         .data(feed)
         // See PARSER_NESTING (the default, 32, came before the depth limit).
         .limit_recursive_depth(PARSER_NESTING.max(settings.max_depth as usize * 2))
+        // First, so outermost: the spec's field order and null propagation over what the
+        // cost measure saw as resolved (see server::graphql::Conform). `Limits` bounds
+        // fragment expansion itself.
+        .extension(server::graphql::Conform::unbounded())
         .extension(limits::Limits::new(settings.clone(), list_sizes))
-        // The spec's field order and null propagation (see server::graphql::conform).
-        .extension(server::graphql::FieldOrder)
         // Automatic persisted queries (see `persisted`).
         .extension(persisted::PersistedQueries::new(PERSISTED_BYTES));
     if settings.introspection(profile) {

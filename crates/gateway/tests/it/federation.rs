@@ -112,6 +112,24 @@ async fn each_subgraph_serves_its_sdl_and_resolves_its_entities_by_key() {
         "{theirs:#}"
     );
 
+    // Paging arguments are refused naming them, as the gateway does.
+    for (args, field) in [
+        ("first: 0", "first"),
+        ("first: 2, after: \"nope\"", "after"),
+    ] {
+        let refused = subgraph(
+            system.orders(),
+            &format!(
+                r#"query($r: [_Any!]!) {{ _entities(representations: $r) {{ ... on User {{ orders({args}) {{ nodes {{ id }} }} }} }} }}"#
+            ),
+            json!({ "r": [{ "__typename": "User", "id": "1" }] }),
+        )
+        .await;
+        let error = &refused["errors"][0]["extensions"];
+        assert_eq!(error["code"], "INVALID_ARGUMENT", "{refused:#}");
+        assert_eq!(error["errors"][0]["field"], field, "{refused:#}");
+    }
+
     // An invalid order is refused with the error table's extensions, naming the field.
     let invalid = subgraph(
         system.orders(),

@@ -10,38 +10,90 @@
 //!   Errors); the crate leaves a failed field out instead, so a client saw an object
 //!   missing a non-null field rather than `null` where the schema allows it.
 //!
-//! [`FieldOrder`] keeps the executed document and, once the operation has run, walks the
-//! data along it: each object's keys in the order `CollectFields` gives (fragments and
-//! `@skip`/`@include` applied), a missing nullable field as null, a missing or null
-//! non-null one as its parent's null.
+//! [`Conform`] keeps the executed document and, once the operation has run, walks the
+//! data along it: each object's keys in the order `CollectFields` gives (fragments
+//! applied), a missing nullable field as null, a missing or null non-null one as its
+//! parent's null. It runs outermost (register it first), so what it changes is what the
+//! client gets, after any other extension (the gateway's cost measure) has seen the data
+//! as it was resolved. It also gives async-graphql's own errors (a query that does not
+//! parse or validate, an argument that does not fit) the error table's extensions, and,
+//! where no other extension does, bounds what fragments can expand to before
+//! async-graphql's own checks walk them without a bound.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
 };
 use async_graphql::indexmap::IndexMap;
-use async_graphql::parser::types::{
-    Directive, ExecutableDocument, OperationType, Selection, SelectionSet,
-};
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 use async_graphql::registry::{MetaType, Registry};
 use async_graphql::{Name, Response, ServerResult, Value, Variables};
+use problem::{Kind, Problem};
 
-/// The extension: add it to a schema's builder.
-pub struct FieldOrder;
+/// The extension: add it to a schema's builder before any other.
+pub struct Conform {
+    /// Refuse documents whose fragments expand past [`MAX_VISITS`] (the gateway's
+    /// `Limits` does its own, with its cost measure).
+    bound_fragments: bool,
+}
 
-impl ExtensionFactory for FieldOrder {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Executed::default())
+impl Conform {
+    /// For a schema with no other guard on fragment expansion (a subgraph).
+    pub fn bounded() -> Self {
+        Self {
+            bound_fragments: true,
+        }
+    }
+
+    /// For a schema whose other extensions bound fragment expansion (the gateway's).
+    pub fn unbounded() -> Self {
+        Self {
+            bound_fragments: false,
+        }
     }
 }
 
-/// One request's document and variables, kept from parsing to execution.
-#[derive(Default)]
-struct Executed(Mutex<Option<(ExecutableDocument, Variables)>>);
+impl ExtensionFactory for Conform {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(Executed {
+            bound_fragments: self.bound_fragments,
+            state: Mutex::default(),
+        })
+    }
+}
+
+/// Most selections a document may expand to, fragments spread in place (the gateway's
+/// cost walk uses the same bound).
+pub const MAX_VISITS: u64 = 50_000;
+
+/// One request's document, variables and operation, kept from parsing to the answer.
+struct Executed {
+    bound_fragments: bool,
+    state: Mutex<Option<(ExecutableDocument, Option<String>)>>,
+}
 
 #[async_trait::async_trait]
 impl Extension for Executed {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        let executed = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((document, operation_name)) = executed {
+            conform(
+                &ctx.schema_env.registry,
+                &document,
+                operation_name.as_deref(),
+                &mut response.data,
+            );
+        }
+        label_errors(&mut response);
+        response
+    }
+
     async fn parse_query(
         &self,
         ctx: &ExtensionContext<'_>,
@@ -49,9 +101,14 @@ impl Extension for Executed {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        if self.bound_fragments
+            && query.contains("...")
+            && let Ok(document) = async_graphql::parser::parse_query(query)
+        {
+            bounded(&document)?;
+        }
         let document = next.run(ctx, query, variables).await?;
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((document.clone(), variables.clone()));
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = Some((document.clone(), None));
         Ok(document)
     }
 
@@ -61,19 +118,108 @@ impl Extension for Executed {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        let mut response = next.run(ctx, operation_name).await;
-        let executed = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some((document, variables)) = executed {
-            conform(
-                &ctx.schema_env.registry,
-                &document,
-                operation_name,
-                &variables,
-                &mut response.data,
-            );
+        if let Some((_, name)) = self
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            *name = operation_name.map(str::to_owned);
         }
-        response
+        next.run(ctx, operation_name).await
     }
+}
+
+/// An error of async-graphql's own speaks the error table too: a request error (it does
+/// not parse, is not valid against the schema, or an argument's value does not fit its
+/// type) is an invalid request; anything else is the server's, and says nothing of its
+/// cause.
+fn label_errors(response: &mut Response) {
+    for error in &mut response.errors {
+        let has_code = error
+            .extensions
+            .as_ref()
+            .is_some_and(|x| x.get("code").is_some());
+        if has_code {
+            continue;
+        }
+        let refused = error.path.is_empty() || error.message.starts_with("Failed to parse");
+        let table = if refused {
+            let mut table = super::server_error(Problem::new(Kind::InvalidRequest));
+            // Apollo's clients look for this code to send the query with its hash.
+            if error.message == "PersistedQueryNotFound" {
+                table
+                    .extensions
+                    .get_or_insert_with(Default::default)
+                    .set("code", "PERSISTED_QUERY_NOT_FOUND");
+            }
+            table
+        } else {
+            let shaped = super::server_error(Problem::internal(error.message.clone()));
+            error.message = shaped.message.clone();
+            shaped
+        };
+        error.extensions = table.extensions;
+    }
+}
+
+/// Refuses a document whose fragments, spread in place, come to more than [`MAX_VISITS`]
+/// selections (fragments that each spread the next twice double at every step) or loop.
+fn bounded(document: &ExecutableDocument) -> ServerResult<()> {
+    fn expand<'d>(
+        document: &'d ExecutableDocument,
+        set: &'d SelectionSet,
+        spreading: &mut Vec<&'d str>,
+        visits: &mut u64,
+    ) -> Result<(), &'static str> {
+        for selection in &set.items {
+            *visits += 1;
+            if *visits > MAX_VISITS {
+                return Err("the operation expands to too many selections");
+            }
+            match &selection.node {
+                Selection::Field(field) => {
+                    expand(document, &field.node.selection_set.node, spreading, visits)?;
+                }
+                Selection::InlineFragment(inline) => {
+                    expand(document, &inline.node.selection_set.node, spreading, visits)?;
+                }
+                Selection::FragmentSpread(spread) => {
+                    let name = spread.node.fragment_name.node.as_str();
+                    if spreading.contains(&name) {
+                        return Err("a fragment spreads itself");
+                    }
+                    if let Some(fragment) = document.fragments.get(&spread.node.fragment_name.node)
+                    {
+                        spreading.push(name);
+                        expand(
+                            document,
+                            &fragment.node.selection_set.node,
+                            spreading,
+                            visits,
+                        )?;
+                        spreading.pop();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    let mut visits = 0;
+    for (_, operation) in document.operations.iter() {
+        expand(
+            document,
+            &operation.node.selection_set.node,
+            &mut Vec::new(),
+            &mut visits,
+        )
+        .map_err(|why| {
+            super::server_error(Problem::invalid_request(format!(
+                "{why} (at most {MAX_VISITS} with fragments spread in place)"
+            )))
+        })?;
+    }
+    Ok(())
 }
 
 /// Puts `data`, the result of `operation_name` in `document`, in the spec's shape.
@@ -81,7 +227,6 @@ pub fn conform(
     registry: &Registry,
     document: &ExecutableDocument,
     operation_name: Option<&str>,
-    variables: &Variables,
     data: &mut Value,
 ) {
     let operation = document
@@ -100,11 +245,7 @@ pub fn conform(
     let (Some(root), Value::Object(_)) = (root, &*data) else {
         return;
     };
-    let walk = Walk {
-        registry,
-        document,
-        variables,
-    };
+    let walk = Walk { registry, document };
     // The root is nullable: `data` becomes null when a non-null root field failed.
     if !walk.value(data, &format!("{root}!"), &[&operation.selection_set.node]) {
         *data = Value::Null;
@@ -114,7 +255,6 @@ pub fn conform(
 struct Walk<'a> {
     registry: &'a Registry,
     document: &'a ExecutableDocument,
-    variables: &'a Variables,
 }
 
 /// One response key of an object: the field it names and every selection set asked of it.
@@ -136,6 +276,16 @@ impl<'a> Walk<'a> {
             None => (ty, false),
         };
         if matches!(value, Value::Null) {
+            // async-graphql answers an object none of whose fields resolved (each failed,
+            // or was skipped) with null: in a non-null position that is the object with
+            // nothing in it yet, whose missing fields say whether it stands.
+            if non_null && !inner.starts_with('[') && self.is_object(inner) {
+                let mut object = IndexMap::new();
+                if self.object(&mut object, inner, selections) {
+                    *value = Value::Object(object);
+                    return true;
+                }
+            }
             return !non_null;
         }
         let ok = if let Some(item) = inner.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
@@ -209,8 +359,8 @@ impl<'a> Walk<'a> {
         true
     }
 
-    /// The field's type as the registry spells it; `None` for what it does not describe
-    /// (introspection's `__schema` and `__type`), which is left as it is.
+    /// The field's type as the registry spells it (`None` for a field it does not know,
+    /// which is left as it is).
     fn field_type(&self, on: &str, field: &str) -> Option<String> {
         if field == "__typename" {
             return Some("String!".to_owned());
@@ -241,9 +391,10 @@ impl<'a> Walk<'a> {
             match &selection.node {
                 Selection::Field(field) => {
                     let field = &field.node;
-                    if !self.included(&field.directives) {
-                        continue;
-                    }
+                    // Under @skip or @include it may be absent: ordered if there, never
+                    // required (whether it ran is async-graphql's call, with its own
+                    // reading of variables and their defaults).
+                    let certain = certain && field.directives.is_empty();
                     let entry = out
                         .entry(field.response_key().node.as_str())
                         .or_insert_with(|| Collected {
@@ -256,9 +407,7 @@ impl<'a> Walk<'a> {
                     entry.selections.push(&field.selection_set.node);
                 }
                 Selection::FragmentSpread(spread) => {
-                    if !self.included(&spread.node.directives) {
-                        continue;
-                    }
+                    let certain = certain && spread.node.directives.is_empty();
                     if let Some(fragment) =
                         self.document.fragments.get(&spread.node.fragment_name.node)
                     {
@@ -275,9 +424,7 @@ impl<'a> Walk<'a> {
                     }
                 }
                 Selection::InlineFragment(inline) => {
-                    if !self.included(&inline.node.directives) {
-                        continue;
-                    }
+                    let certain = certain && inline.node.directives.is_empty();
                     let condition = inline
                         .node
                         .type_condition
@@ -333,36 +480,16 @@ impl<'a> Walk<'a> {
         matches!(self.registry.types.get(name), Some(MetaType::Object { .. }))
     }
 
-    /// Whether a fragment on `condition` applies to an object of type `runtime`.
+    /// Whether a fragment on `condition` applies to an object of type `runtime`: as
+    /// async-graphql's executor decides (the type itself, or an interface it
+    /// implements; a union's name does not count there, so it does not here).
     fn applies(&self, condition: &str, runtime: &str) -> bool {
         condition == runtime
             || self
                 .registry
-                .types
-                .get(condition)
-                .is_some_and(|t| t.is_possible_type(runtime))
-    }
-
-    /// `@skip(if:)` and `@include(if:)`, with variables applied.
-    fn included(&self, directives: &[async_graphql::Positioned<Directive>]) -> bool {
-        directives.iter().all(|directive| {
-            let directive = &directive.node;
-            let condition = || match directive.get_argument("if").map(|v| &v.node) {
-                Some(async_graphql_value::Value::Boolean(b)) => Some(*b),
-                Some(async_graphql_value::Value::Variable(variable)) => {
-                    match self.variables.get(variable) {
-                        Some(Value::Boolean(b)) => Some(*b),
-                        _ => None,
-                    }
-                }
-                _ => None,
-            };
-            match directive.name.node.as_str() {
-                "skip" => condition() != Some(true),
-                "include" => condition() != Some(false),
-                _ => true,
-            }
-        })
+                .implements
+                .get(runtime)
+                .is_some_and(|interfaces| interfaces.contains(condition))
     }
 }
 
@@ -373,7 +500,7 @@ mod tests {
     use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema};
     use serde_json::json;
 
-    use super::FieldOrder;
+    use super::Conform;
 
     struct Query;
 
@@ -428,7 +555,7 @@ mod tests {
 
     async fn response(query: &str, variables: serde_json::Value) -> async_graphql::Response {
         let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
-            .extension(FieldOrder)
+            .extension(Conform::bounded())
             .finish();
         let request = async_graphql::Request::new(query)
             .variables(async_graphql::Variables::from_json(variables));
@@ -475,7 +602,10 @@ mod tests {
     async fn a_failed_non_null_field_nulls_its_nullable_parent() {
         let answer = run("{ thing { fast broken } other }", json!({})).await;
         assert_eq!(answer["data"], json!({ "thing": null, "other": 3 }));
-        assert_eq!(answer["errors"][0]["message"], "it broke");
+        // An error without the table's extensions is the server's, its cause not told.
+        assert_eq!(answer["errors"][0]["path"], json!(["thing", "broken"]));
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "INTERNAL");
+        assert!(!answer.to_string().contains("it broke"), "{answer}");
     }
 
     #[tokio::test]
@@ -499,6 +629,60 @@ mod tests {
             answer["data"],
             json!({ "thing": { "maybe": null, "fast": 2 } })
         );
+    }
+
+    #[tokio::test]
+    async fn an_object_whose_every_field_failed_is_still_an_object() {
+        // async-graphql answers `sure` (non-null) with null when its only field failed.
+        let answer = run("{ sure { maybe } other }", json!({})).await;
+        assert_eq!(
+            answer["data"],
+            json!({ "sure": { "maybe": null }, "other": 3 })
+        );
+    }
+
+    #[tokio::test]
+    async fn a_field_included_by_a_variable_s_default_is_not_required() {
+        // Whether async-graphql runs it or not, the object stands.
+        let answer = run(
+            "query($r: Boolean = true) { thing { fast slow @include(if: $r) } }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(answer["data"]["thing"]["fast"], 2, "{answer}");
+    }
+
+    #[tokio::test]
+    async fn fragments_that_multiply_are_refused_before_anything_runs() {
+        let mut query = String::from("{ thing { ...F0 } }");
+        for i in 0..20 {
+            query.push_str(&format!(
+                " fragment F{i} on Thing {{ ...F{n} ...F{n} }}",
+                n = i + 1
+            ));
+        }
+        query.push_str(" fragment F20 on Thing { fast }");
+        let answer = run(&query, json!({})).await;
+        assert_eq!(answer["data"], json!(null));
+        let error = &answer["errors"][0];
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("too many selections"),
+            "{answer}"
+        );
+        assert_eq!(error["extensions"]["code"], "INVALID_ARGUMENT");
+    }
+
+    #[tokio::test]
+    async fn async_graphql_s_own_errors_speak_the_error_table() {
+        let answer = run("{ thing { nosuchfield } }", json!({})).await;
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "INVALID_ARGUMENT",
+            "{answer}"
+        );
+        assert_eq!(answer["errors"][0]["extensions"]["status"], 400);
     }
 
     #[tokio::test]

@@ -21,7 +21,7 @@ use axum::routing::post;
 use futures::future::BoxFuture;
 use problem::{GraphqlError, Kind, Problem};
 
-pub use conform::{FieldOrder, conform};
+pub use conform::{Conform, MAX_VISITS, conform};
 
 /// What the edge set on the HTTP request a GraphQL operation came in (the client's
 /// identity and scope among them), for resolvers that need it.
@@ -41,11 +41,12 @@ where
 {
     let graphql = &settings.gateway.graphql;
     let builder = Schema::build(query, mutation, EmptySubscription)
+        // First: outermost (see `Conform`).
+        .extension(Conform::bounded())
         .enable_federation()
         .limit_depth(graphql.max_depth as usize)
         .limit_complexity(graphql.max_cost as usize)
-        .limit_recursive_depth((graphql.max_depth as usize * 2).max(32))
-        .extension(FieldOrder);
+        .limit_recursive_depth((graphql.max_depth as usize * 2).max(32));
     finish(builder, graphql.introspection(settings.profile))
 }
 
