@@ -91,7 +91,7 @@ async fn a_page_of_products_with_reviews_and_authors_is_three_backend_calls() {
     // 50 products × 20 reviews × their authors may cost 2,152: above the default maximum.
     let system = System::start_with(60, 300, |s| {
         s.gateway.graphql.max_cost = 5_000;
-        s.gateway.graphql.bucket_size = 5_000;
+        s.gateway.graphql.bucket_size = 100_000;
     })
     .await;
     for limit in [50, 5] {
@@ -129,6 +129,17 @@ async fn a_page_of_products_with_reviews_and_authors_is_three_backend_calls() {
             "one batch of users"
         );
     }
+    // Many at once: still three calls each (a level's keys are not split into several
+    // batches when operations interleave).
+    let before = metrics.render();
+    let query = "{ products(limit: 50) { name reviews { rating user { name } } } }";
+    let answers = futures::future::join_all((0..16).map(|_| system.graphql(query))).await;
+    let after = metrics.render();
+    for answer in &answers {
+        assert!(answer.get("errors").is_none(), "{answer:#}");
+    }
+    assert_eq!(calls(&after, "catalog") - calls(&before, "catalog"), 32.0);
+    assert_eq!(calls(&after, "accounts") - calls(&before, "accounts"), 16.0);
 }
 
 /// A failing backend gives a field error with the error table's extensions, and the
