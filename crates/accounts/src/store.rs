@@ -136,37 +136,6 @@ impl AccountsStore {
     }
 
     pub async fn users_by_id(&self, ids: &[UserId]) -> Result<Vec<User>, StoreError> {
-        // A SQLite file: one call on a reader thread (rusqlite), as catalog's hot reads.
-        // sqlx's SQLite driver hands each row from its worker thread over a channel, and
-        // a page's batch of authors paid a thread switch per row (bench/graphql.sh's
-        // profile: the largest single cost under load).
-        if let Some(readers) = self.db.readers() {
-            let ids = ids
-                .iter()
-                .map(|id| id.0.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            let ids = format!("[{ids}]");
-            let rows = readers
-                .read(move |conn| {
-                    let mut statement = conn.prepare_cached(&format!(
-                        "SELECT {USER_COLUMNS} FROM users \
-                         WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id"
-                    ))?;
-                    let rows = statement.query_map([&ids], |row| {
-                        Ok(UserRow {
-                            id: row.get(0)?,
-                            name: row.get(1)?,
-                            email: row.get(2)?,
-                            created_at: row.get(3)?,
-                            updated_at: row.get(4)?,
-                        })
-                    })?;
-                    Ok(rows.collect::<storage::rusqlite::Result<Vec<_>>>()?)
-                })
-                .await?;
-            return rows.into_iter().map(User::try_from).collect();
-        }
         let mut conn = self.db.pool().acquire().await?;
         get_users(&mut conn, ids).await
     }
