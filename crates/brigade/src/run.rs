@@ -271,10 +271,11 @@ async fn seed_into(
 /// `/readyz`, `/metrics` and gRPC health and reflection).
 fn serves(service: ServiceName) -> &'static str {
     match service {
-        ServiceName::Catalog | ServiceName::Accounts => "REST, gRPC, gRPC-Web",
-        ServiceName::Orders => "REST, gRPC, gRPC-Web",
+        ServiceName::Catalog | ServiceName::Accounts | ServiceName::Orders => {
+            "REST, gRPC, gRPC-Web, subgraph"
+        }
         ServiceName::Billing | ServiceName::PaymentsSandbox => "REST",
-        ServiceName::Gateway => "health, metrics",
+        ServiceName::Gateway => "GraphQL",
     }
 }
 
