@@ -159,10 +159,14 @@ pub async fn execute(
     let mut execution = std::pin::pin!(execution);
     let mut running = FuturesUnordered::new();
     std::future::poll_fn(move |cx| {
-        // The execution polled with a waker that notes a wake during its own poll: a
-        // list of more than 30 items is a FuturesUnordered, which yields (wakes itself
-        // and returns) every few items; such a pass is not over, and starting the level's
-        // batches then would split them (what the benchmark found under load).
+        // The execution polled with a waker that notes a wake during its own poll.
+        // async-graphql resolves an object's fields, and a list of more than 30 items,
+        // in a FuturesUnordered, which wakes itself and returns once it has polled its
+        // last pending child (a long list: every two children that yield), so a pass over
+        // a level climbs one step per poll. Such a Pending is not "blocked on loaders":
+        // starting the level's batches then split them (what the benchmark found under
+        // load). The whole level now runs within this poll (it is unconstrained), its
+        // size bounded by the operation's cost limit.
         let woken = Arc::new(Woken {
             flag: std::sync::atomic::AtomicBool::new(false),
             outer: cx.waker().clone(),

@@ -58,6 +58,7 @@ impl ExtensionFactory for Conform {
     fn create(&self) -> Arc<dyn Extension> {
         Arc::new(Executed {
             bound_fragments: self.bound_fragments,
+            in_request: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::default(),
         })
     }
@@ -70,27 +71,40 @@ pub const MAX_VISITS: u64 = 50_000;
 /// One request's document, variables and operation, kept from parsing to the answer.
 struct Executed {
     bound_fragments: bool,
-    state: Mutex<Option<(ExecutableDocument, Option<String>)>>,
+    /// Whether the `request` hook runs (it does over HTTP; an operation on a WebSocket
+    /// goes through `execute_stream`, which calls only `execute`): where it does not,
+    /// `execute` conforms the answer itself.
+    in_request: std::sync::atomic::AtomicBool,
+    state: Mutex<Option<(ExecutableDocument, Variables, Option<String>)>>,
 }
 
-#[async_trait::async_trait]
-impl Extension for Executed {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let mut response = next.run(ctx).await;
+impl Executed {
+    fn finish(&self, registry: &Registry, response: &mut Response) {
         let executed = self
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some((document, operation_name)) = executed {
+        if let Some((document, variables, operation_name)) = executed {
             conform(
-                &ctx.schema_env.registry,
+                registry,
                 &document,
                 operation_name.as_deref(),
+                &variables,
                 &mut response.data,
             );
         }
-        label_errors(&mut response);
+        label_errors(response);
+    }
+}
+
+#[async_trait::async_trait]
+impl Extension for Executed {
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        self.in_request
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut response = next.run(ctx).await;
+        self.finish(&ctx.schema_env.registry, &mut response);
         response
     }
 
@@ -108,7 +122,8 @@ impl Extension for Executed {
             bounded(&document)?;
         }
         let document = next.run(ctx, query, variables).await?;
-        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = Some((document.clone(), None));
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((document.clone(), variables.clone(), None));
         Ok(document)
     }
 
@@ -118,7 +133,7 @@ impl Extension for Executed {
         operation_name: Option<&str>,
         next: NextExecute<'_>,
     ) -> Response {
-        if let Some((_, name)) = self
+        if let Some((_, _, name)) = self
             .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -126,7 +141,11 @@ impl Extension for Executed {
         {
             *name = operation_name.map(str::to_owned);
         }
-        next.run(ctx, operation_name).await
+        let mut response = next.run(ctx, operation_name).await;
+        if !self.in_request.load(std::sync::atomic::Ordering::Relaxed) {
+            self.finish(&ctx.schema_env.registry, &mut response);
+        }
+        response
     }
 }
 
@@ -227,6 +246,7 @@ pub fn conform(
     registry: &Registry,
     document: &ExecutableDocument,
     operation_name: Option<&str>,
+    variables: &Variables,
     data: &mut Value,
 ) {
     let operation = document
@@ -245,7 +265,11 @@ pub fn conform(
     let (Some(root), Value::Object(_)) = (root, &*data) else {
         return;
     };
-    let walk = Walk { registry, document };
+    let walk = Walk {
+        registry,
+        document,
+        variables,
+    };
     // The root is nullable: `data` becomes null when a non-null root field failed.
     if !walk.value(data, &format!("{root}!"), &[&operation.selection_set.node]) {
         *data = Value::Null;
@@ -255,6 +279,7 @@ pub fn conform(
 struct Walk<'a> {
     registry: &'a Registry,
     document: &'a ExecutableDocument,
+    variables: &'a Variables,
 }
 
 /// One response key of an object: the field it names and every selection set asked of it.
@@ -391,10 +416,9 @@ impl<'a> Walk<'a> {
             match &selection.node {
                 Selection::Field(field) => {
                     let field = &field.node;
-                    // Under @skip or @include it may be absent: ordered if there, never
-                    // required (whether it ran is async-graphql's call, with its own
-                    // reading of variables and their defaults).
-                    let certain = certain && field.directives.is_empty();
+                    if !self.included(&field.directives) {
+                        continue;
+                    }
                     let entry = out
                         .entry(field.response_key().node.as_str())
                         .or_insert_with(|| Collected {
@@ -407,7 +431,9 @@ impl<'a> Walk<'a> {
                     entry.selections.push(&field.selection_set.node);
                 }
                 Selection::FragmentSpread(spread) => {
-                    let certain = certain && spread.node.directives.is_empty();
+                    if !self.included(&spread.node.directives) {
+                        continue;
+                    }
                     if let Some(fragment) =
                         self.document.fragments.get(&spread.node.fragment_name.node)
                     {
@@ -424,7 +450,9 @@ impl<'a> Walk<'a> {
                     }
                 }
                 Selection::InlineFragment(inline) => {
-                    let certain = certain && inline.node.directives.is_empty();
+                    if !self.included(&inline.node.directives) {
+                        continue;
+                    }
                     let condition = inline
                         .node
                         .type_condition
@@ -474,6 +502,35 @@ impl<'a> Walk<'a> {
             Some(_) => {}
             None => self.collect(set, condition, None, false, out, depth + 1),
         }
+    }
+
+    /// `@skip(if:)` and `@include(if:)` read exactly as async-graphql 7.2.1 reads them
+    /// when it prunes the document (`remove_skipped_selection`): a literal, or the
+    /// variable as the request sent it — a missing one (its default is not applied
+    /// there) or one that is not a Boolean counts as false.
+    fn included(
+        &self,
+        directives: &[async_graphql::Positioned<async_graphql::parser::types::Directive>],
+    ) -> bool {
+        directives.iter().all(|directive| {
+            let directive = &directive.node;
+            // Without an `if` the directive prunes nothing.
+            let Some(argument) = directive.get_argument("if") else {
+                return true;
+            };
+            let condition = match &argument.node {
+                async_graphql_value::Value::Boolean(b) => *b,
+                async_graphql_value::Value::Variable(name) => {
+                    matches!(self.variables.get(name), Some(Value::Boolean(true)))
+                }
+                _ => false,
+            };
+            match directive.name.node.as_str() {
+                "skip" => !condition,
+                "include" => condition,
+                _ => true,
+            }
+        })
     }
 
     fn is_object(&self, name: &str) -> bool {
@@ -598,6 +655,22 @@ mod tests {
         );
     }
 
+    /// A query over a WebSocket runs through `execute_stream`, which skips the `request`
+    /// hook: it is conformed all the same.
+    #[tokio::test]
+    async fn a_query_on_a_stream_is_conformed_too() {
+        use futures::StreamExt;
+        let schema = Schema::build(Query, EmptyMutation, EmptySubscription)
+            .extension(Conform::bounded())
+            .finish();
+        let mut stream = schema.execute_stream("{ thing { slow fast broken } other }");
+        let answer = stream.next().await.unwrap();
+        assert_eq!(keys(&answer.data, &[]), ["thing", "other"]);
+        let answer = serde_json::to_value(answer).unwrap();
+        assert_eq!(answer["data"], json!({ "thing": null, "other": 3 }));
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "INTERNAL");
+    }
+
     #[tokio::test]
     async fn a_failed_non_null_field_nulls_its_nullable_parent() {
         let answer = run("{ thing { fast broken } other }", json!({})).await;
@@ -639,6 +712,16 @@ mod tests {
             answer["data"],
             json!({ "sure": { "maybe": null }, "other": 3 })
         );
+    }
+
+    #[tokio::test]
+    async fn an_included_field_is_required_as_any_other() {
+        let answer = run(
+            "query($yes: Boolean!) { thing { fast broken @include(if: $yes) } other }",
+            json!({ "yes": true }),
+        )
+        .await;
+        assert_eq!(answer["data"], json!({ "thing": null, "other": 3 }));
     }
 
     #[tokio::test]
