@@ -84,13 +84,7 @@ die() { say "graphql.sh: $*"; exit 1; }
 . bench/lib.sh
 
 # --- tools -------------------------------------------------------------------------------
-if ! command -v wrk >/dev/null 2>&1; then
-  say "wrk is missing; installing it with apt-get"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update
-  $SUDO apt-get install -y wrk
-fi
+need_wrk
 for tool in curl python3 node npm; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is needed"
 done

@@ -5,6 +5,16 @@
 #   BRIGADE_ENV=(); brigade_env "$LOG_FILTER"      # env for Brigade at its shipped defaults
 #   url=$(wait_for_url "$WORK/x.out" "$pid" name)
 
+# Installs wrk with apt-get when it is missing (sudo when not root).
+need_wrk() {
+  command -v wrk >/dev/null 2>&1 && return 0
+  say "wrk is missing; installing it with apt-get"
+  local sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update
+  $sudo apt-get install -y wrk
+}
+
 # Cargo's target directory (where the release binaries are).
 target_dir() {
   cargo metadata --format-version 1 --no-deps \

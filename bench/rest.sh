@@ -47,13 +47,7 @@ die() { say "rest.sh: $*"; exit 1; }
 . bench/lib.sh
 
 # --- tools -------------------------------------------------------------------------------
-if ! command -v wrk >/dev/null 2>&1; then
-  say "wrk is missing; installing it with apt-get"
-  SUDO=""
-  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-  $SUDO apt-get update
-  $SUDO apt-get install -y wrk
-fi
+need_wrk
 command -v curl >/dev/null 2>&1 || die "curl is needed (to check the two servers' bodies)"
 
 if [ "$PIN" = 1 ]; then
