@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use problem::Problem;
+use problem::{FieldError, Problem};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use storage::WriteTx;
@@ -40,7 +40,19 @@ impl<T> GraphqlWrite<T> {
         let identity = match key {
             None => None,
             Some(raw) => {
-                let key = IdempotencyKey::parse(raw)?;
+                // Refused naming the argument the client wrote, not REST's header.
+                let key = IdempotencyKey::parse(raw).map_err(|header| {
+                    let errors: Vec<FieldError> = header
+                        .errors()
+                        .iter()
+                        .map(|e| FieldError::new("idempotencyKey", e.reason.clone()))
+                        .collect();
+                    let reason = errors
+                        .first()
+                        .map_or_else(|| "is malformed".to_owned(), |e| e.reason.clone());
+                    Problem::invalid_request(format!("the idempotencyKey argument {reason}"))
+                        .with_errors(errors)
+                })?;
                 let body = serde_json::to_vec(arguments).map_err(Problem::internal)?;
                 let path = format!("graphql:{field}");
                 let scope = extensions

@@ -167,6 +167,27 @@ async fn a_subgraph_create_with_a_key_creates_once() {
         .count();
     assert_eq!(docks, 1);
 
+    // A malformed key is refused naming the argument.
+    let bad_key = subgraph(
+        &system.catalog,
+        r#"mutation { createProduct(name: "Dock", price: 1, stock: 1, idempotencyKey: "has space") { id } }"#,
+        json!({}),
+    )
+    .await;
+    let extensions = &bad_key["errors"][0]["extensions"];
+    assert_eq!(extensions["code"], "INVALID_ARGUMENT", "{bad_key:#}");
+    assert_eq!(
+        extensions["errors"][0]["field"], "idempotencyKey",
+        "{bad_key:#}"
+    );
+    assert!(
+        bad_key["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("idempotencyKey"),
+        "{bad_key:#}"
+    );
+
     // Bad input is refused before anything is written, every bad field named.
     let bad = subgraph(
         &system.catalog,
