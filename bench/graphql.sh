@@ -183,25 +183,9 @@ calls() {
 }
 
 TICKS=$(getconf CLK_TCK)
-# utime+stime of a process (all its threads), in clock ticks; fields 14 and 15 of
-# /proc/PID/stat, counted after the command name's closing parenthesis.
-cpu_ticks() {
-  local stat
-  stat=$(cat "/proc/$1/stat") || die "server $1 is gone"
-  stat=${stat##*) }
-  awk '{ print $12 + $13 }' <<<"$stat"
-}
 # Busy jiffies of the whole machine (all CPUs), from /proc/stat.
 machine_jiffies() {
   awk '/^cpu / { print $2 + $3 + $4 + $7 + $8; exit }' /proc/stat
-}
-seconds_of() {
-  case $1 in
-    *ms) awk -v v="${1%ms}" 'BEGIN { print v / 1000 }' ;;
-    *s) printf '%s\n' "${1%s}" ;;
-    *m) awk -v v="${1%m}" 'BEGIN { print v * 60 }' ;;
-    *) printf '%s\n' "$1" ;;
-  esac
 }
 WALL=$(seconds_of "$DURATION")
 

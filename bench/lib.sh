@@ -15,6 +15,26 @@ need_wrk() {
   $sudo apt-get install -y wrk
 }
 
+# utime+stime of process $1 (all its threads), in clock ticks (`getconf CLK_TCK`). The
+# command name may hold spaces, so fields are counted after its closing parenthesis:
+# after "pid (comm) ", state is 1 ... utime 12, stime 13. Dies (`die`) once it is gone.
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat") || die "server $1 is gone"
+  stat=${stat##*) }
+  awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+# Seconds of a wrk duration: "10s", "2m", "500ms".
+seconds_of() {
+  case $1 in
+    *ms) awk -v v="${1%ms}" 'BEGIN { print v / 1000 }' ;;
+    *s) printf '%s\n' "${1%s}" ;;
+    *m) awk -v v="${1%m}" 'BEGIN { print v * 60 }' ;;
+    *) printf '%s\n' "$1" ;;
+  esac
+}
+
 # Cargo's target directory (where the release binaries are).
 target_dir() {
   cargo metadata --format-version 1 --no-deps \

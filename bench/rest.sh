@@ -89,7 +89,6 @@ trap 'exit 130' INT TERM
 
 brigade_env "$LOG_FILTER"
 
-
 say "seeding a fresh data directory in $WORK/data"
 "${BRIGADE_ENV[@]}" "$BRIGADE" seed --data-dir "$WORK/data" >"$WORK/seed.out" 2>"$WORK/seed.err" \
   || { cat "$WORK/seed.err" >&2; die "brigade seed failed"; }
@@ -139,26 +138,6 @@ done
 
 # --- measuring ---------------------------------------------------------------------------
 TICKS=$(getconf CLK_TCK)
-
-# utime+stime of the whole process (all threads), in clock ticks. The command name may
-# hold spaces, so fields are counted after its closing parenthesis.
-cpu_ticks() {
-  local stat
-  stat=$(cat "/proc/$1/stat") || die "server $1 is gone"
-  stat=${stat##*) }
-  # After "pid (comm) ": state=1 ... utime=12 stime=13.
-  awk '{ print $12 + $13 }' <<<"$stat"
-}
-
-# seconds of "10s", "2m", "500ms" (wrk's syntax)
-seconds_of() {
-  case $1 in
-    *ms) awk -v v="${1%ms}" 'BEGIN { print v / 1000 }' ;;
-    *s) printf '%s\n' "${1%s}" ;;
-    *m) awk -v v="${1%m}" 'BEGIN { print v * 60 }' ;;
-    *) printf '%s\n' "$1" ;;
-  esac
-}
 WALL=$(seconds_of "$DURATION")
 
 RESULTS="$WORK/results.tsv"
