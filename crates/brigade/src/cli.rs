@@ -51,6 +51,56 @@ pub enum Command {
     Events(EventsArgs),
     /// Rebuild a projection from its event stream.
     Replay(ReplayArgs),
+    /// Make, list, revoke and roll the API keys the gateway takes (`Authorization:
+    /// Bearer <key>`). A key is printed once, when it is made; only its hash is kept.
+    Keys(KeysArgs),
+    /// Print an internal identity token, for calling a service directly as the gateway
+    /// would (a federation router in front of the subgraphs, a debugging session).
+    InternalToken(InternalTokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    pub action: KeysAction,
+    #[command(flatten)]
+    pub data: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysAction {
+    /// Make a key: a secret key (every scope) without --scopes, else a restricted key.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: catalog:write, accounts:read, accounts:write, orders:read,
+        /// orders:write, billing:read.
+        #[arg(long, value_name = "SCOPES")]
+        scopes: Option<String>,
+    },
+    /// Every key (never the key itself: its prefix and last four characters).
+    List,
+    /// Revoke a key by id; the gateway stops taking it within `gateway.keys.refresh`.
+    Revoke { id: String },
+    /// Make a new key with the same name and scopes; the old one expires after --expire-in.
+    Roll {
+        id: String,
+        /// How long the old key keeps working (e.g. 1h); 0s: at once.
+        #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+        expire_in: std::time::Duration,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InternalTokenArgs {
+    /// The client the token acts for (its idempotency keys are scoped to it).
+    #[arg(long, default_value = "internal")]
+    pub client: String,
+    /// How long it is valid.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 #[derive(Debug, Args)]

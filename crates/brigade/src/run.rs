@@ -39,6 +39,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(a) => &a.data,
         Command::Events(a) => &a.data,
         Command::Replay(a) => &a.data,
+        Command::Keys(a) => &a.data,
+        Command::InternalToken(a) => &a.data,
         Command::Openapi(_) | Command::Asyncapi(_) | Command::Graphql(_) => &DEMO.data,
     };
     if let Some(dir) = &data_dir.data_dir {
@@ -65,6 +67,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dlq(args) => messages::dlq(&settings, args.action).await,
         Command::Events(args) => messages::events(&settings, args.action).await,
         Command::Replay(args) => messages::replay(&settings, args.projection).await,
+        Command::Keys(args) => keys(&settings, args.action).await,
+        Command::InternalToken(args) => {
+            let signer = server::identity::Signer::for_settings(&settings)
+                .context("reading the internal identity key")?;
+            let token = signer.token_for(&args.client, args.ttl).with_context(|| {
+                format!(
+                    "{:?} cannot name a client (1-64 of A-Z a-z 0-9 _ : -)",
+                    args.client
+                )
+            })?;
+            println!("{}", token.to_str().unwrap_or_default());
+            Ok(())
+        }
         Command::Seed(args) => {
             let seeded = seed(&settings, &args).await?;
             println!(
@@ -77,6 +92,92 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `brigade keys …` on the gateway's database (made and migrated if new).
+async fn keys(settings: &Settings, action: crate::cli::KeysAction) -> anyhow::Result<()> {
+    use crate::cli::KeysAction;
+    use gateway::keys::{KeyRecord, KeyStore, Scopes};
+    let db = Database::open(
+        &settings.database_url(ServiceName::Gateway),
+        &settings.database,
+        &[gateway::MIGRATIONS],
+    )
+    .await?;
+    let store = KeyStore::new(db.clone());
+    let describe = |r: &KeyRecord| {
+        let scopes = if r.secret {
+            "all scopes (secret key)".to_owned()
+        } else {
+            r.scopes
+                .list()
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let state = match (r.revoked_at, r.expires_at) {
+            (Some(_), _) => "revoked".to_owned(),
+            (None, Some(at)) if at <= storage::now_millis() => "expired".to_owned(),
+            (None, Some(at)) => format!("expires {}", rfc3339(at)),
+            (None, None) => "active".to_owned(),
+        };
+        format!(
+            "{}  {}  {}  {}  created {}  {}",
+            r.id,
+            r.redacted,
+            r.name,
+            scopes,
+            rfc3339(r.created_at),
+            state
+        )
+    };
+    let result = async {
+        match action {
+            KeysAction::Create { name, scopes } => {
+                let scopes = scopes
+                    .map(|s| Scopes::parse(&s))
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?;
+                let made = store.create(&name, scopes).await?;
+                println!("{}", describe(&made.record));
+                println!("{}", made.key);
+                eprintln!("keep the key now: it is not shown again (only its hash is stored)");
+            }
+            KeysAction::List => {
+                for record in store.list().await? {
+                    println!("{}", describe(&record));
+                }
+            }
+            KeysAction::Revoke { id } => {
+                let record = store.revoke(&id).await?;
+                println!("{}", describe(&record));
+            }
+            KeysAction::Roll { id, expire_in } => {
+                let made = store.roll(&id, expire_in).await?;
+                println!("{}", describe(&made.record));
+                println!("{}", made.key);
+                eprintln!(
+                    "keep the key now: it is not shown again; {id} stops working in {}",
+                    humantime::format_duration(expire_in)
+                );
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    db.close().await;
+    result
+}
+
+fn rfc3339(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| millis.to_string())
 }
 
 /// The OpenAPI document of every service with a REST face, pretty-printed as committed.

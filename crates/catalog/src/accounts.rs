@@ -7,8 +7,8 @@ use problem::Problem;
 use proto::v1::GetUserRequest;
 use proto::v1::user_service_client::UserServiceClient;
 use resilience::downstream::{Downstream, Policy};
+use server::grpc::client::Channel;
 use settings::{ServiceName, Settings};
-use tonic::transport::Channel;
 
 use crate::domain::UserId;
 
@@ -21,7 +21,7 @@ pub struct Accounts {
 impl Accounts {
     /// A client for the accounts service at its configured address. Connects lazily, so
     /// catalog starts (and serves everything else) while accounts is down.
-    pub fn new(settings: &Settings) -> Result<Self, tonic::transport::Error> {
+    pub fn new(settings: &Settings) -> Result<Self, server::grpc::client::ClientError> {
         let channel = server::grpc::client::channel(settings, ServiceName::Accounts)?;
         Ok(Self {
             client: UserServiceClient::new(channel),

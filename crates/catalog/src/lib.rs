@@ -40,7 +40,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     let accounts = accounts::Accounts::new(settings).map_err(|e| server::StartError::Bind {
         service: SERVICE,
         addr: settings.services.catalog.addr(),
-        reason: format!("the accounts address is not a valid URL: {e}"),
+        reason: e.to_string(),
     })?;
     // The relay's publishes are outbound calls like any other, with the seed's broker
     // timeout (`messaging.publish_timeout`) in place of the internal-call one.

@@ -20,9 +20,9 @@ use proto::v1::{
     ListProductsRequest, ProductRequest, ProductResponse,
 };
 use resilience::downstream::{Downstream, Policy};
+use server::grpc::client::Channel;
 use server::grpc::client::{channel, request};
 use settings::{ServiceName, Settings};
-use tonic::transport::Channel;
 
 /// Most products one `products` call lists (catalog's batch size).
 pub const MAX_PRODUCTS: u32 = 200;
@@ -217,7 +217,7 @@ fn id32(id: i64) -> Option<i32> {
 impl Gateway {
     /// Clients of catalog and accounts at their configured addresses; they connect
     /// lazily, so the gateway starts while either is down.
-    pub fn new(settings: &Settings) -> Result<Self, tonic::transport::Error> {
+    pub fn new(settings: &Settings) -> Result<Self, server::grpc::client::ClientError> {
         let catalog = channel(settings, ServiceName::Catalog)?;
         let policy = Policy::from_outbound(&settings.outbound);
         Ok(Self {
@@ -229,6 +229,16 @@ impl Gateway {
             accounts: Downstream::of_service(crate::SERVICE.as_str(), "accounts", policy.clone()),
             orders: Downstream::of_service(crate::SERVICE.as_str(), "orders", policy),
         })
+    }
+
+    /// The downstreams of catalog, accounts and orders: REST forwarding shares them, so
+    /// each service has one breaker whichever face calls it.
+    pub fn downstreams(&self) -> [Downstream; 3] {
+        [
+            self.catalog.clone(),
+            self.accounts.clone(),
+            self.orders.clone(),
+        ]
     }
 
     /// One order, or `None` if orders has no such order (or the id could not be one).

@@ -1,10 +1,14 @@
-//! The gateway: the one public door. Today it serves the tutorial's GraphQL schema over
-//! catalog and accounts (`graphql`, over the use cases in `app`); REST forwarding, API
-//! keys and rate limits arrive with their issue. It keeps no copy of the services' data.
+//! The gateway: the one public door. It serves the tutorial's GraphQL schema over
+//! catalog, accounts and orders (`graphql`, over the use cases in `app`) and forwards
+//! `/v1/*` to the service that owns it (`forward`), after checking the caller's API key
+//! (`keys`, `edge`). It keeps no copy of the services' data.
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod edge;
+pub mod forward;
 pub mod graphql;
+pub mod keys;
 pub mod live;
 pub mod web;
 
@@ -15,19 +19,32 @@ use storage::Migrations;
 
 pub const SERVICE: ServiceName = ServiceName::Gateway;
 
-/// No tables yet: `/readyz` still proves the service's own database answers.
-pub static MIGRATIONS: Migrations = Migrations::NONE;
+/// Its one table: the API keys.
+pub static MIGRATIONS: &Migrations = &keys::MIGRATIONS;
 
-/// Declared: its own database (no tables yet: `/readyz` still proves it answers), served
-/// with health, metrics and `POST /graphql`.
+/// Declared: its own database (the API keys), served with health, metrics,
+/// `POST /graphql` and `/v1/*`.
 pub async fn build(settings: &Settings) -> Result<server::Application, server::StartError> {
-    let parts = server::Service::new(SERVICE, &[&MIGRATIONS])
+    let parts = server::Service::new(SERVICE, &[MIGRATIONS])
         .open(settings)
         .await?;
+    let keys = keys::Keys::new(keys::KeyStore::new(parts.db.clone()));
+    keys.reload().await.map_err(|e| server::StartError::Bind {
+        service: SERVICE,
+        addr: settings.services.gateway.addr(),
+        reason: format!("the API keys could not be loaded: {e}"),
+    })?;
+    let signer =
+        server::identity::Signer::for_settings(settings).map_err(|e| server::StartError::Bind {
+            service: SERVICE,
+            addr: settings.services.gateway.addr(),
+            reason: format!("the internal identity key could not be read or made: {e}"),
+        })?;
+    let edge = edge::Edge::new(keys.clone(), signer);
     let gateway = app::Gateway::new(settings).map_err(|e| server::StartError::Bind {
         service: SERVICE,
         addr: settings.services.gateway.addr(),
-        reason: format!("the catalog or accounts address is not a valid URL: {e}"),
+        reason: e.to_string(),
     })?;
     let gateway = Arc::new(gateway);
     let feed = Arc::new(live::OrderFeed::default());
@@ -38,15 +55,22 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         graphql,
         settings.profile,
     );
+    let rest = forward::router(settings, edge.clone(), gateway.downstreams());
     let mut app = parts
-        .serve(web::router(
-            gateway,
-            schema,
-            graphql,
-            graphql.graphiql(settings.profile),
-        ))
+        .serve(
+            web::router(
+                gateway,
+                edge,
+                schema,
+                graphql,
+                graphql.graphiql(settings.profile),
+            )
+            .merge(rest),
+        )
         .await?
         .with_client_addresses();
+    let refresh = settings.gateway.keys.refresh;
+    app.spawn_background(move |stop| keys.run_refresh(refresh, stop));
     // Live orders read orders' `order-events`; the broker is reached in the background
     // (and again when it goes away), so queries and mutations never wait on it.
     let settings = settings.clone();

@@ -2,7 +2,8 @@
 //! JSON. The body is read under the platform's size cap (a larger one is a 413 problem,
 //! never parsed), a batch longer than `max_batch` is refused before any of it runs, and
 //! each operation runs with loaders of its own, counted against its client's cost bucket
-//! (the client's IP address, until API keys arrive with the edge).
+//! (its API key, or for anonymous callers their IP address), acting for that client on
+//! every call it makes (`edge`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,14 +20,17 @@ use axum::routing::{get, post};
 use problem::{FieldError, Kind, Problem};
 
 use crate::app::Gateway;
+use crate::edge::Edge;
 use crate::graphql::limits::{Client, OverGet};
 use crate::graphql::{self, GatewaySchema};
+use crate::keys::Caller;
 use axum::http::{StatusCode, header};
 use sha2::Digest;
 
 #[derive(Clone)]
 struct Face {
     gateway: Arc<Gateway>,
+    edge: Edge,
     schema: GatewaySchema,
     max_batch: usize,
     /// Most ids one loader call asks for (1 when `batch_loads` is off).
@@ -36,6 +40,7 @@ struct Face {
 
 pub fn router(
     gateway: Arc<Gateway>,
+    edge: Edge,
     schema: GatewaySchema,
     settings: &settings::GraphqlSettings,
     graphiql: bool,
@@ -52,6 +57,7 @@ pub fn router(
     };
     router.with_state(Face {
         gateway,
+        edge,
         schema,
         max_batch: usize::try_from(settings.max_batch).unwrap_or(usize::MAX),
         load_batch: if settings.batch_loads {
@@ -114,38 +120,104 @@ async fn graphiql_asset(axum::extract::Path(asset): axum::extract::Path<String>)
 async fn subscribe(
     State(face): State<Face>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let caller = match face.edge.caller(&headers) {
+        Ok(caller) => caller,
+        Err(problem) => return problem.into_response(),
+    };
+    let client = client_for(&caller, Some(peer));
+    // The connection is served after this handler returns, outside the request's task:
+    // its calls act for the caller, in the upgrade request's context.
+    let ctx = telemetry::context::current().map(|ctx| ctx.with_client(caller.client()));
     upgrade
         .max_message_size(server::extract::MAX_BODY_BYTES)
         .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |stream| {
             let mut data = graphql::spawned_loaders(&face.gateway, face.load_batch);
-            data.insert(Client(peer.ip().to_string()));
-            GraphQLWebSocket::new(stream, face.schema.clone(), protocol)
+            data.insert(client);
+            data.insert(caller);
+            let edge = face.edge.clone();
+            let serve = GraphQLWebSocket::new(stream, face.schema.clone(), protocol)
                 .with_data(data)
-                .serve()
+                .on_connection_init(move |payload| init(edge, payload, peer))
+                .serve();
+            async move {
+                match ctx {
+                    Some(ctx) => telemetry::context::scope(ctx, serve).await,
+                    None => serve.await,
+                }
+            }
         })
 }
 
-/// The client a request is counted against: its peer's IP address.
-fn client_of(request: &Request) -> Client {
-    Client(
-        request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string()),
-    )
+/// A browser cannot set `Authorization` on a WebSocket: it sends the key in the
+/// `connection_init` payload instead (`{"Authorization": "Bearer <key>"}`, as Apollo's and
+/// graphql-ws's clients do), and the connection's operations are that caller's. A key
+/// that is not valid ends the connection (4403 Forbidden, per graphql-transport-ws).
+/// (The connection's calls to the services still act for the client of the upgrade
+/// request: a subscription only reads.)
+async fn init(
+    edge: Edge,
+    payload: serde_json::Value,
+    peer: SocketAddr,
+) -> async_graphql::Result<async_graphql::Data> {
+    let mut data = async_graphql::Data::default();
+    let sent = ["Authorization", "authorization"]
+        .iter()
+        .find_map(|name| payload.get(name))
+        .and_then(serde_json::Value::as_str);
+    if let Some(sent) = sent {
+        let value = axum::http::HeaderValue::from_str(sent)
+            .map_err(|_| async_graphql::Error::new("the Authorization value is not valid"))?;
+        let caller = edge
+            .keys
+            .authenticate(Some(&value))
+            .map_err(|problem| async_graphql::Error::new(problem.to_string()))?;
+        data.insert(client_for(&caller, Some(peer)));
+        data.insert(caller);
+    }
+    Ok(data)
+}
+
+/// Who a request is from and the bucket its cost is counted in: its API key's, or for
+/// an anonymous caller its peer's IP address.
+fn caller_of(face: &Face, request: &Request) -> Result<(Caller, Client), Problem> {
+    let caller = face.edge.caller(request.headers())?;
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let client = client_for(&caller, peer);
+    Ok((caller, client))
+}
+
+fn client_for(caller: &Caller, peer: Option<SocketAddr>) -> Client {
+    match caller {
+        Caller::Key(principal) => Client(principal.id.to_string()),
+        Caller::Anonymous => {
+            Client(peer.map_or_else(|| "unknown".to_owned(), |p| p.ip().to_string()))
+        }
+    }
 }
 
 /// One operation under the whole execution's budget (an earlier deadline of the
-/// caller's wins); every backend call it makes gets what is left of it.
-async fn run(face: &Face, request: async_graphql::Request) -> async_graphql::Response {
+/// caller's wins); every backend call it makes gets what is left of it, and acts for
+/// the caller.
+async fn run(
+    face: &Face,
+    request: async_graphql::Request,
+    caller: &Caller,
+) -> async_graphql::Response {
     let loaders = graphql::loaders(&face.gateway, face.load_batch);
     let deadline = tokio::time::Instant::now() + face.timeout;
-    let execution = graphql::execute(&face.schema, request, loaders);
-    let timed = tokio::time::timeout_at(deadline, telemetry::deadline::scope(deadline, execution));
+    let execution = graphql::execute(&face.schema, request.data(caller.clone()), loaders);
+    let timed = tokio::time::timeout_at(
+        deadline,
+        Edge::acting_for(caller, telemetry::deadline::scope(deadline, execution)),
+    );
     match timed.await {
         Ok(response) => response,
         Err(_) => async_graphql::Response::from_errors(vec![graphql::limits::server_error(
@@ -163,7 +235,10 @@ async fn run(face: &Face, request: async_graphql::Request) -> async_graphql::Res
 /// `Cache-Control` from the types it holds (products public for 5 s, a user private,
 /// an order never) and an `ETag` of its data; `If-None-Match` with it is a 304.
 async fn execute_get(State(face): State<Face>, request: Request) -> Response {
-    let client = client_of(&request);
+    let (caller, client) = match caller_of(&face, &request) {
+        Ok(found) => found,
+        Err(problem) => return problem.into_response(),
+    };
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
     let asked = match async_graphql::http::parse_query_string(request.uri().query().unwrap_or("")) {
         Ok(asked) => asked,
@@ -172,7 +247,7 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
                 .into_response();
         }
     };
-    let response = run(&face, asked.data(client).data(OverGet)).await;
+    let response = run(&face, asked.data(client).data(OverGet), &caller).await;
     // GET only reads: a mutation is refused as HTTP 405 (GraphQL over HTTP), saying so.
     let refused_method = response.errors.iter().any(|e| {
         e.extensions
@@ -229,7 +304,10 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
 }
 
 async fn execute(State(face): State<Face>, request: Request) -> Response {
-    let client = client_of(&request);
+    let (caller, client) = match caller_of(&face, &request) {
+        Ok(found) => found,
+        Err(problem) => return problem.into_response(),
+    };
     let body = match server::extract::body_bytes(request).await {
         Ok(body) => body,
         Err(problem) => return problem.into_response(),
@@ -244,7 +322,7 @@ async fn execute(State(face): State<Face>, request: Request) -> Response {
             .into_response();
         }
     };
-    let run = |request: async_graphql::Request| run(&face, request.data(client.clone()));
+    let run = |request: async_graphql::Request| run(&face, request.data(client.clone()), &caller);
     match batch {
         BatchRequest::Single(request) => GraphQLResponse::from(run(request).await).into_response(),
         BatchRequest::Batch(requests) if requests.len() > face.max_batch => {

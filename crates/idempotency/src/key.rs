@@ -52,14 +52,9 @@ pub(crate) fn invalid(reason: &str) -> Problem {
         .with_errors(vec![FieldError::new("Idempotency-Key", reason)])
 }
 
-/// Whose keys these are: keys are unique per client, never globally. Added as a request
-/// extension by whatever authenticates the caller; without it the scope is `anonymous`.
-#[derive(Clone, Debug)]
-pub struct ClientScope(pub String);
-
-impl ClientScope {
-    pub const ANONYMOUS: &'static str = "anonymous";
-}
+/// Whose keys these are: set by the token check of the service's guard
+/// (`server::identity`).
+pub use server::identity::ClientScope;
 
 /// The request a key was first used for: SHA-256 of method, path and query, and the raw
 /// body, as lowercase hex. A key sent again with another fingerprint is a client bug.

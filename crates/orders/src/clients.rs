@@ -13,9 +13,9 @@ use proto::v1::{
     ReserveStockRequest,
 };
 use resilience::downstream::{Downstream, Policy};
+use server::grpc::client::Channel;
 use server::grpc::client::{channel, request};
 use settings::{ServiceName, Settings};
-use tonic::transport::Channel;
 
 use crate::domain::{Line, LineRequest, OrderId, ProductId, UserId};
 
@@ -69,7 +69,7 @@ pub struct Clients {
 impl Clients {
     /// Clients of accounts and catalog at their configured addresses. They connect lazily,
     /// so orders starts (and serves reads) while either is down.
-    pub fn new(settings: &Settings) -> Result<Self, tonic::transport::Error> {
+    pub fn new(settings: &Settings) -> Result<Self, server::grpc::client::ClientError> {
         let catalog = channel(settings, ServiceName::Catalog)?;
         let policy = Policy::from_outbound(&settings.outbound);
         Ok(Self {

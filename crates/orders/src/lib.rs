@@ -52,7 +52,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     let clients = clients::Clients::new(settings).map_err(|e| server::StartError::Bind {
         service: SERVICE,
         addr: settings.services.orders.addr(),
-        reason: format!("the catalog or accounts address is not a valid URL: {e}"),
+        reason: e.to_string(),
     })?;
     // The relay's publishes are outbound calls like any other, with the seed's broker
     // timeout in place of the internal-call one.

@@ -88,6 +88,13 @@ impl IntoResponse for Problem {
         let mut response = (self.kind.http_status(), bytes).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if self.kind == crate::Kind::Unauthenticated {
+            // RFC 9110 §15.5.2: a 401 says how to authenticate.
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"brigade\""),
+            );
+        }
         if let Some(after) = self.more.retry_after {
             // Retry-After is whole seconds; round up so a client never comes back early.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);

@@ -188,16 +188,32 @@ pub mod client {
     use std::time::Duration;
 
     use settings::{ServiceName, Settings};
-    use tonic::transport::{Channel, Endpoint};
+    use tonic::service::interceptor::InterceptedService;
+    use tonic::transport::Endpoint;
+
+    use crate::identity::{Signer, Stamp};
+
+    /// A channel to another Brigade service: every call on it carries an identity token
+    /// for the client the current request acts for ([`Stamp`]).
+    pub type Channel = InterceptedService<tonic::transport::Channel, Stamp>;
+
+    /// Why a client could not be made.
+    #[derive(Debug, thiserror::Error)]
+    pub enum ClientError {
+        #[error("the {0} address is not a valid URL: {1}")]
+        Address(ServiceName, tonic::transport::Error),
+        #[error("the internal identity key could not be read or made: {0}")]
+        Identity(std::io::Error),
+    }
 
     /// A lazily connected channel to `service` at its configured address.
-    pub fn channel(
-        settings: &Settings,
-        service: ServiceName,
-    ) -> Result<Channel, tonic::transport::Error> {
-        Ok(Endpoint::from_shared(settings.service_url(service))?
+    pub fn channel(settings: &Settings, service: ServiceName) -> Result<Channel, ClientError> {
+        let signer = Signer::for_settings(settings).map_err(ClientError::Identity)?;
+        let channel = Endpoint::from_shared(settings.service_url(service))
+            .map_err(|e| ClientError::Address(service, e))?
             .connect_timeout(settings.outbound.timeout)
-            .connect_lazy())
+            .connect_lazy();
+        Ok(InterceptedService::new(channel, Stamp::new(signer)))
     }
 
     /// `message` as a request with `budget` as its `grpc-timeout` and the current

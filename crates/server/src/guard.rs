@@ -22,6 +22,10 @@
 //!    keeps the two answers apart;
 //! 3. metrics, which see the final status, including the 503 of shedding and the 500
 //!    made of a panic;
+//! 4. on a service behind the gateway (`identity.require_internal_token`), the caller's
+//!    identity token (`crate::identity`): without a valid one, 401 / UNAUTHENTICATED;
+//!    with one, the client it names is the request's (its `ClientScope`, and what calls
+//!    to other services act for). Health, metrics and the API docs need none;
 //! 4. load shedding: past `max_in_flight` requests, 503 / UNAVAILABLE at once rather than
 //!    an unbounded queue;
 //! 5. the caller's deadline: `grpc-timeout` for gRPC and gRPC-Web (tonic's own server,
@@ -71,6 +75,9 @@ struct Shared {
     in_flight: Arc<Semaphore>,
     /// `None`: the service answers no cross-origin request (an internal service).
     cors: Option<CorsLayer>,
+    /// `Some`: calls need an identity token this signer made (a service behind the
+    /// gateway); `None`: the gateway itself, and the payments sandbox (an outside party).
+    verifier: Option<Arc<crate::identity::Signer>>,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +90,7 @@ impl GuardLayer {
         service: &'static str,
         max_in_flight: usize,
         cors: Option<CorsLayer>,
+        verifier: Option<Arc<crate::identity::Signer>>,
     ) -> Self {
         // `quanta` calibrates its clock on first use: here, not in the first request.
         let _ = quanta::Instant::now();
@@ -91,6 +99,7 @@ impl GuardLayer {
                 service,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
                 cors,
+                verifier,
             }),
         }
     }
@@ -135,11 +144,17 @@ where
     /// every one of them moved the request and the route's future into a larger future
     /// of its own, and those copies were the largest single cost of the stack
     /// (BENCHMARKS.md, issue 3).
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let started = quanta::Instant::now();
         let inbound = Inbound::of(req.headers());
         let route = req.extensions().get::<MatchedPath>().cloned();
-        let ctx = telemetry::context_from(
+        let verdict = self.shared.verifier.as_ref().and_then(|signer| {
+            (!needs_no_identity(req.uri().path())).then(|| match inbound.identity {
+                Some(token) => signer.verify(token),
+                None => Err(crate::identity::Refused::Missing),
+            })
+        });
+        let mut ctx = telemetry::context_from(
             inbound.correlation_id,
             inbound.traceparent,
             req.method(),
@@ -157,9 +172,27 @@ where
             span: span.clone(),
         };
         let start = inbound.into_owned(protocol);
-        let (call, cors) = match self.cors_of(&req, start.cross_origin) {
-            Cors::None => (self.start(req, start), None),
-            Cors::Headers(headers) => (self.start(req, start), Some(headers)),
+        let refused = match verdict {
+            Some(Ok(client)) => {
+                req.extensions_mut()
+                    .insert(crate::identity::ClientScope(client.to_string()));
+                ctx = ctx.with_client(client);
+                None
+            }
+            Some(Err(reason)) => Some(reason),
+            None => None,
+        };
+        let cors = self.cors_of(&req, start.cross_origin);
+        let mut start_or_refuse = |req, start: Start| match refused {
+            Some(reason) => Call::Refused {
+                reason,
+                content_type: start.content_type,
+            },
+            None => self.start(req, start),
+        };
+        let (call, cors) = match cors {
+            Cors::None => (start_or_refuse(req, start), None),
+            Cors::Headers(headers) => (start_or_refuse(req, start), Some(headers)),
             Cors::Preflight(answer) => (
                 Call::Answered {
                     response: Some(answer),
@@ -186,6 +219,7 @@ struct Inbound<'a> {
     origin: bool,
     grpc_timeout: Option<&'a HeaderValue>,
     request_timeout: Option<&'a HeaderValue>,
+    identity: Option<&'a HeaderValue>,
 }
 
 impl<'a> Inbound<'a> {
@@ -205,6 +239,8 @@ impl<'a> Inbound<'a> {
                 &mut found.grpc_timeout
             } else if name == REQUEST_TIMEOUT {
                 &mut found.request_timeout
+            } else if name == crate::identity::HEADER {
+                &mut found.identity
             } else {
                 continue;
             };
@@ -225,6 +261,13 @@ impl<'a> Inbound<'a> {
             timeout: deadline_of(self.grpc_timeout, self.request_timeout, protocol),
         }
     }
+}
+
+/// Paths any caller may read on any port: probes, metrics and the API's documents.
+fn needs_no_identity(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
+        || path.starts_with("/docs")
+        || path.starts_with("/grpc.health.v1.Health/")
 }
 
 struct Start {
@@ -439,6 +482,7 @@ pin_project! {
     #[project = CallProj]
     enum Call<F> {
         Shed { service: &'static str, content_type: Option<HeaderValue> },
+        Refused { reason: crate::identity::Refused, content_type: Option<HeaderValue> },
         Panicked { panic: Option<Box<dyn Any + Send>> },
         Answered { response: Option<Response> },
         Run {
@@ -468,6 +512,16 @@ where
                 tracing::warn!(service, "saturated; shedding a request");
                 let problem = Problem::unavailable("the service is saturated; retry shortly")
                     .with_retry_after(Duration::from_secs(1));
+                Poll::Ready(crate::grpc::reply(problem, content_type.as_ref()))
+            }
+            CallProj::Refused {
+                reason,
+                content_type,
+            } => {
+                tracing::info!(%reason, "refused a call that did not come through the gateway");
+                let problem = Problem::new(problem::Kind::Unauthenticated).with_detail(
+                    "this service takes calls only through the gateway (a valid internal identity token is required)",
+                );
                 Poll::Ready(crate::grpc::reply(problem, content_type.as_ref()))
             }
             CallProj::Answered { response } => Poll::Ready(response.take().unwrap_or_else(|| {
@@ -506,7 +560,14 @@ where
                         return Poll::Ready(deadline_exceeded(deadline));
                     }
                 };
-                if *vary {
+                // Once: a forwarded answer (the gateway's) may already say it.
+                if *vary
+                    && !response
+                        .headers()
+                        .get_all(header::VARY)
+                        .iter()
+                        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"origin"))
+                {
                     response.headers_mut().append(header::VARY, ORIGIN);
                 }
                 Poll::Ready(response)
@@ -631,7 +692,7 @@ mod tests {
     /// body and the header, and names no panic message on the wire.
     #[tokio::test]
     async fn a_panic_in_call_is_a_500_problem_with_the_correlation_id() {
-        let guard = GuardLayer::new("test", 8, None).layer(PanicsInCall);
+        let guard = GuardLayer::new("test", 8, None, None).layer(PanicsInCall);
         let req = Request::builder()
             .uri("/boom")
             .header("x-correlation-id", "panic-in-call-1")

@@ -9,6 +9,7 @@ pub mod graphql;
 pub mod grpc;
 mod guard;
 mod health;
+pub mod identity;
 pub mod rest;
 mod service;
 mod stack;
@@ -77,6 +78,8 @@ pub struct Application {
     health_names: Vec<&'static str>,
     /// Whether requests carry their peer's address (`ConnectInfo<SocketAddr>`).
     client_addresses: bool,
+    /// What checks callers' identity tokens, on a service that requires them.
+    verifier: Option<std::sync::Arc<identity::Signer>>,
 }
 
 impl Application {
@@ -101,6 +104,26 @@ impl Application {
                 });
             }
         };
+        // The gateway is the door (it checks API keys); the payments sandbox stands for
+        // an outside provider. Every other service takes calls only with a token.
+        let verifier = if settings.identity.require_internal_token
+            && !matches!(service, ServiceName::Gateway | ServiceName::PaymentsSandbox)
+        {
+            match identity::Signer::for_settings(settings) {
+                Ok(signer) => Some(signer),
+                Err(err) => {
+                    return Err(StartError::Bind {
+                        service,
+                        addr,
+                        reason: format!(
+                            "the internal identity key could not be read or made: {err}"
+                        ),
+                    });
+                }
+            }
+        } else {
+            None
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| bind_error(service, addr, &e))?;
@@ -120,6 +143,7 @@ impl Application {
                 grpc_health,
                 settings.max_in_flight,
                 &settings.services.get(service).cors_origins_of(service),
+                verifier.clone(),
             ),
             db: db.clone(),
             grace: settings.shutdown_grace,
@@ -128,6 +152,7 @@ impl Application {
             client_addresses: false,
             health,
             health_names: Vec::new(),
+            verifier,
         };
         Ok(app)
     }
@@ -154,6 +179,12 @@ impl Application {
     pub fn with_client_addresses(mut self) -> Self {
         self.client_addresses = true;
         self
+    }
+
+    /// The signer whose tokens this service requires, if it requires them (tests and
+    /// tools calling a service directly make theirs with it).
+    pub fn identity(&self) -> Option<&std::sync::Arc<identity::Signer>> {
+        self.verifier.as_ref()
     }
 
     pub fn service(&self) -> ServiceName {

@@ -20,6 +20,7 @@ pub fn router(
     grpc_health: crate::grpc::GrpcRoutes,
     max_in_flight: usize,
     cors_origins: &[String],
+    verifier: Option<std::sync::Arc<crate::identity::Signer>>,
 ) -> Router {
     let name: &'static str = service.as_str();
     Router::new()
@@ -32,7 +33,12 @@ pub fn router(
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Bodies are capped where they are read (`extract::body_bytes`), not here.
-        .layer(GuardLayer::new(name, max_in_flight, cors(cors_origins)))
+        .layer(GuardLayer::new(
+            name,
+            max_in_flight,
+            cors(cors_origins),
+            verifier,
+        ))
 }
 
 /// CORS for browsers on `origins` (`["*"]`: any; none: no CORS at all, for internal
@@ -69,6 +75,7 @@ pub(crate) fn cors(origins: &[String]) -> Option<CorsLayer> {
             header("x-grpc-web"),
             header("x-user-agent"),
             header("grpc-timeout"),
+            http::header::AUTHORIZATION,
         ])
         .expose_headers([
             http::header::ETAG,
@@ -80,6 +87,9 @@ pub(crate) fn cors(origins: &[String]) -> Option<CorsLayer> {
             header("grpc-status"),
             header("grpc-message"),
             header("grpc-status-details-bin"),
+            http::header::WWW_AUTHENTICATE,
+            header("ratelimit"),
+            header("ratelimit-policy"),
         ])
         .max_age(std::time::Duration::from_secs(600));
     Some(layer)

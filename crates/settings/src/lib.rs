@@ -45,6 +45,7 @@ pub struct Settings {
     pub orders: OrdersSettings,
     pub billing: BillingSettings,
     pub gateway: GatewaySettings,
+    pub identity: IdentitySettings,
     pub messaging: MessagingSettings,
     pub services: Services,
 }
@@ -63,6 +64,67 @@ pub enum Profile {
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
     pub graphql: GraphqlSettings,
+    pub keys: KeySettings,
+}
+
+/// The gateway's API keys (`brigade keys`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeySettings {
+    /// How often the gateway reloads its keys from its database: a new key works, and a
+    /// revoked or expired one stops working, within this bound. Checking a key never
+    /// waits on the database.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+}
+
+impl Default for KeySettings {
+    fn default() -> Self {
+        Self {
+            refresh: Duration::from_secs(2),
+        }
+    }
+}
+
+/// How the services know a call came through the gateway: it (and every service calling
+/// another) sends a short-lived token signed with a key the system's processes share.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentitySettings {
+    /// Whether catalog, accounts, orders and billing refuse a call without a valid token
+    /// (401), so their ports cannot be used to get around the gateway's checks.
+    pub require_internal_token: bool,
+    /// The signing key (at least 32 characters), the same for every process of one
+    /// system. Unset: the key in `<data_dir>/internal.key`, made on first start, which
+    /// every process sharing the data directory reads.
+    pub internal_secret: Option<String>,
+    /// How long a token stays valid.
+    #[serde(with = "humantime_serde")]
+    pub token_ttl: Duration,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        Self {
+            require_internal_token: true,
+            internal_secret: None,
+            token_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The secret never prints.
+impl std::fmt::Debug for IdentitySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentitySettings")
+            .field("require_internal_token", &self.require_internal_token)
+            .field(
+                "internal_secret",
+                &self.internal_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("token_ttl", &self.token_ttl)
+            .finish()
+    }
 }
 
 /// `POST /graphql`: what one operation may ask for, checked before anything runs, and
@@ -144,6 +206,7 @@ impl Default for Settings {
             orders: OrdersSettings::default(),
             billing: BillingSettings::default(),
             gateway: GatewaySettings::default(),
+            identity: IdentitySettings::default(),
             messaging: MessagingSettings::default(),
             services: Services::default(),
         }
@@ -523,6 +586,23 @@ impl Settings {
                 "gateway.graphql.max_cost",
                 "must not exceed bucket_size (such a query could never run)",
             ));
+        }
+        if self.gateway.keys.refresh.is_zero() {
+            return Err(invalid("gateway.keys.refresh", "must be greater than zero"));
+        }
+        if self
+            .identity
+            .internal_secret
+            .as_ref()
+            .is_some_and(|s| s.len() < 32)
+        {
+            return Err(invalid(
+                "identity.internal_secret",
+                "must be at least 32 characters",
+            ));
+        }
+        if self.identity.token_ttl < Duration::from_secs(2) {
+            return Err(invalid("identity.token_ttl", "must be at least 2s"));
         }
         if self.orders.prefetch == 0 {
             return Err(invalid("orders.prefetch", "must be at least 1"));

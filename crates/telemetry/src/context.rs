@@ -26,6 +26,10 @@ pub struct RequestContext {
     /// For log lines: what was asked, and which route (template) serves it.
     method: Method,
     route: Option<MatchedPath>,
+    /// Whose request this is (an API key's id, `anonymous`, or the service a message
+    /// came from), as the edge established it: the scope of idempotency keys, and what
+    /// a call to another service says it acts for.
+    client: Option<std::sync::Arc<str>>,
 }
 
 impl RequestContext {
@@ -44,6 +48,7 @@ impl RequestContext {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
             method: method.clone(),
             route: None,
+            client: None,
         }
     }
 
@@ -74,6 +79,18 @@ impl RequestContext {
     pub fn with_route(mut self, route: Option<MatchedPath>) -> Self {
         self.route = route;
         self
+    }
+
+    /// Acting for `client` (see [`RequestContext::client`]).
+    pub fn with_client(mut self, client: std::sync::Arc<str>) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// The client this request acts for, once the edge or a service's token check has
+    /// said; `None` before (and for work no client asked for).
+    pub fn client(&self) -> Option<&std::sync::Arc<str>> {
+        self.client.as_ref()
     }
 
     /// The request path: the `instance` of any problem this request ends in.

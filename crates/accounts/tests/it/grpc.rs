@@ -28,7 +28,7 @@ async fn users_are_created_once_per_key_and_looked_up_in_batches() {
         .connect()
         .await
         .unwrap();
-    let mut c = UserServiceClient::new(channel);
+    let mut c = UserServiceClient::new(server::testing::authorized(channel, app.token.clone()));
 
     let jane = c
         .create_user(create("Jane", "jane@example.com", Some("g1")))

@@ -8,6 +8,7 @@ use tokio::sync::Notify;
 
 pub(crate) struct App {
     pub(crate) base: String,
+    pub(crate) token: Option<reqwest::header::HeaderValue>,
     client: reqwest::Client,
     stop: Arc<Notify>,
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -30,12 +31,14 @@ async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> (App, storage:
     let app = accounts::build(&settings).await.unwrap();
     let db = app.database().clone();
     let base = format!("http://{}", app.local_addr());
+    let token = server::testing::token_for(&app);
     let stop = Arc::new(Notify::new());
     let signal = stop.clone();
     let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
     let app = App {
         base,
-        client: reqwest::Client::new(),
+        client: server::testing::client_with(token.as_ref()),
+        token,
         stop,
         handle,
         _dir: dir,

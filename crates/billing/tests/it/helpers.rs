@@ -32,12 +32,13 @@ pub struct TestApp {
 impl TestApp {
     pub fn run(app: server::Application) -> TestApp {
         let base = format!("http://{}", app.local_addr());
+        let token = server::testing::token_for(&app);
         let stop = Arc::new(Notify::new());
         let signal = stop.clone();
         let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
         TestApp {
             base,
-            client: reqwest::Client::new(),
+            client: server::testing::client_with(token.as_ref()),
             stop,
             handle,
         }

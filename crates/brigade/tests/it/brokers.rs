@@ -13,7 +13,9 @@ use std::time::Duration;
 use messaging::testing::{NatsServer, RabbitVhost};
 use tokio::process::Command;
 
-use crate::helpers::{brigade, create_product, on_free_ports, start, stop_cleanly, tail_one};
+use crate::helpers::{
+    api_key, bearer, brigade, create_product, on_free_ports, start, stop_cleanly, tail_one,
+};
 
 /// `brigade` on `backend` at `url`.
 fn on_broker(data: &Path, backend: &str, url: &str) -> Command {
@@ -25,8 +27,19 @@ fn on_broker(data: &Path, backend: &str, url: &str) -> Command {
 
 /// Creates a product on the running system and reads it back from `catalog-events`
 /// with `brigade events tail`, a process of its own on the same broker.
-async fn a_product_reaches_events_tail(data: &Path, backend: &str, url: &str, catalog: &str) {
-    let id = create_product(catalog, &format!("{backend}-events-1"), "Keyboard").await;
+async fn a_product_reaches_events_tail(
+    data: &Path,
+    backend: &str,
+    url: &str,
+    (gateway, key): (&str, &str),
+) {
+    let id = create_product(
+        &bearer(key),
+        gateway,
+        &format!("{backend}-events-1"),
+        "Keyboard",
+    )
+    .await;
     let line = tail_one(on_broker(data, backend, url)).await;
     let envelope = &line["envelope"];
     assert_eq!(envelope["type"], "ProductCreated", "{line}");
@@ -40,12 +53,13 @@ async fn on_rabbitmq_events_flow_and_the_seeds_pika_producer_feeds_orders_queue(
     let url = vhost.url();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let key = api_key(&data).await;
     let mut running = start(on_free_ports(
         on_broker(&data, "rabbitmq", &url).args(["up", "--no-seed"]),
     ))
     .await;
-    let catalog = running.urls["catalog"].clone();
-    a_product_reaches_events_tail(&data, "rabbitmq", &url, &catalog).await;
+    let gateway = running.urls["gateway"].clone();
+    a_product_reaches_events_tail(&data, "rabbitmq", &url, (&gateway, &key)).await;
 
     // The seed's producer declares `order_processing` as the seed does (durable, no
     // arguments) on the queue orders declared at start, and publishes to it.
@@ -96,11 +110,12 @@ async fn on_nats_events_flow_from_catalogs_outbox_to_events_tail() {
     let nats = NatsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let key = api_key(&data).await;
     let mut running = start(on_free_ports(
         on_broker(&data, "nats", nats.url()).args(["up", "--no-seed"]),
     ))
     .await;
-    let catalog = running.urls["catalog"].clone();
-    a_product_reaches_events_tail(&data, "nats", nats.url(), &catalog).await;
+    let gateway = running.urls["gateway"].clone();
+    a_product_reaches_events_tail(&data, "nats", nats.url(), (&gateway, &key)).await;
     stop_cleanly(&mut running).await;
 }

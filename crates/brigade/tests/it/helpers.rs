@@ -136,10 +136,59 @@ pub async fn stop_cleanly(running: &mut Running) {
     assert!(status.success(), "{status:?}; it wrote:\n{said}");
 }
 
-/// Creates a product over catalog's REST face under `key`; its id.
-pub async fn create_product(catalog: &str, key: &str, name: &str) -> i64 {
-    let created: serde_json::Value = reqwest::Client::new()
-        .post(format!("{catalog}/v1/products"))
+/// A secret API key made with `brigade keys create` in `data`'s gateway database (before
+/// the system starts, so the gateway has it from its first request).
+pub async fn api_key(data: &Path) -> String {
+    let made = brigade(data)
+        .args(["keys", "create", "--name", "test"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let stdout = String::from_utf8(made.stdout).unwrap();
+    let key = stdout.lines().last().unwrap_or_default().trim().to_owned();
+    assert!(key.starts_with("bgd_sk_"), "{stdout}");
+    key
+}
+
+/// An internal identity token from `brigade internal-token`, for calling a service
+/// directly (a system started without its gateway).
+pub async fn internal_token(data: &Path) -> String {
+    let made = brigade(data).arg("internal-token").output().await.unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    String::from_utf8(made.stdout).unwrap().trim().to_owned()
+}
+
+/// A client sending `name: value` on every request (an API key through the gateway,
+/// or an internal token straight to a service).
+pub fn client_with(name: &'static str, value: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(name, value.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A client of the gateway with `key`.
+pub fn bearer(key: &str) -> reqwest::Client {
+    client_with("authorization", &format!("Bearer {key}"))
+}
+
+/// Creates a product at `base` (the gateway, or catalog with a token) under the
+/// idempotency key `key`; its id.
+pub async fn create_product(client: &reqwest::Client, base: &str, key: &str, name: &str) -> i64 {
+    let created: serde_json::Value = client
+        .post(format!("{base}/v1/products"))
         .header("idempotency-key", key)
         .json(&serde_json::json!({"name": name, "price": 49.5, "stock": 7}))
         .send()

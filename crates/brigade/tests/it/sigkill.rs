@@ -90,10 +90,10 @@ async fn billing_killed_mid_run(broker: Broker) {
     }
     let mut billing = start(&mut serve(&data, &ports, &broker, "billing")).await;
     let base = |service: &str| format!("http://127.0.0.1:{}", ports[service]);
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap();
+    // No gateway here: the services are called directly, as the gateway would, with a
+    // token from `brigade internal-token` (the processes share the data directory's key).
+    let token = crate::helpers::internal_token(&data).await;
+    let client = crate::helpers::client_with("x-brigade-identity", &token);
     let user: Value = client
         .post(format!("{}/v1/users", base("accounts")))
         .header("idempotency-key", "kill-user")
@@ -104,7 +104,7 @@ async fn billing_killed_mid_run(broker: Broker) {
         .json()
         .await
         .unwrap();
-    let product = create_product(&base("catalog"), "kill-product", "Kettle").await;
+    let product = create_product(&client, &base("catalog"), "kill-product", "Kettle").await;
     // The sandbox answers slowly, so a charge is in flight when billing dies.
     let r = client
         .put(format!("{}/v1/sandbox/behaviour", base("payments-sandbox")))

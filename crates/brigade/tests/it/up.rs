@@ -4,7 +4,8 @@ use catalog::domain::ProductId;
 use settings::{DatabaseUrl, PoolSettings};
 
 use crate::helpers::{
-    SERVICES, brigade, create_product, on_free_ports, start, stop_cleanly, tail_one,
+    SERVICES, api_key, bearer, brigade, create_product, on_free_ports, start, stop_cleanly,
+    tail_one,
 };
 
 #[tokio::test]
@@ -68,10 +69,11 @@ async fn serve_runs_one_service_on_postgres() {
 async fn a_created_product_reaches_events_tail_through_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let client = bearer(&api_key(&data).await);
     let mut running = start(on_free_ports(brigade(&data).args(["up", "--no-seed"]))).await;
-    let catalog = &running.urls["catalog"];
+    let gateway = &running.urls["gateway"];
 
-    let id = create_product(catalog, "events-tail-1", "Keyboard").await;
+    let id = create_product(&client, gateway, "events-tail-1", "Keyboard").await;
     let line = tail_one(brigade(&data)).await;
     let envelope = &line["envelope"];
     assert_eq!(envelope["type"], "ProductCreated", "{line}");
@@ -88,7 +90,7 @@ async fn a_created_product_reaches_events_tail_through_the_outbox() {
 
     // The group committed its position: the same group, run again, resumes after the
     // first product and sees the second.
-    create_product(catalog, "events-tail-2", "Monitor").await;
+    create_product(&client, gateway, "events-tail-2", "Monitor").await;
     let line = tail_one(brigade(&data)).await;
     assert_eq!(line["envelope"]["payload"]["name"], "Monitor", "{line}");
 
@@ -139,14 +141,12 @@ async fn up_never_seeds_a_database_that_has_data() {
         String::from_utf8_lossy(&seeded.stderr)
     );
 
+    let client = bearer(&api_key(&data).await);
     let mut running = start(on_free_ports(brigade(&data).arg("up"))).await;
-    // (service, list path, how many `brigade seed` made)
-    for (service, path, seeded) in [
-        ("catalog", "/v1/products?limit=100", 3),
-        ("accounts", "/v1/users?limit=100", 2),
-    ] {
-        let url = format!("{}{path}", running.urls[service]);
-        let page: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    // (list path, how many `brigade seed` made), read through the gateway
+    for (path, seeded) in [("/v1/products?limit=100", 3), ("/v1/users?limit=100", 2)] {
+        let url = format!("{}{path}", running.urls["gateway"]);
+        let page: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
         assert_eq!(page["items"].as_array().unwrap().len(), seeded, "{page}");
     }
 
@@ -161,19 +161,16 @@ async fn up_never_seeds_a_database_that_has_data() {
 async fn an_orders_correlation_id_follows_it_through_every_hop() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let client = bearer(&api_key(&data).await);
     let mut running = start(on_free_ports(brigade(&data).args(["up", "--no-seed"])).env(
         "BRIGADE_LOG__FILTER",
         "info,sqlx=warn,server=debug,orders=debug,billing=debug",
     ))
     .await;
-    let (catalog, orders, accounts) = (
-        running.urls["catalog"].clone(),
-        running.urls["orders"].clone(),
-        running.urls["accounts"].clone(),
-    );
-    let client = reqwest::Client::new();
+    // Everything goes through the gateway, as a client's calls do.
+    let gateway = running.urls["gateway"].clone();
     let user: serde_json::Value = client
-        .post(format!("{accounts}/v1/users"))
+        .post(format!("{gateway}/v1/users"))
         .header("idempotency-key", "corr-user")
         .json(&serde_json::json!({"name": "Ada", "email": "ada@example.com"}))
         .send()
@@ -182,10 +179,10 @@ async fn an_orders_correlation_id_follows_it_through_every_hop() {
         .json()
         .await
         .unwrap();
-    let product = create_product(&catalog, "corr-product", "Lamp").await;
+    let product = create_product(&client, &gateway, "corr-product", "Lamp").await;
     let correlation = "order-trace-7f3a";
     let accepted: serde_json::Value = client
-        .post(format!("{orders}/v1/orders"))
+        .post(format!("{gateway}/v1/orders"))
         .header("idempotency-key", "corr-order")
         .header("x-correlation-id", correlation)
         .json(&serde_json::json!({"user_id": user["id"], "items": [{"product_id": product, "quantity": 1}]}))
@@ -199,7 +196,9 @@ async fn an_orders_correlation_id_follows_it_through_every_hop() {
     assert_eq!(accepted["correlation_id"], correlation);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let order: serde_json::Value = reqwest::get(format!("{orders}/v1/orders/{id}"))
+        let order: serde_json::Value = client
+            .get(format!("{gateway}/v1/orders/{id}"))
+            .send()
             .await
             .unwrap()
             .json()

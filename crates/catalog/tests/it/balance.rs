@@ -13,7 +13,8 @@ use resilience::balance::Replicas;
 use resilience::breaker::{BreakerConfig, SlidingWindow};
 use resilience::downstream::{Downstream, Policy};
 use serde_json::json;
-use tonic::transport::{Channel, Endpoint};
+use server::testing::Channel;
+use tonic::transport::Endpoint;
 
 use crate::helpers::{Backend, TestData};
 
@@ -90,9 +91,12 @@ async fn three_replicas_share_the_load_and_a_dead_one_is_ejected() {
         .iter()
         .enumerate()
         .map(|(i, app)| {
-            let channel = Endpoint::from_shared(app.base.clone())
-                .unwrap()
-                .connect_lazy();
+            let channel = server::testing::authorized(
+                Endpoint::from_shared(app.base.clone())
+                    .unwrap()
+                    .connect_lazy(),
+                app.token.clone(),
+            );
             (format!("catalog-{i}"), ProductServiceClient::new(channel))
         })
         .collect();

@@ -7,19 +7,20 @@ use proto::v1::product_service_client::ProductServiceClient;
 use proto::v1::{
     BatchGetProductsRequest, CreateProductRequest, ListProductsRequest, ProductRequest,
 };
+use server::testing::Channel;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 use tonic_types::StatusExt;
 
 use crate::helpers::{Backend, TestApp, TestData};
 
 async fn channel(app: &TestApp) -> Channel {
-    Channel::from_shared(app.base.clone())
+    let channel = tonic::transport::Channel::from_shared(app.base.clone())
         .unwrap()
         .connect()
         .await
-        .unwrap()
+        .unwrap();
+    server::testing::authorized(channel, app.token.clone())
 }
 
 async fn client(app: &TestApp) -> ProductServiceClient<Channel> {

@@ -64,7 +64,9 @@ impl TestData {
 
 pub struct TestApp {
     pub base: String,
+    /// Carries the service's identity token, as the gateway's calls do.
     pub client: reqwest::Client,
+    pub token: Option<reqwest::header::HeaderValue>,
     stop: Arc<Notify>,
     handle: JoinHandle<std::io::Result<()>>,
 }
@@ -72,12 +74,14 @@ pub struct TestApp {
 impl TestApp {
     fn run(app: server::Application) -> TestApp {
         let base = format!("http://{}", app.local_addr());
+        let token = server::testing::token_for(&app);
         let stop = Arc::new(Notify::new());
         let signal = stop.clone();
         let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
         TestApp {
             base,
-            client: reqwest::Client::new(),
+            client: server::testing::client_with(token.as_ref()),
+            token,
             stop,
             handle,
         }

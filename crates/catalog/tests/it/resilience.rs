@@ -85,7 +85,11 @@ async fn accounts_and_catalog(outbound: impl FnOnce(&mut settings::OutboundSetti
         .unwrap();
     settings.services.accounts.port = front.port();
     let catalog = run(catalog::build(&settings).await.unwrap()).await;
-    let client = reqwest::Client::new();
+    // Both services share the data directory, so one token serves for both.
+    let token = server::identity::Signer::for_settings(&settings)
+        .unwrap()
+        .token_for("test", Duration::from_secs(3600));
+    let client = server::testing::client_with(token.as_ref());
     let user = post(
         &client,
         format!("{}/v1/users", accounts.base),
@@ -219,6 +223,7 @@ async fn a_retried_review_create_replays_its_answer_while_accounts_is_down() {
         accounts,
         catalog,
         client,
+        settings,
         ..
     } = accounts_and_catalog(|outbound| {
         outbound.timeout = Duration::from_millis(500);
@@ -243,7 +248,10 @@ async fn a_retried_review_create_replays_its_answer_while_accounts_is_down() {
         .connect()
         .await
         .unwrap();
-    let mut grpc = ReviewServiceClient::new(channel);
+    let token = server::identity::Signer::for_settings(&settings)
+        .unwrap()
+        .token_for("test", Duration::from_secs(3600));
+    let mut grpc = ReviewServiceClient::new(server::testing::authorized(channel, token));
     let grpc_request = || {
         let mut request = tonic::Request::new(CreateReviewRequest {
             product_id: 1,

@@ -25,6 +25,7 @@ use futures::stream::FuturesUnordered;
 use problem::Problem;
 
 use crate::app::{self, Gateway};
+use crate::keys::{Caller, Scope};
 
 pub mod cost;
 pub mod limits;
@@ -366,8 +367,10 @@ impl User {
         &self.0.name
     }
 
-    async fn email(&self) -> &str {
-        &self.0.email
+    /// Needs an API key with `accounts:read`.
+    async fn email(&self, ctx: &Context<'_>) -> async_graphql::Result<&str> {
+        require(ctx, Scope::AccountsRead)?;
+        Ok(&self.0.email)
     }
 
     /// Their orders, oldest first, a page at a time (`first` 1 to 200; `after` the
@@ -378,6 +381,7 @@ impl User {
         #[graphql(default = 10)] first: i32,
         after: Option<String>,
     ) -> async_graphql::Result<OrderConnection> {
+        require(ctx, Scope::OrdersRead)?;
         let first = u32::try_from(first).unwrap_or(0);
         let page = gateway(ctx)?
             .orders_of(self.0.id, first, after.as_deref())
@@ -583,6 +587,7 @@ impl Query {
 
     /// One order; null if there is none with this id.
     async fn order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Order>> {
+        require(ctx, Scope::OrdersRead)?;
         let found = gateway(ctx)?.order(&id).await.map_err(field_error)?;
         Ok(found.map(Order))
     }
@@ -600,6 +605,16 @@ impl Query {
     }
 }
 
+/// Whether the operation's caller (its API key, `crate::edge`) has `scope`: a field error
+/// with the 401 or 403 problem if not. An operation run without a caller is anonymous.
+fn require(ctx: &Context<'_>, scope: Scope) -> async_graphql::Result<()> {
+    match ctx.data_opt::<Caller>() {
+        Some(caller) => caller.require(scope),
+        None => Caller::Anonymous.require(scope),
+    }
+    .map_err(field_error)
+}
+
 pub struct Mutation;
 
 #[Object]
@@ -614,6 +629,7 @@ impl Mutation {
         stock: i32,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<Product> {
+        require(ctx, Scope::CatalogWrite)?;
         let created = gateway(ctx)?
             .create_product(
                 app::NewProduct {
@@ -637,6 +653,7 @@ impl Mutation {
         input: PlaceOrderInput,
         idempotency_key: String,
     ) -> async_graphql::Result<Order> {
+        require(ctx, Scope::OrdersWrite)?;
         let id = |id: &ID, field: &str| {
             id.parse::<i64>().map_err(|_| {
                 field_error(Problem::validation(vec![problem::FieldError::new(
@@ -669,6 +686,7 @@ impl Mutation {
     /// Cancels a pending, confirmed or paid order (a paid one is refunded); cancelling
     /// twice is cancelling once.
     async fn cancel_order(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Order> {
+        require(ctx, Scope::OrdersWrite)?;
         let cancelled = gateway(ctx)?.cancel_order(&id).await.map_err(field_error)?;
         Ok(Order(cancelled))
     }
@@ -773,6 +791,7 @@ impl Subscription {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<impl futures::Stream<Item = async_graphql::Result<Order>>> {
+        require(ctx, Scope::OrdersRead)?;
         let gateway = Arc::clone(gateway(ctx)?);
         // An id that cannot be an order's is not watched (the feed keeps each id watched).
         if id.len() > MAX_ORDER_ID || !id.bytes().all(|b| b.is_ascii_graphic()) {

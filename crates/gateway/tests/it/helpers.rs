@@ -9,6 +9,10 @@ use server::testing::Running;
 use settings::{ServiceName, Settings};
 
 pub struct System {
+    /// The settings the services run with (their ports filled in).
+    pub settings: Settings,
+    /// A secret API key (every scope), which `gateway.client` sends.
+    pub key: String,
     accounts: Option<Running>,
     pub catalog: Running,
     pub gateway: Running,
@@ -85,14 +89,23 @@ impl System {
             pipeline.push(Running::run(orders));
             pipeline.push(Running::run(billing::build(&settings).await.unwrap()));
         }
-        let gateway = gateway::build(&settings).await.unwrap();
+        let key = make_key(&settings, "test", None).await;
+        let mut gateway = Running::run(gateway::build(&settings).await.unwrap());
+        gateway.client = bearer(&key);
         System {
+            settings,
+            key,
             accounts: Some(accounts),
             catalog,
-            gateway: Running::run(gateway),
+            gateway,
             pipeline,
             _dir: dir,
         }
+    }
+
+    /// A client of the gateway without a key.
+    pub fn anonymous(&self) -> reqwest::Client {
+        reqwest::Client::new()
     }
 
     /// Accounts, while it runs.
@@ -154,4 +167,39 @@ impl System {
             .unwrap();
         assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     }
+}
+
+/// A key in the gateway's database of `settings` (made before the gateway starts, or seen
+/// by it within `gateway.keys.refresh`): secret without `scopes`.
+pub async fn make_key(settings: &Settings, name: &str, scopes: Option<&str>) -> String {
+    let db = storage::Database::open(
+        &settings.database_url(ServiceName::Gateway),
+        &settings.database,
+        &[gateway::MIGRATIONS],
+    )
+    .await
+    .unwrap();
+    let store = gateway::keys::KeyStore::new(db.clone());
+    let made = store
+        .create(
+            name,
+            scopes.map(|s| gateway::keys::Scopes::parse(s).unwrap()),
+        )
+        .await
+        .unwrap();
+    db.close().await;
+    made.key
+}
+
+/// A client sending `Authorization: Bearer <key>` on every request.
+pub fn bearer(key: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {key}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod caching;
+mod edge;
 mod federation;
 mod graphql;
 mod helpers;

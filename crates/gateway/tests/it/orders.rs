@@ -183,9 +183,13 @@ async fn a_subscription_sees_every_transition_of_an_order_in_order() {
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
     let send = |v: Value| Message::Text(v.to_string().into());
-    ws.send(send(json!({"type": "connection_init"})))
-        .await
-        .unwrap();
+    // The key in the init payload, as a browser (which cannot set headers) sends it.
+    ws.send(send(json!({
+        "type": "connection_init",
+        "payload": {"Authorization": format!("Bearer {}", system.key)},
+    })))
+    .await
+    .unwrap();
     let next_json = |m: Message| -> Value { serde_json::from_str(m.to_text().unwrap()).unwrap() };
     let ack = next_json(ws.next().await.unwrap().unwrap());
     assert_eq!(ack["type"], "connection_ack", "{ack}");

@@ -10,13 +10,16 @@ use tokio_stream::StreamExt;
 
 use crate::helpers::System;
 
-async fn client(system: &System) -> OrderServiceClient<tonic::transport::Channel> {
+async fn client(system: &System) -> OrderServiceClient<server::testing::Channel> {
     let channel = tonic::transport::Endpoint::from_shared(system.orders.base.clone())
         .unwrap()
         .connect()
         .await
         .unwrap();
-    OrderServiceClient::new(channel)
+    OrderServiceClient::new(server::testing::authorized(
+        channel,
+        system.orders.token.clone(),
+    ))
 }
 
 fn create(

@@ -34,17 +34,31 @@ pub async fn spawn_configured(
     let test_db = storage::testing::sqlite(&[&Migrations::NONE]).await;
     let mut settings = Settings::default();
     settings.services.get_mut(service).port = 0;
+    // Not the default `./data/internal.key`: a test writes nothing into the crate.
+    settings.identity.internal_secret = Some("a test's own internal key, 32+ bytes".to_owned());
     configure(&mut settings);
     let app = server::Application::build(service, &settings, test_db.db.clone(), faces)
         .await
         .unwrap();
     let base = format!("http://{}", app.local_addr());
+    let token = app
+        .identity()
+        .and_then(|signer| signer.token_for("test", Duration::from_secs(3600)));
     let stop = Arc::new(Notify::new());
     let signal = stop.clone();
     let handle = tokio::spawn(app.run_until_stopped(async move { signal.notified().await }));
     TestApp {
         base,
-        client: reqwest::Client::new(),
+        client: {
+            let mut headers = http::HeaderMap::new();
+            if let Some(token) = token {
+                headers.insert(server::identity::HEADER, token);
+            }
+            reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap()
+        },
         stop,
         handle,
         db: test_db.db.clone(),

@@ -8,4 +8,5 @@ mod cors;
 mod deadline;
 mod helpers;
 mod host;
+mod identity;
 mod shutdown;

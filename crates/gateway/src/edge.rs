@@ -1,0 +1,50 @@
+//! The door every client comes through: who the caller is (its API key, or anonymous),
+//! and what the gateway tells the services about it (a signed identity token naming the
+//! client, `server::identity`). REST forwarding (`forward`) and GraphQL (`web`) both ask
+//! here.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use problem::Problem;
+use server::identity::Signer;
+
+use crate::keys::{Caller, Keys};
+
+#[derive(Debug, Clone)]
+pub struct Edge {
+    pub keys: Keys,
+    signer: Arc<Signer>,
+}
+
+impl Edge {
+    pub fn new(keys: Keys, signer: Arc<Signer>) -> Self {
+        Self { keys, signer }
+    }
+
+    /// The caller the request's `Authorization` names (401 for a key that is not valid).
+    pub fn caller(&self, headers: &HeaderMap) -> Result<Caller, Problem> {
+        self.keys
+            .authenticate(headers.get(http::header::AUTHORIZATION))
+    }
+
+    /// The identity token a call made for `caller` carries.
+    pub fn token(&self, caller: &Caller) -> http::HeaderValue {
+        self.signer.token(&caller.client())
+    }
+
+    /// `work` acting for `caller`: the calls it makes to services name the caller's
+    /// client (their tokens, and the idempotency scope the services read from them).
+    pub fn acting_for<F: std::future::Future>(
+        caller: &Caller,
+        work: F,
+    ) -> impl std::future::Future<Output = F::Output> {
+        let ctx = telemetry::context::current().map(|ctx| ctx.with_client(caller.client()));
+        async move {
+            match ctx {
+                Some(ctx) => telemetry::context::scope(ctx, work).await,
+                None => work.await,
+            }
+        }
+    }
+}
