@@ -9,17 +9,31 @@ use http::HeaderMap;
 use problem::Problem;
 use server::identity::Signer;
 
+use crate::admit::Admission;
 use crate::keys::{Caller, Keys};
 
 #[derive(Debug, Clone)]
 pub struct Edge {
     pub keys: Keys,
+    /// Rates, concurrency and shedding (`crate::admit`).
+    pub admission: Arc<Admission>,
     signer: Arc<Signer>,
 }
 
 impl Edge {
-    pub fn new(keys: Keys, signer: Arc<Signer>) -> Self {
-        Self { keys, signer }
+    pub fn new(keys: Keys, signer: Arc<Signer>, admission: Arc<Admission>) -> Self {
+        Self {
+            keys,
+            admission,
+            signer,
+        }
+    }
+
+    /// The caller's address, when the server recorded it.
+    pub fn peer(extensions: &http::Extensions) -> Option<std::net::IpAddr> {
+        extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())
     }
 
     /// The caller the request's `Authorization` names (401 for a key that is not valid).

@@ -8,6 +8,13 @@
 //! | `/v1/orders…` | orders | `orders:read` | `orders:write` |
 //! | `/v1/payments…`, `/v1/analytics…` | billing | `billing:read` | – |
 //!
+//! gRPC and gRPC-Web calls to the public services (`GRPC_METHODS`: catalog's
+//! `ProductService` and `ReviewService`, accounts' `UserService`, orders'
+//! `OrderService`) are forwarded the same way, native gRPC over HTTP/2 (h2c) and gRPC-Web
+//! over HTTP/1.1, trailers and streams passed through, the key in `authorization`
+//! metadata. Internal RPCs (`InventoryService`: reserving and releasing stock) have no
+//! route here: from outside they are UNIMPLEMENTED.
+//!
 //! The upstream call goes through the owner's `resilience::Downstream` (the same breaker
 //! as the gateway's gRPC calls to it) on pooled keep-alive HTTP/1.1 connections
 //! (hyper-util's client); bodies stream both ways, never buffered here. Hop-by-hop
@@ -15,6 +22,7 @@
 //! identity token it sent: the service gets the gateway's token for the caller instead,
 //! the correlation ID and trace of this request, and `x-request-timeout-ms` from what is
 //! left of its budget. A read (no body) may be retried; anything else is sent once.
+//! Before any of it, the caller is admitted (`crate::admit`: rate, concurrency, shedding).
 
 use std::sync::{Arc, Mutex};
 
@@ -45,10 +53,80 @@ struct Upstream {
     write: Option<Scope>,
 }
 
+/// Every method of the public gRPC services, with the scope it needs (`None`: public).
+/// A test holds it equal to the descriptors, so a new RPC cannot be left out.
+pub const GRPC_METHODS: &[(&str, &str, Option<Scope>)] = &[
+    ("ecommerce.v1.ProductService", "GetProduct", None),
+    ("ecommerce.v1.ProductService", "ListProducts", None),
+    ("ecommerce.v1.ProductService", "BatchGetProducts", None),
+    (
+        "ecommerce.v1.ProductService",
+        "CreateProduct",
+        Some(Scope::CatalogWrite),
+    ),
+    ("ecommerce.v1.ReviewService", "ListReviews", None),
+    ("ecommerce.v1.ReviewService", "BatchListReviews", None),
+    (
+        "ecommerce.v1.ReviewService",
+        "CreateReview",
+        Some(Scope::CatalogWrite),
+    ),
+    (
+        "ecommerce.v1.UserService",
+        "GetUser",
+        Some(Scope::AccountsRead),
+    ),
+    (
+        "ecommerce.v1.UserService",
+        "BatchGetUsers",
+        Some(Scope::AccountsRead),
+    ),
+    (
+        "ecommerce.v1.UserService",
+        "CreateUser",
+        Some(Scope::AccountsWrite),
+    ),
+    (
+        "ecommerce.v1.OrderService",
+        "CreateOrder",
+        Some(Scope::OrdersWrite),
+    ),
+    (
+        "ecommerce.v1.OrderService",
+        "GetOrder",
+        Some(Scope::OrdersRead),
+    ),
+    (
+        "ecommerce.v1.OrderService",
+        "ListOrders",
+        Some(Scope::OrdersRead),
+    ),
+    (
+        "ecommerce.v1.OrderService",
+        "CancelOrder",
+        Some(Scope::OrdersWrite),
+    ),
+    (
+        "ecommerce.v1.OrderService",
+        "WatchOrder",
+        Some(Scope::OrdersRead),
+    ),
+];
+
+/// The gRPC services the gateway forwards (no other is reachable through it).
+pub const PUBLIC_GRPC_SERVICES: [&str; 4] = [
+    "ecommerce.v1.ProductService",
+    "ecommerce.v1.ReviewService",
+    "ecommerce.v1.UserService",
+    "ecommerce.v1.OrderService",
+];
+
 #[derive(Clone)]
 struct Forward {
     edge: Edge,
     client: Client<HttpConnector, Body>,
+    /// HTTP/2 without a handshake (h2c prior knowledge), for native gRPC.
+    h2: Client<HttpConnector, Body>,
     catalog: Upstream,
     accounts: Upstream,
     orders: Upstream,
@@ -76,10 +154,15 @@ pub fn router(settings: &Settings, edge: Edge, downstreams: [Downstream; 3]) -> 
     connector.set_connect_timeout(Some(settings.outbound.timeout));
     let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(connector.clone());
+    let h2 = Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .http2_only(true)
         .build(connector);
     let forward = Forward {
         edge,
         client,
+        h2,
         catalog: upstream(
             ServiceName::Catalog,
             catalog,
@@ -105,12 +188,27 @@ pub fn router(settings: &Settings, edge: Edge, downstreams: [Downstream; 3]) -> 
             None,
         ),
     };
-    Router::new()
-        .route("/v1/{*rest}", any(pass))
-        .with_state(Arc::new(forward))
+    let mut router = Router::new().route("/v1/{*rest}", any(pass));
+    for service in PUBLIC_GRPC_SERVICES {
+        router = router.route(
+            &format!("/{service}/{{method}}"),
+            axum::routing::post(pass_grpc),
+        );
+    }
+    router.with_state(Arc::new(forward))
 }
 
 impl Forward {
+    /// The owner of a public gRPC service.
+    fn grpc_upstream(&self, service: &str) -> Option<&Upstream> {
+        match service {
+            "ecommerce.v1.ProductService" | "ecommerce.v1.ReviewService" => Some(&self.catalog),
+            "ecommerce.v1.UserService" => Some(&self.accounts),
+            "ecommerce.v1.OrderService" => Some(&self.orders),
+            _ => None,
+        }
+    }
+
     fn upstream(&self, path: &str) -> Option<&Upstream> {
         let first = path.strip_prefix("/v1/")?.split('/').next()?;
         match first {
@@ -154,7 +252,107 @@ async fn pass(State(forward): State<Arc<Forward>>, request: Request) -> Response
     {
         return problem.into_response();
     }
-    let token = forward.edge.token(&caller);
+    let peer = Edge::peer(request.extensions());
+    let admitted = match forward.edge.admission.admit(&caller, peer, needed, !read) {
+        Ok(admitted) => admitted,
+        Err(refusal) => return *refusal,
+    };
+    let mut response = send(&forward, upstream, &caller, request, Protocol::Http(read)).await;
+    admitted.stamp(response.headers_mut());
+    response
+}
+
+/// How a request goes upstream.
+#[derive(Clone, Copy)]
+enum Protocol {
+    /// REST; `true` for a read, which may be retried.
+    Http(bool),
+    Grpc,
+    GrpcWeb,
+}
+
+/// A gRPC or gRPC-Web call to a public service: the method's scope checked against the
+/// `authorization` metadata, then forwarded as it is.
+async fn pass_grpc(
+    State(forward): State<Arc<Forward>>,
+    axum::extract::Path(method): axum::extract::Path<String>,
+    request: Request,
+) -> Response {
+    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+    let reply = |problem: Problem| server::grpc::reply(problem, content_type.as_ref());
+    let service = request
+        .uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    let Some(&(_, _, needed)) = GRPC_METHODS
+        .iter()
+        .find(|(s, m, _)| *s == service && *m == method)
+    else {
+        return reply(
+            Problem::new(Kind::MethodNotAllowed).with_detail("no such gRPC method at the gateway"),
+        );
+    };
+    let Some(upstream) = forward.grpc_upstream(&service) else {
+        return reply(Problem::new(Kind::MethodNotAllowed).with_detail("no such gRPC service"));
+    };
+    let caller = match forward.edge.caller(request.headers()) {
+        Ok(caller) => caller,
+        Err(problem) => return reply(problem),
+    };
+    if let Some(scope) = needed
+        && let Err(problem) = caller.require(scope)
+    {
+        return reply(problem);
+    }
+    let peer = Edge::peer(request.extensions());
+    let write = needed.is_some_and(Scope::writes);
+    let admitted = match forward.edge.admission.admit(&caller, peer, needed, write) {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            // The refusal in gRPC's terms, keeping its RateLimit fields and Retry-After.
+            let headers = refusal.headers().clone();
+            let mut answer = reply(
+                Problem::new(Kind::RateLimited).with_detail("over the key's rate or concurrency"),
+            );
+            for name in [RATELIMIT, RATELIMIT_POLICY, header::RETRY_AFTER] {
+                for value in headers.get_all(&name) {
+                    answer.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            return answer;
+        }
+    };
+    let web = content_type
+        .as_ref()
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc-web"));
+    let protocol = if web {
+        Protocol::GrpcWeb
+    } else {
+        Protocol::Grpc
+    };
+    let mut response = send(&forward, upstream, &caller, request, protocol).await;
+    admitted.stamp(response.headers_mut());
+    response
+}
+
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+
+/// `request` to `upstream` for `caller`: the target rewritten, hop-by-hop headers and the
+/// caller's credentials replaced by the gateway's token, this request's correlation and
+/// trace, and the callee's budget from what is left of this one.
+async fn send(
+    forward: &Forward,
+    upstream: &Upstream,
+    caller: &crate::keys::Caller,
+    request: Request,
+    protocol: Protocol,
+) -> Response {
+    let token = forward.edge.token(caller);
     let (parts, body) = request.into_parts();
     let target = parts
         .uri
@@ -164,8 +362,13 @@ async fn pass(State(forward): State<Arc<Forward>>, request: Request) -> Response
         Ok(uri) => uri,
         Err(_) => return Problem::not_found("no resource lives at this path").into_response(),
     };
+    let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
+    if matches!(protocol, Protocol::Grpc) {
+        // gRPC requires `te: trailers` (the one hop-by-hop value HTTP/2 allows).
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
     headers.insert(server::identity::HEADER, token);
@@ -174,14 +377,18 @@ async fn pass(State(forward): State<Arc<Forward>>, request: Request) -> Response
             headers.insert(HeaderName::from_static(name), value);
         }
     }
+    let retryable = matches!(protocol, Protocol::Http(true));
     // Sent once: a body streams through and cannot be replayed, so only a read retries.
     let body = Mutex::new(Some(body));
     let method = parts.method;
     let service = upstream.service;
-    let client = &forward.client;
+    let client = match protocol {
+        Protocol::Grpc => &forward.h2,
+        Protocol::Http(_) | Protocol::GrpcWeb => &forward.client,
+    };
     let answer = Edge::acting_for(
-        &caller,
-        upstream.downstream.call(read, |attempt| {
+        caller,
+        upstream.downstream.call(retryable, |attempt| {
             let mut request = http::Request::new(
                 body.lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -191,11 +398,21 @@ async fn pass(State(forward): State<Arc<Forward>>, request: Request) -> Response
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
-            let millis = u64::try_from(attempt.budget.as_millis()).unwrap_or(u64::MAX);
-            request.headers_mut().insert(
-                HeaderName::from_static(server::REQUEST_TIMEOUT_HEADER),
-                HeaderValue::from(millis.max(1)),
-            );
+            let (name, value) = match protocol {
+                Protocol::Http(_) => {
+                    let millis = u64::try_from(attempt.budget.as_millis()).unwrap_or(u64::MAX);
+                    (
+                        HeaderName::from_static(server::REQUEST_TIMEOUT_HEADER),
+                        HeaderValue::from(millis.max(1)),
+                    )
+                }
+                Protocol::Grpc | Protocol::GrpcWeb => (
+                    HeaderName::from_static("grpc-timeout"),
+                    HeaderValue::try_from(telemetry::deadline::format_grpc_timeout(attempt.budget))
+                        .unwrap_or_else(|_| HeaderValue::from_static("1S")),
+                ),
+            };
+            request.headers_mut().insert(name, value);
             let sent = client.request(request);
             async move {
                 sent.await.map_err(|err| {
@@ -212,7 +429,12 @@ async fn pass(State(forward): State<Arc<Forward>>, request: Request) -> Response
             strip_hop_by_hop(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
-        Err(problem) => problem.into_response(),
+        Err(problem) => match protocol {
+            Protocol::Http(_) => problem.into_response(),
+            Protocol::Grpc | Protocol::GrpcWeb => {
+                server::grpc::reply(problem, content_type.as_ref())
+            }
+        },
     }
 }
 

@@ -62,6 +62,14 @@ impl Scope {
         }
     }
 
+    /// Whether the scope allows changes (a request needing it is a write).
+    pub fn writes(self) -> bool {
+        matches!(
+            self,
+            Scope::CatalogWrite | Scope::AccountsWrite | Scope::OrdersWrite
+        )
+    }
+
     fn bit(self) -> u8 {
         1 << (self as u8)
     }

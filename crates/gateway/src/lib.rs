@@ -4,6 +4,7 @@
 //! (`keys`, `edge`). It keeps no copy of the services' data.
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod app;
 pub mod edge;
 pub mod forward;
@@ -40,7 +41,14 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
             addr: settings.services.gateway.addr(),
             reason: format!("the internal identity key could not be read or made: {e}"),
         })?;
-    let edge = edge::Edge::new(keys.clone(), signer);
+    let admission = admit::Admission::new(&settings.gateway.limits, settings.max_in_flight)
+        .map_err(|reason| server::StartError::Bind {
+            service: SERVICE,
+            addr: settings.services.gateway.addr(),
+            reason,
+        })?;
+    let admission = Arc::new(admission);
+    let edge = edge::Edge::new(keys.clone(), signer, Arc::clone(&admission));
     let gateway = app::Gateway::new(settings).map_err(|e| server::StartError::Bind {
         service: SERVICE,
         addr: settings.services.gateway.addr(),
@@ -71,6 +79,9 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         .with_client_addresses();
     let refresh = settings.gateway.keys.refresh;
     app.spawn_background(move |stop| keys.run_refresh(refresh, stop));
+    app.spawn_background(move |stop| {
+        admission.run_sweeper(std::time::Duration::from_secs(60), stop)
+    });
     // Live orders read orders' `order-events`; the broker is reached in the background
     // (and again when it goes away), so queries and mutations never wait on it.
     let settings = settings.clone();

@@ -128,6 +128,15 @@ async fn subscribe(
         Ok(caller) => caller,
         Err(problem) => return problem.into_response(),
     };
+    // The connection counts as one request against the caller's rate (its operations
+    // are priced by the cost bucket).
+    if let Err(refusal) = face
+        .edge
+        .admission
+        .admit(&caller, Some(peer.ip()), None, false)
+    {
+        return *refusal;
+    }
     let client = client_for(&caller, Some(peer));
     // The connection is served after this handler returns, outside the request's task:
     // its calls act for the caller, in the upgrade request's context.
@@ -239,6 +248,16 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
+    // GET only reads.
+    let admitted =
+        match face
+            .edge
+            .admission
+            .admit(&caller, Edge::peer(request.extensions()), None, false)
+        {
+            Ok(admitted) => admitted,
+            Err(refusal) => return *refusal,
+        };
     let if_none_match = request.headers().get(header::IF_NONE_MATCH).cloned();
     let asked = match async_graphql::http::parse_query_string(request.uri().query().unwrap_or("")) {
         Ok(asked) => asked,
@@ -284,14 +303,16 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
         })
     });
     if unchanged && response.is_ok() {
-        return (StatusCode::NOT_MODIFIED, headers).into_response();
+        let mut answer = (StatusCode::NOT_MODIFIED, headers).into_response();
+        admitted.stamp(answer.headers_mut());
+        return answer;
     }
     let status = if refused_method {
         StatusCode::METHOD_NOT_ALLOWED
     } else {
         StatusCode::OK
     };
-    (
+    let mut answer = (
         status,
         headers,
         [
@@ -300,7 +321,9 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
         ],
         body,
     )
-        .into_response()
+        .into_response();
+    admitted.stamp(answer.headers_mut());
+    answer
 }
 
 async fn execute(State(face): State<Face>, request: Request) -> Response {
@@ -308,6 +331,7 @@ async fn execute(State(face): State<Face>, request: Request) -> Response {
         Ok(found) => found,
         Err(problem) => return problem.into_response(),
     };
+    let peer = Edge::peer(request.extensions());
     let body = match server::extract::body_bytes(request).await {
         Ok(body) => body,
         Err(problem) => return problem.into_response(),
@@ -322,7 +346,33 @@ async fn execute(State(face): State<Face>, request: Request) -> Response {
             .into_response();
         }
     };
-    let run = |request: async_graphql::Request| run(&face, request.data(client.clone()), &caller);
+    let admitted = match face
+        .edge
+        .admission
+        .admit(&caller, peer, None, writes(&batch))
+    {
+        Ok(admitted) => admitted,
+        Err(refusal) => return *refusal,
+    };
+    let mut answer = execute_batch(&face, batch, &caller, &client).await;
+    admitted.stamp(answer.headers_mut());
+    answer
+}
+
+/// Whether a request may write, for shedding (reads go first): any operation whose text
+/// mentions `mutation` — without parsing it twice, and erring toward the writes'
+/// reserve (a field or string that merely says "mutation" counts too).
+fn writes(batch: &BatchRequest) -> bool {
+    batch.iter().any(|r| r.query.contains("mutation"))
+}
+
+async fn execute_batch(
+    face: &Face,
+    batch: BatchRequest,
+    caller: &Caller,
+    client: &Client,
+) -> Response {
+    let run = |request: async_graphql::Request| run(face, request.data(client.clone()), caller);
     match batch {
         BatchRequest::Single(request) => GraphQLResponse::from(run(request).await).into_response(),
         BatchRequest::Batch(requests) if requests.len() > face.max_batch => {

@@ -139,7 +139,7 @@ pub fn is_grpc(req_headers: &http::HeaderMap) -> bool {
 /// A problem in the caller's protocol: problem+json, or a gRPC status, in gRPC-Web's own
 /// content type for a gRPC-Web caller (`content_type` is the request's). For answers
 /// made outside tonic and tonic-web: an unknown service, a shed request, a deadline.
-pub(crate) fn reply(problem: Problem, content_type: Option<&http::HeaderValue>) -> Response {
+pub fn reply(problem: Problem, content_type: Option<&http::HeaderValue>) -> Response {
     let Some(ct) = content_type.filter(|ct| ct.as_bytes().starts_with(b"application/grpc")) else {
         return problem.into_response();
     };

@@ -65,6 +65,53 @@ pub enum Profile {
 pub struct GatewaySettings {
     pub graphql: GraphqlSettings,
     pub keys: KeySettings,
+    pub limits: LimitSettings,
+}
+
+/// A rate: `per_second` on average, with bursts of up to `burst` at once (GCRA).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// The gateway's admission: per API key (and per client address for anonymous reads)
+/// rates and concurrency, after Stripe's limiters. A refusal is a 429 with `Retry-After`
+/// and the IETF `RateLimit`/`RateLimit-Policy` fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Every API key's request rate (Stripe's default is 100 a second).
+    pub per_key: Rate,
+    /// Each client address's rate for requests without a key.
+    pub anonymous: Rate,
+    /// A further rate, per key, for requests that need a scope (`"orders:write" =
+    /// { per_second = 10, burst = 20 }`).
+    pub scopes: std::collections::BTreeMap<String, Rate>,
+    /// Requests one key may have in flight at once.
+    pub concurrent_per_key: u32,
+    /// The share (percent) of `max_in_flight` kept for writes: reads are shed first,
+    /// once the gateway has `100 - write_reserve_percent`% of it in flight.
+    pub write_reserve_percent: u8,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            per_key: Rate {
+                per_second: 100,
+                burst: 100,
+            },
+            anonymous: Rate {
+                per_second: 20,
+                burst: 40,
+            },
+            scopes: std::collections::BTreeMap::new(),
+            concurrent_per_key: 25,
+            write_reserve_percent: 20,
+        }
+    }
 }
 
 /// The gateway's API keys (`brigade keys`).
@@ -585,6 +632,33 @@ impl Settings {
             return Err(invalid(
                 "gateway.graphql.max_cost",
                 "must not exceed bucket_size (such a query could never run)",
+            ));
+        }
+        let limits = &self.gateway.limits;
+        for (key, rate) in [
+            ("per_key", &limits.per_key),
+            ("anonymous", &limits.anonymous),
+        ]
+        .into_iter()
+        .chain(limits.scopes.iter().map(|(k, r)| (k.as_str(), r)))
+        {
+            if rate.per_second == 0 || rate.burst == 0 {
+                return Err(invalid(
+                    &format!("gateway.limits.{key}"),
+                    "per_second and burst must be at least 1",
+                ));
+            }
+        }
+        if limits.concurrent_per_key == 0 {
+            return Err(invalid(
+                "gateway.limits.concurrent_per_key",
+                "must be at least 1",
+            ));
+        }
+        if limits.write_reserve_percent >= 100 {
+            return Err(invalid(
+                "gateway.limits.write_reserve_percent",
+                "must be below 100 (reads need some room)",
             ));
         }
         if self.gateway.keys.refresh.is_zero() {

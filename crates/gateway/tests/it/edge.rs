@@ -299,3 +299,264 @@ async fn rest_is_forwarded_with_the_callers_scopes_and_services_refuse_the_side_
         assert_eq!(direct.status(), 401, "{what}");
     }
 }
+
+#[tokio::test]
+async fn a_burst_past_a_keys_rate_is_refused_with_ratelimit_fields_and_others_are_not() {
+    let system = System::start_with(3, 2, |s| {
+        s.gateway.keys.refresh = Duration::from_millis(100);
+        s.gateway.limits.per_key = settings::Rate {
+            per_second: 5,
+            burst: 5,
+        };
+    })
+    .await;
+    let other = make_key(&system.settings, "other", Some("catalog:write")).await;
+    wait_for_keys().await;
+    let started = std::time::Instant::now();
+    let (mut admitted, mut refused) = (0u32, 0u32);
+    let mut remaining_seen = Vec::new();
+    for _ in 0..30 {
+        let answer = system
+            .gateway
+            .client
+            .get(system.gateway.url("/v1/products/1"))
+            .send()
+            .await
+            .unwrap();
+        let policy = answer.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(policy, "\"key\";q=5;w=1");
+        let state = answer.headers()["ratelimit"].to_str().unwrap().to_owned();
+        let r: u32 = state
+            .split(';')
+            .find_map(|p| p.strip_prefix("r="))
+            .unwrap()
+            .parse()
+            .unwrap();
+        match answer.status().as_u16() {
+            200 => {
+                admitted += 1;
+                remaining_seen.push(r);
+            }
+            429 => {
+                refused += 1;
+                assert_eq!(r, 0, "{state}");
+                let retry: u64 = answer.headers()["retry-after"]
+                    .to_str()
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                assert!((1..=1).contains(&retry), "Retry-After {retry}");
+                let body: Value = answer.json().await.unwrap();
+                assert_eq!(body["status"], 429, "{body}");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    // Never more than the burst plus what the rate refilled meanwhile.
+    let allowed = 5.0 + 5.0 * elapsed;
+    assert!(
+        f64::from(admitted) <= allowed.floor() + 1.0 && admitted >= 5,
+        "{admitted} admitted in {elapsed:.2} s (at most {allowed:.1})"
+    );
+    assert!(refused >= 10, "{refused} refused");
+    assert_eq!(&remaining_seen[..5], &[4, 3, 2, 1, 0], "{remaining_seen:?}");
+
+    // Another key has its own rate.
+    let answer = bearer(&other)
+        .get(system.gateway.url("/v1/products/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert_eq!(answer.headers()["ratelimit"], "\"key\";r=4;t=1");
+}
+
+/// The gRPC services the gateway forwards, and every one of their methods, from the
+/// descriptors the services are built from: the gateway's table must name each.
+fn public_grpc_methods() -> Vec<(String, String)> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(proto::FILE_DESCRIPTOR_SET).unwrap();
+    let mut methods = Vec::new();
+    for file in &set.file {
+        for service in &file.service {
+            let full = format!("{}.{}", file.package(), service.name());
+            if !gateway::forward::PUBLIC_GRPC_SERVICES.contains(&full.as_str()) {
+                continue;
+            }
+            for method in &service.method {
+                methods.push((full.clone(), method.name().to_owned()));
+            }
+        }
+    }
+    methods
+}
+
+/// A gRPC (or gRPC-Web) call with an empty message, as raw HTTP: the status the gateway
+/// answers with (refusals are trailers-only: `grpc-status` in the headers).
+async fn grpc_status(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    web: bool,
+    key: Option<&str>,
+) -> String {
+    let mut request = client
+        .post(format!("{base}{path}"))
+        .header(
+            "content-type",
+            if web {
+                "application/grpc-web+proto"
+            } else {
+                "application/grpc"
+            },
+        )
+        .body(vec![0u8, 0, 0, 0, 0]);
+    if !web {
+        request = request.header("te", "trailers");
+    }
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let answer = request.send().await.unwrap();
+    answer
+        .headers()
+        .get("grpc-status")
+        .map(|s| s.to_str().unwrap().to_owned())
+        .unwrap_or_else(|| "(in the trailers)".to_owned())
+}
+
+#[tokio::test]
+async fn grpc_and_grpc_web_writes_need_a_key_with_their_scope_and_internal_rpcs_are_unreachable() {
+    let recorder = telemetry::metrics::isolated_recorder();
+    let metrics = recorder.handle();
+    let _own = metrics::set_default_local_recorder(&recorder);
+    let system = System::start_with(3, 2, |s| {
+        s.gateway.keys.refresh = Duration::from_millis(100);
+    })
+    .await;
+    let narrow = make_key(&system.settings, "narrow", Some("billing:read")).await;
+    wait_for_keys().await;
+
+    let listed = public_grpc_methods();
+    assert_eq!(
+        listed.len(),
+        gateway::forward::GRPC_METHODS.len(),
+        "the gateway's table and the descriptors differ: {listed:?}"
+    );
+    for (service, method) in &listed {
+        assert!(
+            gateway::forward::GRPC_METHODS
+                .iter()
+                .any(|(s, m, _)| s == service && m == method),
+            "{service}/{method} is not in the gateway's table"
+        );
+    }
+
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let h1 = reqwest::Client::new();
+    let base = system.gateway.url("");
+    let before = series_value(
+        &metrics.render(),
+        "brigade_downstream_calls_total",
+        &[("service", "gateway")],
+    );
+    for (service, method, scope) in gateway::forward::GRPC_METHODS {
+        let Some(scope) = scope.filter(|s| s.writes()) else {
+            continue;
+        };
+        let path = format!("/{service}/{method}");
+        for (web, client) in [(false, &h2), (true, &h1)] {
+            for (who, key, status) in [
+                ("no key", None, "16"),
+                ("a malformed key", Some("bgd_sk_nope"), "16"),
+                ("a key without the scope", Some(narrow.as_str()), "7"),
+            ] {
+                assert_eq!(
+                    grpc_status(client, &base, &path, web, key).await,
+                    status,
+                    "{path} (web: {web}) with {who}, needing {scope}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        series_value(
+            &metrics.render(),
+            "brigade_downstream_calls_total",
+            &[("service", "gateway")],
+        ),
+        before,
+        "a refused gRPC call reached a service"
+    );
+
+    // Internal RPCs are not forwarded, whatever the key.
+    for web in [false, true] {
+        let client = if web { &h1 } else { &h2 };
+        let status = grpc_status(
+            client,
+            &base,
+            "/ecommerce.v1.InventoryService/ReserveStock",
+            web,
+            Some(&system.key),
+        )
+        .await;
+        assert_eq!(status, "12", "ReserveStock (web: {web}) is UNIMPLEMENTED");
+    }
+
+    // Forwarded with the key: a create, then a public read and a server stream.
+    use proto::v1::product_service_client::ProductServiceClient;
+    let channel = tonic::transport::Endpoint::from_shared(base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ProductServiceClient::new(channel);
+    let mut create = tonic::Request::new(proto::v1::CreateProductRequest {
+        name: "Through the door".into(),
+        price: 12.5,
+        stock: 3,
+    });
+    create.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", system.key).parse().unwrap(),
+    );
+    create
+        .metadata_mut()
+        .insert("idempotency-key", "grpc-edge-1".parse().unwrap());
+    let created = client.create_product(create).await.unwrap().into_inner();
+    let read = client
+        .get_product(proto::v1::ProductRequest {
+            product_id: created.id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.name, "Through the door");
+    let mut stream = client
+        .list_products(proto::v1::ListProductsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut seen = 0;
+    while let Some(product) = stream.message().await.unwrap() {
+        seen += 1;
+        assert!(product.id > 0);
+    }
+    assert_eq!(seen, 4, "3 seeded and the one created");
+    let refused = client
+        .create_product(proto::v1::CreateProductRequest {
+            name: "No key".into(),
+            price: 1.0,
+            stock: 1,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+}
