@@ -189,8 +189,17 @@ fn openapi(args: &OpenapiArgs) -> anyhow::Result<()> {
         ("payments-sandbox", payments::rest::openapi()),
         ("billing", billing::rest::openapi()),
     ];
+    let mut texts = Vec::new();
     for (service, api) in documents {
-        let text = serde_json::to_string_pretty(&api)? + "\n";
+        texts.push((service, serde_json::to_string_pretty(&api)? + "\n"));
+    }
+    // The gateway's: the owners' documents as committed, merged with the edge's contract
+    // (after a change to an owner's, --write twice brings it along).
+    texts.push((
+        "gateway",
+        serde_json::to_string_pretty(&gateway::public_api::openapi())? + "\n",
+    ));
+    for (service, text) in texts {
         if args.write {
             std::fs::create_dir_all(&args.dir)
                 .with_context(|| format!("creating {}", args.dir.display()))?;

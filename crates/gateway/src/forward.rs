@@ -137,12 +137,16 @@ struct Forward {
 /// orders (one breaker per service, whichever face calls it).
 pub fn router(settings: &Settings, edge: Edge, downstreams: [Downstream; 3]) -> Router {
     let [catalog, accounts, orders] = downstreams;
-    let upstream = |service, downstream, read, write| Upstream {
-        service,
-        base: settings.service_url(service),
-        downstream,
-        read,
-        write,
+    // Each owner's scopes are `owner_of`'s, read from one of its paths.
+    let upstream = |service, downstream, path: &str| {
+        let (_, read, write) = owner_of(path).unwrap_or((service, None, None));
+        Upstream {
+            service,
+            base: settings.service_url(service),
+            downstream,
+            read,
+            write,
+        }
     };
     let billing = Downstream::of_service(
         crate::SERVICE.as_str(),
@@ -163,30 +167,10 @@ pub fn router(settings: &Settings, edge: Edge, downstreams: [Downstream; 3]) -> 
         edge,
         client,
         h2,
-        catalog: upstream(
-            ServiceName::Catalog,
-            catalog,
-            None,
-            Some(Scope::CatalogWrite),
-        ),
-        accounts: upstream(
-            ServiceName::Accounts,
-            accounts,
-            Some(Scope::AccountsRead),
-            Some(Scope::AccountsWrite),
-        ),
-        orders: upstream(
-            ServiceName::Orders,
-            orders,
-            Some(Scope::OrdersRead),
-            Some(Scope::OrdersWrite),
-        ),
-        billing: upstream(
-            ServiceName::Billing,
-            billing,
-            Some(Scope::BillingRead),
-            None,
-        ),
+        catalog: upstream(ServiceName::Catalog, catalog, "/v1/products"),
+        accounts: upstream(ServiceName::Accounts, accounts, "/v1/users"),
+        orders: upstream(ServiceName::Orders, orders, "/v1/orders"),
+        billing: upstream(ServiceName::Billing, billing, "/v1/payments"),
     };
     let mut router = Router::new().route("/v1/{*rest}", any(pass));
     for service in PUBLIC_GRPC_SERVICES {
@@ -210,15 +194,42 @@ impl Forward {
     }
 
     fn upstream(&self, path: &str) -> Option<&Upstream> {
-        let first = path.strip_prefix("/v1/")?.split('/').next()?;
-        match first {
-            "products" => Some(&self.catalog),
-            "users" => Some(&self.accounts),
-            "orders" => Some(&self.orders),
-            "payments" | "analytics" => Some(&self.billing),
+        match owner_of(path)?.0 {
+            ServiceName::Catalog => Some(&self.catalog),
+            ServiceName::Accounts => Some(&self.accounts),
+            ServiceName::Orders => Some(&self.orders),
+            ServiceName::Billing => Some(&self.billing),
             _ => None,
         }
     }
+}
+
+/// The service that owns a `/v1/` path, and the scopes its reads and its writes need
+/// (`None`: public reads; no writes at all for billing's).
+pub fn owner_of(path: &str) -> Option<(ServiceName, Option<Scope>, Option<Scope>)> {
+    let first = path.strip_prefix("/v1/")?.split('/').next()?;
+    Some(match first {
+        "products" => (ServiceName::Catalog, None, Some(Scope::CatalogWrite)),
+        "users" => (
+            ServiceName::Accounts,
+            Some(Scope::AccountsRead),
+            Some(Scope::AccountsWrite),
+        ),
+        "orders" => (
+            ServiceName::Orders,
+            Some(Scope::OrdersRead),
+            Some(Scope::OrdersWrite),
+        ),
+        "payments" | "analytics" => (ServiceName::Billing, Some(Scope::BillingRead), None),
+        _ => return None,
+    })
+}
+
+/// The scope `method` on `path` needs: `None` for a path no service owns, `Some(None)`
+/// for a public read.
+pub fn scope_of_rest(path: &str, method: &Method) -> Option<Option<Scope>> {
+    let (_, read, write) = owner_of(path)?;
+    Some(if reads(method) { read } else { write })
 }
 
 /// Whether `method` only reads.

@@ -11,6 +11,7 @@ pub mod forward;
 pub mod graphql;
 pub mod keys;
 pub mod live;
+pub mod public_api;
 pub mod web;
 
 use std::sync::Arc;
@@ -64,6 +65,14 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         settings.profile,
     );
     let rest = forward::router(settings, edge.clone(), gateway.downstreams());
+    // The whole public REST API's document and its docs page.
+    let docs = match serde_json::from_value(public_api::openapi()) {
+        Ok(api) => server::rest::docs(api),
+        Err(err) => {
+            tracing::error!(%err, "the public API document is not valid OpenAPI; no /docs");
+            axum::Router::new()
+        }
+    };
     let mut app = parts
         .serve(
             web::router(
@@ -73,7 +82,8 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
                 graphql,
                 graphql.graphiql(settings.profile),
             )
-            .merge(rest),
+            .merge(rest)
+            .merge(docs),
         )
         .await?
         .with_client_addresses();

@@ -560,3 +560,53 @@ async fn grpc_and_grpc_web_writes_need_a_key_with_their_scope_and_internal_rpcs_
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
 }
+
+#[test]
+fn the_committed_public_api_document_is_the_codes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/gateway.json");
+    let committed = std::fs::read_to_string(&path).unwrap();
+    let generated = serde_json::to_string_pretty(&gateway::public_api::openapi()).unwrap() + "\n";
+    assert!(
+        committed == generated,
+        "openapi/gateway.json is out of date with the code (or with the owners' committed \
+         documents). Regenerate it with `cargo run -- openapi --write`."
+    );
+}
+
+#[tokio::test]
+async fn the_gateway_serves_the_whole_public_api_document_and_its_docs() {
+    let system = System::start(2, 0).await;
+    let doc: Value = system
+        .anonymous()
+        .get(system.gateway.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for path in [
+        "/v1/products",
+        "/v1/users",
+        "/v1/orders",
+        "/v1/payments/{order_id}",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path}");
+    }
+    assert_eq!(
+        doc["paths"]["/v1/orders"]["post"]["x-scope"],
+        "orders:write"
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["apiKey"]["scheme"],
+        "bearer"
+    );
+    let page = system
+        .anonymous()
+        .get(system.gateway.url("/docs/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger"));
+}
