@@ -365,6 +365,28 @@ async fn send(
 ) -> Response {
     let token = forward.edge.token(caller);
     let (parts, body) = request.into_parts();
+    // The services cap what they read; a body declared larger is refused here, before
+    // it travels, and one that streams past the cap is cut off on the way.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > server::extract::MAX_BODY_BYTES) {
+        let problem = Problem::new(Kind::PayloadTooLarge).with_detail(format!(
+            "the body must be at most {} bytes",
+            server::extract::MAX_BODY_BYTES
+        ));
+        return match protocol {
+            Protocol::Http(_) => problem.into_response(),
+            Protocol::Grpc | Protocol::GrpcWeb => {
+                server::grpc::reply(problem, parts.headers.get(header::CONTENT_TYPE))
+            }
+        };
+    }
+    let body = Body::new(http_body_util::Limited::new(
+        body,
+        server::extract::MAX_BODY_BYTES,
+    ));
     let target = parts
         .uri
         .path_and_query()

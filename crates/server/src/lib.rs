@@ -11,6 +11,7 @@ mod guard;
 mod health;
 pub mod identity;
 pub mod rest;
+mod serve;
 mod service;
 mod stack;
 #[cfg(feature = "testing")]
@@ -80,6 +81,10 @@ pub struct Application {
     client_addresses: bool,
     /// What checks callers' identity tokens, on a service that requires them.
     verifier: Option<std::sync::Arc<identity::Signer>>,
+    /// Header limits and the slow-client timeout.
+    http: settings::HttpSettings,
+    /// Set when the port terminates TLS.
+    tls: Option<Tls>,
 }
 
 impl Application {
@@ -124,6 +129,16 @@ impl Application {
         } else {
             None
         };
+        let tls = match &settings.services.get(service).tls {
+            Some(tls) => Some(Tls(serve::acceptor(tls).map_err(|reason| {
+                StartError::Bind {
+                    service,
+                    addr,
+                    reason,
+                }
+            })?)),
+            None => None,
+        };
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| bind_error(service, addr, &e))?;
@@ -153,6 +168,8 @@ impl Application {
             health,
             health_names: Vec::new(),
             verifier,
+            http: settings.http.clone(),
+            tls,
         };
         Ok(app)
     }
@@ -224,38 +241,19 @@ impl Application {
             trigger.cancel();
         });
 
-        use axum::serve::ListenerExt;
-        // Nagle's algorithm would hold a streamed response's later frames until the
-        // client's delayed ACK (~40 ms per ListProducts page); replies here are small and
-        // already batched by hyper, so send them at once.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(%err, "could not set TCP_NODELAY on an accepted connection");
-            }
-        });
-        let shutdown = stop.clone().cancelled_owned();
-        let serve: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
-            if self.client_addresses {
-                let router = self
-                    .router
-                    .into_make_service_with_connect_info::<SocketAddr>();
-                Box::pin(
-                    axum::serve(listener, router)
-                        .with_graceful_shutdown(shutdown)
-                        .into_future(),
-                )
-            } else {
-                Box::pin(
-                    axum::serve(listener, self.router)
-                        .with_graceful_shutdown(shutdown)
-                        .into_future(),
-                )
-            };
+        let serve = serve::run(
+            self.listener,
+            self.router,
+            &self.http,
+            self.tls.map(|t| t.0),
+            self.client_addresses,
+            stop.clone(),
+        );
         let service = self.service;
         let grace = self.grace;
         tracing::info!(service = %service, addr = %self.local_addr, "serving");
         let result = tokio::select! {
-            result = serve => result,
+            () = serve => Ok(()),
             () = async {
                 stop.cancelled().await;
                 tokio::time::sleep(grace).await;
@@ -276,6 +274,16 @@ impl Application {
         self.db.close().await;
         tracing::info!(service = %service, "stopped");
         result
+    }
+}
+
+/// The port's TLS acceptor (a newtype: rustls's has no `Debug`).
+#[derive(Clone)]
+struct Tls(tokio_rustls::TlsAcceptor);
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tls")
     }
 }
 

@@ -8,7 +8,7 @@ mod database_url;
 mod service;
 
 pub use database_url::DatabaseUrl;
-pub use service::{ServiceName, ServiceSettings, Services};
+pub use service::{ServiceName, ServiceSettings, Services, TlsSettings};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -46,8 +46,35 @@ pub struct Settings {
     pub billing: BillingSettings,
     pub gateway: GatewaySettings,
     pub identity: IdentitySettings,
+    pub http: HttpSettings,
     pub messaging: MessagingSettings,
     pub services: Services,
+}
+
+/// What every port takes from a client before a request reaches the service: header
+/// limits and how long a client may take to send its headers (a slow client holding
+/// connections open, slowloris, is cut off). Bodies are capped where they are read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSettings {
+    /// Most header fields in one request (HTTP/1.1; beyond: 431).
+    pub max_headers: usize,
+    /// Most bytes of request head (HTTP/1.1 read buffer, at least 8 KiB) and of an HTTP/2
+    /// header list.
+    pub max_header_bytes: usize,
+    /// How long a client has to send a request's headers, from the first byte.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Where Brigade runs: a developer's machine, or in front of real users.
@@ -254,6 +281,7 @@ impl Default for Settings {
             billing: BillingSettings::default(),
             gateway: GatewaySettings::default(),
             identity: IdentitySettings::default(),
+            http: HttpSettings::default(),
             messaging: MessagingSettings::default(),
             services: Services::default(),
         }
@@ -659,6 +687,18 @@ impl Settings {
             return Err(invalid(
                 "gateway.limits.write_reserve_percent",
                 "must be below 100 (reads need some room)",
+            ));
+        }
+        if self.http.max_headers == 0 || self.http.max_header_bytes < 8192 {
+            return Err(invalid(
+                "http",
+                "max_headers must be at least 1 and max_header_bytes at least 8192",
+            ));
+        }
+        if self.http.header_read_timeout.is_zero() {
+            return Err(invalid(
+                "http.header_read_timeout",
+                "must be greater than zero",
             ));
         }
         if self.gateway.keys.refresh.is_zero() {

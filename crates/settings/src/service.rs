@@ -96,6 +96,18 @@ pub struct ServiceSettings {
     /// services, none for billing (see [`ServiceName::is_public`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_origins: Option<Vec<String>>,
+    /// Terminate TLS on this port (rustls) with this certificate chain and key, for a
+    /// service exposed directly (the gateway). Unset: plain HTTP (h2c for HTTP/2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSettings>,
+}
+
+/// PEM files: the certificate chain (leaf first) and its private key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 fn loopback() -> IpAddr {
@@ -109,6 +121,7 @@ impl ServiceSettings {
             port: name.default_port(),
             database_url: None,
             cors_origins: None,
+            tls: None,
         }
     }
 

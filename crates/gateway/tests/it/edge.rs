@@ -269,6 +269,18 @@ async fn rest_is_forwarded_with_the_callers_scopes_and_services_refuse_the_side_
         .await
         .unwrap();
     assert_eq!(user.status(), 200);
+    // A body past the cap is refused at the door.
+    let big = system
+        .gateway
+        .client
+        .post(system.gateway.url("/v1/products"))
+        .header("idempotency-key", "too-big")
+        .header("content-type", "application/json")
+        .body(vec![b' '; 70 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(big.status(), 413);
     // A path no service owns is the gateway's 404.
     let nothing = system
         .anonymous()

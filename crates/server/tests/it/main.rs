@@ -6,6 +6,7 @@
 mod correlation;
 mod cors;
 mod deadline;
+mod hardening;
 mod helpers;
 mod host;
 mod identity;
