@@ -382,10 +382,11 @@ async fn seed_into(
 fn serves(service: ServiceName) -> &'static str {
     match service {
         ServiceName::Catalog | ServiceName::Accounts | ServiceName::Orders => {
-            "REST, gRPC, gRPC-Web, subgraph"
+            "REST, gRPC, gRPC-Web, subgraph (gateway only)"
         }
-        ServiceName::Billing | ServiceName::PaymentsSandbox => "REST",
-        ServiceName::Gateway => "GraphQL",
+        ServiceName::Billing => "REST (gateway only)",
+        ServiceName::PaymentsSandbox => "REST",
+        ServiceName::Gateway => "REST, gRPC, gRPC-Web, GraphQL: the door",
     }
 }
 
@@ -396,13 +397,19 @@ fn print_table(settings: &Settings, apps: &[Application]) {
         "Brigade is up. Data: {}\n\n",
         settings.data_dir.display()
     ));
+    let width = apps
+        .iter()
+        .map(|app| serves(app.service()).len())
+        .max()
+        .unwrap_or(0)
+        .max("SERVES".len());
     out.push_str(&format!(
-        "  {:<16} {:<24} {:<22} {}\n",
+        "  {:<16} {:<24} {:<width$} {}\n",
         "SERVICE", "URL", "SERVES", "DATABASE"
     ));
     for app in apps {
         out.push_str(&format!(
-            "  {:<16} {:<24} {:<22} {}\n",
+            "  {:<16} {:<24} {:<width$} {}\n",
             app.service().as_str(),
             format!("http://{}", app.local_addr()),
             serves(app.service()),
