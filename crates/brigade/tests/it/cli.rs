@@ -350,3 +350,86 @@ async fn replay_analytics_clears_the_projection_and_moves_its_group() {
         stderr_of(&output)
     );
 }
+
+/// `brigade keys`: a key is printed once, at creation; the list shows its redacted form,
+/// never the key; revoking and rolling say what they did; bad input is one line.
+#[tokio::test]
+async fn keys_are_made_listed_revoked_and_rolled_and_shown_only_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = brigade(dir.path());
+        cmd.arg("keys").args(args);
+        cmd.output()
+    };
+    let made = run(&[
+        "create",
+        "--name",
+        "ci",
+        "--scopes",
+        "catalog:write, orders:read",
+    ])
+    .await
+    .unwrap();
+    assert!(made.status.success(), "{}", stderr_of(&made));
+    let stdout = String::from_utf8(made.stdout.clone()).unwrap();
+    let key = stdout.lines().last().unwrap().to_owned();
+    assert!(key.starts_with("bgd_rk_") && key.len() == 45, "{stdout}");
+    let id = stdout.split_whitespace().next().unwrap().to_owned();
+    assert!(id.starts_with("key_"), "{stdout}");
+    assert!(stdout.contains("catalog:write,orders:read"), "{stdout}");
+    assert!(stderr_of(&made).contains("not shown again"));
+
+    let listed = run(&["list"]).await.unwrap();
+    let list = String::from_utf8(listed.stdout).unwrap();
+    assert!(list.contains(&id) && list.contains("active"), "{list}");
+    assert!(!list.contains(&key), "the list shows a key: {list}");
+    assert!(
+        list.contains(&format!("bgd_rk_…{}", &key[key.len() - 4..])),
+        "{list}"
+    );
+    // Only the hash is stored.
+    let db = std::fs::read(dir.path().join("gateway.db")).unwrap();
+    assert!(
+        !db.windows(key.len()).any(|w| w == key.as_bytes()),
+        "the key is in the database"
+    );
+
+    let rolled = run(&["roll", &id, "--expire-in", "1h"]).await.unwrap();
+    assert!(rolled.status.success(), "{}", stderr_of(&rolled));
+    let rolled_out = String::from_utf8(rolled.stdout).unwrap();
+    let new_key = rolled_out.lines().last().unwrap();
+    assert!(
+        new_key.starts_with("bgd_rk_") && new_key != key,
+        "{rolled_out}"
+    );
+    let list = String::from_utf8(run(&["list"]).await.unwrap().stdout).unwrap();
+    assert!(
+        list.lines()
+            .any(|l| l.contains(&id) && l.contains("expires")),
+        "{list}"
+    );
+
+    let revoked = run(&["revoke", &id]).await.unwrap();
+    assert!(revoked.status.success());
+    assert!(
+        String::from_utf8(revoked.stdout)
+            .unwrap()
+            .contains("revoked")
+    );
+    let again = run(&["roll", &id]).await.unwrap();
+    assert!(!again.status.success());
+    assert!(
+        error_line(&again).contains("revoked"),
+        "{}",
+        stderr_of(&again)
+    );
+
+    let unknown = run(&["create", "--name", "x", "--scopes", "catalog:delete"])
+        .await
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(error_line(&unknown).contains("\"catalog:delete\""));
+    let missing = run(&["revoke", "key_nope"]).await.unwrap();
+    assert!(!missing.status.success());
+    assert!(error_line(&missing).contains("key_nope"));
+}

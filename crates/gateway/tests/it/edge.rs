@@ -77,6 +77,28 @@ async fn footprint(system: &System, rendered: String) -> (f64, Value, Value) {
     (calls, products, users)
 }
 
+/// Revokes the key named `name` in the gateway's database.
+async fn revoke_by_name(system: &System, name: &str) {
+    let db = storage::Database::open(
+        &system.settings.database_url(settings::ServiceName::Gateway),
+        &system.settings.database,
+        &[gateway::MIGRATIONS],
+    )
+    .await
+    .unwrap();
+    let store = gateway::keys::KeyStore::new(db.clone());
+    let id = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == name)
+        .unwrap()
+        .id;
+    store.revoke(&id).await.unwrap();
+    db.close().await;
+}
+
 async fn wait_for_keys() {
     // The gateway reloads its keys every 100 ms in these tests.
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -94,26 +116,7 @@ async fn every_write_without_a_valid_key_or_its_scope_is_refused_and_changes_not
     .await;
     let revoked = make_key(&system.settings, "revoked", None).await;
     let narrow = make_key(&system.settings, "narrow", Some("billing:read")).await;
-    {
-        let db = storage::Database::open(
-            &system.settings.database_url(settings::ServiceName::Gateway),
-            &system.settings.database,
-            &[gateway::MIGRATIONS],
-        )
-        .await
-        .unwrap();
-        let store = gateway::keys::KeyStore::new(db.clone());
-        let id = store
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .find(|k| k.name == "revoked")
-            .unwrap()
-            .id;
-        store.revoke(&id).await.unwrap();
-        db.close().await;
-    }
+    revoke_by_name(&system, "revoked").await;
     wait_for_keys().await;
     let before = footprint(&system, metrics.render()).await;
 
@@ -451,6 +454,8 @@ async fn grpc_and_grpc_web_writes_need_a_key_with_their_scope_and_internal_rpcs_
     })
     .await;
     let narrow = make_key(&system.settings, "narrow", Some("billing:read")).await;
+    let revoked = make_key(&system.settings, "revoked", None).await;
+    revoke_by_name(&system, "revoked").await;
     wait_for_keys().await;
 
     let listed = public_grpc_methods();
@@ -487,6 +492,7 @@ async fn grpc_and_grpc_web_writes_need_a_key_with_their_scope_and_internal_rpcs_
         for (web, client) in [(false, &h2), (true, &h1)] {
             for (who, key, status) in [
                 ("no key", None, "16"),
+                ("a revoked key", Some(revoked.as_str()), "16"),
                 ("a malformed key", Some("bgd_sk_nope"), "16"),
                 ("a key without the scope", Some(narrow.as_str()), "7"),
             ] {
@@ -621,4 +627,72 @@ async fn the_gateway_serves_the_whole_public_api_document_and_its_docs() {
         .unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("swagger"));
+}
+
+/// A key works until it is revoked, and stops within the reload bound after; a rolled
+/// key's successor works at once after a reload and the old one until its grace ends.
+#[tokio::test]
+async fn revoking_or_rolling_a_key_takes_effect_within_the_reload_bound() {
+    let refresh = Duration::from_millis(200);
+    let system = System::start_with(2, 0, |s| s.gateway.keys.refresh = refresh).await;
+    let key = make_key(&system.settings, "short-lived", Some("accounts:read")).await;
+    let db = storage::Database::open(
+        &system.settings.database_url(settings::ServiceName::Gateway),
+        &system.settings.database,
+        &[gateway::MIGRATIONS],
+    )
+    .await
+    .unwrap();
+    let store = gateway::keys::KeyStore::new(db.clone());
+    let id = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == "short-lived")
+        .unwrap()
+        .id;
+    let status_with = |key: String| {
+        let client = bearer(&key);
+        let url = system.gateway.url("/v1/users/1");
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    // Polls until `key` answers `want`, within `bound` (plus a request's time).
+    let until = |key: String, want: u16, bound: Duration| {
+        let status_with = &status_with;
+        async move {
+            let started = tokio::time::Instant::now();
+            loop {
+                let got = status_with(key.clone()).await;
+                if got == want {
+                    return started.elapsed();
+                }
+                assert!(
+                    started.elapsed() < bound,
+                    "still {got} after {:?} (wanted {want})",
+                    started.elapsed()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    until(key.clone(), 200, refresh * 3).await;
+
+    let rolled = store.roll(&id, Duration::from_secs(3600)).await.unwrap();
+    until(rolled.key.clone(), 200, refresh * 3).await;
+    assert_eq!(
+        status_with(key.clone()).await,
+        200,
+        "the old key has an hour's grace"
+    );
+
+    store.revoke(&id).await.unwrap();
+    let took = until(key.clone(), 401, refresh * 3).await;
+    assert!(took <= refresh * 3, "revocation took {took:?}");
+    assert_eq!(
+        status_with(rolled.key.clone()).await,
+        200,
+        "its successor lives on"
+    );
+    db.close().await;
 }
