@@ -87,9 +87,14 @@ fn passwords_never_print() {
         url.expose(),
         "postgres://app:hunter2@db.internal:5432/catalog"
     );
-    let s = layered("[services.catalog]\nport = 1\ndatabase_url = \"postgres://a:secret@h/d\"")
-        .unwrap();
-    assert!(!format!("{s:?}").contains("secret"));
+    let s = layered(
+        "[services.catalog]\nport = 1\ndatabase_url = \"postgres://a:pw-hunter3@h/d\"\n\
+         [identity]\ninternal_secret = \"the-internal-key-no-log-may-ever-show\"",
+    )
+    .unwrap();
+    let shown = format!("{s:?}");
+    assert!(!shown.contains("pw-hunter3"), "{shown}");
+    assert!(!shown.contains("no-log-may-ever-show"), "{shown}");
 }
 
 #[test]
