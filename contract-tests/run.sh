@@ -31,16 +31,20 @@ for service in ${SCHEMATHESIS_SERVICES:-catalog accounts orders payments-sandbox
   # One worker: with two, hypothesis parses lambda sources from two threads at once and
   # CPython 3.11's ast.parse can fail with "AST constructor recursion depth mismatch"
   # (a runtime error in the tool, not a finding; seen in CI on 2026-11-26).
+  # Each service's own port, with the internal identity token on every call (catalog,
+  # accounts and orders refuse calls without one, 401, which would test nothing else).
   (cd "$here" && "$venv/bin/st" run "$url/openapi.json" --checks all \
+      -H "x-brigade-identity: $BRIGADE_TOKEN" \
       --max-time "$budget" --workers 1 --seed "$seed" --no-color) || status=1
 done
 # The gateway's GraphQL, from its schema (introspection, on in development): every
-# generated query and mutation must be answered without a server error.
+# generated query and mutation must be answered without a server error. With a secret
+# API key: without one every mutation is refused before it runs, and would test nothing.
 if [ -z "${SCHEMATHESIS_SERVICES:-}" ] || [[ " $SCHEMATHESIS_SERVICES " == *" gateway "* ]]; then
   url="$(service_url gateway)/graphql"
   echo "== schemathesis: gateway GraphQL at $url"
   (cd "$here/graphql" && "$venv/bin/st" --config-file schemathesis.toml run "$url" \
-      --checks not_a_server_error \
+      --checks not_a_server_error -H "Authorization: Bearer $BRIGADE_API_KEY" \
       --max-time "$budget" --workers 1 --seed "$seed" --no-color) || status=1
 fi
 exit $status

@@ -35,7 +35,9 @@ start_brigade
 catalog="$(service_url catalog)"
 gateway="$(service_url gateway)"
 
-# Both services ready (30 s at most), then one product through catalog's REST API.
+# Both services ready (30 s at most), then one product through catalog's REST API, with
+# the internal identity token catalog requires. GraphiQL's query itself is a public read
+# at the gateway: the page needs no API key.
 for url in "$catalog" "$gateway"; do
   ready=""
   for _ in $(seq 1 60); do
@@ -49,6 +51,7 @@ for url in "$catalog" "$gateway"; do
 done
 created="$(curl -s --max-time 10 -w '\n%{http_code}' -X POST "$catalog/v1/products" \
   -H 'Content-Type: application/json' -H "Idempotency-Key: browser-graphiql-$$" \
+  -H "x-brigade-identity: $BRIGADE_TOKEN" \
   -d '{"name": "Laptop", "price": 999.99, "stock": 50}')"
 if [ "$(tail -n 1 <<<"$created")" != 201 ]; then
   echo "POST $catalog/v1/products did not answer 201:" >&2

@@ -1,13 +1,18 @@
 // Composes Brigade's subgraphs with Apollo's composition library, checks the composed API
 // schema against the gateway's, then runs Apollo's Node router over the running services
 // and compares its answers with our gateway's. Exits non-zero, saying what differs.
+//
+// The services take calls only from our gateway or with an internal identity token: the
+// router, and this script when it asks a subgraph itself, send IDENTITY_TOKEN (from
+// `brigade internal-token`) as `x-brigade-identity`. Our gateway gets API_KEY, a secret
+// key, so that both sides may see everything (User.email, Query.order, mutations).
 'use strict';
 
 const fs = require('node:fs');
 const path = require('node:path');
 const { parse, buildSchema, isObjectType, isInputObjectType, isEnumType, isScalarType } = require('graphql');
 const { composeServices } = require('@apollo/composition');
-const { ApolloGateway } = require('@apollo/gateway');
+const { ApolloGateway, RemoteGraphQLDataSource } = require('@apollo/gateway');
 const { ApolloServer } = require('@apollo/server');
 const { startStandaloneServer } = require('@apollo/server/standalone');
 
@@ -64,10 +69,19 @@ function compareSchemas(api, gateway) {
   }
 }
 
-async function post(url, query, variables) {
+const identityToken = process.env.IDENTITY_TOKEN;
+const apiKey = process.env.API_KEY;
+if (!identityToken || !apiKey) {
+  console.error('federation: set IDENTITY_TOKEN (`brigade internal-token`) and API_KEY (a secret key, `brigade keys create`)');
+  process.exit(2);
+}
+const asInternal = { 'x-brigade-identity': identityToken };
+const withKey = { authorization: `Bearer ${apiKey}` };
+
+async function post(url, query, variables, headers = {}) {
   const response = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', ...headers },
     body: JSON.stringify({ query, variables }),
   });
   const text = await response.text();
@@ -114,7 +128,7 @@ async function main() {
   // introspects its subgraphs composes) composes to the same API schema.
   const live = [];
   for (const subgraph of subgraphs) {
-    const answer = await post(subgraph.url, '{ _service { sdl } }');
+    const answer = await post(subgraph.url, '{ _service { sdl } }', undefined, asInternal);
     const sdl = answer.data && answer.data._service && answer.data._service.sdl;
     if (!sdl) throw new Error(`${subgraph.name} did not serve its SDL: ${JSON.stringify(answer)}`);
     live.push({ name: subgraph.name, url: subgraph.url, typeDefs: parse(sdl) });
@@ -127,15 +141,26 @@ async function main() {
     console.log('ok: the SDLs the services serve compose to the same schema');
   }
 
-  // 3. Apollo's router in front of the running services, beside our gateway.
-  const server = new ApolloServer({ gateway: new ApolloGateway({ supergraphSdl: composed.supergraphSdl }) });
+  // 3. Apollo's router in front of the running services, beside our gateway. Its every
+  // subgraph call carries the identity token, as a router deployed in front of Brigade's
+  // services must (they refuse calls without one).
+  const gateway = new ApolloGateway({
+    supergraphSdl: composed.supergraphSdl,
+    buildService: ({ url }) => new RemoteGraphQLDataSource({
+      url,
+      willSendRequest({ request }) {
+        request.http.headers.set('x-brigade-identity', identityToken);
+      },
+    }),
+  });
+  const server = new ApolloServer({ gateway });
   const { url } = await startStandaloneServer(server, { listen: { port: 0, host: '127.0.0.1' } });
   const router = url.replace(/\/$/, '');
   const ours = `${a.gateway}/graphql`;
   console.log(`Apollo router at ${router}, Brigade's gateway at ${ours}`);
   try {
     const same = async (label, query, variables) => {
-      const [viaRouter, viaGateway] = await Promise.all([post(router, query, variables), post(ours, query, variables)]);
+      const [viaRouter, viaGateway] = await Promise.all([post(router, query, variables), post(ours, query, variables, withKey)]);
       if (viaRouter.errors) fail(`${label}: the router answered errors: ${JSON.stringify(viaRouter.errors)}`);
       if (viaGateway.errors) fail(`${label}: the gateway answered errors: ${JSON.stringify(viaGateway.errors)}`);
       if (JSON.stringify(viaRouter.data) !== JSON.stringify(viaGateway.data)) {
@@ -167,7 +192,10 @@ async function main() {
     if (!page || page.products.length === 0) fail('no products listed');
     await same('a missing product is null', '{ product(id: "999999") { name } }');
 
-    // A write through the router, then one order read across all three subgraphs.
+    // A write through the router, then one order read across all three subgraphs. The
+    // write goes through the router alone: its idempotencyKey is the router's token's
+    // client's (IDENTITY_TOKEN's), not our gateway's key's, so the same key sent to both
+    // would place two orders, not name one.
     const userId = page.products.flatMap((p) => p.reviews).map((r) => r.user.id)[0] || '1';
     const placed = await post(router, `mutation Place($input: PlaceOrderInput!, $key: String!) {
       placeOrder(input: $input, idempotencyKey: $key) { id status total items { quantity unitPrice } }
@@ -177,7 +205,7 @@ async function main() {
     console.log(`ok: placeOrder through the router (${id}, ${placed.data.placeOrder.status})`);
     // Both must see the order in the same state: wait until it is final, then compare.
     await waitFor('the order to be final', async () => {
-      const r = await post(ours, 'query($id: ID!) { order(id: $id) { status } }', { id });
+      const r = await post(ours, 'query($id: ID!) { order(id: $id) { status } }', { id }, withKey);
       return r.data && r.data.order && ['PAID', 'REJECTED', 'CANCELLED'].includes(r.data.order.status);
     }, 60);
     const across = await same('an order across orders, accounts and catalog',

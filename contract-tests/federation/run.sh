@@ -24,7 +24,10 @@ if [ "$(cat "$prefix/.packages" 2>/dev/null || true)" != "$packages" ]; then
 fi
 
 start_brigade
-NODE_PATH="$prefix/node_modules" node "$here/compose.cjs" \
+# The router calls the subgraphs with an internal identity token (for a client of its own,
+# whose idempotency keys are apart from our gateway's key's); our gateway gets the key.
+IDENTITY_TOKEN="$(internal_token federation-router)" API_KEY="$BRIGADE_API_KEY" \
+  NODE_PATH="$prefix/node_modules" node "$here/compose.cjs" \
   --subgraphs "$root/graphql/subgraphs" \
   --gateway-sdl "$root/graphql/schema.graphql" \
   --catalog "$(service_url catalog)" \

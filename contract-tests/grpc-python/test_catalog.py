@@ -2,7 +2,11 @@
 and use it against a running catalog service (ProductService, ReviewService) and
 accounts service (UserService).
 
-Usage: python test_catalog.py CATALOG_URL [proto-dir] [ACCOUNTS_URL]
+Usage: IDENTITY_TOKEN=v1.... python test_catalog.py CATALOG_URL [proto-dir] [ACCOUNTS_URL]
+
+The services take calls only from the gateway or with an internal identity token
+(`brigade internal-token`): every call, gRPC and REST, carries IDENTITY_TOKEN as
+`x-brigade-identity`, except the check that a call without it is refused.
 
 The stubs are generated into a temporary directory at start-up (never committed). Each
 check prints PASS or FAIL; the last line is "N passed, N failed". Exits 1 on any failure.
@@ -28,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 TIMEOUT = 10  # seconds, for every unary call
 DOMAIN = "brigade.dev"
+IDENTITY = "x-brigade-identity"
 
 
 def generate_stubs(proto_dir, out_dir):
@@ -65,27 +70,49 @@ def channel_to(url):
     return channel
 
 
+class WithIdentity(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds the identity token to every call's metadata, beside what the call sends."""
+
+    def __init__(self, token):
+        self.token = token
+
+    def _details(self, details):
+        metadata = list(details.metadata or ()) + [(IDENTITY, self.token)]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._details(details), request)
+
+
 def replayed(call):
     """Whether a unary call's answer was a replay of a stored one."""
     return dict(call.initial_metadata() or ()).get("idempotent-replayed") == "true"
 
 
 class Checks:
-    def __init__(self, url, accounts_url):
+    def __init__(self, url, accounts_url, token):
         self.rest = url.rstrip("/")
         self.channel = channel_to(url)
         self.accounts_channel = channel_to(accounts_url)
+        # The stubs call through the token's interceptor; `self.channel` stays without it.
+        identity = WithIdentity(token)
+        catalog = grpc.intercept_channel(self.channel, identity)
+        accounts = grpc.intercept_channel(self.accounts_channel, identity)
         self.http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self.http.addheaders = [(IDENTITY, token)]
         from ecommerce.v1 import product_pb2, product_pb2_grpc
         from ecommerce.v1 import review_pb2, review_pb2_grpc
         from ecommerce.v1 import user_pb2, user_pb2_grpc
 
         self.pb = product_pb2
-        self.products = product_pb2_grpc.ProductServiceStub(self.channel)
+        self.products = product_pb2_grpc.ProductServiceStub(catalog)
         self.review_pb = review_pb2
-        self.reviews = review_pb2_grpc.ReviewServiceStub(self.channel)
+        self.reviews = review_pb2_grpc.ReviewServiceStub(catalog)
         self.user_pb = user_pb2
-        self.users = user_pb2_grpc.UserServiceStub(self.accounts_channel)
+        self.users = user_pb2_grpc.UserServiceStub(accounts)
         self.health = health_pb2_grpc.HealthStub(self.channel)
 
     # -- helpers --------------------------------------------------------------------
@@ -158,6 +185,17 @@ class Checks:
     def check_get_product_seed_laptop(self):
         p = self.products.GetProduct(self.pb.ProductRequest(product_id=1), timeout=TIMEOUT)
         assert (p.id, p.name, p.price, p.stock) == (1, "Laptop", 999.99, 50), p
+
+    def check_call_without_identity_token_is_unauthenticated(self):
+        # Straight on the channel, past the interceptor: no token, refused in gRPC's terms.
+        from ecommerce.v1 import product_pb2_grpc, user_pb2_grpc
+        bare = product_pb2_grpc.ProductServiceStub(self.channel)
+        err = self.rpc_error(bare.GetProduct, self.pb.ProductRequest(product_id=1))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED, (err.code(), err.details())
+        self.error_info(err, "UNAUTHENTICATED")
+        bare = user_pb2_grpc.UserServiceStub(self.accounts_channel)
+        err = self.rpc_error(bare.GetUser, self.user_pb.GetUserRequest(user_id=1))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED, (err.code(), err.details())
 
     def check_get_product_seed_mouse(self):
         p = self.products.GetProduct(self.pb.ProductRequest(product_id=2), timeout=TIMEOUT)
@@ -347,11 +385,14 @@ def main():
     url = sys.argv[1]
     proto_dir = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "proto")
     accounts_url = sys.argv[3] if len(sys.argv) > 3 else url
+    token = os.environ.get("IDENTITY_TOKEN")
+    if not token:
+        raise SystemExit("set IDENTITY_TOKEN (from `brigade internal-token`)\n\n" + __doc__)
     with tempfile.TemporaryDirectory(prefix="brigade-grpc-python-") as out:
         files = generate_stubs(proto_dir, out)
         print(f"generated Python stubs for {', '.join(files)}")
         sys.path.insert(0, out)
-        checks = Checks(url, accounts_url)
+        checks = Checks(url, accounts_url, token)
         names = [n for n in Checks.__dict__ if n.startswith("check_")]
         passed = failed = 0
         for name in names:

@@ -9,8 +9,12 @@
 // Message and service types come from the proto files themselves: run.sh compiles them
 // with `buf build` into a descriptor set at test time; nothing is generated or committed.
 //
+// Catalog takes calls only from the gateway or with an internal identity token
+// (`x-brigade-identity`, from `brigade internal-token`): every call here carries the one
+// in IDENTITY_TOKEN, as metadata, except the one that checks a call without it is refused.
+//
 // Usage: CATALOG_URL=http://127.0.0.1:8081 DESCRIPTORS=/path/descriptors.binpb \
-//        node --test test.mjs           (run.sh does all of this)
+//        IDENTITY_TOKEN=v1.… node --test test.mjs           (run.sh does all of this)
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -25,20 +29,28 @@ import XMLHttpRequest from "xhr2";
 
 const baseUrl = process.env.CATALOG_URL;
 const descriptors = process.env.DESCRIPTORS;
-if (!baseUrl || !descriptors) {
-  throw new Error("set CATALOG_URL (catalog's base URL) and DESCRIPTORS (a buf-built descriptor set)");
+const identityToken = process.env.IDENTITY_TOKEN;
+if (!baseUrl || !descriptors || !identityToken) {
+  throw new Error(
+    "set CATALOG_URL (catalog's base URL), DESCRIPTORS (a buf-built descriptor set) and " +
+      "IDENTITY_TOKEN (from `brigade internal-token`)",
+  );
 }
+const IDENTITY = "x-brigade-identity";
 
 const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(descriptors)));
 const ProductService = registry.getService("ecommerce.v1.ProductService");
 assert.ok(ProductService, "ecommerce.v1.ProductService is in the descriptor set");
 
 // Binary gRPC-Web through fetch. The default deadline makes every call carry
-// `grpc-timeout`, which Brigade enforces.
-const client = createClient(
-  ProductService,
-  createGrpcWebTransport({ baseUrl, useBinaryFormat: true, defaultTimeoutMs: 30_000 }),
-);
+// `grpc-timeout`, which Brigade enforces; the interceptor, the identity token.
+const withIdentity = (next) => (req) => {
+  req.header.set(IDENTITY, identityToken);
+  return next(req);
+};
+const transport = (interceptors) =>
+  createGrpcWebTransport({ baseUrl, useBinaryFormat: true, defaultTimeoutMs: 30_000, interceptors });
+const client = createClient(ProductService, transport([withIdentity]));
 
 const LIMIT = { timeout: 60_000 };
 
@@ -90,6 +102,15 @@ test("binary: ListProducts(page_size 0) streams every product", LIMIT, async () 
   for (const p of products) {
     assert.ok(p.name.length > 0, `product ${p.id} has a name`);
   }
+});
+
+test("binary: a call without the identity token is refused with Unauthenticated", LIMIT, async () => {
+  const anonymous = createClient(ProductService, transport([]));
+  await assert.rejects(anonymous.getProduct({ productId: 1 }), (err) => {
+    assert.ok(err instanceof ConnectError, `a ConnectError, got ${err}`);
+    assert.equal(err.code, Code.Unauthenticated, `code Unauthenticated, got ${Code[err.code]}: ${err.message}`);
+    return true;
+  });
 });
 
 test("binary: GetProduct(999999) fails with NotFound", LIMIT, async () => {
@@ -189,7 +210,7 @@ function textUnary(localName, request, metadata = {}) {
   return new Promise((resolve, reject) => {
     let headers = {};
     textClient
-      .rpcCall(url, request, metadata, descriptor, (err, response) =>
+      .rpcCall(url, request, { [IDENTITY]: identityToken, ...metadata }, descriptor, (err, response) =>
         err ? reject(err) : resolve({ response, headers }),
       )
       .on("metadata", (m) => (headers = m));
@@ -202,7 +223,7 @@ function textStream(localName, request) {
     const items = [];
     let status;
     textClient
-      .serverStreaming(url, request, {}, descriptor)
+      .serverStreaming(url, request, { [IDENTITY]: identityToken }, descriptor)
       .on("data", (item) => items.push(item))
       .on("status", (s) => (status = s))
       .on("error", reject)
@@ -260,10 +281,17 @@ test(
     for (const h of ["content-type", "grpc-timeout", "x-grpc-web", "x-correlation-id"]) {
       assert.ok(allowed.includes(h), `preflight allows ${h}: ${allowed}`);
     }
-    // The real call must let the page read the status and correlation headers.
+    // The real call must let the page read the status and correlation headers. It carries
+    // the identity token so that it is answered, not refused; the preflight above does not
+    // ask for that header: catalog's CORS does not allow it (a browser gets no internal
+    // token; its calls go through the gateway).
     const call = await fetch(`${baseUrl}/ecommerce.v1.ProductService/GetProduct`, {
       method: "POST",
-      headers: { origin: "http://localhost:3000", "content-type": "application/grpc-web+proto" },
+      headers: {
+        origin: "http://localhost:3000",
+        "content-type": "application/grpc-web+proto",
+        [IDENTITY]: identityToken,
+      },
       body: new Uint8Array([0, 0, 0, 0, 2, 8, 1]),
     });
     const exposed = (call.headers.get("access-control-expose-headers") ?? "").toLowerCase();

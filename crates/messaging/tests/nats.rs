@@ -32,6 +32,7 @@ fn settings(handler_timeout: Duration) -> settings::MessagingSettings {
 }
 
 async fn broker_with(handler_timeout: Duration) -> Broker {
+    anchor().await;
     nats::connect(URL, &settings(handler_timeout))
         .await
         .unwrap_or_else(|e| panic!("NATS JetStream is not reachable at {URL}: {e}. {START_HINT}"))
@@ -46,6 +47,24 @@ async fn raw() -> async_nats::jetstream::Context {
         .await
         .unwrap_or_else(|e| panic!("NATS is not reachable at {URL}: {e}. {START_HINT}"));
     async_nats::jetstream::new(client)
+}
+
+/// A stream kept on the shared server for good. When a test deletes the last stream
+/// there, nats-server removes the account's `streams` directory, and a stream another
+/// test creates at that moment fails ("could not create storage directory", seen on
+/// 2026-12-05): with this one always there, the directory never empties.
+async fn anchor() {
+    let config = async_nats::jetstream::stream::Config {
+        name: "brigade_tests_anchor".to_owned(),
+        subjects: vec!["brigade.tests.anchor".to_owned()],
+        max_messages: 1,
+        ..Default::default()
+    };
+    raw()
+        .await
+        .get_or_create_stream(config)
+        .await
+        .unwrap_or_else(|e| panic!("could not keep the anchor stream on {URL}: {e}"));
 }
 
 /// The stream names one test handed out: their JetStream streams (and `-dlq` streams)

@@ -263,11 +263,13 @@ impl<'a> Inbound<'a> {
     }
 }
 
-/// Paths any caller may read on any port: probes, metrics and the API's documents.
+/// Paths any caller may read on any port: probes, metrics and the API's documents
+/// (OpenAPI, Swagger UI, gRPC reflection: the contracts, which are public anyway).
 fn needs_no_identity(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
         || path.starts_with("/docs")
         || path.starts_with("/grpc.health.v1.Health/")
+        || path.starts_with("/grpc.reflection.")
 }
 
 struct Start {
