@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use telemetry::metrics::series_value;
 
-use crate::helpers::{System, bearer, make_key};
+use crate::helpers::{System, bearer, key_id, key_store, make_key};
 
 /// Every write endpoint of the public REST API, read from the committed OpenAPI
 /// documents (which tests elsewhere hold equal to the code), so a new one is covered the
@@ -79,23 +79,8 @@ async fn footprint(system: &System, rendered: String) -> (f64, Value, Value) {
 
 /// Revokes the key named `name` in the gateway's database.
 async fn revoke_by_name(system: &System, name: &str) {
-    let db = storage::Database::open(
-        &system.settings.database_url(settings::ServiceName::Gateway),
-        &system.settings.database,
-        &[gateway::MIGRATIONS],
-    )
-    .await
-    .unwrap();
-    let store = gateway::keys::KeyStore::new(db.clone());
-    let id = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.name == name)
-        .unwrap()
-        .id;
-    store.revoke(&id).await.unwrap();
+    let (db, store) = key_store(&system.settings).await;
+    store.revoke(&key_id(&store, name).await).await.unwrap();
     db.close().await;
 }
 
@@ -636,22 +621,8 @@ async fn revoking_or_rolling_a_key_takes_effect_within_the_reload_bound() {
     let refresh = Duration::from_millis(200);
     let system = System::start_with(2, 0, |s| s.gateway.keys.refresh = refresh).await;
     let key = make_key(&system.settings, "short-lived", Some("accounts:read")).await;
-    let db = storage::Database::open(
-        &system.settings.database_url(settings::ServiceName::Gateway),
-        &system.settings.database,
-        &[gateway::MIGRATIONS],
-    )
-    .await
-    .unwrap();
-    let store = gateway::keys::KeyStore::new(db.clone());
-    let id = store
-        .list()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|k| k.name == "short-lived")
-        .unwrap()
-        .id;
+    let (db, store) = key_store(&system.settings).await;
+    let id = key_id(&store, "short-lived").await;
     let status_with = |key: String| {
         let client = bearer(&key);
         let url = system.gateway.url("/v1/users/1");

@@ -172,14 +172,7 @@ impl System {
 /// A key in the gateway's database of `settings` (made before the gateway starts, or seen
 /// by it within `gateway.keys.refresh`): secret without `scopes`.
 pub async fn make_key(settings: &Settings, name: &str, scopes: Option<&str>) -> String {
-    let db = storage::Database::open(
-        &settings.database_url(ServiceName::Gateway),
-        &settings.database,
-        &[gateway::MIGRATIONS],
-    )
-    .await
-    .unwrap();
-    let store = gateway::keys::KeyStore::new(db.clone());
+    let (db, store) = key_store(settings).await;
     let made = store
         .create(
             name,
@@ -202,4 +195,29 @@ pub fn bearer(key: &str) -> reqwest::Client {
         .default_headers(headers)
         .build()
         .unwrap()
+}
+
+/// The gateway's key table in the database of `settings` (close the database after).
+pub async fn key_store(settings: &Settings) -> (storage::Database, gateway::keys::KeyStore) {
+    let db = storage::Database::open(
+        &settings.database_url(ServiceName::Gateway),
+        &settings.database,
+        &[gateway::MIGRATIONS],
+    )
+    .await
+    .unwrap();
+    let store = gateway::keys::KeyStore::new(db.clone());
+    (db, store)
+}
+
+/// The id of the key named `name`.
+pub async fn key_id(store: &gateway::keys::KeyStore, name: &str) -> String {
+    store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|k| k.name == name)
+        .unwrap()
+        .id
 }
