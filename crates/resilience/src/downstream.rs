@@ -186,7 +186,7 @@ impl Downstream {
         Fut: Future<Output = Result<T, Problem>>,
     {
         let inner = &self.inner;
-        let deadline = self.deadline();
+        let (deadline, caller_bound) = self.deadline();
         if Instant::now() >= deadline {
             metrics::counter!(
                 "brigade_deadline_exceeded_total",
@@ -213,7 +213,14 @@ impl Downstream {
                         replica: 0,
                     })
                 });
-                self.attempt(permit, call, deadline, None, Some(&inner.breaker))
+                self.attempt(
+                    permit,
+                    call,
+                    deadline,
+                    caller_bound,
+                    None,
+                    Some(&inner.breaker),
+                )
             },
         )
         .await
@@ -252,7 +259,7 @@ impl Downstream {
         Fut: Future<Output = Result<T, Problem>>,
     {
         let inner = &self.inner;
-        let deadline = self.deadline();
+        let (deadline, caller_bound) = self.deadline();
         if Instant::now() >= deadline {
             return Err(Problem::new(Kind::Timeout)
                 .with_detail(format!("no time left to call {}", self.name())));
@@ -291,23 +298,25 @@ impl Downstream {
                     ),
                 };
                 // No hint from one replica's breaker: another may answer.
-                self.attempt(permit, call, deadline, guard, None)
+                self.attempt(permit, call, deadline, caller_bound, guard, None)
             },
         )
         .await
     }
 
-    /// When the whole call must be over.
-    fn deadline(&self) -> Instant {
+    /// When the whole call must be over, and whether that is the caller's deadline (an
+    /// inbound one shorter than the policy's own timeout) rather than ours.
+    fn deadline(&self) -> (Instant, bool) {
         let policy = &self.inner.policy;
         let own = Instant::now() + policy.timeout;
         match telemetry::deadline::current() {
-            Some(inbound) => own.min(
-                inbound
+            Some(inbound) => {
+                let theirs = inbound
                     .checked_sub(policy.deadline_margin)
-                    .unwrap_or(inbound),
-            ),
-            None => own,
+                    .unwrap_or(inbound);
+                (own.min(theirs), theirs < own)
+            }
+            None => (own, false),
         }
     }
 
@@ -316,6 +325,10 @@ impl Downstream {
         permit: Result<Permit<'_>, Rejected>,
         call: Option<Fut>,
         deadline: Instant,
+        // Whether `deadline` is the caller's own (shorter than our timeout): running out
+        // of it says nothing about the downstream's health, and a client sending tiny
+        // deadlines must not be able to open the breaker every other client shares.
+        caller_bound: bool,
         // Counts the attempt as in flight on its replica until it ends.
         _in_flight: Option<InFlight<'_>>,
         // The breaker whose refusals after a failure are the caller's hint (see below).
@@ -360,7 +373,11 @@ impl Downstream {
                 }
             }
             Err(_) => {
-                permit.record_failure(started.elapsed());
+                if caller_bound {
+                    permit.ignore();
+                } else {
+                    permit.record_failure(started.elapsed());
+                }
                 metrics::counter!(
                     "brigade_deadline_exceeded_total",
                     inner.site.labels("downstream")

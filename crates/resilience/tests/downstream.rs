@@ -78,3 +78,52 @@ async fn a_failure_that_opens_the_breaker_says_when_to_come_back() {
     assert_eq!(probed.kind(), Kind::Timeout);
     assert_eq!(probed.retry_after(), Some(WAIT));
 }
+
+/// Timeouts of calls bounded by the caller's own (short) deadline say nothing about the
+/// downstream: a client sending tiny deadlines cannot open the breaker every other
+/// client shares. The same slowness under the policy's own timeout does open it.
+#[tokio::test(start_paused = true)]
+async fn timeouts_under_the_callers_short_deadline_do_not_open_the_breaker() {
+    let policy = Policy {
+        timeout: Duration::from_secs(1),
+        retry: RetryPolicy {
+            max_attempts: 1,
+            ..RetryPolicy::default()
+        },
+        breaker: BreakerConfig {
+            window: SlidingWindow::Count(10),
+            minimum_calls: 3,
+            failure_rate_threshold: 50.0,
+            ..BreakerConfig::default()
+        },
+        ..Policy::default()
+    };
+    let downstream = Downstream::of_service("gateway", "catalog", policy);
+    let slow = || {
+        downstream.call(true, |_| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<(), Problem>(())
+        })
+    };
+    for _ in 0..10 {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+        let failed = telemetry::deadline::scope(deadline, slow())
+            .await
+            .unwrap_err();
+        assert_eq!(failed.kind(), Kind::Timeout);
+    }
+    assert_eq!(downstream.breaker().state(), State::Closed);
+
+    // Without the caller's deadline, a downstream slower than the policy's timeout is
+    // a failure, and enough of them open the breaker.
+    let too_slow = || {
+        downstream.call(true, |_| async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok::<(), Problem>(())
+        })
+    };
+    for _ in 0..3 {
+        assert_eq!(too_slow().await.unwrap_err().kind(), Kind::Timeout);
+    }
+    assert_eq!(downstream.breaker().state(), State::Open);
+}
