@@ -96,8 +96,9 @@ pub struct InternalTokenArgs {
     /// The client the token acts for (its idempotency keys are scoped to it).
     #[arg(long, default_value = "internal")]
     pub client: String,
-    /// How long it is valid.
-    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = humantime::parse_duration)]
+    /// How long it is valid (at most 30 days: a token cannot be revoked, only the key
+    /// that signs it replaced).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = ttl)]
     pub ttl: std::time::Duration,
     #[command(flatten)]
     pub data: DataDirArg,
@@ -290,4 +291,13 @@ impl From<ServiceArg> for ServiceName {
             ServiceArg::PaymentsSandbox => ServiceName::PaymentsSandbox,
         }
     }
+}
+
+/// A token's life: a duration of at most 30 days.
+fn ttl(raw: &str) -> Result<std::time::Duration, String> {
+    let ttl = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    if ttl > std::time::Duration::from_secs(30 * 86_400) {
+        return Err("at most 30 days".to_owned());
+    }
+    Ok(ttl)
 }

@@ -117,11 +117,60 @@ pub struct Admitted {
 }
 
 impl Admitted {
-    /// Puts the RateLimit fields on `response`.
+    /// Puts the RateLimit fields on `response` (each policy's, replacing any the
+    /// upstream sent).
     pub fn stamp(&self, headers: &mut HeaderMap) {
+        headers.remove(RATELIMIT);
+        headers.remove(RATELIMIT_POLICY);
         for (name, value) in &self.headers {
-            headers.insert(name, value.clone());
+            headers.append(name, value.clone());
         }
+    }
+}
+
+impl Admitted {
+    /// `response` with the RateLimit fields, holding the admission (its concurrency slot
+    /// and its place in flight) until the body has been sent or dropped: a stream or a
+    /// slow download counts for as long as it lasts, not until its headers.
+    pub fn hold(self, mut response: axum::response::Response) -> axum::response::Response {
+        self.stamp(response.headers_mut());
+        let (parts, body) = response.into_parts();
+        axum::response::Response::from_parts(
+            parts,
+            axum::body::Body::new(Held {
+                body,
+                _admitted: self,
+            }),
+        )
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body that keeps its request's admission while it is being sent.
+    struct Held {
+        #[pin]
+        body: axum::body::Body,
+        _admitted: Admitted,
+    }
+}
+
+impl http_body::Body for Held {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().body.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -268,9 +268,8 @@ async fn pass(State(forward): State<Arc<Forward>>, request: Request) -> Response
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
-    let mut response = send(&forward, upstream, &caller, request, Protocol::Http(read)).await;
-    admitted.stamp(response.headers_mut());
-    response
+    let response = send(&forward, upstream, &caller, request, Protocol::Http(read)).await;
+    admitted.hold(response)
 }
 
 /// How a request goes upstream.
@@ -324,11 +323,15 @@ async fn pass_grpc(
     let admitted = match forward.edge.admission.admit(&caller, peer, needed, write) {
         Ok(admitted) => admitted,
         Err(refusal) => {
-            // The refusal in gRPC's terms, keeping its RateLimit fields and Retry-After.
+            // The refusal in gRPC's terms (shed or over a limit), keeping its RateLimit
+            // fields and Retry-After.
             let headers = refusal.headers().clone();
-            let mut answer = reply(
-                Problem::new(Kind::RateLimited).with_detail("over the key's rate or concurrency"),
-            );
+            let problem = if refusal.status() == http::StatusCode::SERVICE_UNAVAILABLE {
+                Problem::unavailable("the gateway is busy; reads wait while writes finish")
+            } else {
+                Problem::new(Kind::RateLimited).with_detail("over the key's rate or concurrency")
+            };
+            let mut answer = reply(problem);
             for name in [RATELIMIT, RATELIMIT_POLICY, header::RETRY_AFTER] {
                 for value in headers.get_all(&name) {
                     answer.headers_mut().append(name.clone(), value.clone());
@@ -345,9 +348,8 @@ async fn pass_grpc(
     } else {
         Protocol::Grpc
     };
-    let mut response = send(&forward, upstream, &caller, request, protocol).await;
-    admitted.stamp(response.headers_mut());
-    response
+    let response = send(&forward, upstream, &caller, request, protocol).await;
+    admitted.hold(response)
 }
 
 const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");

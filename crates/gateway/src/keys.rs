@@ -148,10 +148,18 @@ impl KeyRecord {
 }
 
 /// A key just made: the only time its text exists outside the client's hands.
-#[derive(Debug)]
 pub struct NewKey {
     pub record: KeyRecord,
     pub key: String,
+}
+
+/// The key never prints.
+impl std::fmt::Debug for NewKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewKey")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Who a request is from, once its key is checked.
@@ -452,7 +460,7 @@ fn unhex(text: &str) -> Option<[u8; 32]> {
 type Active = HashMap<[u8; 32], Principal>;
 
 /// The gateway's keys in memory: what a request's key is checked against.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Keys {
     store: KeyStore,
     active: Arc<RwLock<Arc<Active>>>,
@@ -489,6 +497,14 @@ impl Caller {
     }
 }
 
+/// Neither the keys' hashes nor their ids print: only how many there are.
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let active = self.active.read().map_or(0, |a| a.len());
+        f.debug_struct("Keys").field("active", &active).finish()
+    }
+}
+
 impl Keys {
     pub fn new(store: KeyStore) -> Self {
         Self {
@@ -518,6 +534,18 @@ impl Keys {
                 }
             }
         }
+    }
+
+    /// Whether `caller` may still act: anonymous always; a key while it is in the
+    /// latest copy of the table and not expired.
+    pub fn is_live(&self, caller: &Caller) -> bool {
+        let Caller::Key(principal) = caller else {
+            return true;
+        };
+        let active = Arc::clone(&self.active.read().unwrap_or_else(|p| p.into_inner()));
+        active.values().any(|p| {
+            p.id == principal.id && p.expires_at.is_none_or(|at| at > storage::now_millis())
+        })
     }
 
     /// The caller `authorization` names: anonymous without the header, a key's principal

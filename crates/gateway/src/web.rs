@@ -148,6 +148,8 @@ async fn subscribe(
             let mut data = graphql::spawned_loaders(&face.gateway, face.load_batch);
             data.insert(client);
             data.insert(caller);
+            data.insert(graphql::OverWebSocket);
+            data.insert(face.edge.keys.clone());
             let edge = face.edge.clone();
             let serve = GraphQLWebSocket::new(stream, face.schema.clone(), protocol)
                 .with_data(data)
@@ -166,8 +168,8 @@ async fn subscribe(
 /// `connection_init` payload instead (`{"Authorization": "Bearer <key>"}`, as Apollo's and
 /// graphql-ws's clients do), and the connection's operations are that caller's. A key
 /// that is not valid ends the connection (4403 Forbidden, per graphql-transport-ws).
-/// (The connection's calls to the services still act for the client of the upgrade
-/// request: a subscription only reads.)
+/// (The connection's calls to the services act for the client of the upgrade request,
+/// so writes are refused on it: they go over `POST /graphql`, `graphql::OverWebSocket`.)
 async fn init(
     edge: Edge,
     payload: serde_json::Value,
@@ -303,27 +305,25 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
         })
     });
     if unchanged && response.is_ok() {
-        let mut answer = (StatusCode::NOT_MODIFIED, headers).into_response();
-        admitted.stamp(answer.headers_mut());
-        return answer;
+        return admitted.hold((StatusCode::NOT_MODIFIED, headers).into_response());
     }
     let status = if refused_method {
         StatusCode::METHOD_NOT_ALLOWED
     } else {
         StatusCode::OK
     };
-    let mut answer = (
-        status,
-        headers,
-        [
-            (header::CONTENT_TYPE, "application/json".to_owned()),
-            (header::ALLOW, "GET, POST".to_owned()),
-        ],
-        body,
+    admitted.hold(
+        (
+            status,
+            headers,
+            [
+                (header::CONTENT_TYPE, "application/json".to_owned()),
+                (header::ALLOW, "GET, POST".to_owned()),
+            ],
+            body,
+        )
+            .into_response(),
     )
-        .into_response();
-    admitted.stamp(answer.headers_mut());
-    answer
 }
 
 async fn execute(State(face): State<Face>, request: Request) -> Response {
@@ -354,9 +354,7 @@ async fn execute(State(face): State<Face>, request: Request) -> Response {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
-    let mut answer = execute_batch(&face, batch, &caller, &client).await;
-    admitted.stamp(answer.headers_mut());
-    answer
+    admitted.hold(execute_batch(&face, batch, &caller, &client).await)
 }
 
 /// Whether a request may write, for shedding (reads go first): any operation whose text

@@ -78,6 +78,9 @@ struct Shared {
     /// `Some`: calls need an identity token this signer made (a service behind the
     /// gateway); `None`: the gateway itself, and the payments sandbox (an outside party).
     verifier: Option<Arc<crate::identity::Signer>>,
+    /// Whether a call without a token is refused (`identity.require_internal_token`);
+    /// when not, a token that is sent is still checked and names the client.
+    require_identity: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +94,7 @@ impl GuardLayer {
         max_in_flight: usize,
         cors: Option<CorsLayer>,
         verifier: Option<Arc<crate::identity::Signer>>,
+        require_identity: bool,
     ) -> Self {
         // `quanta` calibrates its clock on first use: here, not in the first request.
         let _ = quanta::Instant::now();
@@ -100,6 +104,7 @@ impl GuardLayer {
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
                 cors,
                 verifier,
+                require_identity,
             }),
         }
     }
@@ -149,10 +154,16 @@ where
         let inbound = Inbound::of(req.headers());
         let route = req.extensions().get::<MatchedPath>().cloned();
         let verdict = self.shared.verifier.as_ref().and_then(|signer| {
-            (!needs_no_identity(req.uri().path())).then(|| match inbound.identity {
-                Some(token) => signer.verify(token),
-                None => Err(crate::identity::Refused::Missing),
-            })
+            if needs_no_identity(req.uri().path()) {
+                return None;
+            }
+            match inbound.identity {
+                Some(token) => Some(signer.verify(token)),
+                None if self.shared.require_identity => {
+                    Some(Err(crate::identity::Refused::Missing))
+                }
+                None => None,
+            }
         });
         let mut ctx = telemetry::context_from(
             inbound.correlation_id,
@@ -694,7 +705,7 @@ mod tests {
     /// body and the header, and names no panic message on the wire.
     #[tokio::test]
     async fn a_panic_in_call_is_a_500_problem_with_the_correlation_id() {
-        let guard = GuardLayer::new("test", 8, None, None).layer(PanicsInCall);
+        let guard = GuardLayer::new("test", 8, None, None, false).layer(PanicsInCall);
         let req = Request::builder()
             .uri("/boom")
             .header("x-correlation-id", "panic-in-call-1")

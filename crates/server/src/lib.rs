@@ -111,9 +111,9 @@ impl Application {
         };
         // The gateway is the door (it checks API keys); the payments sandbox stands for
         // an outside provider. Every other service takes calls only with a token.
-        let verifier = if settings.identity.require_internal_token
-            && !matches!(service, ServiceName::Gateway | ServiceName::PaymentsSandbox)
-        {
+        // (With `require_internal_token` off, a token that is sent is still checked and
+        // names the client: idempotency keys stay per API key behind the gateway.)
+        let verifier = if !matches!(service, ServiceName::Gateway | ServiceName::PaymentsSandbox) {
             match identity::Signer::for_settings(settings) {
                 Ok(signer) => Some(signer),
                 Err(err) => {
@@ -159,6 +159,7 @@ impl Application {
                 settings.max_in_flight,
                 &settings.services.get(service).cors_origins_of(service),
                 verifier.clone(),
+                settings.identity.require_internal_token,
             ),
             db: db.clone(),
             grace: settings.shutdown_grace,
@@ -198,8 +199,8 @@ impl Application {
         self
     }
 
-    /// The signer whose tokens this service requires, if it requires them (tests and
-    /// tools calling a service directly make theirs with it).
+    /// The signer whose tokens this service checks (tests and tools calling a service
+    /// directly make theirs with it); `None` for the gateway and the payments sandbox.
     pub fn identity(&self) -> Option<&std::sync::Arc<identity::Signer>> {
         self.verifier.as_ref()
     }

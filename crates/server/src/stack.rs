@@ -21,6 +21,7 @@ pub fn router(
     max_in_flight: usize,
     cors_origins: &[String],
     verifier: Option<std::sync::Arc<crate::identity::Signer>>,
+    require_identity: bool,
 ) -> Router {
     let name: &'static str = service.as_str();
     Router::new()
@@ -38,6 +39,7 @@ pub fn router(
             max_in_flight,
             cors(cors_origins),
             verifier,
+            require_identity,
         ))
 }
 

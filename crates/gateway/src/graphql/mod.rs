@@ -576,8 +576,10 @@ impl Query {
         Ok(found.map(Product))
     }
 
-    /// One user; null if there is none with this id.
+    /// One user; null if there is none with this id. Needs `accounts:read` (a review's
+    /// author's name is public; looking users up is not).
     async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
+        require(ctx, Scope::AccountsRead)?;
         let Some(id) = parse_id(&id) else {
             return Ok(None);
         };
@@ -605,9 +607,20 @@ impl Query {
     }
 }
 
+/// Set on an operation that came over the WebSocket. Writes go over `POST /graphql`,
+/// where each is admitted against its key's rate and acts for its key on every hop: a
+/// WebSocket's calls act for the client of its upgrade request.
+pub struct OverWebSocket;
+
 /// Whether the operation's caller (its API key, `crate::edge`) has `scope`: a field error
 /// with the 401 or 403 problem if not. An operation run without a caller is anonymous.
 fn require(ctx: &Context<'_>, scope: Scope) -> async_graphql::Result<()> {
+    if scope.writes() && ctx.data_opt::<OverWebSocket>().is_some() {
+        return Err(field_error(
+            Problem::new(problem::Kind::MethodNotAllowed)
+                .with_detail("mutations go over POST /graphql, not the WebSocket"),
+        ));
+    }
     match ctx.data_opt::<Caller>() {
         Some(caller) => caller.require(scope),
         None => Caller::Anonymous.require(scope),
@@ -714,6 +727,9 @@ struct Watching {
     /// orders records PAID), so a ring is followed by a few quick reads.
     eager: u32,
     done: bool,
+    /// The keys and the caller: a subscription ends when its key is revoked or expires
+    /// (checked before every push, so within `gateway.keys.refresh` of a revocation).
+    keys: Option<(crate::keys::Keys, Caller)>,
 }
 
 impl Watching {
@@ -724,6 +740,14 @@ impl Watching {
     async fn next(mut self) -> Option<(async_graphql::Result<Order>, Self)> {
         if self.done {
             return None;
+        }
+        if let Some((keys, caller)) = &self.keys
+            && !keys.is_live(caller)
+        {
+            self.done = true;
+            let ended = Problem::new(problem::Kind::Unauthenticated)
+                .with_detail("the API key of this subscription was revoked or has expired");
+            return Some((Err(field_error(ended)), self));
         }
         if let Some(order) = self.first.take() {
             return Some(self.push(order));
@@ -820,6 +844,10 @@ impl Subscription {
             seen: 0,
             eager: 0,
             done: false,
+            keys: ctx
+                .data_opt::<crate::keys::Keys>()
+                .cloned()
+                .zip(ctx.data_opt::<Caller>().cloned()),
         };
         Ok(futures::stream::unfold(watching, Watching::next))
     }

@@ -242,5 +242,34 @@ async fn a_subscription_sees_every_transition_of_an_order_in_order() {
             );
         }
     }
+    // Writes do not go over the WebSocket (its calls act for the upgrade request's
+    // client): a mutation there is refused, and places nothing.
+    ws.send(send(json!({
+        "id": "2",
+        "type": "subscribe",
+        "payload": {
+            "query": "mutation { cancelOrder(id: \"ord_none\") { id } }",
+        },
+    })))
+    .await
+    .unwrap();
+    let refused = loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("an answer within 10 s")
+            .unwrap()
+            .unwrap();
+        if message.is_text() {
+            let message = next_json(message);
+            if message["id"] == "2" {
+                break message;
+            }
+        }
+    };
+    let error = refused["payload"]["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(error.contains("POST /graphql"), "{refused:#}");
     ws.close(None).await.ok();
 }

@@ -115,4 +115,16 @@ async fn the_gateway_needs_no_token_and_no_service_does_when_told() {
         .await;
     let answer = reqwest::get(open.url("/v1/who")).await.unwrap();
     assert_eq!(answer.status(), StatusCode::OK);
+    assert_eq!(answer.text().await.unwrap(), "nobody");
+    // A token that is sent is still checked, and names the client (idempotency keys stay
+    // per API key behind the gateway).
+    let named = open.client.get(open.url("/v1/who")).send().await.unwrap();
+    assert_eq!(named.text().await.unwrap(), "test");
+    let forged = reqwest::Client::new()
+        .get(open.url("/v1/who"))
+        .header(HEADER, "v1.9999999999999.someone.AAAA")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
 }
