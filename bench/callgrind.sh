@@ -13,6 +13,12 @@
 # instructions of every thread of the process by the request count. User-space
 # instructions only: the kernel's share (sockets, scheduling) is not counted.
 #
+# The catalog takes calls only with an internal identity token, as the gateway sends
+# (`brigade internal-token`; not with a BENCH_BRIGADE from before it): every request
+# carries one, to the bare servers too (which ignore it), so all get the same requests.
+# bare-rest and bare-grpc cannot send one, so they copy from a catalog on the same data
+# without the check (lib.sh's open_catalog).
+#
 # Knobs: BENCH_REQUESTS=300, BENCH_WARM=50, BENCH_SKIP_BUILD=0, BENCH_LOG_FILTER= (unset:
 # Brigade's shipped default; set it only for a second figure beside that one),
 # BENCH_BRIGADE= (another brigade binary to count, e.g. an earlier revision's build),
@@ -63,12 +69,15 @@ say "seeding a fresh data directory"
 "${BRIGADE_ENV[@]}" "$BRIGADE" seed --data-dir "$WORK/data" >/dev/null 2>"$WORK/seed.err" \
   || die "brigade seed failed: $(cat "$WORK/seed.err")"
 
-# A plain run of Brigade for bare-rest to copy its bodies and paths from.
-"${BRIGADE_ENV[@]}" "$BRIGADE" serve catalog --data-dir "$WORK/data" --port 0 \
-  >"$WORK/source.out" 2>"$WORK/source.err" &
-SOURCE_PID=$!
+TOKEN=$(internal_token "$BRIGADE" "$WORK/data")
+identity_args "$TOKEN"
+
+# A plain run of Brigade for bare-rest and bare-grpc to copy their bodies, paths and
+# messages from: without the token check, as they send no token.
+open_catalog "$BRIGADE" "$WORK/data" "$WORK/source"
+SOURCE_PID=$OPEN_PID
 PIDS+=("$SOURCE_PID")
-SOURCE_URL=$(wait_for_url "$WORK/source.out" "$SOURCE_PID" brigade)
+SOURCE_URL=$OPEN_URL
 
 # URLS NAME: the paths of one endpoint (a fixed path, or @products / @reviews as in
 # bench/rest.sh), repeated to $1 requests.
@@ -90,14 +99,21 @@ drive() {
     grpc:*)
       local method=${ENDPOINT#grpc:} out
       out=$(h2load -n "$count" -c1 -m1 -d "$WORK/$method.bin" -H 'content-type: application/grpc' \
-        -H 'te: trailers' "$base/ecommerce.v1.ProductService/$method") || die "h2load against $base failed"
+        -H 'te: trailers' "${IDENTITY[@]}" "$base/ecommerce.v1.ProductService/$method") \
+        || die "h2load against $base failed"
       grep -q "^requests: $count total, $count started, $count done, $count succeeded" <<<"$out" \
         || die "not every $method call to $base succeeded: $(grep '^requests:' <<<"$out")"
+      # A gRPC error (a refused token: UNAUTHENTICATED) is an HTTP 200 without DATA: every
+      # call must bring at least one framed message (5 bytes of header and more).
+      local data
+      data=$(sed -n 's/^traffic:.*(\([0-9]*\)) data.*/\1/p' <<<"$out")
+      [ "${data:-0}" -gt $((count * 5)) ] \
+        || die "$method calls to $base brought ${data:-0} DATA bytes for $count calls: gRPC errors"
       return
       ;;
   esac
   while read -r path; do args+=(-o /dev/null "$base$path"); done <"$list"
-  curl -sf "${args[@]}" || die "a request to $base failed"
+  curl -sf "${IDENTITY[@]}" "${args[@]}" || die "a request to $base failed"
 }
 
 # measure SERVER ENDPOINT -> instructions per request
@@ -167,7 +183,8 @@ cat <<'NOTE'
 ratio: Brigade's user-space instructions per request over the bare server's (bare-rest;
 bare-grpc for the grpc: rows). Not a throughput ratio: the kernel's work per request
 (loopback TCP, wake-ups), most of a bare server's cost, is not counted. Under valgrind the CPU reports no SHA extensions, so sha2 runs its portable
-code: the ETag of a 7 KB page costs ~370k instructions here against a few µs natively.
+code: the ETag of a 7 KB page costs ~370k instructions here against a few µs natively
+(the identity token's HMAC-SHA256, checked on every request, runs it too).
 Compare Brigade's counts across revisions; use bench/rest.sh and bench/grpc.sh for the
 ratio to bare.
 NOTE

@@ -19,15 +19,23 @@
   graphql-data.py check RESPONSE.json EXPECTED.json NAME
       Fails unless RESPONSE.json is a GraphQL answer without errors whose `data` equals
       EXPECTED.json; prints a one-line summary (and `extensions.cost` if there is one).
+
+Catalog and accounts take calls only with an internal identity token, as the gateway
+sends: every call carries BENCH_IDENTITY_TOKEN (`brigade internal-token`) when it is set.
 """
 import json
+import os
 import sys
 import urllib.request
+
+TOKEN = os.environ.get("BENCH_IDENTITY_TOKEN")
 
 
 def call(method, url, body=None, key=None):
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method=method)
+    if TOKEN:
+        req.add_header("x-brigade-identity", TOKEN)
     if body is not None:
         req.add_header("Content-Type", "application/json")
     if key is not None:

@@ -60,6 +60,9 @@
 #   BENCH_CLIENT_CPU=1     the scheduler place them (wrk then runs 2 threads)
 #   BENCH_SKIP_BUILD=0     1 = measure the release binary already in the target directory
 #
+# Catalog and accounts take calls only with an internal identity token, as the gateway
+# sends: (a)'s requests and the seeding over REST carry one (`brigade internal-token`).
+#
 # Needs wrk (installed with apt-get if missing), curl, python3, node and npm (`npm ci`
 # into bench/apollo/node_modules, which is gitignored). Results: BENCHMARKS.md.
 set -euo pipefail
@@ -194,8 +197,13 @@ WALL=$(seconds_of "$DURATION")
 # --- data --------------------------------------------------------------------------------
 say "seeding: $USERS users, $PRODUCTS products, $REVIEWS reviews each (brigade up --no-seed in $WORK/data)"
 start true
-python3 bench/graphql-data.py seed "$CATALOG" "$ACCOUNTS" "$USERS" "$PRODUCTS" "$REVIEWS"
-read -r CATALOG_N ACCOUNTS_N < <(python3 bench/graphql-data.py page "$CATALOG" "$ACCOUNTS" "$LIMIT" "$WORK")
+# The data directory, and so the signing key, is kept from start to start: one token.
+TOKEN=$(internal_token "$BIN" "$WORK/data")
+identity_args "$TOKEN"
+BENCH_IDENTITY_TOKEN=$TOKEN python3 bench/graphql-data.py seed "$CATALOG" "$ACCOUNTS" "$USERS" "$PRODUCTS" "$REVIEWS"
+BENCH_IDENTITY_TOKEN=$TOKEN python3 bench/graphql-data.py page "$CATALOG" "$ACCOUNTS" "$LIMIT" "$WORK" >"$WORK/page.out" \
+  || die "reading the REST page failed"
+read -r CATALOG_N ACCOUNTS_N <"$WORK/page.out"
 say "a REST client's page: $CATALOG_N catalog requests + $ACCOUNTS_N accounts requests"
 
 gql "$GATEWAY/graphql" "$WORK/brigade.json"
@@ -274,8 +282,8 @@ run() {
   local variant=$1 round=$2 pid=$PID duration=$DURATION target calls0="" calls1="" m0 m1 before after
   case $variant in
     graphql | graphql-nobatch) target=(-s bench/graphql.lua "$GATEWAY/graphql" -- "$WORK/query.json") ;;
-    rest-catalog) target=(-s bench/spread.lua "$CATALOG" -- "$WORK/catalog.paths") ;;
-    rest-accounts) target=(-s bench/spread.lua "$ACCOUNTS" -- "$WORK/accounts.paths") ;;
+    rest-catalog) target=("${IDENTITY[@]}" -s bench/spread.lua "$CATALOG" -- "$WORK/catalog.paths") ;;
+    rest-accounts) target=("${IDENTITY[@]}" -s bench/spread.lua "$ACCOUNTS" -- "$WORK/accounts.paths") ;;
     apollo) target=(-s bench/graphql.lua "$APOLLO/" -- "$WORK/query.json"); pid=$APOLLO_PID ;;
   esac
   [ "$round" = 0 ] && duration=$WARMUP

@@ -26,6 +26,17 @@
 # gRPC error carries no DATA). The tonic client `grpc-load`, which checks every status, is
 # the cross-check: BENCH_CLIENT=grpc-load.
 #
+# The catalog takes calls only with an internal identity token, as the gateway sends
+# (`brigade internal-token`): h2load and curl send one with every call, to every server
+# alike (the bare servers ignore it), so all get the same requests. bench's Rust tools
+# cannot send one (crates/bench has no option for it): bare-grpc, bare-rest, grpc-layers
+# and wire-size copy their data, and grpc-load makes its calls, from a second catalog on
+# the same data with identity.require_internal_token = false (lib.sh's open_catalog,
+# pinned like the others). So the rows grpc-load drives (the spread row; every row with
+# BENCH_CLIENT=grpc-load) measure Brigade without the token check, one HMAC-SHA256 per
+# call less (said under the table); grpc-layers' hosted-memory, which checks tokens made
+# with its own scratch key, gets a token from that key and has no grpc-load rows.
+#
 # Knobs (environment):
 #   BENCH_DURATION=10s     duration of each measured run
 #   BENCH_WARMUP=2s        unmeasured run per server and call before round 1
@@ -154,18 +165,34 @@ say "seeding a fresh data directory in $WORK/data"
 "${BRIGADE_ENV[@]}" "$BRIGADE" seed --data-dir "$WORK/data" >"$WORK/seed.out" 2>"$WORK/seed.err" \
   || { cat "$WORK/seed.err" >&2; die "brigade seed failed"; }
 
+# The token every call sends (see the header); TOKEN_OF a server that checks tokens made
+# with another key.
+TOKEN=$(internal_token "$BRIGADE" "$WORK/data")
+declare -A TOKEN_OF=()
+
 start brigade "${BRIGADE_ENV[@]}" "${PIN_SERVER[@]}" \
   "$BRIGADE" serve catalog --data-dir "$WORK/data" --port 0
 BRIGADE_URL=${URL[brigade]}
-start bare "${PIN_SERVER[@]}" "$BARE" --from "$BRIGADE_URL" --port 0
+# `open`: the same catalog without the token check, for the Rust tools (see the header).
+open_catalog "$BRIGADE" "$WORK/data" "$WORK/open" "${PIN_SERVER[@]}"
+PID[open]=$OPEN_PID
+URL[open]=$OPEN_URL
+start bare "${PIN_SERVER[@]}" "$BARE" --from "${URL[open]}" --port 0
 if [ "$REST" = 1 ]; then
-  start bare-rest "${PIN_SERVER[@]}" "$BARE_REST" --from "$BRIGADE_URL" --port 0
+  start bare-rest "${PIN_SERVER[@]}" "$BARE_REST" --from "${URL[open]}" --port 0
 fi
 if [ "$LAYERS" = 1 ]; then
   start plain-memory "${PIN_SERVER[@]}" \
-    "$LAYERS_BIN" serve --variant plain-memory --from "$BRIGADE_URL"
+    "$LAYERS_BIN" serve --variant plain-memory --from "${URL[open]}"
   start hosted-memory env BENCH_LOG_FILTER="$LOG_FILTER" "${PIN_SERVER[@]}" \
-    "$LAYERS_BIN" serve --variant hosted-memory --from "$BRIGADE_URL"
+    "$LAYERS_BIN" serve --variant hosted-memory --from "${URL[open]}"
+  # It checks tokens as Brigade does, with the key of its scratch data directory (where
+  # its open catalog.db is).
+  scratch=$(for fd in /proc/"${PID[hosted-memory]}"/fd/*; do readlink "$fd"; done 2>/dev/null \
+    | sed -n 's|/catalog\.db$||p' | head -n1)
+  [ -n "$scratch" ] && [ -f "$scratch/internal.key" ] \
+    || die "found no scratch data directory with an internal.key for hosted-memory"
+  TOKEN_OF[hosted-memory]=$(internal_token "$BRIGADE" "$scratch")
 fi
 
 # Each call: its name in the table, its gRPC path and its request message (protobuf, hex):
@@ -188,14 +215,18 @@ is_rest() { [[ $1 == rest-* ]]; }
 # Whether CALL is driven by h2load (with BENCH_CLIENT=h2load): not the spread, whose
 # request body changes from call to call.
 by_h2load() { [ "$CLIENT" = h2load ] && [ "$1" != spread ]; }
-# Whether SERVER answers CALL: Brigade all; bare-rest REST only; the others gRPC only.
+# Whether SERVER answers CALL: Brigade all; bare-rest REST only; the others gRPC only,
+# hosted-memory only with h2load (grpc-load cannot send it a token).
 serves() {
   case $1 in
     brigade) return 0 ;;
     bare-rest) is_rest "$2" ;;
+    hosted-memory) ! is_rest "$2" && by_h2load "$2" ;;
     *) ! is_rest "$2" ;;
   esac
 }
+# The arguments that send SERVER's token (IDENTITY, from lib.sh's identity_args).
+identity_for() { identity_args "${TOKEN_OF[$1]:-$TOKEN}"; }
 
 # A gRPC request body: the message behind its 5-byte frame header (uncompressed, length).
 command -v xxd >/dev/null 2>&1 || die "xxd is needed (to write the framed request bodies)"
@@ -204,11 +235,27 @@ frame() {
   printf '00%08x%s' $((${#hex} / 2)) "$hex" | xxd -r -p
 }
 
-# The comparison is only fair if all send the same messages.
+# grpc_call SERVER CALL OUT: one call of CALL (a fixed request) with curl over h2c, with
+# SERVER's token; the framed answer in OUT, its headers and trailers in OUT.head. Fails
+# unless grpc-status is 0.
+grpc_call() {
+  local server=$1 call=$2 out=$3
+  identity_for "$server"
+  curl -sS --http2-prior-knowledge -H 'content-type: application/grpc' -H 'te: trailers' \
+    "${IDENTITY[@]}" --data-binary @"$WORK/request-$call.bin" -D "$out.head" -o "$out" \
+    "${URL[$server]}${RPC[$call]}" || return 1
+  grep -qi '^grpc-status: *0' "$out.head"
+}
+
+# The comparison is only fair if all send the same messages. grpc-load sends no token, so
+# Brigade's reference answers come from `open` (the same binary and data); then the
+# servers that check tokens (brigade, hosted-memory) are called with theirs by curl and
+# must answer the same bytes.
 for call in "${CALLS[@]}"; do
   if is_rest "$call"; then
-    curl -sf -o "$WORK/rest.body" "$BRIGADE_URL${RPC[$call]}" || die "${NAME[$call]} on brigade failed"
-    curl -sf -o "$WORK/bare-rest.body" "${URL[bare-rest]}${RPC[$call]}" \
+    identity_for brigade
+    curl -sf "${IDENTITY[@]}" -o "$WORK/rest.body" "$BRIGADE_URL${RPC[$call]}" || die "${NAME[$call]} on brigade failed"
+    curl -sf "${IDENTITY[@]}" -o "$WORK/bare-rest.body" "${URL[bare-rest]}${RPC[$call]}" \
       || die "${NAME[$call]} on bare-rest failed"
     cmp -s "$WORK/rest.body" "$WORK/bare-rest.body" \
       || die "the bodies of ${NAME[$call]} differ between brigade and bare-rest"
@@ -216,16 +263,27 @@ for call in "${CALLS[@]}"; do
     say "${NAME[$call]}: identical ${DATA_PER_CALL[$call]}-byte JSON bodies from brigade and bare-rest"
     continue
   fi
-  if by_h2load "$call"; then frame "${REQUEST_HEX[$call]}" >"$WORK/request-$call.bin"; fi
-  "$LOAD" --url "$BRIGADE_URL" --call "$call" --once >"$WORK/brigade.msgs" \
-    || die "${NAME[$call]} on brigade failed"
+  if [ -n "${REQUEST_HEX[$call]:-}" ]; then frame "${REQUEST_HEX[$call]}" >"$WORK/request-$call.bin"; fi
+  "$LOAD" --url "${URL[open]}" --call "$call" --once >"$WORK/brigade.msgs" \
+    || die "${NAME[$call]} on brigade (open) failed"
   for server in "${SERVERS[@]}"; do
+    case $server in brigade | hosted-memory) continue ;; esac
     serves "$server" "$call" || continue
     "$LOAD" --url "${URL[$server]}" --call "$call" --once >"$WORK/other.msgs" \
       || die "${NAME[$call]} on $server failed"
     cmp -s "$WORK/brigade.msgs" "$WORK/other.msgs" \
       || die "the messages of ${NAME[$call]} differ between brigade and $server"
   done
+  if [ -n "${REQUEST_HEX[$call]:-}" ]; then
+    grpc_call open "$call" "$WORK/open.grpc" || die "${NAME[$call]} on brigade (open) failed (curl)"
+    for server in brigade hosted-memory; do
+      [ -n "${URL[$server]:-}" ] || continue
+      grpc_call "$server" "$call" "$WORK/token.grpc" \
+        || { cat "$WORK/token.grpc.head" >&2; die "${NAME[$call]} on $server with its token failed"; }
+      cmp -s "$WORK/open.grpc" "$WORK/token.grpc" \
+        || die "the answer of ${NAME[$call]} differs between $server (with its token) and brigade (open)"
+    done
+  fi
   if [ "$call" = spread ]; then
     say "${NAME[$call]}: identical answers from all gRPC servers on every whole page;" \
       "$(wc -l <"$WORK/brigade.msgs") messages in all"
@@ -249,14 +307,16 @@ machine_jiffies() {
   awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $9; exit }' /proc/stat
 }
 
-# Runs the client; prints "calls_per_s calls header_bytes_per_call mean_latency".
+# load CALL URL DURATION SERVER: runs the client; prints "calls_per_s calls
+# header_bytes_per_call mean_latency".
 load() {
-  local call=$1 url=$2 duration=$3 out=$WORK/client.out
+  local call=$1 url=$2 duration=$3 server=$4 out=$WORK/client.out
   if by_h2load "$call"; then
     local request=(-d "$WORK/request-$call.bin" -H 'content-type: application/grpc' -H 'te: trailers')
     if is_rest "$call"; then request=(); fi
+    identity_for "$server"
     "${PIN_CLIENT[@]}" h2load -t1 -c"$CONNECTIONS" -m"$STREAMS" -D "$duration" "${request[@]}" \
-      "$url${RPC[$call]}" >"$out" || { cat "$out" >&2; return 1; }
+      "${IDENTITY[@]}" "$url${RPC[$call]}" >"$out" || { cat "$out" >&2; return 1; }
     # requests: T total, S started, D done, K succeeded, F failed, E errored, O timeout
     local started done ok bad non2xx data headers
     read -r started done ok bad < <(awk '/^requests:/ {
@@ -298,13 +358,18 @@ load() {
 # run SERVER CALL ROUND (ROUND 0 = warm-up, not recorded)
 run() {
   local server=$1 call=$2 round=$3 url=${URL[$1]} pid=${PID[$1]} duration before after m0 m1
+  # grpc-load sends no token: its rows of Brigade measure `open` (see the header).
+  if [ "$server" = brigade ] && ! by_h2load "$call"; then
+    url=${URL[open]} pid=${PID[open]}
+    OPEN_MEASURED[${NAME[$call]}]=1
+  fi
   duration=$DURATION
   if [ "$round" = 0 ]; then duration=$WARMUP; fi
   m0=$(machine_jiffies)
   before=$(cpu_ticks "$pid")
   # bash's `time` gives the client's own CPU time, so the rest of the machine's load can
   # be told apart.
-  if ! { TIMEFORMAT='%3U %3S'; time load "$call" "$url" "$duration" >"$WORK/result"; } \
+  if ! { TIMEFORMAT='%3U %3S'; time load "$call" "$url" "$duration" "$server" >"$WORK/result"; } \
       2>"$WORK/client.time"; then
     if [ "$round" = 0 ]; then
       say "  warm-up of $server ${NAME[$call]} had failures (ignored: the measured runs are checked)"
@@ -333,6 +398,10 @@ run() {
     " mean $latency  $(if by_h2load "$call"; then echo h2load; else echo grpc-load; fi) CPU ${client_cpu}s  other load ${other}%  steal ${steal}%"
 }
 
+declare -A OPEN_MEASURED=()
+if [ -n "${URL[hosted-memory]:-}" ] && [ "$CLIENT" != h2load ]; then
+  say "hosted-memory is left out: grpc-load cannot send it a token"
+fi
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 say "warming up ($WARMUP per server and call)"
 for call in "${CALLS[@]}"; do
@@ -449,9 +518,12 @@ in % of one core; when it is high, the absolute numbers are not comparable acros
 only the side-by-side ratios are. hdr B/call: response header bytes per call as received
 (HPACK-compressed HEADERS and trailers; h2load only).
 NOTE
+if [ "${#OPEN_MEASURED[@]}" -gt 0 ]; then
+  echo "brigade rows driven by grpc-load ($(printf '%s\n' "${!OPEN_MEASURED[@]}" | sort | paste -sd, - | sed 's/,/, /g')): measured on a catalog with identity.require_internal_token = false (grpc-load cannot send the token), so without the token check every other row pays (one HMAC-SHA256 per call)."
+fi
 
 if [ "$WIRE" = 1 ]; then
   echo
   say "measuring JSON vs protobuf (wire-size) on the data of the running catalog"
-  "${PIN_CLIENT[@]}" "$WIRE_SIZE" --from "$BRIGADE_URL"
+  "${PIN_CLIENT[@]}" "$WIRE_SIZE" --from "${URL[open]}"
 fi

@@ -83,3 +83,52 @@ MEDIAN_AWK='
     return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
   }
 '
+
+# Whether brigade binary $1 has `internal-token`: a build from before the services took
+# calls only with an internal identity token has not, and needs none.
+has_internal_token() {
+  "$1" internal-token --help >/dev/null 2>&1
+}
+
+# internal_token BIN DATA_DIR [TTL]: prints an internal identity token for calling
+# catalog, accounts, orders or billing directly (header `x-brigade-identity`), as the
+# gateway does: `BIN internal-token` on DATA_DIR, the data directory the services use (the
+# signing key is DATA_DIR/internal.key, made if absent, so before or after they start).
+# Valid for TTL (2h: longer than any run). Prints nothing when BIN predates the command
+# (such a build takes calls without a token). Runs with BRIGADE_ENV (brigade_env), so it
+# reads the configuration the servers read.
+internal_token() {
+  local bin=$1 dir=$2 ttl=${3:-2h} out err
+  has_internal_token "$bin" || return 0
+  err=$(mktemp)
+  out=$(env ${BRIGADE_ENV[@]+"${BRIGADE_ENV[@]}"} "$bin" internal-token --data-dir "$dir" --ttl "$ttl" \
+    2>"$err") || { cat "$err" >&2; rm -f "$err"; die "brigade internal-token failed"; }
+  rm -f "$err"
+  [ -n "$out" ] || die "brigade internal-token printed no token"
+  tail -n 1 <<<"$out"
+}
+
+# identity_args TOKEN: fills IDENTITY with the arguments that send TOKEN to a service, the
+# same for curl, wrk and h2load (-H "x-brigade-identity: TOKEN"); empty for no token.
+identity_args() {
+  IDENTITY=()
+  if [ -n "${1:-}" ]; then IDENTITY=(-H "x-brigade-identity: $1"); fi
+}
+
+# open_catalog BIN DATA_DIR OUT_PREFIX [WRAPPER...]: starts a catalog on DATA_DIR, a free
+# port, that takes calls without an identity token (identity.require_internal_token =
+# false), for bench's Rust tools: bare-rest, bare-grpc, grpc-layers and wire-size copy
+# Brigade's answers with `--from URL`, and grpc-load calls Brigade, and none of them can
+# send a token (crates/bench has no option for it). Same binary, same data: the same
+# bytes as the catalog measured. WRAPPER (e.g. `taskset -c 0`, which execs) goes in front
+# of BIN. Sets OPEN_PID (the server's own pid) and OPEN_URL; the caller stops it. With a
+# BIN that predates the token, a plain catalog.
+open_catalog() {
+  local bin=$1 dir=$2 out=$3 open=()
+  shift 3
+  if has_internal_token "$bin"; then open=(BRIGADE_IDENTITY__REQUIRE_INTERNAL_TOKEN=false); fi
+  env ${open[@]+"${open[@]}"} ${BRIGADE_ENV[@]+"${BRIGADE_ENV[@]}"} "$@" "$bin" serve catalog \
+    --data-dir "$dir" --port 0 >"$out.out" 2>"$out.err" &
+  OPEN_PID=$!
+  OPEN_URL=$(wait_for_url "$out.out" "$OPEN_PID" "catalog without the token check")
+}

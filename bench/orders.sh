@@ -9,6 +9,10 @@
 #
 #   bench/orders.sh
 #
+# Orders and catalog take calls only with an internal identity token, as the gateway
+# sends: every request to them carries one (`brigade internal-token` on the round's data
+# directory).
+#
 # Knobs: BENCH_DURATION=10s, BENCH_ROUNDS=3, BENCH_CONNECTIONS=16, BENCH_SKIP_BUILD=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,8 +44,10 @@ trap 'stop; rm -rf "$WORK"' EXIT
 brigade_env ""
 
 # A fresh `brigade up` (demo users, and $PRODUCTS products of our own with ample stock);
-# sets PID, ORDERS, CATALOG and FIRST (the first of our products' ids).
+# sets PID, ORDERS, CATALOG, FIRST (the first of our products' ids) and IDENTITY (the
+# arguments that send the token).
 start() {
+  local token
   rm -rf "$WORK/data"
   "${BRIGADE_ENV[@]}" \
     BRIGADE_SERVICES__GATEWAY__PORT=0 BRIGADE_SERVICES__CATALOG__PORT=0 \
@@ -53,9 +59,11 @@ start() {
   grep -q '^Press Ctrl-C' "$WORK/up.out" || { cat "$WORK/up.err" >&2; die "brigade up did not start"; }
   ORDERS=$(awk '$1 == "orders" { print $2 }' "$WORK/up.out")
   CATALOG=$(awk '$1 == "catalog" { print $2 }' "$WORK/up.out")
+  token=$(internal_token "$BIN" "$WORK/data")
+  identity_args "$token"
   FIRST=""
   for i in $(seq 1 "$PRODUCTS"); do
-    id=$(curl -sf -X POST "$CATALOG/v1/products" -H "Idempotency-Key: bench-product-$i" \
+    id=$(curl -sf -X POST "$CATALOG/v1/products" "${IDENTITY[@]}" -H "Idempotency-Key: bench-product-$i" \
       -H 'Content-Type: application/json' \
       -d "{\"name\": \"Bench $i\", \"price\": 9.99, \"stock\": 1000000}" \
       | sed -n 's/^{"id":\([0-9]*\).*/\1/p')
@@ -73,7 +81,7 @@ metric() {
 # run NAME SCRIPT PATH ARGS...: one wrk run; appends "NAME round rps p50 p99" to results.
 run() {
   local name=$1 script=$2 url=$3; shift 3
-  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency -s "$script" "$url" -- "$@" \
+  wrk -t2 -c"$CONNECTIONS" -d"$DURATION" --latency "${IDENTITY[@]}" -s "$script" "$url" -- "$@" \
     >"$WORK/wrk.out" 2>&1 || die "wrk failed: $(cat "$WORK/wrk.out")"
   if grep -q 'Non-2xx' "$WORK/wrk.out"; then cat "$WORK/wrk.out" >&2; die "$name answered with errors"; fi
   local rps p50 p99

@@ -2,7 +2,10 @@
 # REST read benchmark (issue 3): Brigade's catalog, with its whole middleware stack, against
 # a bare axum handler (`bare-rest`) that serves the same bytes from memory. Both run side by
 # side in the same run; wrk drives them alternately (A B, then B A, ...) so that whatever
-# else the machine is doing hits both alike. Everything stays on 127.0.0.1.
+# else the machine is doing hits both alike. Everything stays on 127.0.0.1. The catalog
+# takes calls only with an internal identity token, as the gateway sends: every request
+# carries one (`brigade internal-token`), to bare-rest too (which ignores it), so both get
+# the same requests.
 #
 #   bench/rest.sh
 #
@@ -76,7 +79,7 @@ WORK=$(mktemp -d -t brigade-bench.XXXXXX)
 BRIGADE_PID=""
 BARE_PID=""
 cleanup() {
-  for pid in $BARE_PID $BRIGADE_PID; do
+  for pid in $BARE_PID $BRIGADE_PID ${OPEN_PID:-}; do
     if kill -0 "$pid" 2>/dev/null; then
       kill -TERM "$pid" 2>/dev/null || true
       wait "$pid" 2>/dev/null || true
@@ -93,16 +96,30 @@ say "seeding a fresh data directory in $WORK/data"
 "${BRIGADE_ENV[@]}" "$BRIGADE" seed --data-dir "$WORK/data" >"$WORK/seed.out" 2>"$WORK/seed.err" \
   || { cat "$WORK/seed.err" >&2; die "brigade seed failed"; }
 
+# The catalog takes calls only with an internal identity token (as the gateway sends):
+# every request to it carries one, and the same header goes to bare-rest, which ignores
+# it, so both get the same requests.
+TOKEN=$(internal_token "$BRIGADE" "$WORK/data")
+identity_args "$TOKEN"
+
 # `env` and `taskset` both exec, so $! is the server's own pid.
 "${BRIGADE_ENV[@]}" "${PIN_SERVER[@]}" "$BRIGADE" serve catalog --data-dir "$WORK/data" --port 0 \
   >"$WORK/brigade.out" 2>"$WORK/brigade.err" &
 BRIGADE_PID=$!
 BRIGADE_URL=$(wait_for_url "$WORK/brigade.out" "$BRIGADE_PID" brigade)
 
-"${PIN_SERVER[@]}" "$BARE" --from "$BRIGADE_URL" --port 0 --crawl --reviews-of "$REVIEWS_OF" \
+# bare-rest copies its bodies at start-up and sends no token: it copies them from a
+# catalog on the same data that takes calls without one (lib.sh's open_catalog), stopped
+# once it is done. The bodies are compared with the measured catalog's below.
+OPEN_PID=""
+open_catalog "$BRIGADE" "$WORK/data" "$WORK/open"
+"${PIN_SERVER[@]}" "$BARE" --from "$OPEN_URL" --port 0 --crawl --reviews-of "$REVIEWS_OF" \
   --write-paths "$WORK" >"$WORK/bare.out" 2>"$WORK/bare.err" &
 BARE_PID=$!
 BARE_URL=$(wait_for_url "$WORK/bare.out" "$BARE_PID" bare-rest)
+kill -TERM "$OPEN_PID"
+wait "$OPEN_PID" 2>/dev/null || true
+OPEN_PID=""
 
 # An endpoint is a path, or @NAME: requests spread round-robin over every path in
 # $WORK/NAME.paths (bench/spread.lua), which bare-rest wrote while copying them: every page
@@ -127,8 +144,8 @@ for endpoint in "${ENDPOINTS[@]}"; do
   esac
 done
 for path in "${CHECK[@]}"; do
-  curl -sf -o "$WORK/a.body" -D "$WORK/a.head" "$BRIGADE_URL$path" || die "GET $path on brigade failed"
-  curl -sf -o "$WORK/b.body" -D "$WORK/b.head" "$BARE_URL$path" || die "GET $path on bare-rest failed"
+  curl -sf "${IDENTITY[@]}" -o "$WORK/a.body" -D "$WORK/a.head" "$BRIGADE_URL$path" || die "GET $path on brigade failed"
+  curl -sf "${IDENTITY[@]}" -o "$WORK/b.body" -D "$WORK/b.head" "$BARE_URL$path" || die "GET $path on bare-rest failed"
   cmp -s "$WORK/a.body" "$WORK/b.body" || die "bodies of $path differ between the servers"
   ct_a=$(grep -i '^content-type:' "$WORK/a.head" | tr -d '\r')
   ct_b=$(grep -i '^content-type:' "$WORK/b.head" | tr -d '\r')
@@ -162,7 +179,7 @@ run() {
     @*) target=(-s bench/spread.lua "$url" -- "$WORK/${path#@}.paths") ;;
   esac
   if ! { TIMEFORMAT='%3U %3S'; time "${PIN_CLIENT[@]}" wrk -t1 -c"$CONNECTIONS" -d"$duration" \
-      --latency "${target[@]}" >"$WORK/wrk.out"; } 2>"$WORK/wrk.time"; then
+      --latency "${IDENTITY[@]}" "${target[@]}" >"$WORK/wrk.out"; } 2>"$WORK/wrk.time"; then
     cat "$WORK/wrk.out" "$WORK/wrk.time" >&2
     die "wrk failed against $server $path"
   fi

@@ -13,6 +13,11 @@
 #
 # Output: creates/s and p50/p99 latency per round and their medians. Every round starts on
 # a fresh data directory (a growing table would favour whichever ran first).
+#
+# The catalog takes calls only with an internal identity token, as the gateway sends:
+# every request carries one made for that round's data directory (`brigade
+# internal-token`). A baseline built before the token has no such command and needs
+# none: it gets no token header.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -66,15 +71,18 @@ trap 'stop; rm -rf "$WORK"' EXIT
 
 brigade_env ""
 
-# start SERVER: its catalog on a fresh data directory, at the shipped defaults; sets PID
-# and URL (not in a subshell, so that `stop` sees PID).
+# start SERVER: its catalog on a fresh data directory, at the shipped defaults; sets PID,
+# URL and IDENTITY (the arguments that send its token; none for a build without one), not
+# in a subshell, so that `stop` sees PID.
 start() {
-  local dir="$WORK/$1-data"
+  local dir="$WORK/$1-data" token
   rm -rf "$dir"
   "${BRIGADE_ENV[@]}" "${BIN[$1]}" serve catalog --data-dir "$dir" --port 0 \
     >"$WORK/server.out" 2>"$WORK/server.err" &
   PID=$!
   URL=$(wait_for_url "$WORK/server.out" "$PID" "$1")
+  token=$(internal_token "${BIN[$1]}" "$dir")
+  identity_args "$token"
 }
 
 : >"$WORK/results"
@@ -83,7 +91,7 @@ for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) = 0 ]; then order=($(printf '%s\n' "${SERVERS[@]}" | tac)); fi
   for server in "${order[@]}"; do
     start "$server"
-    wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/create.lua "$URL" -- "r$round-$server" \
+    wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${IDENTITY[@]}" -s bench/create.lua "$URL" -- "r$round-$server" \
       >"$WORK/wrk.out" 2>&1 || die "wrk failed: $(cat "$WORK/wrk.out")"
     stop
     if grep -q 'Non-2xx' "$WORK/wrk.out"; then cat "$WORK/wrk.out" >&2; die "$server answered with errors"; fi

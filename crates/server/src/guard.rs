@@ -77,10 +77,9 @@ struct Shared {
     cors: Option<CorsLayer>,
     /// `Some`: calls need an identity token this signer made (a service behind the
     /// gateway); `None`: the gateway itself, and the payments sandbox (an outside party).
-    verifier: Option<Arc<crate::identity::Signer>>,
-    /// Whether a call without a token is refused (`identity.require_internal_token`);
+    /// `required`: a call without a token is refused (`identity.require_internal_token`);
     /// when not, a token that is sent is still checked and names the client.
-    require_identity: bool,
+    identity: Option<crate::identity::Check>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,8 +92,7 @@ impl GuardLayer {
         service: &'static str,
         max_in_flight: usize,
         cors: Option<CorsLayer>,
-        verifier: Option<Arc<crate::identity::Signer>>,
-        require_identity: bool,
+        identity: Option<crate::identity::Check>,
     ) -> Self {
         // `quanta` calibrates its clock on first use: here, not in the first request.
         let _ = quanta::Instant::now();
@@ -103,8 +101,7 @@ impl GuardLayer {
                 service,
                 in_flight: Arc::new(Semaphore::new(max_in_flight)),
                 cors,
-                verifier,
-                require_identity,
+                identity,
             }),
         }
     }
@@ -153,15 +150,13 @@ where
         let started = quanta::Instant::now();
         let inbound = Inbound::of(req.headers());
         let route = req.extensions().get::<MatchedPath>().cloned();
-        let verdict = self.shared.verifier.as_ref().and_then(|signer| {
+        let verdict = self.shared.identity.as_ref().and_then(|check| {
             if needs_no_identity(req.uri().path()) {
                 return None;
             }
             match inbound.identity {
-                Some(token) => Some(signer.verify(token)),
-                None if self.shared.require_identity => {
-                    Some(Err(crate::identity::Refused::Missing))
-                }
+                Some(token) => Some(check.signer.verify(token)),
+                None if check.required => Some(Err(crate::identity::Refused::Missing)),
                 None => None,
             }
         });
@@ -705,7 +700,7 @@ mod tests {
     /// body and the header, and names no panic message on the wire.
     #[tokio::test]
     async fn a_panic_in_call_is_a_500_problem_with_the_correlation_id() {
-        let guard = GuardLayer::new("test", 8, None, None, false).layer(PanicsInCall);
+        let guard = GuardLayer::new("test", 8, None, None).layer(PanicsInCall);
         let req = Request::builder()
             .uri("/boom")
             .header("x-correlation-id", "panic-in-call-1")

@@ -41,6 +41,14 @@ impl ClientScope {
     pub const INTERNAL: &'static str = "internal";
 }
 
+/// What a service's guard does with identity tokens: check them with `signer`, and
+/// refuse a call without one when `required`.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub signer: Arc<Signer>,
+    pub required: bool,
+}
+
 /// Signs and checks tokens with the system's key.
 pub struct Signer {
     mac: Hmac<Sha256>,

@@ -158,8 +158,10 @@ impl Application {
                 grpc_health,
                 settings.max_in_flight,
                 &settings.services.get(service).cors_origins_of(service),
-                verifier.clone(),
-                settings.identity.require_internal_token,
+                verifier.clone().map(|signer| identity::Check {
+                    signer,
+                    required: settings.identity.require_internal_token,
+                }),
             ),
             db: db.clone(),
             grace: settings.shutdown_grace,

@@ -20,8 +20,7 @@ pub fn router(
     grpc_health: crate::grpc::GrpcRoutes,
     max_in_flight: usize,
     cors_origins: &[String],
-    verifier: Option<std::sync::Arc<crate::identity::Signer>>,
-    require_identity: bool,
+    identity: Option<crate::identity::Check>,
 ) -> Router {
     let name: &'static str = service.as_str();
     Router::new()
@@ -38,8 +37,7 @@ pub fn router(
             name,
             max_in_flight,
             cors(cors_origins),
-            verifier,
-            require_identity,
+            identity,
         ))
 }
 
