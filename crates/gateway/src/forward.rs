@@ -449,12 +449,7 @@ async fn send(
             };
             request.headers_mut().insert(name, value);
             let sent = client.request(request);
-            async move {
-                sent.await.map_err(|err| {
-                    tracing::debug!(%err, %service, "forwarding failed");
-                    Problem::unavailable(format!("{service} could not be reached"))
-                })
-            }
+            async move { sent.await.map_err(|err| forwarding_failed(&err, service)) }
         }),
     )
     .await;
@@ -471,6 +466,24 @@ async fn send(
             }
         },
     }
+}
+
+/// What a failed forward tells the client. A body that went past the cap or broke on
+/// the client's side is the client's problem (413, 400: not counted against the
+/// downstream's breaker); anything else is the downstream being out of reach.
+fn forwarding_failed(err: &(dyn std::error::Error + 'static), service: ServiceName) -> Problem {
+    let causes = || std::iter::successors(Some(err), |e| e.source());
+    if causes().any(|c| c.is::<http_body_util::LengthLimitError>()) {
+        return Problem::new(Kind::PayloadTooLarge).with_detail(format!(
+            "the body must be at most {} bytes",
+            server::extract::MAX_BODY_BYTES
+        ));
+    }
+    if causes().any(|c| c.is::<axum::Error>()) {
+        return Problem::invalid_request("the request body could not be read to its end");
+    }
+    tracing::debug!(%err, %service, "forwarding failed");
+    Problem::unavailable(format!("{service} could not be reached"))
 }
 
 /// Drops the headers that belong to one connection, not to the message (RFC 9110

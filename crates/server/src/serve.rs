@@ -25,6 +25,14 @@ use tower::ServiceExt;
 /// How long a TLS client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Open connections one port serves at once; past it, new ones wait in the kernel's
+/// accept queue until one closes (a client holding thousands open starves nobody else
+/// of file descriptors).
+const MAX_CONNECTIONS: usize = 10_000;
+
+/// The HTTP/2 client preface: a connection that starts with it speaks HTTP/2 (h2c).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 /// Serves `router` on `listener` until `stop`, then waits for open connections to end
 /// (the caller bounds that wait by the grace period).
 pub(crate) async fn run(
@@ -45,10 +53,22 @@ pub(crate) async fn run(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(http.max_header_bytes).unwrap_or(u32::MAX))
+        // A peer that stops answering pings is gone: its connection is closed.
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(10));
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let first_bytes = http.header_read_timeout;
     loop {
+        let slot = tokio::select! {
+            () = stop.cancelled() => break,
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
         let (tcp, peer) = tokio::select! {
             () = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -81,8 +101,17 @@ pub(crate) async fn run(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 None => {
+                    // The protocol is told from the first bytes, under the slow-header
+                    // deadline: a client that sends nothing, or half a preface, is cut
+                    // off instead of holding the connection forever.
+                    // (hyper then reads the same bytes to pick HTTP/1.1 or HTTP/2; from
+                    // there HTTP/1.1 has its header deadline, HTTP/2 its pings.)
+                    if sniff(&tcp, first_bytes).await.is_none() {
+                        return;
+                    }
                     let connection = builder
                         .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                         .into_owned();
@@ -111,6 +140,29 @@ pub(crate) async fn run(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Whether a connection speaks HTTP/2 (its first bytes are the preface) or HTTP/1.1
+/// (anything else); `None` if it closes, or sends too little, within `limit`.
+async fn sniff(tcp: &tokio::net::TcpStream, limit: Duration) -> Option<bool> {
+    let mut first = [0u8; 24];
+    let told = async {
+        loop {
+            let n = tcp.peek(&mut first).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if first[..n] != H2_PREFACE[..n] {
+                return Some(false);
+            }
+            if n == H2_PREFACE.len() {
+                return Some(true);
+            }
+            // Part of the preface so far: the rest normally follows in the same packet.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(limit, told).await.ok().flatten()
 }
 
 /// The TLS acceptor for `tls`'s PEM files (HTTP/2 and HTTP/1.1 offered by ALPN).

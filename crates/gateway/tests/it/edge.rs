@@ -269,6 +269,36 @@ async fn rest_is_forwarded_with_the_callers_scopes_and_services_refuse_the_side_
         .await
         .unwrap();
     assert_eq!(big.status(), 413);
+    // ...and one that streams past it without saying its length (chunked).
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let port: u16 = system
+            .gateway
+            .base
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let chunk = vec![b' '; 70 * 1024];
+        let head = format!(
+            "POST /v1/products HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Idempotency-Key: too-big-chunked\r\nContent-Type: application/json\r\n\
+             Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n",
+            system.key,
+            chunk.len()
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let _ = tcp.write_all(&chunk).await;
+        let _ = tcp.write_all(b"\r\n0\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    }
     // A path no service owns is the gateway's 404.
     let nothing = system
         .anonymous()

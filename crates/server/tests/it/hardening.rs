@@ -136,3 +136,39 @@ async fn a_port_with_tls_configured_speaks_tls() {
         .unwrap_err();
     assert!(err.to_string().contains("key.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn a_client_that_sends_nothing_or_half_a_preface_is_cut_off() {
+    let app = spawn_configured(ServiceName::Gateway, faces(), |s| {
+        s.http.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    for first in [&b""[..], &b"PRI * HT"[..]] {
+        let mut idle = tokio::net::TcpStream::connect(("127.0.0.1", port_of(&app.base)))
+            .await
+            .unwrap();
+        idle.write_all(first).await.unwrap();
+        let mut answer = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), idle.read_to_end(&mut answer)).await;
+        assert!(read.is_ok(), "{first:?}: still open after 5 s");
+    }
+    // A prompt client is served as before, over HTTP/1.1 and HTTP/2.
+    assert_eq!(
+        app.client
+            .get(app.url("/v1/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    assert_eq!(
+        h2.get(app.url("/v1/hello")).send().await.unwrap().status(),
+        200
+    );
+}
