@@ -1,5 +1,14 @@
-// Drives catalog's built-in gRPC-Web (tonic-web's GrpcWebLayer on the service's own port,
-// no proxy) with two real gRPC-Web clients, as a browser would use them:
+// Drives Brigade's gRPC-Web with two real gRPC-Web clients, as a browser would use them,
+// against one target (run.sh runs it against both):
+//
+// - the gateway, the one door a browser can use: it forwards ecommerce.v1.ProductService
+//   to catalog; calls carry an API key (`authorization: Bearer <key>`, from API_KEY);
+//   catalog's reads are public there, its writes need a key.
+// - catalog's own port (tonic-web's GrpcWebLayer, no proxy): it takes calls only from the
+//   gateway or with an internal identity token (`x-brigade-identity`, from
+//   `brigade internal-token`, in IDENTITY_TOKEN), reads and writes alike.
+//
+// The two clients:
 //
 // - Connect's gRPC-Web transport (@connectrpc/connect-web, over fetch) in the binary
 //   format, application/grpc-web+proto. It does not implement grpc-web-text.
@@ -9,11 +18,13 @@
 // Message and service types come from the proto files themselves: run.sh compiles them
 // with `buf build` into a descriptor set at test time; nothing is generated or committed.
 //
-// Catalog takes calls only from the gateway or with an internal identity token
-// (`x-brigade-identity`, from `brigade internal-token`): every call here carries the one
-// in IDENTITY_TOKEN, as metadata, except the one that checks a call without it is refused.
+// Every call carries the credentials given, as metadata (`authorization` when API_KEY is
+// set, `x-brigade-identity` when IDENTITY_TOKEN is), except those that check what a call
+// without them gets.
 //
-// Usage: CATALOG_URL=http://127.0.0.1:8081 DESCRIPTORS=/path/descriptors.binpb \
+// Usage: TARGET=gateway BASE_URL=http://127.0.0.1:8080 DESCRIPTORS=/path/descriptors.binpb \
+//        API_KEY=bgd_sk_… node --test test.mjs
+//        TARGET=catalog BASE_URL=http://127.0.0.1:8081 DESCRIPTORS=/path/descriptors.binpb \
 //        IDENTITY_TOKEN=v1.… node --test test.mjs           (run.sh does all of this)
 
 import assert from "node:assert/strict";
@@ -27,30 +38,40 @@ import { createGrpcWebTransport } from "@connectrpc/connect-web";
 import grpcWeb from "grpc-web";
 import XMLHttpRequest from "xhr2";
 
-const baseUrl = process.env.CATALOG_URL;
+const target = process.env.TARGET;
+const baseUrl = process.env.BASE_URL;
 const descriptors = process.env.DESCRIPTORS;
+const apiKey = process.env.API_KEY;
 const identityToken = process.env.IDENTITY_TOKEN;
-if (!baseUrl || !descriptors || !identityToken) {
+if (!["gateway", "catalog"].includes(target) || !baseUrl || !descriptors || !(apiKey || identityToken)) {
   throw new Error(
-    "set CATALOG_URL (catalog's base URL), DESCRIPTORS (a buf-built descriptor set) and " +
-      "IDENTITY_TOKEN (from `brigade internal-token`)",
+    "set TARGET (gateway or catalog), BASE_URL (its base URL), DESCRIPTORS (a buf-built " +
+      "descriptor set) and API_KEY (a secret key, for the gateway) or IDENTITY_TOKEN (from " +
+      "`brigade internal-token`, for catalog's own port)",
   );
 }
+const viaGateway = target === "gateway";
 const IDENTITY = "x-brigade-identity";
+const AUTHORIZATION = "authorization";
+/** The credentials every call carries, as metadata. */
+const credentials = {
+  ...(apiKey ? { [AUTHORIZATION]: `Bearer ${apiKey}` } : {}),
+  ...(identityToken ? { [IDENTITY]: identityToken } : {}),
+};
 
 const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, readFileSync(descriptors)));
 const ProductService = registry.getService("ecommerce.v1.ProductService");
 assert.ok(ProductService, "ecommerce.v1.ProductService is in the descriptor set");
 
 // Binary gRPC-Web through fetch. The default deadline makes every call carry
-// `grpc-timeout`, which Brigade enforces; the interceptor, the identity token.
-const withIdentity = (next) => (req) => {
-  req.header.set(IDENTITY, identityToken);
+// `grpc-timeout`, which Brigade enforces; the interceptor, the credentials.
+const withCredentials = (next) => (req) => {
+  for (const [name, value] of Object.entries(credentials)) req.header.set(name, value);
   return next(req);
 };
 const transport = (interceptors) =>
   createGrpcWebTransport({ baseUrl, useBinaryFormat: true, defaultTimeoutMs: 30_000, interceptors });
-const client = createClient(ProductService, transport([withIdentity]));
+const client = createClient(ProductService, transport([withCredentials]));
 
 const LIMIT = { timeout: 60_000 };
 
@@ -104,13 +125,41 @@ test("binary: ListProducts(page_size 0) streams every product", LIMIT, async () 
   }
 });
 
-test("binary: a call without the identity token is refused with Unauthenticated", LIMIT, async () => {
-  const anonymous = createClient(ProductService, transport([]));
-  await assert.rejects(anonymous.getProduct({ productId: 1 }), (err) => {
-    assert.ok(err instanceof ConnectError, `a ConnectError, got ${err}`);
-    assert.equal(err.code, Code.Unauthenticated, `code Unauthenticated, got ${Code[err.code]}: ${err.message}`);
-    return true;
+function assertUnauthenticated(err) {
+  assert.ok(err instanceof ConnectError, `a ConnectError, got ${err}`);
+  assert.equal(err.code, Code.Unauthenticated, `code Unauthenticated, got ${Code[err.code]}: ${err.message}`);
+  return true;
+}
+
+// The gateway serves catalog's reads to anyone (a key is optional) and needs a key for a
+// write; catalog's own port refuses every call without an internal token.
+if (viaGateway) {
+  test("binary: a read without an API key is public (GetProduct(1) answered)", LIMIT, async () => {
+    const anonymous = createClient(ProductService, transport([]));
+    const product = await anonymous.getProduct({ productId: 1 });
+    assert.equal(product.name, "Laptop");
   });
+} else {
+  test("binary: a read without the identity token is refused with Unauthenticated", LIMIT, async () => {
+    const anonymous = createClient(ProductService, transport([]));
+    await assert.rejects(anonymous.getProduct({ productId: 1 }), assertUnauthenticated);
+  });
+}
+
+test(`binary: a write without ${viaGateway ? "an API key" : "the identity token"} is refused with Unauthenticated`, LIMIT, async () => {
+  const anonymous = createClient(ProductService, transport([]));
+  await assert.rejects(
+    anonymous.createProduct(
+      { name: "gRPC-Web Anonymous Pen", price: 1.99, stock: 1 },
+      { headers: { "idempotency-key": `grpcweb-test-anonymous-${process.pid}-${Date.now()}` } },
+    ),
+    (err) => {
+      assertUnauthenticated(err);
+      // On the wire: trailers-only, grpc-status 16 (UNAUTHENTICATED) in the HTTP headers.
+      assert.equal(err.metadata.get("grpc-status"), "16");
+      return true;
+    },
+  );
 });
 
 test("binary: GetProduct(999999) fails with NotFound", LIMIT, async () => {
@@ -210,7 +259,7 @@ function textUnary(localName, request, metadata = {}) {
   return new Promise((resolve, reject) => {
     let headers = {};
     textClient
-      .rpcCall(url, request, { [IDENTITY]: identityToken, ...metadata }, descriptor, (err, response) =>
+      .rpcCall(url, request, { ...credentials, ...metadata }, descriptor, (err, response) =>
         err ? reject(err) : resolve({ response, headers }),
       )
       .on("metadata", (m) => (headers = m));
@@ -223,7 +272,7 @@ function textStream(localName, request) {
     const items = [];
     let status;
     textClient
-      .serverStreaming(url, request, { [IDENTITY]: identityToken }, descriptor)
+      .serverStreaming(url, request, { ...credentials }, descriptor)
       .on("data", (item) => items.push(item))
       .on("status", (s) => (status = s))
       .on("error", reject)
@@ -267,30 +316,37 @@ test(
   "CORS: a cross-origin browser's preflight is allowed",
   LIMIT,
   async () => {
+    // At the gateway a page sends its API key, so the preflight asks for `authorization`
+    // too. On catalog's own port it asks for neither credential header: catalog's CORS
+    // does not allow `x-brigade-identity` (a browser gets no internal token; its calls go
+    // through the gateway).
+    const requested = ["content-type", "grpc-timeout", "x-grpc-web", "x-user-agent", "x-correlation-id"];
+    if (viaGateway) requested.push(AUTHORIZATION);
     const response = await fetch(`${baseUrl}/ecommerce.v1.ProductService/GetProduct`, {
       method: "OPTIONS",
       headers: {
         origin: "http://localhost:3000",
         "access-control-request-method": "POST",
-        "access-control-request-headers": "content-type,grpc-timeout,x-grpc-web,x-user-agent,x-correlation-id",
+        "access-control-request-headers": requested.join(","),
       },
     });
     assert.ok(response.ok, `preflight status ${response.status}`);
     assert.ok(response.headers.get("access-control-allow-origin"), "Access-Control-Allow-Origin");
-    const allowed = (response.headers.get("access-control-allow-headers") ?? "").toLowerCase();
-    for (const h of ["content-type", "grpc-timeout", "x-grpc-web", "x-correlation-id"]) {
+    const allowed = (response.headers.get("access-control-allow-headers") ?? "")
+      .toLowerCase()
+      .split(",")
+      .map((h) => h.trim());
+    for (const h of requested) {
       assert.ok(allowed.includes(h), `preflight allows ${h}: ${allowed}`);
     }
     // The real call must let the page read the status and correlation headers. It carries
-    // the identity token so that it is answered, not refused; the preflight above does not
-    // ask for that header: catalog's CORS does not allow it (a browser gets no internal
-    // token; its calls go through the gateway).
+    // the credentials so that it is answered, not refused.
     const call = await fetch(`${baseUrl}/ecommerce.v1.ProductService/GetProduct`, {
       method: "POST",
       headers: {
         origin: "http://localhost:3000",
         "content-type": "application/grpc-web+proto",
-        [IDENTITY]: identityToken,
+        ...credentials,
       },
       body: new Uint8Array([0, 0, 0, 0, 2, 8, 1]),
     });

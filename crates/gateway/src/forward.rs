@@ -252,9 +252,14 @@ async fn pass(State(forward): State<Arc<Forward>>, request: Request) -> Response
         match upstream.write {
             Some(scope) => Some(scope),
             None => {
-                return Problem::new(Kind::MethodNotAllowed)
+                // Reads only (billing's): RFC 9110 §15.5.6 wants what is allowed.
+                let mut refused = Problem::new(Kind::MethodNotAllowed)
                     .with_detail("this resource does not accept that method")
                     .into_response();
+                refused
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                return refused;
             }
         }
     };

@@ -66,6 +66,7 @@ pub fn openapi() -> Value {
             conventions = rest.to_owned();
         }
     }
+    unique_operation_ids(&mut paths);
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -87,6 +88,36 @@ pub fn openapi() -> Value {
         },
         "tags": tags,
     })
+}
+
+/// Makes every operationId unique, as OpenAPI requires: the owners' documents reuse
+/// `get`, `list` and `create` per resource, so each becomes `<resource>.<id>` (the last
+/// literal segment of its path: `products.get`, `reviews.list`), with the method added
+/// where that is still taken.
+fn unique_operation_ids(paths: &mut Map<String, Value>) {
+    let mut taken = std::collections::HashSet::new();
+    for (path, item) in paths.iter_mut() {
+        let resource = path
+            .split('/')
+            .filter(|s| !s.is_empty() && !s.starts_with('{') && *s != "v1")
+            .next_back()
+            .unwrap_or("root")
+            .to_owned();
+        let Some(operations) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in operations.iter_mut() {
+            let Some(id) = operation.get("operationId").and_then(Value::as_str) else {
+                continue;
+            };
+            let mut unique = format!("{resource}.{id}");
+            if taken.contains(&unique) {
+                unique = format!("{resource}.{method}.{id}");
+            }
+            taken.insert(unique.clone());
+            operation["operationId"] = json!(unique);
+        }
+    }
 }
 
 /// `item` (one path's operations) with the edge's contract on each operation.
@@ -201,6 +232,19 @@ mod tests {
         assert_eq!(
             doc["paths"]["/v1/users/{id}"]["get"]["x-scope"],
             "accounts:read"
+        );
+        // OpenAPI wants operationIds unique.
+        let mut ids = std::collections::HashSet::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                if let Some(id) = operation["operationId"].as_str() {
+                    assert!(ids.insert(id.to_owned()), "{id} twice");
+                }
+            }
+        }
+        assert_eq!(
+            doc["paths"]["/v1/products/{id}/reviews"]["get"]["operationId"],
+            "reviews.list"
         );
         // A valid utoipa document, as Swagger UI is given it.
         serde_json::from_value::<utoipa::openapi::OpenApi>(doc).unwrap();

@@ -299,6 +299,16 @@ async fn rest_is_forwarded_with_the_callers_scopes_and_services_refuse_the_side_
         let text = String::from_utf8_lossy(&answer);
         assert!(text.starts_with("HTTP/1.1 413"), "{text}");
     }
+    // Billing's paths are reads only: another method is a 405 saying what is allowed.
+    let write = system
+        .gateway
+        .client
+        .delete(system.gateway.url("/v1/payments/ord_x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(write.status(), 405);
+    assert_eq!(write.headers()["allow"], "GET, HEAD");
     // A path no service owns is the gateway's 404.
     let nothing = system
         .anonymous()
