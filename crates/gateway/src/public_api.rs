@@ -99,8 +99,7 @@ fn unique_operation_ids(paths: &mut Map<String, Value>) {
     for (path, item) in paths.iter_mut() {
         let resource = path
             .split('/')
-            .filter(|s| !s.is_empty() && !s.starts_with('{') && *s != "v1")
-            .next_back()
+            .rfind(|s| !s.is_empty() && !s.starts_with('{') && *s != "v1")
             .unwrap_or("root")
             .to_owned();
         let Some(operations) = item.as_object_mut() else {
