@@ -10,6 +10,7 @@ use problem::Problem;
 use server::identity::Signer;
 
 use crate::admit::Admission;
+use crate::graphql::answers::Answers;
 use crate::keys::{Caller, Keys};
 
 #[derive(Debug, Clone)]
@@ -17,16 +18,30 @@ pub struct Edge {
     pub keys: Keys,
     /// Rates, concurrency and shedding (`crate::admit`).
     pub admission: Arc<Admission>,
+    /// GraphQL answers kept for a repeat, forgotten by every write (`graphql::answers`).
+    pub answers: Arc<Answers>,
     signer: Arc<Signer>,
 }
 
 impl Edge {
-    pub fn new(keys: Keys, signer: Arc<Signer>, admission: Arc<Admission>) -> Self {
+    pub fn new(
+        keys: Keys,
+        signer: Arc<Signer>,
+        admission: Arc<Admission>,
+        answers: Arc<Answers>,
+    ) -> Self {
         Self {
             keys,
             admission,
+            answers,
             signer,
         }
+    }
+
+    /// A write went through this door (done, or failed after it may have taken effect):
+    /// nothing kept from before it is served after it.
+    pub fn wrote(&self) {
+        self.answers.forget_all();
     }
 
     /// The caller's address, when the server recorded it.

@@ -274,6 +274,9 @@ async fn pass(State(forward): State<Arc<Forward>>, request: Request) -> Response
         Err(refusal) => return *refusal,
     };
     let response = send(&forward, upstream, &caller, request, Protocol::Http(read)).await;
+    if !read {
+        forward.edge.wrote();
+    }
     admitted.hold(response)
 }
 
@@ -354,6 +357,9 @@ async fn pass_grpc(
         Protocol::Grpc
     };
     let response = send(&forward, upstream, &caller, request, protocol).await;
+    if write {
+        forward.edge.wrote();
+    }
     admitted.hold(response)
 }
 

@@ -49,7 +49,16 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
             reason,
         })?;
     let admission = Arc::new(admission);
-    let edge = edge::Edge::new(keys.clone(), signer, Arc::clone(&admission));
+    let graphql = &settings.gateway.graphql;
+    let buckets = Arc::new(graphql::limits::Buckets::new(
+        graphql.bucket_size,
+        graphql.restore_rate,
+    ));
+    let answers = Arc::new(graphql::answers::Answers::new(
+        graphql,
+        Arc::clone(&buckets),
+    ));
+    let edge = edge::Edge::new(keys.clone(), signer, Arc::clone(&admission), answers);
     let gateway = app::Gateway::new(settings).map_err(|e| server::StartError::Bind {
         service: SERVICE,
         addr: settings.services.gateway.addr(),
@@ -57,12 +66,12 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     })?;
     let gateway = Arc::new(gateway);
     let feed = Arc::new(live::OrderFeed::default());
-    let graphql = &settings.gateway.graphql;
     let schema = graphql::schema(
         Arc::clone(&gateway),
         Arc::clone(&feed),
         graphql,
         settings.profile,
+        buckets,
     );
     let rest = forward::router(settings, edge.clone(), gateway.downstreams());
     // The whole public REST API's document and its docs page.

@@ -21,6 +21,7 @@ use problem::{FieldError, Kind, Problem};
 
 use crate::app::Gateway;
 use crate::edge::Edge;
+use crate::graphql::answers;
 use crate::graphql::limits::{Client, OverGet};
 use crate::graphql::{self, GatewaySchema};
 use crate::keys::Caller;
@@ -241,6 +242,46 @@ async fn run(
     }
 }
 
+/// An operation's answer: run, or kept from an earlier run (`graphql::answers`).
+enum Answered {
+    Ran(async_graphql::Response),
+    Kept(answers::Hit),
+}
+
+/// `request` answered for `client`: from the answers kept for it when one is, else run
+/// (and kept, when it is an answer to keep).
+async fn answer(
+    face: &Face,
+    request: async_graphql::Request,
+    caller: &Caller,
+    client: &Client,
+) -> Answered {
+    let answers = &face.edge.answers;
+    match answers.lookup(client, &request) {
+        answers::Lookup::Hit(hit) => Answered::Kept(hit),
+        answers::Lookup::Run => {
+            Answered::Ran(run(face, request.data(client.clone()), caller).await)
+        }
+        answers::Lookup::Miss(miss) => {
+            let response = run(face, request.data(client.clone()), caller).await;
+            answers.keep(miss, &response);
+            Answered::Ran(response)
+        }
+    }
+}
+
+/// A kept answer as `POST /graphql` sends one.
+fn kept_response(hit: &answers::Hit) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "application/graphql-response+json"),
+            (header::CACHE_CONTROL, hit.cache_control.as_str()),
+        ],
+        hit.body(),
+    )
+        .into_response()
+}
+
 /// `GET /graphql?query=…` or, with automatic persisted queries, `?extensions=` naming
 /// the query's hash alone: a read an HTTP cache can keep. The answer carries
 /// `Cache-Control` from the types it holds (products public for 5 s, a user private,
@@ -268,28 +309,50 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
                 .into_response();
         }
     };
-    let response = run(&face, asked.data(client).data(OverGet), &caller).await;
-    // GET only reads: a mutation is refused as HTTP 405 (GraphQL over HTTP), saying so.
-    let refused_method = response.errors.iter().any(|e| {
-        e.extensions
-            .as_ref()
-            .and_then(|x| x.get("status"))
-            .is_some_and(|s| *s == async_graphql::Value::from(405))
-    });
-    let cache = match response.cache_control.value() {
-        _ if !response.is_ok() => "no-store".to_owned(),
-        // An order (`no_cache`) is never kept, not even by the browser.
-        Some(value) if value.contains("no-cache") => "no-store, private".to_owned(),
-        Some(value) => value,
-        None => "no-cache".to_owned(),
-    };
-    let Ok(body) = serde_json::to_vec(&response) else {
-        return Problem::internal("the GraphQL response did not serialize").into_response();
-    };
-    // Of the data alone, and weak: the body around the data (its cost extension)
-    // differs from one answer to the next.
-    let Ok(data) = serde_json::to_vec(&response.data) else {
-        return Problem::internal("the GraphQL data did not serialize").into_response();
+    let (status, cache, body, data, ok) = match answer(&face, asked.data(OverGet), &caller, &client)
+        .await
+    {
+        Answered::Kept(hit) => {
+            let body = hit.body();
+            (
+                StatusCode::OK,
+                hit.cache_control,
+                body,
+                hit.data.to_vec(),
+                true,
+            )
+        }
+        Answered::Ran(response) => {
+            // GET only reads: a mutation is refused as HTTP 405 (GraphQL over HTTP),
+            // saying so.
+            let refused_method = response.errors.iter().any(|e| {
+                e.extensions
+                    .as_ref()
+                    .and_then(|x| x.get("status"))
+                    .is_some_and(|s| *s == async_graphql::Value::from(405))
+            });
+            let cache = match response.cache_control.value() {
+                _ if !response.is_ok() => "no-store".to_owned(),
+                // An order (`no_cache`) is never kept, not even by the browser.
+                Some(value) if value.contains("no-cache") => "no-store, private".to_owned(),
+                Some(value) => value,
+                None => "no-cache".to_owned(),
+            };
+            let Ok(body) = serde_json::to_vec(&response) else {
+                return Problem::internal("the GraphQL response did not serialize").into_response();
+            };
+            // The ETag is of the data alone, and weak: the body around the data (its
+            // cost extension) differs from one answer to the next.
+            let Ok(data) = serde_json::to_vec(&response.data) else {
+                return Problem::internal("the GraphQL data did not serialize").into_response();
+            };
+            let status = if refused_method {
+                StatusCode::METHOD_NOT_ALLOWED
+            } else {
+                StatusCode::OK
+            };
+            (status, cache, body, data, response.is_ok())
+        }
     };
     let digest = sha2::Sha256::digest(&data);
     let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
@@ -304,14 +367,9 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
             })
         })
     });
-    if unchanged && response.is_ok() {
+    if unchanged && ok {
         return admitted.hold((StatusCode::NOT_MODIFIED, headers).into_response());
     }
-    let status = if refused_method {
-        StatusCode::METHOD_NOT_ALLOWED
-    } else {
-        StatusCode::OK
-    };
     admitted.hold(
         (
             status,
@@ -354,7 +412,12 @@ async fn execute(State(face): State<Face>, request: Request) -> Response {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
-    admitted.hold(execute_batch(&face, batch, &caller, &client).await)
+    let wrote = writes(&batch);
+    let response = execute_batch(&face, batch, &caller, &client).await;
+    if wrote {
+        face.edge.wrote();
+    }
+    admitted.hold(response)
 }
 
 /// Whether a request may write, for shedding (reads go first): any operation whose text
@@ -372,7 +435,10 @@ async fn execute_batch(
 ) -> Response {
     let run = |request: async_graphql::Request| run(face, request.data(client.clone()), caller);
     match batch {
-        BatchRequest::Single(request) => GraphQLResponse::from(run(request).await).into_response(),
+        BatchRequest::Single(request) => match answer(face, request, caller, client).await {
+            Answered::Ran(response) => GraphQLResponse::from(response).into_response(),
+            Answered::Kept(hit) => kept_response(&hit),
+        },
         BatchRequest::Batch(requests) if requests.len() > face.max_batch => {
             Problem::validation(vec![FieldError::new(
                 "body",

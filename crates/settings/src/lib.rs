@@ -231,6 +231,12 @@ pub struct GraphqlSettings {
     /// share one backend call per level. `false` makes every id its own call — the N+1
     /// batching exists to avoid — and is there only to measure the difference.
     pub batch_loads: bool,
+    /// Answers the gateway keeps for a repeat of the same query by the same client, for
+    /// as long as the answer's `Cache-Control` allows (`gateway::graphql::answers`); `0`
+    /// keeps none.
+    pub answer_cache_entries: u32,
+    /// The largest answer kept, in bytes of its `data`.
+    pub answer_cache_entry_bytes: u32,
 }
 
 impl Default for GraphqlSettings {
@@ -247,6 +253,8 @@ impl Default for GraphqlSettings {
             introspection: None,
             graphiql: None,
             batch_loads: true,
+            answer_cache_entries: 512,
+            answer_cache_entry_bytes: 128 * 1024,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! says `postgres://`. Migrations (one directory per backend) run at start-up.
 #![forbid(unsafe_code)]
 
+pub mod cache;
 mod readers;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -493,7 +493,7 @@ impl CatalogStore {
 
     /// One product, from the read cache when it holds it.
     pub async fn product(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {
-        let ticket = match self.cache.get(id) {
+        let ticket = match self.cache.get(&id) {
             Ok(product) => return Ok(Some(product)),
             Err(ticket) => ticket,
         };
@@ -506,7 +506,7 @@ impl CatalogStore {
         }
         .map(Arc::new);
         if let Some(product) = &found {
-            self.cache.fill(ticket, Arc::clone(product));
+            self.cache.fill(ticket, product.id, Arc::clone(product));
         }
         Ok(found)
     }
@@ -514,7 +514,7 @@ impl CatalogStore {
     /// One product, from the database whatever the cache holds (for decisions that must
     /// see the latest version, such as PATCH's If-Match); refreshes the cache with it.
     pub async fn product_fresh(&self, id: ProductId) -> Result<Option<Arc<Product>>, StoreError> {
-        self.cache.invalidate(id);
+        self.cache.invalidate(&id);
         self.product(id).await
     }
 
@@ -522,7 +522,7 @@ impl CatalogStore {
     /// and rings the outbox relay.
     fn written(&self, ids: impl IntoIterator<Item = ProductId>) {
         for id in ids {
-            self.cache.invalidate(id);
+            self.cache.invalidate(&id);
         }
         self.outbox.notify();
     }

@@ -135,12 +135,14 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// `buckets`: the clients' cost buckets (shared with `answers`, which charges them too).
     pub fn new(
         settings: GraphqlSettings,
         list_sizes: HashMap<(&'static str, &'static str), u64>,
+        buckets: Arc<Buckets>,
     ) -> Self {
         Self {
-            buckets: Arc::new(Buckets::new(settings.bucket_size, settings.restore_rate)),
+            buckets,
             settings,
             list_sizes: Arc::new(list_sizes),
         }
@@ -416,34 +418,44 @@ impl Extension for OneOperation {
             ),
             None => (None, throttle),
         };
-        let mut cost = async_graphql::indexmap::IndexMap::new();
-        cost.insert(
-            async_graphql::Name::new("requestedQueryCost"),
-            Value::from(requested),
+        response.extensions.insert(
+            "cost".to_owned(),
+            cost_extension(requested, actual, throttle),
         );
-        cost.insert(
-            async_graphql::Name::new("actualQueryCost"),
-            actual.map_or(Value::Null, Value::from),
-        );
-        if let Some(t) = throttle {
-            let mut status = async_graphql::indexmap::IndexMap::new();
-            status.insert(
-                async_graphql::Name::new("maximumAvailable"),
-                Value::from(t.maximum),
-            );
-            status.insert(
-                async_graphql::Name::new("currentlyAvailable"),
-                Value::from(t.available.floor()),
-            );
-            status.insert(async_graphql::Name::new("restoreRate"), Value::from(t.rate));
-            cost.insert(
-                async_graphql::Name::new("throttleStatus"),
-                Value::Object(status),
-            );
-        }
-        response
-            .extensions
-            .insert("cost".to_owned(), Value::Object(cost));
         response
     }
+}
+
+/// What `extensions.cost` says: the requested and actual cost, and the client's bucket.
+pub fn cost_extension(
+    requested: u64,
+    actual: Option<u64>,
+    throttle: Option<ThrottleStatus>,
+) -> Value {
+    let mut cost = async_graphql::indexmap::IndexMap::new();
+    cost.insert(
+        async_graphql::Name::new("requestedQueryCost"),
+        Value::from(requested),
+    );
+    cost.insert(
+        async_graphql::Name::new("actualQueryCost"),
+        actual.map_or(Value::Null, Value::from),
+    );
+    if let Some(t) = throttle {
+        let mut status = async_graphql::indexmap::IndexMap::new();
+        status.insert(
+            async_graphql::Name::new("maximumAvailable"),
+            Value::from(t.maximum),
+        );
+        status.insert(
+            async_graphql::Name::new("currentlyAvailable"),
+            Value::from(t.available.floor()),
+        );
+        status.insert(async_graphql::Name::new("restoreRate"), Value::from(t.rate));
+        cost.insert(
+            async_graphql::Name::new("throttleStatus"),
+            Value::Object(status),
+        );
+    }
+    Value::Object(cost)
 }

@@ -27,6 +27,7 @@ use problem::Problem;
 use crate::app::{self, Gateway};
 use crate::keys::{Caller, Scope};
 
+pub mod answers;
 pub mod cost;
 pub mod limits;
 pub mod persisted;
@@ -47,13 +48,14 @@ pub const MAX_LOAD_BATCH: usize = 200;
 /// Reviews of each product a page shows (`Product.reviews`).
 pub const REVIEWS_PER_PRODUCT: u32 = 20;
 
-/// The schema, with the gateway's use cases and its live order feed as its data, `settings`' limits and cost
-/// bucket, and introspection as `settings` and `profile` say.
+/// The schema, with the gateway's use cases and its live order feed as its data, `settings`' limits, the
+/// clients' cost `buckets`, and introspection as `settings` and `profile` say.
 pub fn schema(
     gateway: Arc<Gateway>,
     feed: Arc<crate::live::OrderFeed>,
     settings: &settings::GraphqlSettings,
     profile: settings::Profile,
+    buckets: Arc<limits::Buckets>,
 ) -> GatewaySchema {
     let list_sizes = HashMap::from([(("Product", "reviews"), u64::from(REVIEWS_PER_PRODUCT))]);
     let builder = Schema::build(Query, Mutation, Subscription)
@@ -65,7 +67,7 @@ pub fn schema(
         // cost measure saw as resolved (see server::graphql::Conform). `Limits` bounds
         // fragment expansion itself.
         .extension(server::graphql::Conform::unbounded())
-        .extension(limits::Limits::new(settings.clone(), list_sizes))
+        .extension(limits::Limits::new(settings.clone(), list_sizes, buckets))
         // Automatic persisted queries (see `persisted`).
         .extension(persisted::PersistedQueries::new(PERSISTED_BYTES));
     if settings.introspection(profile) {

@@ -1,10 +1,11 @@
 //! Reads an HTTP cache can keep: automatic persisted queries over GET, with
-//! `Cache-Control` from the types involved and an `ETag` honoured by `If-None-Match`.
+//! `Cache-Control` from the types involved and an `ETag` honoured by `If-None-Match`; and
+//! the answers the gateway itself keeps for a client's repeated query.
 
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use crate::helpers::System;
+use crate::helpers::{System, bearer, calls, make_key};
 
 fn hash(query: &str) -> String {
     sha2::Sha256::digest(query.as_bytes())
@@ -111,5 +112,143 @@ async fn a_persisted_query_is_read_over_get_with_cache_headers_and_etags() {
             .iter()
             .any(|p| p["name"] == "Sneaky"),
         "{page:#}"
+    );
+}
+
+/// POSTs `query` with `client`; the body.
+async fn post(system: &System, client: &reqwest::Client, query: &str) -> Value {
+    let response = client
+        .post(system.gateway.url("/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The gateway's own answers: a client's repeated query is answered without a backend
+/// call, with the same data and charged to its bucket as running it was; a write through
+/// the gateway (a mutation, a REST write) forgets every kept answer, so the next read
+/// sees it; and another client never gets what one client's key was allowed to see. A
+/// current-thread runtime: the test's own recorder sees only its own calls.
+#[tokio::test]
+async fn a_repeated_query_is_answered_from_the_gateway_until_a_write_and_only_for_its_client() {
+    let recorder = telemetry::metrics::isolated_recorder();
+    let metrics = recorder.handle();
+    let _own = metrics::set_default_local_recorder(&recorder);
+    // A bucket refilled slowly, so what each answer is charged shows in it.
+    let system = System::start_with(4, 8, |s| s.gateway.graphql.restore_rate = 1).await;
+    let query = "{ products(limit: 10) { name reviews { rating user { name } } } }";
+    let first = system.graphql(query).await;
+    let backend = |rendered: &str| calls(rendered, "catalog") + calls(rendered, "accounts");
+
+    let before = metrics.render();
+    let response = system
+        .gateway
+        .client
+        .post(system.gateway.url("/graphql"))
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["cache-control"], "max-age=5, private");
+    let second: Value = response.json().await.unwrap();
+    assert_eq!(backend(&metrics.render()) - backend(&before), 0.0);
+    assert!(second.get("errors").is_none(), "{second:#}");
+    assert_eq!(second["data"], first["data"]);
+    let (was, now) = (&first["extensions"]["cost"], &second["extensions"]["cost"]);
+    assert_eq!(now["requestedQueryCost"], was["requestedQueryCost"]);
+    assert_eq!(now["actualQueryCost"], was["actualQueryCost"]);
+    let actual = was["actualQueryCost"].as_f64().unwrap();
+    let available = |cost: &Value| {
+        cost["throttleStatus"]["currentlyAvailable"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(actual > 1.0, "{was:#}");
+    assert!(
+        available(now) <= available(was) - actual + 1.0,
+        "charged again: {was:#} then {now:#}"
+    );
+
+    // A mutation through the gateway: the next read runs, and sees it.
+    let made = system
+        .graphql(r#"mutation { createProduct(name: "Kept-1", price: 2.0, stock: 1, idempotencyKey: "kept-1") { id } }"#)
+        .await;
+    assert!(made.get("errors").is_none(), "{made:#}");
+    let before = metrics.render();
+    let page = system.graphql("{ products(limit: 10) { name } }").await;
+    assert!(backend(&metrics.render()) > backend(&before));
+    let names = |page: &Value| -> Vec<String> {
+        page["data"]["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(names(&page).contains(&"Kept-1".to_owned()), "{page:#}");
+
+    // Kept again, then a REST write through the gateway: forgotten as well.
+    let kept = system.graphql("{ products(limit: 10) { name } }").await;
+    assert_eq!(kept["data"], page["data"]);
+    let created = system
+        .gateway
+        .client
+        .post(system.gateway.url("/v1/products"))
+        .header("idempotency-key", "kept-2")
+        .json(&json!({"name": "Kept-2", "price": 3.0, "stock": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let page = system.graphql("{ products(limit: 10) { name } }").await;
+    assert!(names(&page).contains(&"Kept-2".to_owned()), "{page:#}");
+
+    // Only for its client: the full key's answer holds an email; a key without
+    // `accounts:read` asking the same gets the refusal it always gets, not that answer.
+    let email = r#"{ user(id: "1") { name email } }"#;
+    let full = system.graphql(email).await;
+    assert!(full["data"]["user"]["email"].is_string(), "{full:#}");
+    let narrow = make_key(&system.settings, "narrow", Some("catalog:write")).await;
+    let narrow = bearer(&narrow);
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    let refused = loop {
+        // (The gateway picks up a new key within its reload interval.)
+        let answer = narrow
+            .post(system.gateway.url("/graphql"))
+            .json(&json!({ "query": email }))
+            .send()
+            .await
+            .unwrap();
+        if answer.status() != 401 {
+            break answer.json::<Value>().await.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway did not load the new key within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "PERMISSION_DENIED",
+        "{refused:#}"
+    );
+    assert!(
+        !refused
+            .to_string()
+            .contains(full["data"]["user"]["email"].as_str().unwrap())
+    );
+    // Nor does an anonymous client get the first key's kept page.
+    let before = metrics.render();
+    let anonymous = post(&system, &system.anonymous(), query).await;
+    assert!(
+        backend(&metrics.render()) > backend(&before),
+        "ran for its own client"
+    );
+    assert!(
+        names(&anonymous).contains(&"Kept-2".to_owned()),
+        "{anonymous:#}"
     );
 }

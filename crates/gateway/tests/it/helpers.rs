@@ -221,3 +221,12 @@ pub async fn key_id(store: &gateway::keys::KeyStore, name: &str) -> String {
         .unwrap()
         .id
 }
+
+/// The sum of the gateway's outbound calls to `downstream`, from its metrics.
+pub fn calls(rendered: &str, downstream: &str) -> f64 {
+    telemetry::metrics::series_value(
+        rendered,
+        "brigade_downstream_calls_total",
+        &[("service", "gateway"), ("downstream", downstream)],
+    )
+}
