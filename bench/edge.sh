@@ -12,7 +12,10 @@
 #                        with the key (scope catalog:write).
 #
 # One `brigade up --no-seed` (release build, a fresh data directory, free ports) serves
-# both paths, and gateway and catalog run in that ONE process: its CPU per request
+# both paths, and gateway and catalog run in that ONE process — so, at the shipped
+# default (gateway.forward_in_process), the gateway hands each request to catalog's
+# router in process rather than over a loopback socket (BENCH_IN_PROCESS=0 measures the
+# socket, as between two processes). The process's CPU per request
 # (utime+stime of every thread, /proc/<pid>/stat, before and after each wrk run) is
 # catalog's cost when called directly, and gateway's + catalog's through the gateway. The
 # hop = through − direct, and the ratio hop ÷ direct. Goal: ≤ 1.0 (the proxy at most
@@ -45,6 +48,8 @@
 #   BENCH_SERVER_CPU=0
 #   BENCH_CLIENT_CPU=1
 #   BENCH_SKIP_BUILD=0     1 = measure the release binary already in the target directory
+#   BENCH_IN_PROCESS=1     0 = gateway.forward_in_process = false: every forward over a
+#                          loopback socket, as when catalog runs in another process
 #   BENCH_LOG_FILTER=      Brigade's log filter. Unset (the default): Brigade's own shipped
 #                          default (`info,sqlx=warn`), what users run. Set it (e.g. `warn`)
 #                          only to report a second figure beside the default one.
@@ -114,7 +119,10 @@ trap 'exit 130' INT TERM
 brigade_env "$LOG_FILTER"
 
 # The only settings changed from the shipped defaults (see the header).
-LIMITS_ENV=(BRIGADE_GATEWAY__LIMITS__PER_KEY__PER_SECOND=1000000000
+IN_PROCESS=${BENCH_IN_PROCESS:-1}
+if [ "$IN_PROCESS" = 1 ]; then FORWARD=in-process; else FORWARD="over a loopback socket"; fi
+LIMITS_ENV=(BRIGADE_GATEWAY__FORWARD_IN_PROCESS=$([ "$IN_PROCESS" = 1 ] && echo true || echo false)
+  BRIGADE_GATEWAY__LIMITS__PER_KEY__PER_SECOND=1000000000
   BRIGADE_GATEWAY__LIMITS__PER_KEY__BURST=1000000000
   BRIGADE_GATEWAY__LIMITS__ANONYMOUS__PER_SECOND=1000000000
   BRIGADE_GATEWAY__LIMITS__ANONYMOUS__BURST=1000000000
@@ -335,7 +343,7 @@ if ! git -C "$ROOT" diff --quiet HEAD -- crates Cargo.toml Cargo.lock proto ':!c
   REVISION="$REVISION + uncommitted changes"
 fi
 echo
-echo "The edge's hop: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, medians; $pinning; one brigade up --no-seed (gateway and catalog in one process), shipped defaults but the gateway's limits raised; brigade log filter: $LOG_FILTER_SHOWN; Brigade at $REVISION"
+echo "The edge's hop: wrk -t1 -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, medians; $pinning; one brigade up --no-seed (gateway and catalog in one process; forwarded $FORWARD), shipped defaults but the gateway's limits raised; brigade log filter: $LOG_FILTER_SHOWN; Brigade at $REVISION"
 echo "$(date -u '+%Y-%m-%d %H:%M UTC'); $(nproc) CPUs ($(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)); $(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) RAM; $(uname -sr); load average $LOAD_START at start, $LOAD_END at end"
 echo
 awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" -v idle="$IDLE" \

@@ -48,6 +48,9 @@ struct Upstream {
     service: ServiceName,
     /// `http://host:port`, no trailing slash.
     base: String,
+    /// Its address, when a request may go to it in process (`server::local`) if this
+    /// process serves it.
+    local: Option<std::net::SocketAddr>,
     downstream: Downstream,
     read: Option<Scope>,
     write: Option<Scope>,
@@ -143,6 +146,10 @@ pub fn router(settings: &Settings, edge: Edge, downstreams: [Downstream; 3]) -> 
         Upstream {
             service,
             base: settings.service_url(service),
+            local: settings
+                .gateway
+                .forward_in_process
+                .then(|| settings.services.get(service).addr()),
             downstream,
             read,
             write,
@@ -432,6 +439,24 @@ async fn send(
         Protocol::Grpc => &forward.h2,
         Protocol::Http(_) | Protocol::GrpcWeb => &forward.client,
     };
+    // REST to an owner this process serves: its router, in process (gRPC and gRPC-Web
+    // keep the socket, where HTTP/2 framing and trailers are hyper's to get right).
+    let local = match protocol {
+        Protocol::Http(_) => upstream.local.and_then(server::local::find),
+        Protocol::Grpc | Protocol::GrpcWeb => None,
+    };
+    let transport = if local.is_some() {
+        "in_process"
+    } else {
+        "socket"
+    };
+    metrics::counter!(
+        "brigade_forwarded_total",
+        "service" => "gateway",
+        "downstream" => service.as_str(),
+        "transport" => transport
+    )
+    .increment(1);
     let answer = Edge::acting_for(
         caller,
         upstream.downstream.call(retryable, |attempt| {
@@ -459,8 +484,23 @@ async fn send(
                 ),
             };
             request.headers_mut().insert(name, value);
-            let sent = client.request(request);
-            async move { sent.await.map_err(|err| forwarding_failed(&err, service)) }
+            match &local {
+                Some(router) => {
+                    let answered = tower::ServiceExt::oneshot(router.clone(), request);
+                    futures::future::Either::Left(async move {
+                        let Ok(response) = answered.await;
+                        Ok(response)
+                    })
+                }
+                None => {
+                    let sent = client.request(request);
+                    futures::future::Either::Right(async move {
+                        sent.await
+                            .map(|response| response.map(Body::new))
+                            .map_err(|err| forwarding_failed(&err, service))
+                    })
+                }
+            }
         }),
     )
     .await;
@@ -468,7 +508,7 @@ async fn send(
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            Response::from_parts(parts, Body::new(body))
+            Response::from_parts(parts, body)
         }
         Err(problem) => match protocol {
             Protocol::Http(_) => problem.into_response(),

@@ -60,7 +60,16 @@ pub async fn body_bytes(req: Request) -> Result<Bytes, Problem> {
         .await
     {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        // Its own cap, or one the body carried in already (a gateway forwarding in
+        // process caps what it streams through).
+        Err(err)
+            if std::iter::successors(Some(&*err as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .any(|e| e.is::<LengthLimitError>()) =>
+        {
+            Err(too_large())
+        }
         Err(err) => Err(Problem::invalid_request(format!(
             "the body could not be read: {err}"
         ))),

@@ -10,6 +10,7 @@ pub mod grpc;
 mod guard;
 mod health;
 pub mod identity;
+pub mod local;
 pub mod rest;
 mod serve;
 mod service;
@@ -244,6 +245,15 @@ impl Application {
             trigger.cancel();
         });
 
+        // Reachable in process while the port serves (`local`); forgotten once shutdown
+        // begins, as the port stops accepting — or when this future is dropped.
+        let registered = local::register(self.local_addr, self.router.clone());
+        let forget = stop.child_token();
+        let _forget_when_dropped = forget.clone().drop_guard();
+        tokio::spawn(async move {
+            forget.cancelled().await;
+            drop(registered);
+        });
         let serve = serve::run(
             self.listener,
             self.router,

@@ -87,12 +87,27 @@ pub enum Profile {
 }
 
 /// The gateway.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewaySettings {
     pub graphql: GraphqlSettings,
     pub keys: KeySettings,
     pub limits: LimitSettings,
+    /// Whether a REST request for an owner this process also serves (`brigade up`) is
+    /// handed to the owner's router in process — its whole middleware stack, the token
+    /// checked — rather than sent over a loopback socket (`server::local`).
+    pub forward_in_process: bool,
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            graphql: GraphqlSettings::default(),
+            keys: KeySettings::default(),
+            limits: LimitSettings::default(),
+            forward_in_process: true,
+        }
+    }
 }
 
 /// A rate: `per_second` on average, with bursts of up to `burst` at once (GCRA).

@@ -243,10 +243,27 @@ async fn two_api_keys_with_the_same_idempotency_key_get_two_results() {
     assert_ne!(ids[0], ids[2], "{ids:?}");
 }
 
+/// REST through the gateway, to an owner this process serves: handed to its router in
+/// process (the default) or sent over its socket — the same answers either way. A
+/// current-thread runtime: the test's own recorder sees only its own calls.
 #[tokio::test]
-async fn rest_is_forwarded_with_the_callers_scopes_and_services_refuse_the_side_door() {
-    let system = System::start_with(3, 2, |s| {
+async fn rest_is_forwarded_in_process_with_the_callers_scopes_and_services_refuse_the_side_door() {
+    rest_is_forwarded(true).await;
+}
+
+#[tokio::test]
+async fn rest_is_forwarded_over_the_socket_with_the_callers_scopes_and_services_refuse_the_side_door()
+ {
+    rest_is_forwarded(false).await;
+}
+
+async fn rest_is_forwarded(in_process: bool) {
+    let recorder = telemetry::metrics::isolated_recorder();
+    let metrics = recorder.handle();
+    let _own = metrics::set_default_local_recorder(&recorder);
+    let mut system = System::start_with(3, 2, |s| {
         s.gateway.keys.refresh = Duration::from_millis(100);
+        s.gateway.forward_in_process = in_process;
     })
     .await;
     let reader = make_key(&system.settings, "reader", Some("accounts:read")).await;
@@ -360,6 +377,33 @@ async fn rest_is_forwarded_with_the_callers_scopes_and_services_refuse_the_side_
             .unwrap();
         assert_eq!(direct.status(), 401, "{what}");
     }
+
+    // Every forward went the way asked.
+    let rendered = metrics.render();
+    let forwarded = |transport| {
+        series_value(
+            &rendered,
+            "brigade_forwarded_total",
+            &[("service", "gateway"), ("transport", transport)],
+        )
+    };
+    let (used, unused) = if in_process {
+        ("in_process", "socket")
+    } else {
+        ("socket", "in_process")
+    };
+    assert!(forwarded(used) >= 4.0, "{rendered}");
+    assert_eq!(forwarded(unused), 0.0, "{rendered}");
+
+    // An owner that has stopped is not reached in process either: 503, not an answer
+    // from a service that is gone.
+    system.stop_accounts().await;
+    let gone = bearer(&reader)
+        .get(system.gateway.url("/v1/users/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 503);
 }
 
 #[tokio::test]
