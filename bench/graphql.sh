@@ -20,7 +20,11 @@
 #       max_in_flight at 100,000;
 #   (c) Apollo Server 5 (bench/apollo: npm @apollo/server, pinned in its package-lock.json)
 #       resolving the same query from the same rows held in memory (dumped from Brigade's
-#       REST APIs after seeding; its answer must equal Brigade's before anything is timed).
+#       REST APIs after seeding; its answer must equal Brigade's before anything is timed);
+#   (d) the same Apollo Server with its own response cache (npm
+#       @apollo/server-plugin-response-cache, in memory) and the cache hints Brigade's
+#       schema has, each client its own session: a repeat answered from memory on both
+#       sides, for the shipped row's fair peer.
 # For each: requests/s, p50/p99 (wrk), and the server's CPU per request — utime+stime of
 # the whole server process, every thread, from /proc/PID/stat, before and after each wrk
 # run. `brigade up` runs gateway, catalog and accounts (and orders, billing, the payments
@@ -128,15 +132,18 @@ BIN="$(target_dir)/release/brigade"
 WORK=$(mktemp -d -t brigade-graphql.XXXXXX)
 PID=""
 APOLLO_PID=""
+APOLLO_CACHED_PID=""
 stop() {
   if [ -n "$PID" ] && kill -0 "$PID" 2>/dev/null; then kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; fi
   PID=""
 }
 cleanup() {
   stop
-  if [ -n "$APOLLO_PID" ] && kill -0 "$APOLLO_PID" 2>/dev/null; then
-    kill -TERM "$APOLLO_PID"; wait "$APOLLO_PID" 2>/dev/null || true
-  fi
+  for node_pid in "$APOLLO_PID" "$APOLLO_CACHED_PID"; do
+    if [ -n "$node_pid" ] && kill -0 "$node_pid" 2>/dev/null; then
+      kill -TERM "$node_pid"; wait "$node_pid" 2>/dev/null || true
+    fi
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -278,6 +285,21 @@ a, b = (json.load(open(f))["data"] for f in sys.argv[1:])
 sys.exit(a != b)
 EOF
 say "apollo's answer equals brigade's"
+"${PIN_SERVER[@]}" env NODE_ENV=production RESPONSE_CACHE=1 node bench/apollo/server.mjs "$WORK/data.json" \
+  >"$WORK/apollo-cached.out" 2>"$WORK/apollo-cached.err" &
+APOLLO_CACHED_PID=$!
+APOLLO_CACHED=$(wait_for_url "$WORK/apollo-cached.out" "$APOLLO_CACHED_PID" "apollo server (response cache)")
+[ "$(cat "/proc/$APOLLO_CACHED_PID/comm")" = node ] || die "pid $APOLLO_CACHED_PID is not node"
+for _ in 1 2; do gql "$APOLLO_CACHED/" "$WORK/apollo-cached.json"; done
+python3 - "$WORK/brigade.json" "$WORK/apollo-cached.json" <<'EOF' || die "Apollo's cached data differs from Brigade's"
+import json, sys
+a, b = (json.load(open(f))["data"] for f in sys.argv[1:])
+sys.exit(a != b)
+EOF
+curl -sf -D "$WORK/apollo-cached.head" -o /dev/null -X POST "$APOLLO_CACHED/" -H 'Content-Type: application/json' \
+  --data-binary @"$WORK/query.json" || die "POST to the cached apollo failed"
+grep -qi '^age:' "$WORK/apollo-cached.head" || die "apollo's response cache did not answer a repeat (no Age header)"
+say "apollo with its response cache answers the same, a repeat from its cache ($(grep -i '^cache-control:' "$WORK/apollo-cached.head" | tr -d '\r'))"
 
 # --- measuring ---------------------------------------------------------------------------
 RESULTS="$WORK/results.tsv"
@@ -292,6 +314,7 @@ run() {
     rest-catalog) target=("${IDENTITY[@]}" -s bench/spread.lua "$CATALOG" -- "$WORK/catalog.paths") ;;
     rest-accounts) target=("${IDENTITY[@]}" -s bench/spread.lua "$ACCOUNTS" -- "$WORK/accounts.paths") ;;
     apollo) target=(-s bench/graphql.lua "$APOLLO/" -- "$WORK/query.json"); pid=$APOLLO_PID ;;
+    apollo-cached) target=(-s bench/graphql.lua "$APOLLO_CACHED/" -- "$WORK/query.json"); pid=$APOLLO_CACHED_PID ;;
   esac
   [ "$round" = 0 ] && duration=$WARMUP
   case $variant in graphql*) calls0=$(calls) ;; esac
@@ -311,7 +334,7 @@ run() {
   # measured failures, not answers.
   local errors=0 requests
   requests=$(awk '/requests in/ { print $1 }' "$WORK/wrk.out")
-  case $variant in graphql* | apollo) errors=$(sed -n 's/^GraphQL answers with errors: //p' "$WORK/wrk.out"); errors=${errors:-0} ;; esac
+  case $variant in graphql* | apollo*) errors=$(sed -n 's/^GraphQL answers with errors: //p' "$WORK/wrk.out"); errors=${errors:-0} ;; esac
   if [ "$errors" -gt 0 ]; then
     printf '%s round %s: %s of %s answers with errors\n' "$variant" "$round" "$errors" "$requests" >>"$WORK/error-runs"
     if [ "$round" != 0 ] && [ $((errors * 10)) -gt "$requests" ]; then die "$variant: $errors of $requests answers with errors"; fi
@@ -362,12 +385,13 @@ done
 LOAD_START=$(uptime | sed 's/.*load average: //')
 say "load average at start: $LOAD_START"
 run apollo 0
+run apollo-cached 0
 say "measuring: $ROUNDS rounds, wrk -t$WRK_THREADS -c$CONNECTIONS -d$DURATION"
 for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then
-    batched "$round"; executed "$round"; unbatched "$round"; run apollo "$round"
+    batched "$round"; executed "$round"; unbatched "$round"; run apollo "$round"; run apollo-cached "$round"
   else
-    run apollo "$round"; unbatched "$round"; executed "$round"; batched "$round"
+    run apollo-cached "$round"; run apollo "$round"; unbatched "$round"; executed "$round"; batched "$round"
   fi
 done
 LOAD_END=$(uptime | sed 's/.*load average: //')
@@ -383,7 +407,10 @@ for line in open(sys.argv[1], errors="replace"):
     except ValueError:
         continue
     if entry.get("level") in ("WARN", "ERROR"):
-        seen[(entry["level"], entry.get("message", ""), entry.get("detail", ""))] += 1
+        fields = entry.get("fields") or {}
+        field = lambda name: entry.get(name) or fields.get(name) or ""
+        what = ", ".join(x for x in (field("kind"), field("detail")) if x)
+        seen[(entry["level"], field("message"), what)] += 1
 print("; ".join(f"{n}× {l} {m}" + (f" ({d})" if d else "") for (l, m, d), n in seen.most_common(8)) or "none")
 EOF
 )
@@ -429,10 +456,13 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" -v nc="$CATALOG_N" -v na="$ACCOUNTS
     row(sprintf("  accounts part: %d requests (per req)", na), "rest-accounts", pa, each["rest-accounts"], "", "", median(us["rest-accounts"]))
     row("(b) GraphQL, DataLoader off (query)", "graphql-nobatch", median(rps["graphql-nobatch"]), each["graphql-nobatch"], "", sprintf("%.2f", median(calls["graphql-nobatch"])), median(us["graphql-nobatch"]))
     row("(c) Apollo Server 5 (query)", "apollo", median(rps["apollo"]), each["apollo"], "", "", apollo)
+    row("(d) Apollo Server 5 + response cache", "apollo-cached", median(rps["apollo-cached"]), each["apollo-cached"], "", "", median(us["apollo-cached"]))
     ours = median(us["graphql"]); ran = median(us["graphql-run"]); c = median(calls["graphql-run"])
     printf "\nGoal: ≥ 6× less CPU per request than Apollo Server, ≤ 3 backend calls per query.\n"
     printf "CPU per query, shipped: Apollo %.0f µs, Brigade %.0f µs: Apollo ÷ Brigade = %.2f× — %s\n", apollo, ours, apollo / ours, (apollo / ours >= 6 ? "MET" : "NOT MET")
     printf "CPU per query, every query run: Brigade %.0f µs: Apollo ÷ Brigade = %.2f× — %s\n", ran, apollo / ran, (apollo / ran >= 6 ? "MET" : "NOT MET")
+    cached = median(us["apollo-cached"])
+    printf "CPU per query, both answering a repeat from memory: Apollo + response cache %.0f µs, Brigade %.0f µs: %.2f×\n", cached, ours, cached / ours
     printf "backend calls per query run, under load: %.2f — %s (one query alone: see below)\n", c, (c <= 3 ? "MET" : "NOT MET")
   }' "$RESULTS"
 echo

@@ -5,10 +5,15 @@
 //
 //   node server.mjs DATA.json      prints "apollo http://127.0.0.1:PORT/" once listening
 //
-// PORT (environment) picks the port; unset or 0, a free one.
+// PORT (environment) picks the port; unset or 0, a free one. RESPONSE_CACHE=1 adds
+// Apollo's own response cache (@apollo/server-plugin-response-cache, in memory) with the
+// cache hints Brigade's schema has — products and reviews 5 s, a user 5 s and private,
+// each client (its address, as Brigade's anonymous clients) its own session — so a
+// repeated query is answered from memory as Brigade's kept answers are.
 import { readFileSync } from 'node:fs';
 import { ApolloServer } from '@apollo/server';
 import { startStandaloneServer } from '@apollo/server/standalone';
+import responseCachePlugin from '@apollo/server-plugin-response-cache';
 
 const file = process.argv[2];
 if (!file) {
@@ -28,21 +33,25 @@ for (const r of [...data.reviews].sort((a, b) => a.id - b.id)) {
   if (list.length < 20) list.push(r);
 }
 
+const cached = process.env.RESPONSE_CACHE === '1';
 const typeDefs = `#graphql
-  type Product {
+  enum CacheControlScope { PUBLIC PRIVATE }
+  directive @cacheControl(maxAge: Int, scope: CacheControlScope, inheritMaxAge: Boolean)
+    on FIELD_DEFINITION | OBJECT | INTERFACE | UNION
+  type Product @cacheControl(maxAge: 5) {
     id: ID!
     name: String!
     price: Float!
     stock: Int!
     reviews: [Review!]!
   }
-  type Review {
+  type Review @cacheControl(maxAge: 5) {
     id: ID!
     rating: Int!
     comment: String
     user: User!
   }
-  type User {
+  type User @cacheControl(maxAge: 5, scope: PRIVATE) {
     id: ID!
     name: String!
     email: String!
@@ -71,8 +80,14 @@ const resolvers = {
   },
 };
 
-const server = new ApolloServer({ typeDefs, resolvers });
+const plugins = cached
+  ? [responseCachePlugin({ sessionId: async ({ contextValue }) => contextValue.client })]
+  : [];
+const server = new ApolloServer({ typeDefs, resolvers, plugins });
 const port = Number(process.env.PORT ?? 0);
-const { url } = await startStandaloneServer(server, { listen: { host: '127.0.0.1', port } });
+const { url } = await startStandaloneServer(server, {
+  listen: { host: '127.0.0.1', port },
+  context: async ({ req }) => ({ client: req.socket.remoteAddress ?? 'unknown' }),
+});
 const actual = new URL(url).port;
 console.log(`apollo http://127.0.0.1:${actual}/`);
