@@ -115,18 +115,6 @@ async fn a_persisted_query_is_read_over_get_with_cache_headers_and_etags() {
     );
 }
 
-/// POSTs `query` with `client`; the body.
-async fn post(system: &System, client: &reqwest::Client, query: &str) -> Value {
-    let response = client
-        .post(system.gateway.url("/graphql"))
-        .json(&json!({ "query": query }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
-}
-
 /// The gateway's own answers: a client's repeated query is answered without a backend
 /// call, with the same data and charged to its bucket as running it was; a write through
 /// the gateway (a mutation, a REST write) forgets every kept answer, so the next read
@@ -216,14 +204,11 @@ async fn a_repeated_query_is_answered_from_the_gateway_until_a_write_and_only_fo
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     let refused = loop {
         // (The gateway picks up a new key within its reload interval.)
-        let answer = narrow
-            .post(system.gateway.url("/graphql"))
-            .json(&json!({ "query": email }))
-            .send()
-            .await
-            .unwrap();
-        if answer.status() != 401 {
-            break answer.json::<Value>().await.unwrap();
+        let (status, answer) = system
+            .post_graphql_as(&narrow, &json!({ "query": email }))
+            .await;
+        if status != 401 {
+            break answer;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -242,7 +227,10 @@ async fn a_repeated_query_is_answered_from_the_gateway_until_a_write_and_only_fo
     );
     // Nor does an anonymous client get the first key's kept page.
     let before = metrics.render();
-    let anonymous = post(&system, &system.anonymous(), query).await;
+    let (status, anonymous) = system
+        .post_graphql_as(&system.anonymous(), &json!({ "query": query }))
+        .await;
+    assert_eq!(status, 200);
     assert!(
         backend(&metrics.render()) > backend(&before),
         "ran for its own client"

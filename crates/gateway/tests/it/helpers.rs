@@ -133,9 +133,12 @@ impl System {
 
     /// Sends `body` as JSON to `POST /graphql`; the status and the body.
     pub async fn post_graphql(&self, body: &Value) -> (u16, Value) {
-        let response = self
-            .gateway
-            .client
+        self.post_graphql_as(&self.gateway.client, body).await
+    }
+
+    /// [`System::post_graphql`] from `client` (another key, or none).
+    pub async fn post_graphql_as(&self, client: &reqwest::Client, body: &Value) -> (u16, Value) {
+        let response = client
             .post(self.gateway.url("/graphql"))
             .json(body)
             .send()
