@@ -11,6 +11,7 @@ use server::identity::Signer;
 
 use crate::admit::Admission;
 use crate::graphql::answers::Answers;
+use crate::graphql::limits::Mutated;
 use crate::keys::{Caller, Keys};
 
 #[derive(Debug, Clone)]
@@ -38,10 +39,15 @@ impl Edge {
         }
     }
 
-    /// A write went through this door (done, or failed after it may have taken effect):
-    /// nothing kept from before it is served after it.
-    pub fn wrote(&self) {
-        self.answers.forget_all();
+    /// For a request that writes (or, given `mutated`, a GraphQL request that turns out to
+    /// hold a mutation): when the guard drops — once the response is made, or when the
+    /// request is cancelled after its write may have taken effect — every kept answer is
+    /// forgotten, so nothing kept from before the write is served after it.
+    pub fn forget_after(&self, mutated: Option<Mutated>) -> ForgetAfter {
+        ForgetAfter {
+            answers: Arc::clone(&self.answers),
+            mutated,
+        }
     }
 
     /// The caller's address, when the server recorded it.
@@ -74,6 +80,21 @@ impl Edge {
                 Some(ctx) => telemetry::context::scope(ctx, work).await,
                 None => work.await,
             }
+        }
+    }
+}
+
+/// See [`Edge::forget_after`].
+#[must_use = "the kept answers are forgotten when this guard drops"]
+pub struct ForgetAfter {
+    answers: Arc<Answers>,
+    mutated: Option<Mutated>,
+}
+
+impl Drop for ForgetAfter {
+    fn drop(&mut self) {
+        if self.mutated.as_ref().is_none_or(Mutated::get) {
+            self.answers.forget_all();
         }
     }
 }

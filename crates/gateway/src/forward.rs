@@ -51,9 +51,40 @@ struct Upstream {
     /// Its address, when a request may go to it in process (`server::local`) if this
     /// process serves it.
     local: Option<std::net::SocketAddr>,
+    forwarded: Forwarded,
     downstream: Downstream,
     read: Option<Scope>,
     write: Option<Scope>,
+}
+
+/// `brigade_forwarded_total` of one upstream, by how the request went.
+#[derive(Clone)]
+struct Forwarded {
+    in_process: metrics::Counter,
+    socket: metrics::Counter,
+}
+
+impl std::fmt::Debug for Forwarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Forwarded")
+    }
+}
+
+impl Forwarded {
+    fn of(service: ServiceName) -> Self {
+        let counter = |transport: &'static str| {
+            metrics::counter!(
+                "brigade_forwarded_total",
+                "service" => "gateway",
+                "downstream" => service.as_str(),
+                "transport" => transport
+            )
+        };
+        Self {
+            in_process: counter("in_process"),
+            socket: counter("socket"),
+        }
+    }
 }
 
 /// Every method of the public gRPC services, with the scope it needs (`None`: public).
@@ -150,6 +181,7 @@ pub fn router(settings: &Settings, edge: Edge, downstreams: [Downstream; 3]) -> 
                 .gateway
                 .forward_in_process
                 .then(|| settings.services.get(service).addr()),
+            forwarded: Forwarded::of(service),
             downstream,
             read,
             write,
@@ -280,10 +312,8 @@ async fn pass(State(forward): State<Arc<Forward>>, request: Request) -> Response
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
+    let _forget = (!read).then(|| forward.edge.forget_after(None));
     let response = send(&forward, upstream, &caller, request, Protocol::Http(read)).await;
-    if !read {
-        forward.edge.wrote();
-    }
     admitted.hold(response)
 }
 
@@ -363,10 +393,8 @@ async fn pass_grpc(
     } else {
         Protocol::Grpc
     };
+    let _forget = write.then(|| forward.edge.forget_after(None));
     let response = send(&forward, upstream, &caller, request, protocol).await;
-    if write {
-        forward.edge.wrote();
-    }
     admitted.hold(response)
 }
 
@@ -445,18 +473,12 @@ async fn send(
         Protocol::Http(_) => upstream.local.and_then(server::local::find),
         Protocol::Grpc | Protocol::GrpcWeb => None,
     };
-    let transport = if local.is_some() {
-        "in_process"
+    // Counted by handles made once (no registry lookup per request).
+    if local.is_some() {
+        upstream.forwarded.in_process.increment(1);
     } else {
-        "socket"
-    };
-    metrics::counter!(
-        "brigade_forwarded_total",
-        "service" => "gateway",
-        "downstream" => service.as_str(),
-        "transport" => transport
-    )
-    .increment(1);
+        upstream.forwarded.socket.increment(1);
+    }
     let answer = Edge::acting_for(
         caller,
         upstream.downstream.call(retryable, |attempt| {
@@ -485,11 +507,18 @@ async fn send(
             };
             request.headers_mut().insert(name, value);
             match &local {
-                Some(router) => {
-                    let answered = tower::ServiceExt::oneshot(router.clone(), request);
+                Some(owner) => {
+                    // The token tells the owner's shutdown a request is in its hands.
+                    let (router, in_flight) = owner.call();
+                    let answered = tower::ServiceExt::oneshot(router, request);
                     futures::future::Either::Left(async move {
                         let Ok(response) = answered.await;
-                        Ok(response)
+                        drop(in_flight);
+                        // What the owner's own stack left on the response (its error
+                        // label) stays there, as over a socket.
+                        let (mut parts, body) = response.into_parts();
+                        parts.extensions.clear();
+                        Ok(Response::from_parts(parts, body))
                     })
                 }
                 None => {

@@ -22,7 +22,7 @@ use problem::{FieldError, Kind, Problem};
 use crate::app::Gateway;
 use crate::edge::Edge;
 use crate::graphql::answers;
-use crate::graphql::limits::{Client, OverGet};
+use crate::graphql::limits::{Client, Mutated, OverGet};
 use crate::graphql::{self, GatewaySchema};
 use crate::keys::Caller;
 use axum::http::{StatusCode, header};
@@ -255,16 +255,17 @@ async fn answer(
     request: async_graphql::Request,
     caller: &Caller,
     client: &Client,
+    mutated: &Mutated,
 ) -> Answered {
     let answers = &face.edge.answers;
-    match answers.lookup(client, &request) {
+    let lookup = answers.lookup(client, &request);
+    let request = request.data(client.clone()).data(mutated.clone());
+    match lookup {
         answers::Lookup::Hit(hit) => Answered::Kept(hit),
-        answers::Lookup::Run => {
-            Answered::Ran(run(face, request.data(client.clone()), caller).await)
-        }
+        answers::Lookup::Run => Answered::Ran(run(face, request, caller).await),
         answers::Lookup::Miss(miss) => {
-            let response = run(face, request.data(client.clone()), caller).await;
-            answers.keep(miss, &response);
+            let response = run(face, request, caller).await;
+            answers.keep(miss, &response, mutated);
             Answered::Ran(response)
         }
     }
@@ -274,8 +275,12 @@ async fn answer(
 fn kept_response(hit: &answers::Hit) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/graphql-response+json"),
-            (header::CACHE_CONTROL, hit.cache_control.as_str()),
+            (
+                header::CONTENT_TYPE,
+                "application/graphql-response+json".to_owned(),
+            ),
+            (header::CACHE_CONTROL, hit.cache_control.clone()),
+            (header::AGE, hit.age.to_string()),
         ],
         hit.body(),
     )
@@ -309,17 +314,19 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
                 .into_response();
         }
     };
-    let (status, cache, body, data, ok) = match answer(&face, asked.data(OverGet), &caller, &client)
-        .await
-    {
+    let mutated = Mutated::default();
+    let answered = answer(&face, asked.data(OverGet), &caller, &client, &mutated).await;
+    let (status, cache, body, data, ok, age) = match answered {
         Answered::Kept(hit) => {
             let body = hit.body();
+            let age = Some(hit.age);
             (
                 StatusCode::OK,
                 hit.cache_control,
                 body,
                 hit.data.to_vec(),
                 true,
+                age,
             )
         }
         Answered::Ran(response) => {
@@ -351,7 +358,7 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
             } else {
                 StatusCode::OK
             };
-            (status, cache, body, data, response.is_ok())
+            (status, cache, body, data, response.is_ok(), None)
         }
     };
     let digest = sha2::Sha256::digest(&data);
@@ -367,10 +374,9 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
             })
         })
     });
-    if unchanged && ok {
-        return admitted.hold((StatusCode::NOT_MODIFIED, headers).into_response());
-    }
-    admitted.hold(
+    let mut answer = if unchanged && ok {
+        (StatusCode::NOT_MODIFIED, headers).into_response()
+    } else {
         (
             status,
             headers,
@@ -380,8 +386,15 @@ async fn execute_get(State(face): State<Face>, request: Request) -> Response {
             ],
             body,
         )
-            .into_response(),
-    )
+            .into_response()
+    };
+    // A kept answer says how old it is: no cache after us keeps it past its max-age.
+    if let Some(age) = age {
+        answer
+            .headers_mut()
+            .insert(header::AGE, http::HeaderValue::from(age));
+    }
+    admitted.hold(answer)
 }
 
 async fn execute(State(face): State<Face>, request: Request) -> Response {
@@ -412,11 +425,10 @@ async fn execute(State(face): State<Face>, request: Request) -> Response {
         Ok(admitted) => admitted,
         Err(refusal) => return *refusal,
     };
-    let wrote = writes(&batch);
-    let response = execute_batch(&face, batch, &caller, &client).await;
-    if wrote {
-        face.edge.wrote();
-    }
+    // Whether it wrote is known once its operations are parsed (a persisted one is a hash).
+    let mutated = Mutated::default();
+    let _forget = face.edge.forget_after(Some(mutated.clone()));
+    let response = execute_batch(&face, batch, &caller, &client, &mutated).await;
     admitted.hold(response)
 }
 
@@ -432,10 +444,18 @@ async fn execute_batch(
     batch: BatchRequest,
     caller: &Caller,
     client: &Client,
+    mutated: &Mutated,
 ) -> Response {
-    let run = |request: async_graphql::Request| run(face, request.data(client.clone()), caller);
+    let run = |request: async_graphql::Request| {
+        run(
+            face,
+            request.data(client.clone()).data(mutated.clone()),
+            caller,
+        )
+    };
     match batch {
-        BatchRequest::Single(request) => match answer(face, request, caller, client).await {
+        BatchRequest::Single(request) => match answer(face, request, caller, client, mutated).await
+        {
             Answered::Ran(response) => GraphQLResponse::from(response).into_response(),
             Answered::Kept(hit) => kept_response(&hit),
         },

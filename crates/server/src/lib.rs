@@ -247,7 +247,8 @@ impl Application {
 
         // Reachable in process while the port serves (`local`); forgotten once shutdown
         // begins, as the port stops accepting — or when this future is dropped.
-        let registered = local::register(self.local_addr, self.router.clone());
+        let in_process = tokio_util::task::TaskTracker::new();
+        let registered = local::register(self.local_addr, self.router.clone(), in_process.clone());
         let forget = stop.child_token();
         let _forget_when_dropped = forget.clone().drop_guard();
         tokio::spawn(async move {
@@ -275,6 +276,10 @@ impl Application {
                 Ok(())
             }
         };
+        // Requests handed to this service in process (`local`) are not on its
+        // connections: they get the same grace before the database closes.
+        in_process.close();
+        let _ = tokio::time::timeout(grace, in_process.wait()).await;
         let mut background = self.background;
         if tokio::time::timeout(grace, async {
             while background.join_next().await.is_some() {}

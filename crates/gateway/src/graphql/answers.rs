@@ -10,7 +10,10 @@
 //!   scopes hide from another key must not reach it from here. A client never sees what
 //!   it could not have asked for.
 //! - Only answers without errors, whose data is at most `answer_cache_entry_bytes`, for
-//!   operations that do not write (a request whose text says `mutation` is never kept).
+//!   operations that do not write (a request that parses as a mutation — `Mutated`, set
+//!   by `limits` whatever the text said, a persisted hash included — is never kept).
+//! - Sent with `Age` (seconds since it was kept), so no cache downstream keeps it past the
+//!   max-age it had when it was made.
 //! - Any write through this gateway — a mutation, a REST write, a gRPC write — forgets
 //!   every answer after it is done, and an answer being computed while it ran is not kept
 //!   (`storage::cache::ReadCache`'s generations): a client reads its own writes here at
@@ -24,8 +27,9 @@ use std::time::Duration;
 use async_graphql::Value;
 use bytes::Bytes;
 use storage::cache::{ReadCache, Ticket};
+use tokio::time::Instant;
 
-use super::limits::{Buckets, Client, cost_extension};
+use super::limits::{Buckets, Client, Mutated, cost_extension};
 
 /// The longest any answer is kept, whatever its hint says.
 const MAX_AGE: Duration = Duration::from_secs(60);
@@ -46,11 +50,13 @@ struct Kept {
     cache_control: String,
     requested: u64,
     actual: u64,
+    at: Instant,
 }
 
 /// The gateway's kept answers (see the module's documentation).
 #[derive(Debug)]
 pub struct Answers {
+    enabled: bool,
     cache: ReadCache<Key, Arc<Kept>>,
     max_bytes: usize,
     buckets: Arc<Buckets>,
@@ -72,6 +78,8 @@ pub struct Hit {
     pub data: Bytes,
     /// Its `Cache-Control` value.
     pub cache_control: String,
+    /// Whole seconds since it was kept (`Age`).
+    pub age: u64,
     cost: Value,
 }
 
@@ -99,6 +107,7 @@ impl Answers {
     pub fn new(settings: &settings::GraphqlSettings, buckets: Arc<Buckets>) -> Self {
         let entries = usize::try_from(settings.answer_cache_entries).unwrap_or(usize::MAX);
         Self {
+            enabled: entries > 0,
             cache: ReadCache::new(MAX_AGE, entries),
             max_bytes: usize::try_from(settings.answer_cache_entry_bytes).unwrap_or(usize::MAX),
             buckets,
@@ -107,7 +116,7 @@ impl Answers {
 
     /// The kept answer to `request` from `client`, or what to do instead.
     pub fn lookup(&self, client: &Client, request: &async_graphql::Request) -> Lookup {
-        if request.query.contains("mutation") {
+        if !self.enabled || request.query.contains("mutation") {
             return Lookup::Run;
         }
         let persisted = if request.query.is_empty() {
@@ -152,14 +161,16 @@ impl Answers {
         Lookup::Hit(Hit {
             data: kept.data.clone(),
             cache_control: kept.cache_control.clone(),
+            age: kept.at.elapsed().as_secs(),
             cost: cost_extension(kept.requested, Some(kept.actual), Some(throttle)),
         })
     }
 
-    /// Keeps `response` for a repeat, if it is an answer to keep.
-    pub fn keep(&self, miss: Miss, response: &async_graphql::Response) {
+    /// Keeps `response` for a repeat, if it is an answer to keep (`mutated`: whether the
+    /// request turned out to be a mutation).
+    pub fn keep(&self, miss: Miss, response: &async_graphql::Response, mutated: &Mutated) {
         let hint = response.cache_control;
-        if !response.errors.is_empty() || hint.max_age <= 0 {
+        if mutated.get() || !response.errors.is_empty() || hint.max_age <= 0 {
             return;
         }
         let Some((requested, actual)) = costs(response) else {
@@ -178,6 +189,7 @@ impl Answers {
             cache_control,
             requested,
             actual,
+            at: Instant::now(),
         };
         self.cache
             .fill_for(miss.ticket, miss.key, Arc::new(kept), ttl);
@@ -242,7 +254,7 @@ mod tests {
         match answers.lookup(&client(who), &async_graphql::Request::new(QUERY)) {
             Lookup::Hit(hit) => Some(hit),
             Lookup::Miss(miss) => {
-                answers.keep(miss, answer);
+                answers.keep(miss, answer, &Mutated::default());
                 None
             }
             Lookup::Run => panic!("a query is an answer to keep"),
@@ -294,8 +306,43 @@ mod tests {
             panic!("a miss");
         };
         answers.forget_all();
-        answers.keep(miss, &response(5));
+        answers.keep(miss, &response(5), &Mutated::default());
         assert!(ask(&answers, "a", &response(5)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_parsed_as_a_mutation_is_never_kept_whatever_its_text() {
+        // A persisted query: no text at all, only the hash of a mutation.
+        let answers = answers(100, 1 << 20);
+        let mut request = async_graphql::Request::new("");
+        request.extensions.insert(
+            "persistedQuery".to_owned(),
+            Value::from_json(serde_json::json!({"version": 1, "sha256Hash": "abc"})).unwrap(),
+        );
+        let mutated = Mutated::default();
+        for _ in 0..2 {
+            let Lookup::Miss(miss) = answers.lookup(&client("a"), &request) else {
+                panic!("never kept, so never a hit");
+            };
+            // (`limits` sets it when the operation parses as a mutation.)
+            mutated.set();
+            answers.keep(miss, &response(5), &mutated);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hit_says_how_old_it_is_and_a_cache_of_none_keeps_nothing() {
+        let answers = answers(100, 1 << 20);
+        ask(&answers, "a", &response(5));
+        tokio::time::advance(Duration::from_millis(3_500)).await;
+        assert_eq!(ask(&answers, "a", &response(5)).unwrap().age, 3);
+        let settings = settings::GraphqlSettings {
+            answer_cache_entries: 0,
+            ..settings::GraphqlSettings::default()
+        };
+        let off = Answers::new(&settings, Arc::new(Buckets::new(100, 1)));
+        let request = async_graphql::Request::new(QUERY);
+        assert!(matches!(off.lookup(&client("a"), &request), Lookup::Run));
     }
 
     #[tokio::test(start_paused = true)]

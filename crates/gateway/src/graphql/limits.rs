@@ -32,6 +32,22 @@ pub struct Client(pub String);
 #[derive(Debug, Clone, Copy)]
 pub struct OverGet;
 
+/// Set once an operation of the request parses as a mutation (whatever its text said:
+/// a persisted query arrives as a hash alone). Put in the request's data by the face,
+/// which then keeps no answer of it and forgets those kept (`super::answers`).
+#[derive(Debug, Clone, Default)]
+pub struct Mutated(Arc<std::sync::atomic::AtomicBool>);
+
+impl Mutated {
+    pub fn get(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 /// The bucket of each client.
 #[derive(Debug)]
 pub struct Buckets {
@@ -173,6 +189,7 @@ struct State {
     operation_name: Option<String>,
     client: Option<String>,
     over_get: bool,
+    mutated: Option<Mutated>,
     /// Its requested cost, once measured.
     requested: Option<u64>,
     /// Set once admitted: what it was parsed into, to measure the response against.
@@ -299,6 +316,11 @@ impl Extension for OneOperation {
             state.over_get = request
                 .data
                 .contains_key(&std::any::TypeId::of::<OverGet>());
+            state.mutated = request
+                .data
+                .get(&std::any::TypeId::of::<Mutated>())
+                .and_then(|m| m.downcast_ref::<Mutated>())
+                .cloned();
         }
         next.run(ctx, request).await
     }
@@ -337,12 +359,19 @@ impl Extension for OneOperation {
             Err(error) => return Err(error),
         };
         let measured = self.check(ctx, &document, variables)?;
-        let (name, over_get) = {
+        let (name, over_get, mutated) = {
             let state = self.state();
-            (state.operation_name.clone(), state.over_get)
+            (
+                state.operation_name.clone(),
+                state.over_get,
+                state.mutated.clone(),
+            )
         };
         let mutation = Measure::operation(&document, name.as_deref())
             .is_some_and(|op| op.node.ty == async_graphql::parser::types::OperationType::Mutation);
+        if mutation && let Some(mutated) = mutated {
+            mutated.set();
+        }
         if over_get && mutation {
             return Err(server_error(
                 Problem::new(Kind::MethodNotAllowed)

@@ -240,3 +240,47 @@ async fn a_repeated_query_is_answered_from_the_gateway_until_a_write_and_only_fo
         "{anonymous:#}"
     );
 }
+
+/// A mutation sent as a persisted query (its hash alone, as Apollo Client's persisted
+/// link does) is never answered from the kept answers: each one runs, and forgets what
+/// was kept, so the next read sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persisted_mutation_runs_every_time_and_forgets_what_was_kept() {
+    let system = System::start(2, 0).await;
+    let mutation =
+        r#"mutation { createProduct(name: "Persisted", price: 1.0, stock: 1) { id name } }"#;
+    let ext: Value = serde_json::from_str(&extensions(mutation)).unwrap();
+    let page = "{ products(limit: 20) { name } }";
+    let count = |page: &Value| {
+        page["data"]["products"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["name"] == "Persisted")
+            .count()
+    };
+    let (status, first) = system
+        .post_graphql(&json!({"query": mutation, "extensions": ext}))
+        .await;
+    assert_eq!(status, 200, "{first:#}");
+    let mut ids = vec![first["data"]["createProduct"]["id"].clone()];
+    for _ in 0..2 {
+        // A page is kept, then the hash alone runs the mutation again.
+        assert_eq!(count(&system.graphql(page).await), ids.len());
+        let (status, again) = system.post_graphql(&json!({"extensions": ext})).await;
+        assert_eq!(status, 200, "{again:#}");
+        assert!(again.get("errors").is_none(), "{again:#}");
+        ids.push(again["data"]["createProduct"]["id"].clone());
+        assert_eq!(
+            count(&system.graphql(page).await),
+            ids.len(),
+            "the kept page was forgotten"
+        );
+    }
+    ids.dedup();
+    assert_eq!(
+        ids.len(),
+        3,
+        "three products, none answered from memory: {ids:?}"
+    );
+}
