@@ -466,8 +466,9 @@ awk -F'\t' -v ticks="$TICKS" -v wall="$WALL" -v nc="$CATALOG_N" -v na="$ACCOUNTS
     printf "backend calls per query run, under load: %.2f (calls ÷ completed requests: the queries in flight when wrk stops made calls too)\n", c
   }' "$RESULTS"
 echo
-case "$ONE_ON" in "3×$ONE_QUERIES" | "2×"* | "1×"*) echo "≤ 3 backend calls per query run, one at a time: MET ($ONE_ON)" ;;
-  *) echo "≤ 3 backend calls per query run, one at a time: NOT MET ($ONE_ON)" ;; esac
+# ONE_ON is "calls×queries ...": met when no query made more than 3.
+echo "≤ 3 backend calls per query run, one at a time: $(echo "$ONE_ON" | tr ' ' '\n' \
+  | awk -F'×' '$1 > 3 { over = 1 } END { print (over ? "NOT MET" : "MET") }') ($ONE_ON)"
 echo "one query at a time ($ONE_QUERIES in turn), backend calls per query run (no answer kept; gateway /metrics delta) × how many queries made that many: $ONE_ON with DataLoader on; $ONE_OFF with it off"
 if [ -s "$WORK/socket-errors" ]; then echo "wrk socket errors:"; cat "$WORK/socket-errors"; fi
 if [ -s "$WORK/error-runs" ]; then echo "runs with GraphQL answers holding errors (warm-ups are round 0):"; cat "$WORK/error-runs"; fi
