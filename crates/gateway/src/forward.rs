@@ -439,9 +439,23 @@ async fn send(
         .uri
         .path_and_query()
         .map_or("/", http::uri::PathAndQuery::as_str);
-    let uri: Uri = match format!("{}{target}", upstream.base).parse() {
-        Ok(uri) => uri,
-        Err(_) => return Problem::not_found("no resource lives at this path").into_response(),
+    // REST to an owner this process serves: its router, in process (gRPC and gRPC-Web
+    // keep the socket, where HTTP/2 framing and trailers are hyper's to get right).
+    let local = match protocol {
+        Protocol::Http(_) => upstream.local.and_then(server::local::find),
+        Protocol::Grpc | Protocol::GrpcWeb => None,
+    };
+    // In process, the path is all the owner's router reads; over a socket, the owner's
+    // address goes with it.
+    let uri: Uri = if local.is_some() {
+        parts.uri.clone()
+    } else {
+        match format!("{}{target}", upstream.base).parse() {
+            Ok(uri) => uri,
+            Err(_) => {
+                return Problem::not_found("no resource lives at this path").into_response();
+            }
+        }
     };
     let content_type = parts.headers.get(header::CONTENT_TYPE).cloned();
     let mut headers = parts.headers;
@@ -466,12 +480,6 @@ async fn send(
     let client = match protocol {
         Protocol::Grpc => &forward.h2,
         Protocol::Http(_) | Protocol::GrpcWeb => &forward.client,
-    };
-    // REST to an owner this process serves: its router, in process (gRPC and gRPC-Web
-    // keep the socket, where HTTP/2 framing and trailers are hyper's to get right).
-    let local = match protocol {
-        Protocol::Http(_) => upstream.local.and_then(server::local::find),
-        Protocol::Grpc | Protocol::GrpcWeb => None,
     };
     // Counted by handles made once (no registry lookup per request).
     if local.is_some() {
@@ -510,7 +518,9 @@ async fn send(
                 Some(owner) => {
                     // The token tells the owner's shutdown a request is in its hands.
                     let (router, in_flight) = owner.call();
-                    let answered = tower::ServiceExt::oneshot(router, request);
+                    // Boxed: the owner's whole stack is one large future, moved by
+                    // every future around it otherwise.
+                    let answered = Box::pin(tower::ServiceExt::oneshot(router, request));
                     futures::future::Either::Left(async move {
                         let Ok(response) = answered.await;
                         drop(in_flight);
