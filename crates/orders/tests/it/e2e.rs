@@ -221,6 +221,18 @@ async fn a_thousand_concurrent_orders_end_final_charged_once_with_stock_conserve
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_units_go_to_exactly_as_many_orders_as_there_are_units_rabbitmq() {
+    let pipeline = Pipeline::start(Broker::rabbitmq().await, |_| {}).await;
+    crate::accept::the_last_units_race(&pipeline.system).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_units_go_to_exactly_as_many_orders_as_there_are_units_nats() {
+    let pipeline = Pipeline::start(Broker::nats().await, |_| {}).await;
+    crate::accept::the_last_units_race(&pipeline.system).await;
+}
+
 /// Catalog away for three seconds while orders flow, on `broker`.
 async fn catalog_outage(broker: Broker) {
     let pipeline = Pipeline::start(broker, |s| {
