@@ -544,6 +544,9 @@ async fn send(
     )
     .await;
     match answer {
+        // An owner's router in process answers without a connection of its own: nothing
+        // hop-by-hop to strip (hyper adds those when it writes, not the services).
+        Ok(response) if local.is_some() => response,
         Ok(response) => {
             let (mut parts, body) = response.into_parts();
             strip_hop_by_hop(&mut parts.headers);
