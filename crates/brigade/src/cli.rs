@@ -57,6 +57,20 @@ pub enum Command {
     /// Print an internal identity token, for calling a service directly as the gateway
     /// would (a federation router in front of the subgraphs, a debugging session).
     InternalToken(InternalTokenArgs),
+    /// Print each running service's error budget: its objectives, the budget left over
+    /// the SLO window, the burn rates over 5m, 30m, 1h and 6h, and whether the SRE
+    /// workbook's page (1h and 5m above 14.4) or ticket (6h and 30m above 6) alert fires.
+    /// Asks every service at its configured address (`/slo`).
+    Slo(SloArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SloArgs {
+    /// Print the services' reports as one JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub data: DataDirArg,
 }
 
 #[derive(Debug, Args)]

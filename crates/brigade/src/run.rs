@@ -41,6 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(a) => &a.data,
         Command::Keys(a) => &a.data,
         Command::InternalToken(a) => &a.data,
+        Command::Slo(a) => &a.data,
         Command::Openapi(_) | Command::Asyncapi(_) | Command::Graphql(_) => &DEMO.data,
     };
     if let Some(dir) = &data_dir.data_dir {
@@ -68,6 +69,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Events(args) => messages::events(&settings, args.action).await,
         Command::Replay(args) => messages::replay(&settings, args.projection).await,
         Command::Keys(args) => keys(&settings, args.action).await,
+        Command::Slo(args) => slo(&settings, args.json).await,
         Command::InternalToken(args) => {
             let signer = server::identity::Signer::for_settings(&settings)
                 .context("reading the internal identity key")?;
@@ -92,6 +94,109 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `brigade slo`: every service's `/slo`, as a table or JSON. A service that does not
+/// answer is shown as down (and `null` in JSON); the command fails only when none does.
+async fn slo(settings: &Settings, json: bool) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?;
+    let mut reports = Vec::new();
+    for service in ServiceName::ALL {
+        let mut addr = settings.services.get(service).addr();
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let answer = async {
+            let response = client
+                .get(format!("http://{addr}/slo"))
+                .send()
+                .await?
+                .error_for_status()?;
+            response.json::<serde_json::Value>().await
+        }
+        .await;
+        reports.push((service, addr, answer));
+    }
+    if reports.iter().all(|(_, _, r)| r.is_err()) {
+        anyhow::bail!(
+            "no service answered at its configured address (is `brigade up` running with this configuration?)"
+        );
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let all: Vec<serde_json::Value> = reports
+            .into_iter()
+            .map(|(_, _, r)| r.unwrap_or(serde_json::Value::Null))
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{:<17} {:<13} {:>12} {:>7} {:>12} {:>8} {:>8} {:>8} {:>8}  alert",
+        "service", "slo", "objective", "window", "budget left", "burn 5m", "30m", "1h", "6h"
+    )?;
+    for (service, addr, report) in reports {
+        let report = match report {
+            Ok(report) => report,
+            Err(err) => {
+                let why = if err.is_connect() {
+                    "not running".to_owned()
+                } else {
+                    err.to_string()
+                };
+                writeln!(out, "{service:<17} down at {addr}: {why}")?;
+                continue;
+            }
+        };
+        let window = report["objectives"]["window"].as_f64().unwrap_or_default();
+        for slo in ["availability", "latency"] {
+            let sli = &report[slo];
+            let rate = |name: &str| {
+                sli["burn"]
+                    .as_array()
+                    .and_then(|b| b.iter().find(|b| b["window"] == name))
+                    .and_then(|b| b["rate"].as_f64())
+                    .unwrap_or_default()
+            };
+            let objective = sli["objective"].as_f64().unwrap_or_default() * 100.0;
+            let alert = match (sli["page"].as_bool(), sli["ticket"].as_bool()) {
+                (Some(true), _) => "PAGE",
+                (_, Some(true)) => "ticket",
+                _ => "-",
+            };
+            let objective = if slo == "latency" {
+                let threshold = report["objectives"]["latency_threshold"]
+                    .as_f64()
+                    .unwrap_or_default();
+                format!(
+                    "{objective}% ≤{}",
+                    humantime::format_duration(std::time::Duration::from_millis(
+                        (threshold * 1000.0) as u64
+                    ))
+                )
+            } else {
+                format!("{objective}%")
+            };
+            writeln!(
+                out,
+                "{:<17} {:<13} {:>12} {:>7} {:>11.1}% {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {alert}",
+                service.as_str(),
+                slo,
+                objective,
+                humantime::format_duration(std::time::Duration::from_secs(window as u64))
+                    .to_string(),
+                sli["budget_remaining"].as_f64().unwrap_or_default() * 100.0,
+                rate("5m"),
+                rate("30m"),
+                rate("1h"),
+                rate("6h"),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// `brigade keys …` on the gateway's database (made and migrated if new).

@@ -269,11 +269,23 @@ impl<'a> Inbound<'a> {
     }
 }
 
+/// A gRPC call that failed on the server's side: a trailers-only answer (what tonic
+/// sends for a handler's error) whose `grpc-status` is one of the codes a server owns
+/// (UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS). A status sent in the
+/// trailers after a streamed body is not seen here; unary errors are trailers-only.
+fn grpc_server_fault(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|code| matches!(code.as_bytes(), b"2" | b"4" | b"13" | b"14" | b"15"))
+}
+
 /// Paths any caller may read on any port: probes, metrics and the API's documents
 /// (OpenAPI, Swagger UI, gRPC reflection: the contracts, which are public anyway).
 fn needs_no_identity(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json")
-        || path.starts_with("/docs")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/slo" | "/openapi.json"
+    ) || path.starts_with("/docs")
         || path.starts_with("/grpc.health.v1.Health/")
         || path.starts_with("/grpc.reflection.")
 }
@@ -399,6 +411,7 @@ impl Finish {
     fn apply(self, response: &mut Response, ctx: Option<RequestContext>) {
         let status = response.status();
         let elapsed = self.started.elapsed();
+        let error = telemetry::metrics::error_kind(response);
         self.metrics.record(Served {
             route: self
                 .route
@@ -408,7 +421,9 @@ impl Finish {
             method: self.method,
             status,
             elapsed,
-            error: telemetry::metrics::error_kind(response),
+            error,
+            server_fault: telemetry::metrics::is_server_fault(status, error)
+                || (self.protocol != "http" && grpc_server_fault(response.headers())),
         });
         // The access log is debug: at info it would cost every request a formatted line.
         // It is written in the request's context (taken back from the route's scope), so
@@ -633,6 +648,32 @@ struct PanicError(String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What spends a service's availability budget: its own failures, in either face.
+    #[test]
+    fn only_the_servers_own_failures_spend_availability() {
+        use telemetry::metrics::is_server_fault;
+        assert!(is_server_fault(http::StatusCode::SERVICE_UNAVAILABLE, None));
+        assert!(is_server_fault(http::StatusCode::OK, Some("timeout")));
+        assert!(!is_server_fault(
+            http::StatusCode::NOT_FOUND,
+            Some("not-found")
+        ));
+        assert!(!is_server_fault(
+            http::StatusCode::TOO_MANY_REQUESTS,
+            Some("rate-limited")
+        ));
+        let grpc = |code: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("grpc-status", HeaderValue::from_static(code));
+            grpc_server_fault(&headers)
+        };
+        // INTERNAL, UNAVAILABLE, DEADLINE_EXCEEDED are the server's; NOT_FOUND,
+        // INVALID_ARGUMENT, OK are not.
+        assert!(grpc("13") && grpc("14") && grpc("4"));
+        assert!(!grpc("5") && !grpc("3") && !grpc("0"));
+        assert!(!grpc_server_fault(&http::HeaderMap::new()));
+    }
 
     /// The one pass finds what six `HeaderMap::get`s found: the first value of each name.
     #[test]

@@ -32,6 +32,14 @@ pub async fn metrics(State(service): State<&'static str>) -> impl IntoResponse {
     )
 }
 
+/// The service's error budget ([`telemetry::slo`]): objectives, budget remaining, burn
+/// rates and alerts, as JSON (`brigade slo` reads it from every service).
+pub async fn slo(State(service): State<&'static str>) -> Result<impl IntoResponse, Problem> {
+    telemetry::slo::report(service)
+        .map(Json)
+        .ok_or_else(|| Problem::not_found("this service keeps no error budget"))
+}
+
 /// Keeps the standard `grpc.health.v1.Health` service in step with `/readyz`, for the
 /// whole server ("") and each of `names`: SERVING
 /// while the database answers and migrations are applied, NOT_SERVING otherwise and once

@@ -148,6 +148,7 @@ impl Application {
             .map_err(|e| bind_error(service, addr, &e))?;
         // Install the recorder before the first request so every series is kept.
         let _ = telemetry::metrics::handle();
+        telemetry::slo::configure(service.as_str(), settings.slo.objectives(service));
         let app = Application {
             service,
             listener,
@@ -238,6 +239,10 @@ impl Application {
         // Registered before the port serves: a health check never finds a service unknown.
         health::report_readiness(&db, &health, &names).await;
         self.spawn_background(move |stop| health::report_grpc_readiness(db, health, names, stop));
+        let service = self.service.as_str();
+        self.spawn_background(move |stop| async move {
+            telemetry::slo::keep(service, stop.cancelled_owned()).await;
+        });
         let stop = self.stop.clone();
         let trigger = stop.clone();
         tokio::spawn(async move {

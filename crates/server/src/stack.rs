@@ -27,6 +27,7 @@ pub fn router(
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz).with_state(db))
         .route("/metrics", get(health::metrics).with_state(name))
+        .route("/slo", get(health::slo).with_state(name))
         .merge(crate::grpc::face(grpc_health))
         .merge(faces)
         // The framework's own rejections speak problem+json too.

@@ -49,6 +49,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub messaging: MessagingSettings,
     pub services: Services,
+    pub slo: SloSettings,
 }
 
 /// What every port takes from a client before a request reaches the service: header
@@ -307,7 +308,121 @@ impl Default for Settings {
             http: HttpSettings::default(),
             messaging: MessagingSettings::default(),
             services: Services::default(),
+            slo: SloSettings::default(),
         }
+    }
+}
+
+/// Service-level objectives: what each service promises, over what window; its error
+/// budget and burn rates are derived from them (`telemetry::slo`, `/slo`, `/metrics`,
+/// `brigade slo`). The top-level values apply to every service; `[slo.services.<name>]`
+/// overrides any of them for one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloSettings {
+    /// The window the budget is counted over.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Percent of requests that must not fail on the service's side (5xx).
+    pub availability: f64,
+    /// Percent of successful requests that must answer within `latency_threshold`.
+    pub latency: f64,
+    #[serde(with = "humantime_serde")]
+    pub latency_threshold: Duration,
+    pub services: std::collections::BTreeMap<ServiceName, SloOverride>,
+}
+
+/// One service's departures from the shared objectives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloOverride {
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub window: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub availability: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<f64>,
+    #[serde(with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub latency_threshold: Option<Duration>,
+}
+
+impl Default for SloSettings {
+    /// 99.9 % available and 99 % within 250 ms over 30 days, for every service.
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(30 * 24 * 3600),
+            availability: 99.9,
+            latency: 99.0,
+            latency_threshold: Duration::from_millis(250),
+            services: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl SloSettings {
+    /// `service`'s objectives: its overrides over the shared values, as fractions.
+    pub fn objectives(&self, service: ServiceName) -> telemetry::slo::Objectives {
+        let own = self.services.get(&service).cloned().unwrap_or_default();
+        // 99.9 / 100 is 0.9990000000000001 in binary; shown as 0.999.
+        let fraction = |percent: f64| (percent * 1e7).round() / 1e9;
+        telemetry::slo::Objectives {
+            availability: fraction(own.availability.unwrap_or(self.availability)),
+            latency: fraction(own.latency.unwrap_or(self.latency)),
+            latency_threshold: own.latency_threshold.unwrap_or(self.latency_threshold),
+            window: own.window.unwrap_or(self.window),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: &str| ConfigError::Invalid {
+            key,
+            reason: reason.to_owned(),
+        };
+        let check = |prefix: &str,
+                     window: Option<Duration>,
+                     availability: Option<f64>,
+                     latency: Option<f64>,
+                     threshold: Option<Duration>| {
+            for (name, percent) in [("availability", availability), ("latency", latency)] {
+                // 100 % leaves no budget to spend (every burn rate infinite).
+                if percent.is_some_and(|p| !(p > 0.0 && p < 100.0)) {
+                    return Err(invalid(
+                        format!("{prefix}{name}"),
+                        "must be a percentage in (0, 100): 100 leaves no error budget",
+                    ));
+                }
+            }
+            if window.is_some_and(|w| w < Duration::from_secs(3600)) {
+                return Err(invalid(
+                    format!("{prefix}window"),
+                    "must be at least 1h (the burn-rate windows reach 6h)",
+                ));
+            }
+            if threshold.is_some_and(|t| t.is_zero()) {
+                return Err(invalid(
+                    format!("{prefix}latency_threshold"),
+                    "must be greater than zero",
+                ));
+            }
+            Ok(())
+        };
+        check(
+            "slo.",
+            Some(self.window),
+            Some(self.availability),
+            Some(self.latency),
+            Some(self.latency_threshold),
+        )?;
+        for (service, own) in &self.services {
+            check(
+                &format!("slo.services.{}.", service.config_key()),
+                own.window,
+                own.availability,
+                own.latency,
+                own.latency_threshold,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -620,6 +735,7 @@ impl Settings {
         if self.max_in_flight == 0 {
             return Err(invalid("max_in_flight", "must be at least 1"));
         }
+        self.slo.validate()?;
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::DatabaseUrl;
 
 /// The services Brigade is made of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceName {
     Gateway,

@@ -103,3 +103,54 @@ fn a_missing_config_file_is_an_error() {
         Settings::figment(Some(std::path::Path::new("/nonexistent/brigade.toml"))).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/brigade.toml"));
 }
+
+#[test]
+fn slo_objectives_are_shared_with_per_service_overrides() {
+    let s = layered(
+        r#"
+        [slo]
+        availability = 99.5
+        [slo.services.payments_sandbox]
+        latency_threshold = "5s"
+        window = "7d"
+        "#,
+    )
+    .unwrap();
+    let catalog = s.slo.objectives(ServiceName::Catalog);
+    assert_eq!(catalog.availability, 0.995);
+    assert_eq!(catalog.latency, 0.99);
+    assert_eq!(catalog.latency_threshold, Duration::from_millis(250));
+    assert_eq!(catalog.window, Duration::from_secs(30 * 24 * 3600));
+    let sandbox = s.slo.objectives(ServiceName::PaymentsSandbox);
+    assert_eq!(sandbox.availability, 0.995);
+    assert_eq!(sandbox.latency_threshold, Duration::from_secs(5));
+    assert_eq!(sandbox.window, Duration::from_secs(7 * 24 * 3600));
+    // The default, written as percent, reads as the fraction it means.
+    assert_eq!(
+        Settings::default()
+            .slo
+            .objectives(ServiceName::Gateway)
+            .availability,
+        0.999
+    );
+}
+
+#[test]
+fn slo_objectives_that_leave_no_budget_or_name_no_service_are_refused() {
+    let err = layered("[slo]\navailability = 100").unwrap_err();
+    assert!(err.to_string().contains("slo.availability"), "{err}");
+    let err = layered("[slo.services.orders]\nlatency = 0").unwrap_err();
+    assert!(
+        err.to_string().contains("slo.services.orders.latency"),
+        "{err}"
+    );
+    let err = layered("[slo.services.orders]\nwindow = \"5m\"").unwrap_err();
+    assert!(
+        err.to_string().contains("slo.services.orders.window"),
+        "{err}"
+    );
+    let err = layered("[slo]\nlatency_threshold = \"0s\"").unwrap_err();
+    assert!(err.to_string().contains("slo.latency_threshold"), "{err}");
+    let err = layered("[slo.services.shop]\nlatency = 99").unwrap_err();
+    assert!(err.to_string().contains("shop"), "{err}");
+}

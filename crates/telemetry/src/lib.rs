@@ -9,6 +9,7 @@ mod json_lines;
 mod logging;
 pub mod metrics;
 mod middleware;
+pub mod slo;
 
 pub use context::{CorrelationId, RequestContext, TraceParent};
 pub use logging::{LogFormat, LoggingError, init_logging, subscriber};

@@ -1,7 +1,7 @@
 //! Prometheus metrics. One recorder per process (the `metrics` facade is global); every
 //! series carries a `service` label, so the five services of `brigade up` stay apart.
 
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::response::Response;
@@ -77,6 +77,8 @@ pub fn render_for(service: &str) -> String {
             out.push('\n');
         }
     }
+    // Its error budget, computed now from the running totals.
+    out.push_str(&crate::slo::render(Some(service)));
     out
 }
 
@@ -154,6 +156,8 @@ pub const UNMATCHED: &str = "unmatched";
 pub struct RequestMetrics {
     service: &'static str,
     seen: RwLock<Vec<Seen>>,
+    /// The service's error budget ([`crate::slo`]), which every judged request feeds.
+    slo: Arc<crate::slo::Tracker>,
 }
 
 #[derive(Debug)]
@@ -164,6 +168,9 @@ struct Seen {
     status: u16,
     requests: Counter,
     duration: Histogram,
+    /// Whether the route's requests count toward the service's objectives (probes,
+    /// metrics and documents do not).
+    judged: bool,
 }
 
 /// What one served request is counted under.
@@ -176,6 +183,9 @@ pub struct Served<'a> {
     pub elapsed: Duration,
     /// The problem kind the response carries, if it is one ([`ErrorKindLabel`]).
     pub error: Option<&'static str>,
+    /// Whether the request failed on the service's side (a 5xx, or gRPC's equivalent):
+    /// what spends its availability budget.
+    pub server_fault: bool,
 }
 
 impl RequestMetrics {
@@ -183,6 +193,7 @@ impl RequestMetrics {
         Self {
             service,
             seen: RwLock::new(Vec::new()),
+            slo: crate::slo::tracker(service),
         }
     }
 
@@ -199,19 +210,27 @@ impl RequestMetrics {
             seen.iter().find(|s| matches(s)).map(|s| {
                 s.requests.increment(1);
                 s.duration.record(served.elapsed.as_secs_f64());
+                s.judged
             })
         };
-        if hit.is_none() {
-            let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
-            let entry = match seen.iter().position(matches) {
-                Some(i) => &seen[i],
-                None => {
-                    seen.push(self.resolve(&served));
-                    &seen[seen.len() - 1]
-                }
-            };
-            entry.requests.increment(1);
-            entry.duration.record(served.elapsed.as_secs_f64());
+        let judged = match hit {
+            Some(judged) => judged,
+            None => {
+                let mut seen = self.seen.write().unwrap_or_else(PoisonError::into_inner);
+                let entry = match seen.iter().position(matches) {
+                    Some(i) => &seen[i],
+                    None => {
+                        seen.push(self.resolve(&served));
+                        &seen[seen.len() - 1]
+                    }
+                };
+                entry.requests.increment(1);
+                entry.duration.record(served.elapsed.as_secs_f64());
+                entry.judged
+            }
+        };
+        if judged {
+            self.slo.observe(served.server_fault, served.elapsed);
         }
         if let Some(kind) = served.error {
             // Rare enough to resolve each time.
@@ -232,12 +251,30 @@ impl RequestMetrics {
             duration: metrics::histogram!(REQUEST_DURATION,
                 "service" => self.service, "protocol" => served.protocol,
                 "route" => route.clone()),
+            judged: judged(&route),
             route: route.into_boxed_str(),
             protocol: served.protocol,
             method: served.method,
             status: served.status.as_u16(),
         }
     }
+}
+
+/// Whether requests to `route` count toward the service's objectives: not the probes,
+/// metrics, budgets and documents a machine or a person reads about the service.
+fn judged(route: &str) -> bool {
+    !(matches!(
+        route,
+        "/healthz" | "/readyz" | "/metrics" | "/slo" | "/openapi.json"
+    ) || route.starts_with("/docs")
+        || route.starts_with("/dashboard")
+        || route.starts_with("/grpc.health.v1.Health/")
+        || route.starts_with("/grpc.reflection."))
+}
+
+/// The error kinds that are the service's own failure (5xx): what spends availability.
+pub fn is_server_fault(status: http::StatusCode, error: Option<&str>) -> bool {
+    status.is_server_error() || matches!(error, Some("internal" | "unavailable" | "timeout"))
 }
 
 /// The error kind a response carries, for [`Served::error`].

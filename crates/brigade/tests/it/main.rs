@@ -6,4 +6,5 @@ mod brokers;
 mod cli;
 mod helpers;
 mod sigkill;
+mod slo;
 mod up;
