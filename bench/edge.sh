@@ -50,6 +50,12 @@
 #   BENCH_SKIP_BUILD=0     1 = measure the release binary already in the target directory
 #   BENCH_IN_PROCESS=1     0 = gateway.forward_in_process = false: every forward over a
 #                          loopback socket, as when catalog runs in another process
+#   BENCH_CALLGRIND=0      1 = instead of wrk, run Brigade under valgrind's callgrind and
+#                          count the user-space instructions per GET (BENCH_REQUESTS=1000
+#                          after BENCH_WARM=50, one keep-alive connection each): the
+#                          direct read, and through the gateway anonymously and with the
+#                          key; hop = through - direct. Counts repeat run to run where
+#                          the CPU-µs ratios scatter (the kernel's share is not counted).
 #   BENCH_LOG_FILTER=      Brigade's log filter. Unset (the default): Brigade's own shipped
 #                          default (`info,sqlx=warn`), what users run. Set it (e.g. `warn`)
 #                          only to report a second figure beside the default one.
@@ -82,6 +88,11 @@ die() { say "edge.sh: $*"; exit 1; }
 need_wrk
 command -v curl >/dev/null 2>&1 || die "curl is needed (to check the two paths' answers)"
 
+CALLGRIND=${BENCH_CALLGRIND:-0}
+if [ "$CALLGRIND" = 1 ]; then
+  command -v valgrind >/dev/null 2>&1 || { say "installing valgrind"; apt-get update && apt-get install -y valgrind; }
+  PIN=0
+fi
 if [ "$PIN" = 1 ]; then
   command -v taskset >/dev/null 2>&1 || die "taskset is needed for pinning (or BENCH_PIN=0)"
   PIN_SERVER=(taskset -c "$SERVER_CPU")
@@ -141,20 +152,26 @@ AUTH=(-H "Authorization: Bearer $KEY")
 identity_args "$TOKEN"
 
 say "starting brigade up --no-seed in $DATA"
+UNDER=()
+if [ "$CALLGRIND" = 1 ]; then
+  # Under callgrind from the start (valgrind cannot attach); counted only between the
+  # zeroing and the dump of each measurement.
+  UNDER=(valgrind --tool=callgrind "--callgrind-out-file=$WORK/cg.out.%p")
+fi
 # `env` and `taskset` both exec, so $! is brigade's own pid (checked).
 "${BRIGADE_ENV[@]}" "${LIMITS_ENV[@]}" \
   BRIGADE_SERVICES__GATEWAY__PORT=0 BRIGADE_SERVICES__CATALOG__PORT=0 \
   BRIGADE_SERVICES__ACCOUNTS__PORT=0 BRIGADE_SERVICES__ORDERS__PORT=0 \
   BRIGADE_SERVICES__BILLING__PORT=0 BRIGADE_SERVICES__PAYMENTS_SANDBOX__PORT=0 \
-  "${PIN_SERVER[@]}" "$BRIGADE" up --no-seed --data-dir "$DATA" >"$WORK/up.out" 2>"$WORK/up.err" &
+  "${PIN_SERVER[@]}" ${UNDER[@]+"${UNDER[@]}"} "$BRIGADE" up --no-seed --data-dir "$DATA" >"$WORK/up.out" 2>"$WORK/up.err" &
 PID=$!
-for _ in $(seq 1 600); do
+for _ in $(seq 1 $([ "$CALLGRIND" = 1 ] && echo 6000 || echo 600)); do
   grep -q '^Press Ctrl-C' "$WORK/up.out" 2>/dev/null && break
   kill -0 "$PID" 2>/dev/null || break
   sleep 0.1
 done
 grep -q '^Press Ctrl-C' "$WORK/up.out" || { tail -n 20 "$WORK/up.err" >&2; die "brigade up did not start"; }
-[ "$(cat "/proc/$PID/comm")" = brigade ] || die "pid $PID is $(cat "/proc/$PID/comm"), not brigade"
+[ "$CALLGRIND" = 1 ] || [ "$(cat "/proc/$PID/comm")" = brigade ] || die "pid $PID is $(cat "/proc/$PID/comm"), not brigade"
 GATEWAY=$(awk '$1 == "gateway" { print $2 }' "$WORK/up.out")
 CATALOG=$(awk '$1 == "catalog" { print $2 }' "$WORK/up.out")
 [ -n "$GATEWAY" ] && [ -n "$CATALOG" ] || die "brigade up printed no gateway/catalog URL"
@@ -217,6 +234,63 @@ say "POST /v1/products: 201 directly (token) and through the gateway (key)"
 # --- measuring ---------------------------------------------------------------------------
 TICKS=$(getconf CLK_TCK)
 WALL=$(seconds_of "$DURATION")
+
+# --- instructions (BENCH_CALLGRIND=1) -----------------------------------------------------
+if [ "$CALLGRIND" = 1 ]; then
+  REQUESTS=${BENCH_REQUESTS:-1000}
+  WARM=${BENCH_WARM:-50}
+  # dumped: the total of the newest dump (callgrind_control -d writes the counts since
+  # the last zeroing next to the process's own file), removed once read.
+  dumped() {
+    local dump
+    callgrind_control -d "$PID" >"$WORK/dump.out" 2>&1
+    dump=$(ls -t "$WORK"/cg.out.* 2>/dev/null | head -n1)
+    [ -n "$dump" ] || die "callgrind wrote no dump: $(cat "$WORK/dump.out")"
+    awk '/^(summary|totals):/ { print $2; exit }' "$dump"
+    rm -f "$dump"
+  }
+  # The process's own background (pollers, timers, every service's tasks) runs whatever
+  # is asked, and under valgrind a request takes ~50× its wall time, so the background's
+  # share per request is large: counted alone over IDLE_SECONDS, it is taken off each
+  # measurement in proportion to the measurement's wall time.
+  IDLE_SECONDS=10
+  callgrind_control -z "$PID" >/dev/null 2>&1
+  sleep "$IDLE_SECONDS"
+  IDLE_PER_SECOND=$(( $(dumped) / IDLE_SECONDS ))
+  say "background under callgrind: $IDLE_PER_SECOND instructions per second"
+  # count BASE [CURL ARGS...]: instructions per GET /v1/products/1 at BASE, less the
+  # background's share of the run's wall time.
+  count() {
+    local base=$1 total started ended list=()
+    shift
+    for _ in $(seq 1 "$WARM"); do list+=(-o /dev/null "$base/v1/products/1"); done
+    curl -sf "$@" "${list[@]}" || die "a warm-up GET at $base failed"
+    list=()
+    for _ in $(seq 1 "$REQUESTS"); do list+=(-o /dev/null "$base/v1/products/1"); done
+    callgrind_control -z "$PID" >/dev/null 2>&1
+    started=$(date +%s%N)
+    curl -sf "$@" "${list[@]}" || die "a GET at $base failed"
+    ended=$(date +%s%N)
+    total=$(dumped)
+    awk -v t="$total" -v i="$IDLE_PER_SECOND" -v ns="$((ended - started))" -v n="$REQUESTS" \
+      'BEGIN { printf "%d\n", (t - i * ns / 1e9) / n }'
+  }
+  direct=$(count "$CATALOG" "${IDENTITY[@]}")
+  anonymous=$(count "$GATEWAY")
+  keyed=$(count "$GATEWAY" "${AUTH[@]}")
+  printf '\nInstructions per GET /v1/products/1 (callgrind, user space, every thread of the one process, less the background of %s instructions/s); %s requests after %s warm-up; log filter %s\n' \
+    "$IDLE_PER_SECOND" "$REQUESTS" "$WARM" "$LOG_FILTER_SHOWN"
+  printf '%s; %s; valgrind %s\n\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+    "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)" "$(valgrind --version)"
+  printf '| path | instructions | hop | hop ÷ direct |\n|---|--:|--:|--:|\n'
+  printf '| direct (token) | %s | – | – |\n' "$direct"
+  for row in "gateway, anonymous:$anonymous" "gateway, API key:$keyed"; do
+    n=${row##*:}
+    printf '| %s | %s | %s | %s× |\n' "${row%:*}" "$n" "$((n - direct))" \
+      "$(awk -v h="$((n - direct))" -v d="$direct" 'BEGIN { printf "%.2f", h / d }')"
+  done
+  exit 0
+fi
 
 # The idle process's own CPU (its workers, pollers, timers), per second: in every row.
 sleep 2

@@ -16,6 +16,7 @@
 
 import { createRequire } from "node:module";
 import path from "node:path";
+import { watchedPage } from "./watched.mjs";
 
 const gateway = process.env.GATEWAY_URL;
 const playwrightDir = process.env.PLAYWRIGHT_DIR;
@@ -31,48 +32,15 @@ const QUERY = "{ products(limit: 5) { id name price } }";
 const EXPECTED = "Laptop";
 const STEP_MS = 15_000;
 
-const problems = [];
-const blocked = [];
 const graphqlBodies = [];
 let step = "launching Chromium";
 
-function allowed(url) {
-  const u = new URL(url);
-  if (u.protocol === "data:" || u.protocol === "blob:" || u.protocol === "about:") return true;
-  return u.hostname === "127.0.0.1";
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox"],
-  timeout: 60_000,
+const { browser, page, problems, blocked } = await watchedPage(chromium, {
+  viewport: { width: 1440, height: 900 },
+  timeout: STEP_MS,
 });
 let failure;
-let page;
 try {
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
-  context.setDefaultTimeout(STEP_MS);
-  // Service workers could fetch around page.route; GraphiQL registers none, but be sure.
-  await context.route("**/*", (route) => {
-    const url = route.request().url();
-    if (allowed(url)) return route.continue();
-    blocked.push(url);
-    return route.abort("blockedbyclient");
-  });
-  page = await context.newPage();
-  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
-  page.on("console", (m) => {
-    if (m.type() === "error") problems.push(`console error: ${m.text()}`);
-  });
-  page.on("response", (r) => {
-    if (r.status() >= 400) problems.push(`HTTP ${r.status()} for ${r.request().method()} ${r.url()}`);
-  });
-  page.on("requestfailed", (r) => {
-    if (allowed(r.url())) problems.push(`request failed: ${r.url()} (${r.failure()?.errorText})`);
-  });
-  page.on("websocket", (ws) => {
-    if (!allowed(ws.url().replace(/^ws/, "http"))) blocked.push(ws.url());
-  });
   page.on("request", (r) => {
     if (r.method() === "POST" && new URL(r.url()).pathname === "/graphql") {
       graphqlBodies.push(r.postData() ?? "");
@@ -140,7 +108,7 @@ try {
   console.log(`ok: screenshot at ${screenshot}`);
 } catch (e) {
   failure = e;
-  if (page) await page.screenshot({ path: screenshot }).catch(() => {});
+  await page.screenshot({ path: screenshot }).catch(() => {});
 } finally {
   await browser.close();
 }
@@ -150,7 +118,7 @@ if (blocked.length) {
 }
 if (failure) problems.unshift(`failed while ${step}: ${failure.message.split("\n")[0]}`);
 if (problems.length) {
-  console.error(`GraphiQL in Chromium: ${problems.length} problem(s)${page ? ` (screenshot: ${screenshot})` : ""}:`);
+  console.error(`GraphiQL in Chromium: ${problems.length} problem(s) (screenshot: ${screenshot}):`);
   for (const p of problems) console.error(`- ${p}`);
   if (failure) console.error(failure.stack ?? String(failure));
   process.exit(1);

@@ -12,20 +12,8 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
-version="1.65.2"
-prefix="${PLAYWRIGHT_PREFIX:-$root/target/playwright}"
-
-if ! command -v chromium >/dev/null; then
-  echo "== installing Debian's chromium"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
-if [ ! -f "$prefix/node_modules/playwright-core/package.json" ] \
-  || [ "$(cat "$prefix/.version" 2>/dev/null || true)" != "$version" ]; then
-  echo "== installing playwright-core $version under $prefix"
-  npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error "playwright-core@$version"
-  echo "$version" >"$prefix/.version"
-fi
+. "$here/tools.sh"
+browser_tools
 
 . "$root/contract-tests/lib.sh"
 # No demo data: the only product is the one created below, so the answer GraphiQL shows

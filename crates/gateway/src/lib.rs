@@ -6,6 +6,7 @@
 
 pub mod admit;
 pub mod app;
+pub mod dashboard;
 pub mod edge;
 pub mod forward;
 pub mod graphql;
@@ -74,6 +75,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         buckets,
     );
     let rest = forward::router(settings, edge.clone(), gateway.downstreams());
+    let dashboard = dashboard::router(settings, edge.clone());
     // The whole public REST API's document and its docs page.
     let docs = match serde_json::from_value(public_api::openapi()) {
         Ok(api) => server::rest::docs(api),
@@ -92,10 +94,19 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
                 graphql.graphiql(settings.profile),
             )
             .merge(rest)
-            .merge(docs),
+            .merge(docs)
+            .merge(
+                dashboard
+                    .as_ref()
+                    .map(|(routes, _)| routes.clone())
+                    .unwrap_or_default(),
+            ),
         )
         .await?
         .with_client_addresses();
+    if let Some((_, collector)) = dashboard {
+        app.spawn_background(collector);
+    }
     let refresh = settings.gateway.keys.refresh;
     app.spawn_background(move |stop| keys.run_refresh(refresh, stop));
     app.spawn_background(move |stop| {

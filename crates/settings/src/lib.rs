@@ -98,6 +98,7 @@ pub struct GatewaySettings {
     /// handed to the owner's router in process — its whole middleware stack, the token
     /// checked — rather than sent over a loopback socket (`server::local`).
     pub forward_in_process: bool,
+    pub dashboard: DashboardSettings,
 }
 
 impl Default for GatewaySettings {
@@ -107,6 +108,35 @@ impl Default for GatewaySettings {
             keys: KeySettings::default(),
             limits: LimitSettings::default(),
             forward_in_process: true,
+            dashboard: DashboardSettings::default(),
+        }
+    }
+}
+
+/// The live dashboard at `/dashboard` on the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSettings {
+    pub enabled: bool,
+    /// Whether anyone may watch. Unset: anyone in development; in production only a key
+    /// with every scope (a secret key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open: Option<bool>,
+    /// How often the services' metrics are read while someone watches.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// The window rates and percentiles are computed over.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            open: None,
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(60),
         }
     }
 }
@@ -736,6 +766,19 @@ impl Settings {
             return Err(invalid("max_in_flight", "must be at least 1"));
         }
         self.slo.validate()?;
+        let dashboard = &self.gateway.dashboard;
+        if dashboard.interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "gateway.dashboard.interval",
+                "must be at least 100ms (each reading scrapes every service)",
+            ));
+        }
+        if dashboard.window < dashboard.interval * 2 {
+            return Err(invalid(
+                "gateway.dashboard.window",
+                "must be at least twice the interval (a window compares two readings)",
+            ));
+        }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }

@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod deadline;
+pub mod exposition;
 mod json_lines;
 mod logging;
 pub mod metrics;

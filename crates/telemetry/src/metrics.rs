@@ -58,7 +58,10 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 
 /// Renders the exposition text (empty when no recorder is ours).
 pub fn render() -> String {
-    handle().map(PrometheusHandle::render).unwrap_or_default()
+    let mut out = handle().map(PrometheusHandle::render).unwrap_or_default();
+    // Every service's error budget, computed now.
+    out.push_str(&crate::slo::render(None));
+    out
 }
 
 /// Renders the series of one service (and any process-wide series without a `service`
@@ -67,7 +70,8 @@ pub fn render() -> String {
 pub fn render_for(service: &str) -> String {
     let own = format!("service=\"{service}\"");
     let mut out = String::new();
-    for line in render().lines() {
+    let all = handle().map(PrometheusHandle::render).unwrap_or_default();
+    for line in all.lines() {
         let keep = line.starts_with('#')
             || line.is_empty()
             || !line.contains("service=\"")
@@ -262,7 +266,7 @@ impl RequestMetrics {
 
 /// Whether requests to `route` count toward the service's objectives: not the probes,
 /// metrics, budgets and documents a machine or a person reads about the service.
-fn judged(route: &str) -> bool {
+pub fn judged(route: &str) -> bool {
     !(matches!(
         route,
         "/healthz" | "/readyz" | "/metrics" | "/slo" | "/openapi.json"

@@ -262,6 +262,9 @@ impl Tracker {
             service: self.service,
             objectives,
             covered_seconds: covered.as_secs(),
+            requests_total: now.total,
+            failed_total: now.failed,
+            slow_total: now.slow,
             availability: sli(objectives.availability, |s| s.total, |s| s.failed),
             latency: sli(objectives.latency, |s| s.total - s.failed, |s| s.slow),
         }
@@ -300,6 +303,12 @@ pub struct Report {
     /// How much of the budget's window the figures cover (the process's age, at most
     /// the window).
     pub covered_seconds: u64,
+    /// Judged requests since the process started, those that failed on the service's
+    /// side, and the successful ones slower than the threshold (Prometheus counters, for
+    /// a board's own windows).
+    pub requests_total: u64,
+    pub failed_total: u64,
+    pub slow_total: u64,
     pub availability: Sli,
     pub latency: Sli,
 }
@@ -421,6 +430,24 @@ pub fn render(service: Option<&str>) -> String {
             f(out, r.service, "latency", &r.latency);
         }
     };
+    let _ = writeln!(
+        out,
+        "# HELP brigade_slo_requests_total Requests judged against the service's objectives; failed: on the service's side; slow: successful but over the latency threshold."
+    );
+    let _ = writeln!(out, "# TYPE brigade_slo_requests_total counter");
+    for r in &reports {
+        for (outcome, n) in [
+            ("all", r.requests_total),
+            ("failed", r.failed_total),
+            ("slow", r.slow_total),
+        ] {
+            let _ = writeln!(
+                out,
+                "brigade_slo_requests_total{{service=\"{}\",outcome=\"{outcome}\"}} {n}",
+                r.service
+            );
+        }
+    }
     family(
         &mut out,
         "brigade_slo_objective",

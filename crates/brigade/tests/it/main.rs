@@ -4,6 +4,7 @@
 
 mod brokers;
 mod cli;
+mod dashboard;
 mod helpers;
 mod sigkill;
 mod slo;

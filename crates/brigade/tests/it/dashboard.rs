@@ -1,0 +1,313 @@
+//! The live dashboard of a running system: its page and assets come from the binary and
+//! name nothing off this origin; its stream and snapshot show every service, the edges
+//! between them and their traffic; a service that is down is shown down and comes back;
+//! in production only a secret key may watch; nothing secret is in what it shows.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::helpers::{
+    SERVICES, api_key, bearer, brigade, create_product, on_free_ports, start, stop_cleanly,
+};
+
+/// The snapshot at `base`, once `until` holds of it (the collector reads every second),
+/// within 30 s.
+async fn snapshot_until(
+    client: &reqwest::Client,
+    base: &str,
+    until: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = client
+            .get(format!("{base}/dashboard/snapshot"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let snap: Value = r.json().await.unwrap();
+        if until(&snap) {
+            return snap;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the snapshot never came to hold: {snap:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn node<'a>(snap: &'a Value, id: &str) -> &'a Value {
+    snap["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap_or_else(|| panic!("no node {id} in {snap:#}"))
+}
+
+fn edge<'a>(snap: &'a Value, from: &str, to: &str) -> Option<&'a Value> {
+    snap["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["from"] == from && e["to"] == to)
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_every_service_and_its_traffic_live() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = api_key(&data).await;
+    let mut running = start(on_free_ports(brigade(&data).args(["up", "--no-seed"]))).await;
+    let gateway = running.urls["gateway"].clone();
+    let client = reqwest::Client::new();
+
+    // The page and its assets: from the binary, nothing from elsewhere.
+    for (path, kind) in [
+        ("/dashboard", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/style.css", "text/css"),
+    ] {
+        let r = client.get(format!("{gateway}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+        assert!(
+            r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("default-src 'self'")
+        );
+        let body = r.text().await.unwrap();
+        for outside in ["src=\"http", "href=\"http", "url(http", "import("] {
+            assert!(!body.contains(outside), "{path} reaches outside: {outside}");
+        }
+    }
+
+    // Traffic: a product made and read through the gateway.
+    let product = create_product(&bearer(&key), &gateway, "dash-1", "Lamp").await;
+    for _ in 0..20 {
+        let r = client
+            .get(format!("{gateway}/v1/products/{product}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let snap = snapshot_until(&client, &gateway, |s| {
+        edge(s, "gateway", "catalog")
+            .is_some_and(|e| e["requests_per_second"].as_f64().unwrap_or(0.0) > 0.0)
+    })
+    .await;
+    for service in SERVICES {
+        let n = node(&snap, service);
+        assert_eq!(n["kind"], "service");
+        assert_eq!(n["up"], true, "{n}");
+        assert!(
+            n["slo"]["availability"]["objective"].as_f64().unwrap() > 0.99,
+            "{n}"
+        );
+    }
+    let catalog = node(&snap, "catalog");
+    assert!(
+        catalog["requests_per_second"].as_f64().unwrap() > 0.0,
+        "{catalog}"
+    );
+    assert_eq!(catalog["success_rate"], 1.0);
+    assert!(catalog["p99_ms"].as_f64().is_some(), "{catalog}");
+    let forwarded = edge(&snap, "gateway", "catalog").unwrap();
+    assert_eq!(forwarded["success_rate"], 1.0, "{forwarded}");
+    assert_eq!(forwarded["breaker"], "closed");
+    // The product's event went through catalog's outbox onto its stream.
+    let published = snapshot_until(&client, &gateway, |s| {
+        edge(s, "catalog", "stream:catalog-events").is_some()
+    })
+    .await;
+    assert_eq!(node(&published, "stream:catalog-events")["kind"], "stream");
+    // The work queue is shown with its dead letters and how to redrive them.
+    let queue = node(&published, "queue:order_processing");
+    assert_eq!(queue["dead_letters"], 0.0);
+    assert_eq!(queue["redrive"], "brigade dlq redrive order_processing");
+    // Nothing secret in it.
+    let text = published.to_string();
+    assert!(!text.contains(&key));
+    assert!(!text.contains("bgd_sk_"));
+
+    // The stream: a snapshot at once, then another as the collector reads again.
+    let r = client
+        .get(format!("{gateway}/dashboard/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let mut r = r;
+    let mut seen = String::new();
+    let events = async {
+        while seen.matches("event: snapshot").count() < 2 {
+            let chunk = r.chunk().await.unwrap().expect("the stream stays open");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), events)
+        .await
+        .expect("two snapshots within 10 s");
+    let first = seen.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let first: Value = serde_json::from_str(first).unwrap();
+    assert!(first["nodes"].as_array().unwrap().len() >= SERVICES.len());
+
+    // Shutdown ends the stream rather than waiting on it.
+    stop_cleanly(&mut running).await;
+}
+
+/// A free port on loopback, for a service started later at a port fixed in advance.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn a_service_that_is_down_is_shown_down_and_in_production_only_a_secret_key_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let secret = api_key(&data).await;
+    let restricted = {
+        let made = brigade(&data)
+            .args(["keys", "create", "--name", "ro", "--scopes", "orders:read"])
+            .output()
+            .await
+            .unwrap();
+        let out = String::from_utf8(made.stdout).unwrap();
+        out.lines().last().unwrap().trim().to_owned()
+    };
+    let catalog_port = free_port().to_string();
+    let ports = |cmd: &mut tokio::process::Command| {
+        on_free_ports(cmd)
+            .env("BRIGADE_SERVICES__CATALOG__PORT", &catalog_port)
+            .env("BRIGADE_PROFILE", "production");
+    };
+    // The gateway alone: every other service is away.
+    let mut cmd = brigade(&data);
+    cmd.args(["serve", "gateway"]);
+    ports(&mut cmd);
+    let mut gateway_process = start(&mut cmd).await;
+    let gateway = gateway_process.urls["gateway"].clone();
+
+    let anonymous = reqwest::Client::new();
+    let r = anonymous
+        .get(format!("{gateway}/dashboard/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().contains_key("www-authenticate"));
+    let r = bearer(&restricted)
+        .get(format!("{gateway}/dashboard/snapshot"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // The page itself holds no data: it asks for a key.
+    let page = anonymous
+        .get(format!("{gateway}/dashboard"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+
+    let admin = bearer(&secret);
+    let snap = snapshot_until(&admin, &gateway, |s| node(s, "catalog")["up"] == false).await;
+    let catalog = node(&snap, "catalog");
+    assert!(
+        catalog["error"].as_str().unwrap().contains(&catalog_port),
+        "{catalog}"
+    );
+    assert_eq!(node(&snap, "gateway")["up"], true);
+
+    // Catalog comes up at its address: shown up within seconds.
+    let mut cmd = brigade(&data);
+    cmd.args(["serve", "catalog"]);
+    ports(&mut cmd);
+    let mut catalog_process = start(&mut cmd).await;
+    assert!(
+        catalog_process.urls["catalog"].ends_with(&catalog_port),
+        "{:?}",
+        catalog_process.urls
+    );
+    let snap = snapshot_until(&admin, &gateway, |s| node(s, "catalog")["up"] == true).await;
+    assert_eq!(node(&snap, "accounts")["up"], false);
+
+    stop_cleanly(&mut catalog_process).await;
+    stop_cleanly(&mut gateway_process).await;
+}
+
+/// Every series the shipped Grafana board queries is one the code writes: a renamed
+/// metric breaks this test, not a user's board.
+#[test]
+fn the_grafana_boards_series_are_the_ones_the_code_writes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let board: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("dashboards/grafana/brigade.json")).unwrap(),
+    )
+    .unwrap();
+    let mut source = String::new();
+    let mut dirs = vec![root.join("crates")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                if !path.ends_with("target") && !path.ends_with("tests") {
+                    dirs.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                source.push_str(&std::fs::read_to_string(&path).unwrap());
+            }
+        }
+    }
+    let written = |name: &str| {
+        source.match_indices(name).any(|(at, _)| {
+            !source[at + name.len()..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        })
+    };
+    let panels = board["panels"].as_array().unwrap();
+    assert!(panels.len() >= 10);
+    let mut names = std::collections::BTreeSet::new();
+    for panel in panels {
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{panel}");
+        assert_eq!(panel["datasource"]["type"], "prometheus");
+        for target in targets {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(at) = rest.find("brigade_") {
+                let name: String = rest[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                rest = &rest[at + name.len()..];
+                names.insert(name.trim_end_matches("_bucket").to_owned());
+            }
+        }
+    }
+    assert!(names.len() >= 12, "{names:?}");
+    for name in &names {
+        assert!(
+            written(name),
+            "the board queries {name}, which no code writes"
+        );
+    }
+}

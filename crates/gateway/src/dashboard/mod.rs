@@ -1,0 +1,327 @@
+//! The live dashboard (`/dashboard`): the system's topology with golden metrics per
+//! service and per caller→callee edge over the last minute (requests/s, success rate,
+//! p50/p95/p99, retries beside first attempts, breaker states), queues and streams
+//! (depth, dead letters, consumer lag), outbox backlogs, orders by state and their
+//! accept→paid latency, and each service's error budget — after Linkerd viz and the .NET
+//! Aspire dashboard, served from the binary (no CDN).
+//!
+//! The data is the services' own metrics: this process's recorder for the services it
+//! runs, each other service's `/metrics` over HTTP (a service that does not answer is
+//! shown down). A collector folds them into a [`collect::Reading`] every
+//! `gateway.dashboard.interval` while anyone watches, keeps a minute of readings, and
+//! publishes one JSON snapshot (`/dashboard/stream`, server-sent events; one shot at
+//! `/dashboard/snapshot`). Bounded on both sides: a minute of readings here, the latest
+//! snapshot per viewer (a slow viewer skips snapshots, never queues them).
+//!
+//! Open in development; in production it needs an API key with every scope (a secret
+//! key): it shows no keys, secrets or data, but it does show the system's shape and load.
+
+pub mod collect;
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt;
+use http::{HeaderMap, HeaderValue, header};
+use problem::Problem;
+use settings::{Profile, ServiceName, Settings};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::edge::Edge;
+use crate::keys::Scope;
+use collect::{Presence, Reading};
+
+const PAGE: &str = include_str!("page.html");
+const SCRIPT: &str = include_str!("app.js");
+const STYLE: &str = include_str!("style.css");
+
+/// A service the gateway does not run itself, and where it listens.
+#[derive(Debug, Clone)]
+struct Target {
+    service: ServiceName,
+    addr: SocketAddr,
+}
+
+/// The collector's output and who may read it.
+pub struct Dashboard {
+    snapshots: watch::Sender<Arc<str>>,
+    open: bool,
+    edge: Edge,
+    closing: CancellationToken,
+}
+
+impl Dashboard {
+    /// 401/403 unless the dashboard is open or the caller's key has every scope.
+    fn admit(&self, headers: &HeaderMap) -> Result<(), Problem> {
+        if self.open {
+            return Ok(());
+        }
+        match self.edge.caller(headers)? {
+            crate::keys::Caller::Anonymous => Err(Problem::new(problem::Kind::Unauthenticated)
+                .with_detail(
+                    "the dashboard needs an API key with every scope (a secret key) in production: send it as `Authorization: Bearer <key>`",
+                )),
+            caller if Scope::ALL.iter().all(|s| caller.require(*s).is_ok()) => Ok(()),
+            _ => Err(Problem::new(problem::Kind::Forbidden)
+                .with_detail("the dashboard needs an API key with every scope (a secret key)")),
+        }
+    }
+}
+
+/// The routes, and the collector to run beside the server until `stop`.
+pub fn router(
+    settings: &Settings,
+    edge: Edge,
+) -> Option<(Router, impl FnOnce(CancellationToken) -> CollectorTask)> {
+    let config = &settings.gateway.dashboard;
+    if !config.enabled {
+        return None;
+    }
+    let (snapshots, _) = watch::channel(Arc::<str>::from("{}"));
+    let dashboard = Arc::new(Dashboard {
+        snapshots,
+        open: config
+            .open
+            .unwrap_or(settings.profile == Profile::Development),
+        edge,
+        closing: CancellationToken::new(),
+    });
+    let targets: Vec<Target> = ServiceName::ALL
+        .into_iter()
+        .filter(|s| *s != ServiceName::Gateway)
+        .map(|service| {
+            let mut addr = settings.services.get(service).addr();
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            Target { service, addr }
+        })
+        .collect();
+    let (interval, window) = (config.interval, config.window);
+    let router = Router::new()
+        .route("/dashboard", get(page))
+        .route("/dashboard/app.js", get(script))
+        .route("/dashboard/style.css", get(style))
+        .route("/dashboard/stream", get(stream))
+        .route("/dashboard/snapshot", get(snapshot))
+        .with_state(Arc::clone(&dashboard));
+    let run = move |stop: CancellationToken| -> CollectorTask {
+        Box::pin(collector(dashboard, targets, interval, window, stop))
+    };
+    Some((router, run))
+}
+
+pub type CollectorTask = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Static files: the page names nothing outside this origin.
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+async fn page() -> Response {
+    asset("text/html; charset=utf-8", PAGE)
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+async fn style() -> Response {
+    asset("text/css; charset=utf-8", STYLE)
+}
+
+/// Server-sent events: `event: snapshot` with the JSON snapshot, each time there is a
+/// new one (the first at once); comments keep the connection alive. Ends when the
+/// gateway shuts down.
+async fn stream(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
+    if let Err(problem) = dashboard.admit(&headers) {
+        return problem.into_response();
+    }
+    let mut updates = dashboard.snapshots.subscribe();
+    updates.mark_changed();
+    let events = futures::stream::unfold(updates, |mut updates| async move {
+        updates.changed().await.ok()?;
+        let data = Arc::clone(&updates.borrow_and_update());
+        let event = Event::default().event("snapshot").data(&*data);
+        Some((Ok::<_, Infallible>(event), updates))
+    })
+    .take_until(dashboard.closing.clone().cancelled_owned());
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    // Proxies must not buffer it.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// One fresh snapshot as JSON (for scripts and the tests; a board polls `/metrics`).
+async fn snapshot(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -> Response {
+    if let Err(problem) = dashboard.admit(&headers) {
+        return problem.into_response();
+    }
+    // One made after this request came in (the collector reads every interval while
+    // anyone, this request included, watches), never one kept from before.
+    let mut updates = dashboard.snapshots.subscribe();
+    updates.borrow_and_update();
+    let ready = async {
+        loop {
+            updates.changed().await.ok()?;
+            let current = Arc::clone(&updates.borrow_and_update());
+            if serde_json::from_str::<serde_json::Value>(&current)
+                .ok()
+                .and_then(|v| v["window_seconds"].as_f64())
+                .is_some_and(|s| s > 0.0)
+            {
+                return Some(current);
+            }
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), ready).await {
+        Ok(Some(json)) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            json.to_string(),
+        )
+            .into_response(),
+        _ => Problem::unavailable("the dashboard has no snapshot yet").into_response(),
+    }
+}
+
+/// How often the collector reads while nobody watches.
+const IDLE_EVERY: Duration = Duration::from_secs(10);
+
+/// Reads every `interval` while anyone watches (every [`IDLE_EVERY`] otherwise) and
+/// publishes the snapshot over `window`.
+async fn collector(
+    dashboard: Arc<Dashboard>,
+    targets: Vec<Target>,
+    interval: Duration,
+    window: Duration,
+    stop: CancellationToken,
+) {
+    let client = match reqwest::Client::builder()
+        .timeout(interval.min(Duration::from_secs(2)))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            tracing::warn!(%err, "the dashboard cannot make an HTTP client; it shows this process only");
+            reqwest::Client::new()
+        }
+    };
+    let mut readings: VecDeque<(Instant, Reading)> = VecDeque::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        // Nobody watching: a reading every IDLE_EVERY only, so that whoever opens the
+        // dashboard sees the last minute at once, at next to no cost meanwhile.
+        let watched = dashboard.snapshots.receiver_count() > 0;
+        if !watched
+            && readings
+                .back()
+                .is_some_and(|(at, _)| at.elapsed() < IDLE_EVERY)
+        {
+            continue;
+        }
+        let (reading, presence) = read(&client, &targets).await;
+        let now = Instant::now();
+        readings.push_back((now, reading));
+        while readings
+            .get(1)
+            .is_some_and(|(at, _)| now.duration_since(*at) >= window)
+        {
+            readings.pop_front();
+        }
+        let (Some((first_at, first)), Some((_, last))) = (readings.front(), readings.back()) else {
+            continue;
+        };
+        let seconds = now.duration_since(*first_at).as_secs_f64();
+        let json = collect::snapshot(last, first, seconds, &presence, storage::now_millis());
+        dashboard
+            .snapshots
+            .send_replace(Arc::from(json.to_string()));
+    }
+    dashboard.closing.cancel();
+}
+
+/// This process's series, plus each service it does not run, scraped.
+async fn read(client: &reqwest::Client, targets: &[Target]) -> (Reading, Vec<Presence>) {
+    let mut reading = Reading::default();
+    reading.add(&telemetry::metrics::render());
+    let mut presence = vec![Presence {
+        service: ServiceName::Gateway.as_str(),
+        up: true,
+        error: None,
+    }];
+    let remote = targets
+        .iter()
+        .filter(|t| server::local::find(t.addr).is_none())
+        .map(|t| async move {
+            let answer = async {
+                client
+                    .get(format!("http://{}/metrics", t.addr))
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .text()
+                    .await
+            }
+            .await;
+            (t, answer)
+        });
+    let scraped = futures::future::join_all(remote).await;
+    for t in targets {
+        let answer = scraped.iter().find(|(s, _)| s.service == t.service);
+        let (up, error) = match answer {
+            None => (true, None),
+            Some((_, Ok(text))) => {
+                reading.add(text);
+                (true, None)
+            }
+            Some((_, Err(err))) => (
+                false,
+                Some(if err.is_connect() {
+                    format!("not reachable at {}", t.addr)
+                } else if err.is_timeout() {
+                    format!("no answer from {} in time", t.addr)
+                } else {
+                    format!(
+                        "{} answered {}",
+                        t.addr,
+                        err.status()
+                            .map_or_else(|| "badly".to_owned(), |s| s.to_string())
+                    )
+                }),
+            ),
+        };
+        presence.push(Presence {
+            service: t.service.as_str(),
+            up,
+            error,
+        });
+    }
+    (reading, presence)
+}
