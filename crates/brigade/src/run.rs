@@ -58,6 +58,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let settings = Settings::from_figment(figment)?;
     telemetry::init_logging(settings.log.format, &settings.log.filter)?;
+    // Spans of every service this process runs, to the collector (off unless configured).
+    if let (Command::Up(_) | Command::Serve(_), Some(endpoint)) =
+        (&cli.command, &settings.telemetry.otlp_endpoint)
+    {
+        telemetry::trace::export_to(endpoint, settings.telemetry.otlp_timeout)?;
+        tracing::info!(%endpoint, "exporting trace spans over OTLP");
+    }
 
     match cli.command {
         Command::Up(args) => up(&settings, !args.no_seed && settings.seed_demo_data).await,
@@ -97,7 +104,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// `brigade slo`: every service's `/slo`, as a table or JSON. A service that does not
-/// answer is shown as down (and `null` in JSON); the command fails only when none does.
+/// answer is shown as down (in JSON: `{"service", "down": true, "error"}`); the command
+/// fails only when none does. Plain HTTP: a service behind TLS reads as down.
 async fn slo(settings: &Settings, json: bool) -> anyhow::Result<()> {
     let client = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
@@ -126,9 +134,18 @@ async fn slo(settings: &Settings, json: bool) -> anyhow::Result<()> {
     }
     let mut out = std::io::stdout().lock();
     if json {
+        // A service that did not answer is named, with why.
         let all: Vec<serde_json::Value> = reports
             .into_iter()
-            .map(|(_, _, r)| r.unwrap_or(serde_json::Value::Null))
+            .map(|(service, addr, r)| {
+                r.unwrap_or_else(|err| {
+                    serde_json::json!({
+                        "service": service.as_str(),
+                        "down": true,
+                        "error": format!("{addr}: {err}"),
+                    })
+                })
+            })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&all)?)?;
         return Ok(());

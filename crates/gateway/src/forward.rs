@@ -467,11 +467,6 @@ async fn send(
     headers.remove(header::AUTHORIZATION);
     headers.remove(header::HOST);
     headers.insert(server::identity::HEADER, token);
-    for (name, value) in telemetry::context::outbound_headers() {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
-    }
     let retryable = matches!(protocol, Protocol::Http(true));
     // Sent once: a body streams through and cannot be replayed, so only a read retries.
     let body = Mutex::new(Some(body));
@@ -499,6 +494,14 @@ async fn send(
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri.clone();
             *request.headers_mut() = headers.clone();
+            // Inside the call: traced, its `traceparent` names the call's own span.
+            for (name, value) in telemetry::context::outbound_headers() {
+                if let Ok(value) = HeaderValue::try_from(value) {
+                    request
+                        .headers_mut()
+                        .insert(HeaderName::from_static(name), value);
+                }
+            }
             let (name, value) = match protocol {
                 Protocol::Http(_) => {
                     let millis = u64::try_from(attempt.budget.as_millis()).unwrap_or(u64::MAX);

@@ -59,12 +59,33 @@ impl Envelope {
     /// the request's correlation ID and trace context.
     pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
         let ctx = telemetry::context::current();
+        let kind = kind.into();
+        // Traced: the message is a span of its own (publish), child of the work that
+        // wrote it; its consumers' spans are its children.
+        let trace = ctx.as_ref().map(|c| {
+            if telemetry::trace::enabled() {
+                let publish = c.child();
+                let now = std::time::SystemTime::now();
+                let mut span = telemetry::trace::Span::of(
+                    &publish,
+                    telemetry::trace::Kind::Producer,
+                    format!("publish {kind}"),
+                    now,
+                );
+                span.attributes
+                    .push(("messaging.message.type", kind.clone()));
+                telemetry::trace::record(span);
+                publish.trace
+            } else {
+                c.trace
+            }
+        });
         Self {
             id: Uuid::now_v7(),
-            kind: kind.into(),
+            kind,
             key: None,
             correlation_id: ctx.as_ref().map(|c| c.correlation_id.to_string()),
-            traceparent: ctx.as_ref().map(|c| c.trace.to_string()),
+            traceparent: trace.map(|t| t.to_string()),
             occurred_at: time::OffsetDateTime::now_utc(),
             schema_version: 1,
             payload,

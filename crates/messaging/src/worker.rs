@@ -257,8 +257,28 @@ where
         &envelope.kind,
     );
     let deadline = tokio::time::Instant::now() + options.handler_timeout;
+    let traced = telemetry::trace::enabled().then(|| {
+        (
+            ctx.clone(),
+            std::time::SystemTime::now(),
+            format!("consume {channel}/{}", envelope.kind),
+        )
+    });
     let work = telemetry::deadline::scope(deadline, handler(envelope));
-    telemetry::context::scope(ctx, tokio::time::timeout_at(deadline, work)).await
+    let outcome = telemetry::context::scope(ctx, tokio::time::timeout_at(deadline, work)).await;
+    if let Some((ctx, started, name)) = traced {
+        let mut span =
+            telemetry::trace::Span::of(&ctx, telemetry::trace::Kind::Consumer, name, started);
+        span.attributes
+            .push(("messaging.destination.name", channel.to_owned()));
+        span.error = match &outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some("the handler failed".to_owned()),
+            Err(_) => Some("the handler timed out".to_owned()),
+        };
+        telemetry::trace::record(span);
+    }
+    outcome
 }
 
 /// Serves one member of `group` on `stream` until `stop` fires (finishing the event in

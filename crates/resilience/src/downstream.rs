@@ -158,9 +158,55 @@ impl Downstream {
         Fut: Future<Output = Result<T, Problem>>,
     {
         let started = Instant::now();
-        let result = self.call_once(idempotent, operation).await;
+        let result = match self.client_span() {
+            // Traced: the call runs one span down the caller's trace, so what it sends
+            // (`traceparent`) names the call, and the callee's span is the call's child.
+            Some((call, wall)) => {
+                let result =
+                    telemetry::context::scope(call.clone(), self.call_once(idempotent, operation))
+                        .await;
+                self.record_call(&call, wall, &result);
+                result
+            }
+            None => self.call_once(idempotent, operation).await,
+        };
         self.count_call(started, &result);
         result
+    }
+
+    /// The context an outbound call runs in when spans are exported (a child of the
+    /// request's), and when it started; `None` when they are not, or outside a request.
+    fn client_span(&self) -> Option<(telemetry::RequestContext, std::time::SystemTime)> {
+        if !telemetry::trace::enabled() {
+            return None;
+        }
+        let ctx = telemetry::context::current()?;
+        Some((ctx.child(), std::time::SystemTime::now()))
+    }
+
+    /// The call's span: `call {downstream}`, failed when the call failed on the
+    /// callee's side (a refusal is an answer, not a failure).
+    fn record_call<T>(
+        &self,
+        call: &telemetry::RequestContext,
+        started: std::time::SystemTime,
+        result: &Result<T, Problem>,
+    ) {
+        use telemetry::trace::{Kind as SpanKind, Span};
+        let mut span = Span::of(
+            call,
+            SpanKind::Client,
+            format!("call {}", self.name()),
+            started,
+        );
+        span.attributes
+            .push(("peer.service", self.name().to_owned()));
+        if let Err(problem) = result
+            && problem.kind().is_server_error()
+        {
+            span.error = Some(problem.kind().slug().to_owned());
+        }
+        telemetry::trace::record(span);
     }
 
     /// One call's outcome in the per-downstream series: calls by outcome, and how long
@@ -241,9 +287,21 @@ impl Downstream {
         Fut: Future<Output = Result<T, Problem>>,
     {
         let started = Instant::now();
-        let result = self
-            .call_balanced_once(replicas, idempotent, operation)
-            .await;
+        let result = match self.client_span() {
+            Some((call, wall)) => {
+                let result = telemetry::context::scope(
+                    call.clone(),
+                    self.call_balanced_once(replicas, idempotent, operation),
+                )
+                .await;
+                self.record_call(&call, wall, &result);
+                result
+            }
+            None => {
+                self.call_balanced_once(replicas, idempotent, operation)
+                    .await
+            }
+        };
         self.count_call(started, &result);
         result
     }

@@ -166,9 +166,11 @@ where
             req.method(),
             req.uri(),
         )
-        .with_route(route.clone());
+        .with_route(route.clone())
+        .with_service(self.shared.service);
         let span = telemetry::request_span();
         let protocol = telemetry::metrics::protocol_from(inbound.content_type);
+        let start = inbound.into_owned(protocol);
         let finish = Finish {
             metrics: Arc::clone(&self.metrics),
             route,
@@ -176,8 +178,8 @@ where
             method: telemetry::metrics::method_label(req.method()),
             started,
             span: span.clone(),
+            client_deadline: start.timeout,
         };
-        let start = inbound.into_owned(protocol);
         let refused = match verdict {
             Some(Ok(client)) => {
                 req.extensions_mut()
@@ -403,6 +405,8 @@ struct Finish {
     /// and the OS clock was a visible share of a cached read.
     started: quanta::Instant,
     span: tracing::Span,
+    /// The deadline the caller set (`grpc-timeout`, `x-request-timeout-ms`), if any.
+    client_deadline: Option<Duration>,
 }
 
 impl Finish {
@@ -412,19 +416,48 @@ impl Finish {
         let status = response.status();
         let elapsed = self.started.elapsed();
         let error = telemetry::metrics::error_kind(response);
+        let route = self
+            .route
+            .as_ref()
+            .map_or(telemetry::metrics::UNMATCHED, MatchedPath::as_str);
+        let server_fault = telemetry::metrics::is_server_fault(status, error)
+            || (self.protocol != "http" && grpc_server_fault(response.headers()));
         self.metrics.record(Served {
-            route: self
-                .route
-                .as_ref()
-                .map_or(telemetry::metrics::UNMATCHED, MatchedPath::as_str),
+            route,
             protocol: self.protocol,
             method: self.method,
             status,
             elapsed,
             error,
-            server_fault: telemetry::metrics::is_server_fault(status, error)
-                || (self.protocol != "http" && grpc_server_fault(response.headers())),
+            server_fault,
+            client_deadline: self.client_deadline,
         });
+        if let Some(ctx) = &ctx
+            && telemetry::trace::enabled()
+            && telemetry::metrics::judged(route)
+        {
+            // Its span: the request's own, a child of the caller's call (or a root).
+            let started = std::time::SystemTime::now()
+                .checked_sub(elapsed)
+                .unwrap_or(std::time::UNIX_EPOCH);
+            let name = if self.protocol == "http" {
+                format!("{} {route}", self.method)
+            } else {
+                route.trim_start_matches('/').to_owned()
+            };
+            let mut span =
+                telemetry::trace::Span::of(ctx, telemetry::trace::Kind::Server, name, started);
+            span.attributes.extend([
+                ("http.request.method", self.method.to_owned()),
+                ("http.route", route.to_owned()),
+                ("http.response.status_code", status.as_u16().to_string()),
+                ("network.protocol.name", self.protocol.to_owned()),
+            ]);
+            if server_fault {
+                span.error = Some(error.unwrap_or("server error").to_owned());
+            }
+            telemetry::trace::record(span);
+        }
         // The access log is debug: at info it would cost every request a formatted line.
         // It is written in the request's context (taken back from the route's scope), so
         // it carries the correlation ID like every other line of the request.

@@ -192,7 +192,11 @@ impl Application {
         F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.background.spawn(task(self.stop.clone()));
+        // As this service's work: a message it consumes is traced as its own.
+        self.background.spawn(telemetry::context::serving(
+            self.service.as_str(),
+            task(self.stop.clone()),
+        ));
     }
 
     /// Gives every request its peer's address as `axum::extract::ConnectInfo<SocketAddr>`

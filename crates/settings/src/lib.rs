@@ -38,6 +38,7 @@ pub struct Settings {
     /// to the profile (GraphQL introspection, today).
     pub profile: Profile,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
     pub database: PoolSettings,
     pub idempotency: IdempotencySettings,
     pub outbound: OutboundSettings,
@@ -327,6 +328,7 @@ impl Default for Settings {
             max_in_flight: 1024,
             profile: Profile::default(),
             log: LogSettings::default(),
+            telemetry: TelemetrySettings::default(),
             database: PoolSettings::default(),
             idempotency: IdempotencySettings::default(),
             outbound: OutboundSettings::default(),
@@ -389,12 +391,16 @@ impl Default for SloSettings {
     }
 }
 
+/// A percentage as the fraction it means, to nine places (99.9 / 100 is
+/// 0.9990000000000001 in binary; it reads 0.999).
+fn fraction(percent: f64) -> f64 {
+    (percent * 1e7).round() / 1e9
+}
+
 impl SloSettings {
     /// `service`'s objectives: its overrides over the shared values, as fractions.
     pub fn objectives(&self, service: ServiceName) -> telemetry::slo::Objectives {
         let own = self.services.get(&service).cloned().unwrap_or_default();
-        // 99.9 / 100 is 0.9990000000000001 in binary; shown as 0.999.
-        let fraction = |percent: f64| (percent * 1e7).round() / 1e9;
         telemetry::slo::Objectives {
             availability: fraction(own.availability.unwrap_or(self.availability)),
             latency: fraction(own.latency.unwrap_or(self.latency)),
@@ -414,8 +420,9 @@ impl SloSettings {
                      latency: Option<f64>,
                      threshold: Option<Duration>| {
             for (name, percent) in [("availability", availability), ("latency", latency)] {
-                // 100 % leaves no budget to spend (every burn rate infinite).
-                if percent.is_some_and(|p| !(p > 0.0 && p < 100.0)) {
+                // 100 % leaves no budget to spend (every burn rate infinite); so does a
+                // percentage so close to it that its fraction rounds to 1.
+                if percent.is_some_and(|p| !(p > 0.0 && p < 100.0 && fraction(p) < 1.0)) {
                     return Err(invalid(
                         format!("{prefix}{name}"),
                         "must be a percentage in (0, 100): 100 leaves no error budget",
@@ -453,6 +460,28 @@ impl SloSettings {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Traces: OpenTelemetry spans of every request, call, publish and consume, exported
+/// over OTLP/gRPC to `otlp_endpoint` (`http://127.0.0.1:4317`); unset (the default):
+/// no spans are made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// How long one batch of spans may take to export before it is dropped.
+    #[serde(with = "humantime_serde")]
+    pub otlp_timeout: Duration,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -766,6 +795,20 @@ impl Settings {
             return Err(invalid("max_in_flight", "must be at least 1"));
         }
         self.slo.validate()?;
+        if let Some(endpoint) = &self.telemetry.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(invalid(
+                "telemetry.otlp_endpoint",
+                "must be an http:// or https:// URL (the collector's OTLP/gRPC port, 4317)",
+            ));
+        }
+        if self.telemetry.otlp_timeout.is_zero() {
+            return Err(invalid(
+                "telemetry.otlp_timeout",
+                "must be greater than zero",
+            ));
+        }
         let dashboard = &self.gateway.dashboard;
         if dashboard.interval < Duration::from_millis(100) {
             return Err(invalid(
@@ -773,10 +816,15 @@ impl Settings {
                 "must be at least 100ms (each reading scrapes every service)",
             ));
         }
-        if dashboard.window < dashboard.interval * 2 {
+        if dashboard.interval > Duration::from_secs(3600) {
+            return Err(invalid("gateway.dashboard.interval", "must be at most 1h"));
+        }
+        if dashboard.window < dashboard.interval * 2
+            || dashboard.window > Duration::from_secs(86_400)
+        {
             return Err(invalid(
                 "gateway.dashboard.window",
-                "must be at least twice the interval (a window compares two readings)",
+                "must be at least twice the interval (a window compares two readings) and at most 1d",
             ));
         }
         if self.database.max_connections == 0 {

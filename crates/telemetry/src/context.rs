@@ -13,6 +13,18 @@ use tokio::task::futures::TaskLocalFuture;
 
 tokio::task_local! {
     static CURRENT: RequestContext;
+    /// The service a background task (a consumer, a relay) works for.
+    static SERVICE: &'static str;
+}
+
+/// Runs `fut` as work of `service`: a message it consumes is traced as that service's.
+pub fn serving<F: Future>(service: &'static str, fut: F) -> TaskLocalFuture<&'static str, F> {
+    SERVICE.scope(service, fut)
+}
+
+/// The service this task works for, inside [`serving`].
+pub fn current_service() -> Option<&'static str> {
+    SERVICE.try_with(|s| *s).ok()
 }
 
 /// The context of the request being served.
@@ -30,6 +42,8 @@ pub struct RequestContext {
     /// came from), as the edge established it: the scope of idempotency keys, and what
     /// a call to another service says it acts for.
     client: Option<std::sync::Arc<str>>,
+    /// The service doing the work (what its spans are exported as).
+    service: Option<&'static str>,
 }
 
 impl RequestContext {
@@ -49,6 +63,7 @@ impl RequestContext {
             method: method.clone(),
             route: None,
             client: None,
+            service: current_service(),
         }
     }
 
@@ -73,6 +88,24 @@ impl RequestContext {
             .unwrap_or_else(|_| Uri::from_static("/"));
         let method = Method::from_bytes(b"MESSAGE").unwrap_or(Method::POST);
         Self::new(correlation_id, trace, &method, &uri)
+    }
+
+    /// Work of `service`.
+    pub fn with_service(mut self, service: &'static str) -> Self {
+        self.service = Some(service);
+        self
+    }
+
+    pub fn service(&self) -> Option<&'static str> {
+        self.service
+    }
+
+    /// The same work one span further down its trace: what an outbound call or a
+    /// published message runs under, so the callee's span is the call's child.
+    pub fn child(&self) -> Self {
+        let mut child = self.clone();
+        child.trace = self.trace.child();
+        child
     }
 
     /// The route template that matched (`/v1/products/{id}`), when the router found one.
@@ -222,12 +255,15 @@ impl fmt::Debug for CorrelationId {
     }
 }
 
-/// A W3C Trace Context `traceparent` (version 00): trace ID, this hop's span ID, flags.
+/// A W3C Trace Context `traceparent` (version 00): trace ID, this hop's span ID, flags —
+/// and, known only here (never sent), the span this one is a child of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent {
     pub trace_id: u128,
     pub span_id: u64,
     pub flags: u8,
+    /// The parent span's ID; 0 for a trace's root or a parsed (remote) value.
+    pub parent_span_id: u64,
 }
 
 impl TraceParent {
@@ -237,6 +273,7 @@ impl TraceParent {
             trace_id: nonzero_u128(),
             span_id: nonzero_u64(),
             flags: 0x01,
+            parent_span_id: 0,
         }
     }
 
@@ -246,6 +283,7 @@ impl TraceParent {
             trace_id: self.trace_id,
             span_id: nonzero_u64(),
             flags: self.flags,
+            parent_span_id: self.span_id,
         }
     }
 
@@ -278,6 +316,7 @@ impl TraceParent {
             trace_id,
             span_id,
             flags,
+            parent_span_id: 0,
         })
     }
 
@@ -363,12 +402,15 @@ mod tests {
             trace_id: 1,
             span_id: 2,
             flags: 0,
+            parent_span_id: 0,
         };
         assert_eq!(small.header_value().to_str().unwrap(), small.to_string());
         assert_eq!(tp.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let child = tp.child();
         assert_eq!(child.trace_id, tp.trace_id);
         assert_ne!(child.span_id, tp.span_id);
+        assert_eq!(child.parent_span_id, tp.span_id, "a child knows its parent");
+        assert_eq!(tp.parent_span_id, 0, "a parsed value's parent is not known");
 
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

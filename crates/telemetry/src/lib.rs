@@ -11,6 +11,7 @@ mod logging;
 pub mod metrics;
 mod middleware;
 pub mod slo;
+pub mod trace;
 
 pub use context::{CorrelationId, RequestContext, TraceParent};
 pub use logging::{LogFormat, LoggingError, init_logging, subscriber};

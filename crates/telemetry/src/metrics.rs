@@ -190,6 +190,8 @@ pub struct Served<'a> {
     /// Whether the request failed on the service's side (a 5xx, or gRPC's equivalent):
     /// what spends its availability budget.
     pub server_fault: bool,
+    /// The deadline the caller set, if it set one.
+    pub client_deadline: Option<Duration>,
 }
 
 impl RequestMetrics {
@@ -233,7 +235,14 @@ impl RequestMetrics {
                 entry.judged
             }
         };
-        if judged {
+        // A request that timed out under a deadline its caller set shorter than the
+        // latency objective is the caller's choice, not the service's failure: unjudged
+        // (else any client could spend the budget with `grpc-timeout: 1m`).
+        let callers_own_timeout = served.error == Some("timeout")
+            && served
+                .client_deadline
+                .is_some_and(|d| d < self.slo.latency_threshold());
+        if judged && !callers_own_timeout {
             self.slo.observe(served.server_fault, served.elapsed);
         }
         if let Some(kind) = served.error {
@@ -269,7 +278,7 @@ impl RequestMetrics {
 pub fn judged(route: &str) -> bool {
     !(matches!(
         route,
-        "/healthz" | "/readyz" | "/metrics" | "/slo" | "/openapi.json"
+        "/healthz" | "/readyz" | "/metrics" | "/slo" | "/openapi.json" | UNMATCHED
     ) || route.starts_with("/docs")
         || route.starts_with("/dashboard")
         || route.starts_with("/grpc.health.v1.Health/")
@@ -314,6 +323,43 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// A caller's own too-short deadline is not the service's failure; a deadline the
+    /// service missed with time to spare is; probes and unmatched paths are not judged.
+    #[test]
+    fn only_the_services_own_failures_and_routes_are_judged() {
+        let recorder = isolated_recorder();
+        metrics::with_local_recorder(&recorder, || {
+            let m = RequestMetrics::new("judged-test");
+            let served = |route, error, client_deadline: Option<Duration>| Served {
+                route,
+                protocol: "grpc",
+                method: "POST",
+                status: http::StatusCode::OK,
+                elapsed: Duration::from_millis(2),
+                error,
+                server_fault: error.is_some(),
+                client_deadline,
+            };
+            m.record(served(
+                "/x.Y/Z",
+                Some("timeout"),
+                Some(Duration::from_millis(1)),
+            ));
+            m.record(served("/healthz", None, None));
+            m.record(served(UNMATCHED, None, None));
+            let r = crate::slo::report("judged-test").unwrap();
+            assert_eq!(r.requests_total, 0, "{r:?}");
+            m.record(served(
+                "/x.Y/Z",
+                Some("timeout"),
+                Some(Duration::from_secs(10)),
+            ));
+            m.record(served("/x.Y/Z", None, None));
+            let r = crate::slo::report("judged-test").unwrap();
+            assert_eq!((r.requests_total, r.failed_total), (2, 1));
+        });
+    }
 
     #[test]
     fn invented_methods_share_one_label() {

@@ -167,8 +167,15 @@ async fn the_dashboard_shows_every_service_and_its_traffic_live() {
     let first: Value = serde_json::from_str(first).unwrap();
     assert!(first["nodes"].as_array().unwrap().len() >= SERVICES.len());
 
-    // Shutdown ends the stream rather than waiting on it.
+    // Shutdown ends the open stream rather than waiting on it (the grace is 5 s here).
+    let stopping = std::time::Instant::now();
     stop_cleanly(&mut running).await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "an open dashboard stream held shutdown for {:?}",
+        stopping.elapsed()
+    );
+    drop(r);
 }
 
 /// A free port on loopback, for a service started later at a port fixed in advance.

@@ -8,4 +8,5 @@ mod dashboard;
 mod helpers;
 mod sigkill;
 mod slo;
+mod traces;
 mod up;

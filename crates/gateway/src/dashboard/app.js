@@ -98,6 +98,7 @@ function drawTopology(snap) {
 }
 
 function render(snap) {
+  if (!Array.isArray(snap.nodes) || !Array.isArray(snap.edges)) return;
   drawTopology(snap);
   const services = snap.nodes.filter((n) => n.kind === "service");
   fill("services", services.map((n) => ({ key: n.id, cells: [

@@ -34,7 +34,7 @@ impl Histogram {
                         .iter()
                         .find(|(b, _)| *b == le)
                         .map_or(0.0, |(_, c)| *c);
-                    (le, (c - before).max(0.0))
+                    (le, increase(c, before))
                 })
                 .collect(),
         )
@@ -145,6 +145,36 @@ fn channel_of(s: &Sample<'_>) -> Option<Channel> {
 }
 
 impl Reading {
+    /// A service that did not answer this reading keeps the figures it had in
+    /// `previous`: its rates read zero over the gap instead of negative, and the reading
+    /// after it does not count its whole lifetime as new.
+    pub fn carry(&mut self, previous: &Reading, service: &str) {
+        fn keep<K: Ord + Clone, V: Clone>(
+            into: &mut BTreeMap<K, V>,
+            from: &BTreeMap<K, V>,
+            owned: impl Fn(&K) -> bool,
+        ) {
+            for (k, v) in from.iter().filter(|(k, _)| owned(k)) {
+                into.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        keep(&mut self.served, &previous.served, |k| k == service);
+        keep(&mut self.calls, &previous.calls, |(from, _)| {
+            from == service
+        });
+        keep(&mut self.published, &previous.published, |(from, _)| {
+            from == service
+        });
+        keep(&mut self.delivered, &previous.delivered, |(_, to, _)| {
+            to == service
+        });
+        keep(&mut self.breakers, &previous.breakers, |(from, _)| {
+            from == service
+        });
+        keep(&mut self.outbox, &previous.outbox, |k| k == service);
+        keep(&mut self.budgets, &previous.budgets, |(s, _)| s == service);
+    }
+
     /// Folds one service's (or one process's) exposition text in.
     pub fn add(&mut self, text: &str) {
         for s in telemetry::exposition::parse(text) {
@@ -294,7 +324,13 @@ fn parse_le(le: &str) -> Option<f64> {
     }
 }
 
-/// Per second, with `None` when the window is empty.
+/// How much a counter grew from `before` to `now`; a counter that went down was reset
+/// (its process restarted) and counts from zero, as Prometheus's `increase` reads it.
+fn increase(now: f64, before: f64) -> f64 {
+    if now < before { now } else { now - before }
+}
+
+/// Per second (0 when the window is empty).
 fn per_second(delta: f64, seconds: f64) -> f64 {
     if seconds > 0.0 { delta / seconds } else { 0.0 }
 }
@@ -349,8 +385,8 @@ pub fn snapshot(
     for p in presence {
         let cur = now.served.get(p.service).unwrap_or(&empty);
         let old = then.served.get(p.service).unwrap_or(&empty);
-        let requests = cur.requests - old.requests;
-        let failed = cur.failed - old.failed;
+        let requests = increase(cur.requests, old.requests);
+        let failed = increase(cur.failed, old.failed).min(requests);
         let duration = cur.duration.since(&old.duration);
         let slo: BTreeMap<&str, &Budget> = now
             .budgets
@@ -368,8 +404,8 @@ pub fn snapshot(
             "p50_ms": millis(duration.quantile(0.5)),
             "p95_ms": millis(duration.quantile(0.95)),
             "p99_ms": millis(duration.quantile(0.99)),
-            "unavailable_per_second": per_second(cur.unavailable - old.unavailable, seconds),
-            "deadlines_exceeded_per_second": per_second(cur.timeouts - old.timeouts, seconds),
+            "unavailable_per_second": per_second(increase(cur.unavailable, old.unavailable), seconds),
+            "deadlines_exceeded_per_second": per_second(increase(cur.timeouts, old.timeouts), seconds),
             "outbox_backlog": now.outbox.get(p.service),
             "slo": slo,
         }));
@@ -383,8 +419,11 @@ pub fn snapshot(
             continue;
         }
         let old = then.calls.get(&(from.clone(), to.clone())).unwrap_or(&zero);
-        let first = (cur.ok + cur.refused + cur.failed) - (old.ok + old.refused + old.failed);
-        let good = (cur.ok + cur.refused) - (old.ok + old.refused);
+        let first = increase(
+            cur.ok + cur.refused + cur.failed,
+            old.ok + old.refused + old.failed,
+        );
+        let good = increase(cur.ok + cur.refused, old.ok + old.refused).min(first);
         let duration = cur.duration.since(&old.duration);
         edges.push(json!({
             "from": from,
@@ -395,7 +434,7 @@ pub fn snapshot(
             "p50_ms": millis(duration.quantile(0.5)),
             "p95_ms": millis(duration.quantile(0.95)),
             "p99_ms": millis(duration.quantile(0.99)),
-            "retries_per_second": per_second(cur.retries - old.retries, seconds),
+            "retries_per_second": per_second(increase(cur.retries, old.retries), seconds),
             "breaker": now.breakers.get(&(from.clone(), to.clone())).map(|v| breaker_name(*v)),
         }));
     }
@@ -406,14 +445,15 @@ pub fn snapshot(
             .get(&(from.clone(), channel.clone()))
             .copied()
             .unwrap_or_default();
-        let attempts = (sent - was_sent) + (failed - was_failed);
+        let sent_now = increase(sent, was_sent);
+        let attempts = sent_now + increase(failed, was_failed);
         channels.entry(channel).or_insert(Value::Null);
         edges.push(json!({
             "from": from,
             "to": channel,
             "protocol": if channel.starts_with("queue:") { "queue" } else { "stream" },
-            "requests_per_second": per_second(sent - was_sent, seconds),
-            "success_rate": ratio(sent - was_sent, attempts),
+            "requests_per_second": per_second(sent_now, seconds),
+            "success_rate": ratio(sent_now, attempts),
             "breaker": now.breakers.get(&(from.clone(), "broker".to_owned())).map(|v| breaker_name(*v)),
         }));
     }
@@ -423,16 +463,19 @@ pub fn snapshot(
             .delivered
             .get(&(channel.clone(), to.clone(), group.clone()))
             .unwrap_or(&none);
-        let settled = (cur.settled_ok + cur.settled_other) - (old.settled_ok + old.settled_other);
+        let settled = increase(
+            cur.settled_ok + cur.settled_other,
+            old.settled_ok + old.settled_other,
+        );
         channels.entry(channel).or_insert(Value::Null);
         edges.push(json!({
             "from": channel,
             "to": to,
             "group": group,
             "protocol": if channel.starts_with("queue:") { "queue" } else { "stream" },
-            "requests_per_second": per_second(cur.delivered - old.delivered, seconds),
-            "success_rate": ratio(cur.settled_ok - old.settled_ok, settled),
-            "dead_lettered_per_second": per_second(cur.dead_lettered - old.dead_lettered, seconds),
+            "requests_per_second": per_second(increase(cur.delivered, old.delivered), seconds),
+            "success_rate": ratio(increase(cur.settled_ok, old.settled_ok).min(settled), settled),
+            "dead_lettered_per_second": per_second(increase(cur.dead_lettered, old.dead_lettered), seconds),
             "lag": group.as_ref().and_then(|g| {
                 let stream = channel.strip_prefix("stream:")?;
                 now.lag.get(&(stream.to_owned(), g.clone()))
@@ -512,6 +555,30 @@ mod tests {
             Some(1.0),
             "+Inf reads as the last bound"
         );
+    }
+
+    /// A restarted service's counters start again from zero: counted from zero, never
+    /// negative; a service that missed a reading keeps its figures.
+    #[test]
+    fn a_reset_counts_from_zero_and_a_missed_reading_carries_the_last() {
+        let text = |n: u64| {
+            format!("brigade_slo_requests_total{{service=\"orders\",outcome=\"all\"}} {n}\n")
+        };
+        let presence = [Presence {
+            service: "orders",
+            up: true,
+            error: None,
+        }];
+        let (mut then, mut now) = (Reading::default(), Reading::default());
+        then.add(&text(1000));
+        now.add(&text(30));
+        let snap = snapshot(&now, &then, 10.0, &presence, 0);
+        assert_eq!(snap["nodes"][0]["requests_per_second"], 3.0);
+        // Down in the newest reading: its last figures carried, a rate of zero.
+        let mut missed = Reading::default();
+        missed.carry(&then, "orders");
+        let snap = snapshot(&missed, &then, 10.0, &presence, 0);
+        assert_eq!(snap["nodes"][0]["requests_per_second"], 0.0);
     }
 
     #[test]

@@ -58,6 +58,7 @@ pub struct Dashboard {
     open: bool,
     edge: Edge,
     closing: CancellationToken,
+    interval: Duration,
 }
 
 impl Dashboard {
@@ -95,6 +96,7 @@ pub fn router(
             .unwrap_or(settings.profile == Profile::Development),
         edge,
         closing: CancellationToken::new(),
+        interval: config.interval,
     });
     let targets: Vec<Target> = ServiceName::ALL
         .into_iter()
@@ -102,7 +104,11 @@ pub fn router(
         .map(|service| {
             let mut addr = settings.services.get(service).addr();
             if addr.ip().is_unspecified() {
-                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                // The loopback of the same family: a service on `::` is not on 127.0.0.1.
+                addr.set_ip(match addr.ip() {
+                    std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
             }
             Target { service, addr }
         })
@@ -157,11 +163,22 @@ async fn stream(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -> 
     }
     let mut updates = dashboard.snapshots.subscribe();
     updates.mark_changed();
-    let events = futures::stream::unfold(updates, |mut updates| async move {
-        updates.changed().await.ok()?;
-        let data = Arc::clone(&updates.borrow_and_update());
-        let event = Event::default().event("snapshot").data(&*data);
-        Some((Ok::<_, Infallible>(event), updates))
+    let watcher = Arc::clone(&dashboard);
+    let events = futures::stream::unfold(updates, move |mut updates| {
+        let (dashboard, headers) = (Arc::clone(&watcher), headers.clone());
+        async move {
+            loop {
+                updates.changed().await.ok()?;
+                // A key revoked while its stream is open stops it at the next snapshot.
+                dashboard.admit(&headers).ok()?;
+                let data = Arc::clone(&updates.borrow_and_update());
+                // The channel's first value is a placeholder, not a snapshot.
+                if data.len() > 2 {
+                    let event = Event::default().event("snapshot").data(&*data);
+                    return Some((Ok::<_, Infallible>(event), updates));
+                }
+            }
+        }
     })
     .take_until(dashboard.closing.clone().cancelled_owned());
     let mut response = Sse::new(events)
@@ -196,7 +213,15 @@ async fn snapshot(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -
             }
         }
     };
-    match tokio::time::timeout(Duration::from_secs(5), ready).await {
+    // Two readings' time at most, and never past shutdown.
+    let patience = (dashboard.interval * 2 + Duration::from_secs(2)).max(Duration::from_secs(5));
+    let ready = async {
+        tokio::select! {
+            json = ready => json,
+            () = dashboard.closing.cancelled() => None,
+        }
+    };
+    match tokio::time::timeout(patience, ready).await {
         Ok(Some(json)) => (
             [(header::CONTENT_TYPE, "application/json")],
             json.to_string(),
@@ -218,8 +243,10 @@ async fn collector(
     window: Duration,
     stop: CancellationToken,
 ) {
+    // A slow `/metrics` is not a service down: two seconds at least, whatever the
+    // interval (the tick waits for the reading).
     let client = match reqwest::Client::builder()
-        .timeout(interval.min(Duration::from_secs(2)))
+        .timeout(interval.max(Duration::from_secs(2)))
         .build()
     {
         Ok(client) => client,
@@ -228,6 +255,8 @@ async fn collector(
             reqwest::Client::new()
         }
     };
+    // However this task ends (stopped, or a panic in a reading), open streams end too.
+    let _closing = dashboard.closing.clone().drop_guard();
     let mut readings: VecDeque<(Instant, Reading)> = VecDeque::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -246,7 +275,12 @@ async fn collector(
         {
             continue;
         }
-        let (reading, presence) = read(&client, &targets).await;
+        let (mut reading, presence) = read(&client, &targets).await;
+        if let Some((_, previous)) = readings.back() {
+            for p in presence.iter().filter(|p| !p.up) {
+                reading.carry(previous, p.service);
+            }
+        }
         let now = Instant::now();
         readings.push_back((now, reading));
         while readings
@@ -264,7 +298,6 @@ async fn collector(
             .snapshots
             .send_replace(Arc::from(json.to_string()));
     }
-    dashboard.closing.cancel();
 }
 
 /// This process's series, plus each service it does not run, scraped.
@@ -278,7 +311,9 @@ async fn read(client: &reqwest::Client, targets: &[Target]) -> (Reading, Vec<Pre
     }];
     let remote = targets
         .iter()
-        .filter(|t| server::local::find(t.addr).is_none())
+        // A service this process runs has its tracker here, from before it serves (its
+        // series are in `render` above): never scraped too, which would count it twice.
+        .filter(|t| telemetry::slo::report(t.service.as_str()).is_none())
         .map(|t| async move {
             let answer = async {
                 client
