@@ -258,6 +258,36 @@ async fn a_service_that_is_down_is_shown_down_and_in_production_only_a_secret_ke
     let snap = snapshot_until(&admin, &gateway, |s| node(s, "catalog")["up"] == true).await;
     assert_eq!(node(&snap, "accounts")["up"], false);
 
+    // A stream open with a key that is then revoked ends (keys reload every 2 s).
+    // A client without a timeout: the stream must be ended by the gateway.
+    let mut stream = reqwest::Client::new()
+        .get(format!("{gateway}/dashboard/stream"))
+        .bearer_auth(&secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let first = stream.chunk().await.unwrap().expect("a first snapshot");
+    assert!(String::from_utf8_lossy(&first).contains("event: snapshot"));
+    let listed = brigade(&data).args(["keys", "list"]).output().await.unwrap();
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    let id = listed
+        .lines()
+        .find(|l| l.contains("all scopes"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let revoked = brigade(&data)
+        .args(["keys", "revoke", &id])
+        .output()
+        .await
+        .unwrap();
+    assert!(revoked.status.success(), "{revoked:?}");
+    let ended = async { while stream.chunk().await.unwrap().is_some() {} };
+    tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .expect("the revoked key's stream ended within 10 s");
+
     stop_cleanly(&mut catalog_process).await;
     stop_cleanly(&mut gateway_process).await;
 }
