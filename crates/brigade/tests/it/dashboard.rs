@@ -269,7 +269,11 @@ async fn a_service_that_is_down_is_shown_down_and_in_production_only_a_secret_ke
     assert_eq!(stream.status(), 200);
     let first = stream.chunk().await.unwrap().expect("a first snapshot");
     assert!(String::from_utf8_lossy(&first).contains("event: snapshot"));
-    let listed = brigade(&data).args(["keys", "list"]).output().await.unwrap();
+    let listed = brigade(&data)
+        .args(["keys", "list"])
+        .output()
+        .await
+        .unwrap();
     let listed = String::from_utf8(listed.stdout).unwrap();
     let id = listed
         .lines()

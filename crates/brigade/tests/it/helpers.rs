@@ -219,3 +219,26 @@ pub async fn tail_one(mut cmd: Command) -> serde_json::Value {
     serde_json::from_slice(output.stdout.split(|b| *b == b'\n').next().unwrap())
         .unwrap_or_else(|e| panic!("events tail printed no JSON line ({e}): {stderr}"))
 }
+
+/// GET `url` with `client`: its JSON body.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+/// Order `id` through the gateway at `gateway`, once it is PAID (within `within`).
+pub async fn until_paid(
+    client: &reqwest::Client,
+    gateway: &str,
+    id: &str,
+    within: Duration,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let order = get_json(client, &format!("{gateway}/v1/orders/{id}")).await;
+        if order["status"] == "PAID" {
+            return order;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not PAID: {order}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -2,7 +2,7 @@
 //! client's mistake spends nothing, and a service missing its latency objective on every
 //! request burns its budget fast enough to page.
 
-use crate::helpers::{SERVICES, brigade, on_free_ports, start, stop_cleanly};
+use crate::helpers::{SERVICES, brigade, get_json, on_free_ports, start, stop_cleanly};
 
 #[tokio::test]
 async fn a_service_missing_its_objective_pages_and_the_others_stay_quiet() {
@@ -31,14 +31,7 @@ async fn a_service_missing_its_objective_pages_and_the_others_stay_quiet() {
         assert_eq!(r.status(), 404);
     }
 
-    let catalog: serde_json::Value = client
-        .get(format!("{}/slo", running.urls["catalog"]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let catalog = get_json(&client, &format!("{}/slo", running.urls["catalog"])).await;
     // 404s spend no availability; every one of them missed the latency objective.
     assert_eq!(catalog["availability"]["bad"], 0, "{catalog}");
     assert_eq!(catalog["availability"]["budget_remaining"], 1.0);

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind};
 use serde_json::{Value, json};
 
-use crate::helpers::{api_key, bearer, brigade, on_free_ports, start, stop_cleanly};
+use crate::helpers::{api_key, bearer, brigade, on_free_ports, start, stop_cleanly, until_paid};
 
 /// Every span received, with the `service.name` of its resource.
 #[derive(Clone, Default)]
@@ -121,22 +121,7 @@ async fn one_orders_spans_form_one_trace_across_every_service() {
     let id = order["id"].as_str().unwrap().to_owned();
 
     // Paid: every service has had its turn.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let o: Value = client
-            .get(format!("{gateway}/v1/orders/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if o["status"] == "PAID" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not paid: {o}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_paid(&client, &gateway, &id, Duration::from_secs(60)).await;
 
     // The exporter sends a batch a second: the trace's spans from every service.
     let every = [

@@ -5,7 +5,7 @@ use settings::{DatabaseUrl, PoolSettings};
 
 use crate::helpers::{
     SERVICES, api_key, bearer, brigade, create_product, on_free_ports, start, stop_cleanly,
-    tail_one,
+    tail_one, until_paid,
 };
 
 #[tokio::test]
@@ -194,22 +194,7 @@ async fn an_orders_correlation_id_follows_it_through_every_hop() {
         .unwrap();
     let id = accepted["id"].as_str().unwrap().to_owned();
     assert_eq!(accepted["correlation_id"], correlation);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let order: serde_json::Value = client
-            .get(format!("{gateway}/v1/orders/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if order["status"] == "PAID" {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not PAID: {order}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_paid(&client, &gateway, &id, Duration::from_secs(30)).await;
     stop_cleanly(&mut running).await;
     let said = running.output.lock().unwrap().clone();
     let lines: Vec<serde_json::Value> = said
