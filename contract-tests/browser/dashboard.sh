@@ -6,7 +6,9 @@
 # drives Debian's Chromium (headless, playwright-core) over /dashboard and checks: every
 # service in the topology, counters moving while traffic flows, and — once it kills the
 # sandbox with SIGKILL — billing's edge to it turning red (its breaker open) within
-# seconds. Screenshots: target/browser/dashboard.png (and dashboard-breaker.png).
+# seconds; then the page's reconnect when the gateway ends its stream, and its heap over
+# a hundred-odd snapshots. Screenshots: target/browser/dashboard.png (and
+# dashboard-breaker.png).
 #
 # Installs what a new machine lacks (see tools.sh). Usage: contract-tests/browser/dashboard.sh
 set -euo pipefail
@@ -42,6 +44,10 @@ echo "== payments sandbox (its own process, pid $sandbox_pid) at $sandbox"
 export BRIGADE_SEED_DEMO_DATA=false
 # Billing's calls to the sandbox give up fast, so its breaker sees failures at once.
 export BRIGADE_BILLING__PROVIDER_URL="$sandbox"
+# Snapshots every 200 ms and streams that end after 5 s: the page's reconnect and its
+# memory over many snapshots are checked in a minute, not an hour.
+export BRIGADE_GATEWAY__DASHBOARD__INTERVAL=200ms
+export BRIGADE_GATEWAY__DASHBOARD__STREAM_LIFETIME=5s
 start_brigade
 trap 'stop_brigade; stop_sandbox' EXIT
 gateway="$(service_url gateway)"

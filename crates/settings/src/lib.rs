@@ -129,6 +129,10 @@ pub struct DashboardSettings {
     /// The window rates and percentiles are computed over.
     #[serde(with = "humantime_serde")]
     pub window: Duration,
+    /// How long one stream stays open; the page then reconnects (and a proxy or a
+    /// rotated key never holds one forever).
+    #[serde(with = "humantime_serde")]
+    pub stream_lifetime: Duration,
 }
 
 impl Default for DashboardSettings {
@@ -138,6 +142,7 @@ impl Default for DashboardSettings {
             open: None,
             interval: Duration::from_secs(1),
             window: Duration::from_secs(60),
+            stream_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -814,6 +819,12 @@ impl Settings {
             return Err(invalid(
                 "gateway.dashboard.interval",
                 "must be at least 100ms (each reading scrapes every service)",
+            ));
+        }
+        if dashboard.stream_lifetime < Duration::from_secs(1) {
+            return Err(invalid(
+                "gateway.dashboard.stream_lifetime",
+                "must be at least 1s",
             ));
         }
         if dashboard.interval > Duration::from_secs(3600) {

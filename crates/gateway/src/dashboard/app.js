@@ -99,6 +99,8 @@ function drawTopology(snap) {
 
 function render(snap) {
   if (!Array.isArray(snap.nodes) || !Array.isArray(snap.edges)) return;
+  // How many snapshots this page has drawn (the browser test reads it).
+  window.__snapshots = (window.__snapshots || 0) + 1;
   drawTopology(snap);
   const services = snap.nodes.filter((n) => n.kind === "service");
   fill("services", services.map((n) => ({ key: n.id, cells: [

@@ -59,6 +59,7 @@ pub struct Dashboard {
     edge: Edge,
     closing: CancellationToken,
     interval: Duration,
+    stream_lifetime: Duration,
 }
 
 impl Dashboard {
@@ -97,6 +98,7 @@ pub fn router(
         edge,
         closing: CancellationToken::new(),
         interval: config.interval,
+        stream_lifetime: config.stream_lifetime,
     });
     let targets: Vec<Target> = ServiceName::ALL
         .into_iter()
@@ -180,7 +182,16 @@ async fn stream(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -> 
             }
         }
     })
-    .take_until(dashboard.closing.clone().cancelled_owned());
+    .take_until({
+        // At shutdown, or at the end of the stream's lifetime (the page reconnects).
+        let (closing, lifetime) = (dashboard.closing.clone(), dashboard.stream_lifetime);
+        async move {
+            tokio::select! {
+                () = closing.cancelled() => {}
+                () = tokio::time::sleep(lifetime) => {}
+            }
+        }
+    });
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
