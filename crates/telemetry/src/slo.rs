@@ -410,6 +410,15 @@ pub async fn keep(service: &'static str, stop: impl Future<Output = ()>) {
     }
 }
 
+/// Whether `service` has a tracker in this process (it serves here).
+pub fn tracks(service: &str) -> bool {
+    trackers()
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .any(|t| t.service == service)
+}
+
 /// `service`'s report, if it has a tracker in this process.
 pub fn report(service: &str) -> Option<Report> {
     let t = trackers()
@@ -466,30 +475,30 @@ pub fn render(service: Option<&str>) -> String {
             );
         }
     }
-    family(
-        &mut out,
-        "brigade_slo_objective",
-        "The share of requests the objective promises good (availability: not a 5xx; latency: within the threshold).",
-    );
-    each(&mut out, &|out, service, slo, sli| {
-        let _ = writeln!(
-            out,
-            "brigade_slo_objective{{service=\"{service}\",slo=\"{slo}\"}} {}",
-            sli.objective
-        );
-    });
-    family(
-        &mut out,
-        "brigade_slo_error_budget_remaining",
-        "The share of the error budget not yet spent over the SLO window (1 untouched, 0 spent, below 0 overspent).",
-    );
-    each(&mut out, &|out, service, slo, sli| {
-        let _ = writeln!(
-            out,
-            "brigade_slo_error_budget_remaining{{service=\"{service}\",slo=\"{slo}\"}} {}",
-            sli.budget_remaining
-        );
-    });
+    // The gauges with one value per service and objective.
+    type PerSli = (&'static str, &'static str, fn(&Sli) -> f64);
+    let per_sli: [PerSli; 2] = [
+        (
+            "brigade_slo_objective",
+            "The share of requests the objective promises good (availability: not a 5xx; latency: within the threshold).",
+            |sli| sli.objective,
+        ),
+        (
+            "brigade_slo_error_budget_remaining",
+            "The share of the error budget not yet spent over the SLO window (1 untouched, 0 spent, below 0 overspent).",
+            |sli| sli.budget_remaining,
+        ),
+    ];
+    for (name, help, value) in per_sli {
+        family(&mut out, name, help);
+        each(&mut out, &|out, service, slo, sli| {
+            let _ = writeln!(
+                out,
+                "{name}{{service=\"{service}\",slo=\"{slo}\"}} {}",
+                value(sli)
+            );
+        });
+    }
     family(
         &mut out,
         "brigade_slo_burn_rate",

@@ -324,7 +324,7 @@ async fn read(client: &reqwest::Client, targets: &[Target]) -> (Reading, Vec<Pre
         .iter()
         // A service this process runs has its tracker here, from before it serves (its
         // series are in `render` above): never scraped too, which would count it twice.
-        .filter(|t| telemetry::slo::report(t.service.as_str()).is_none())
+        .filter(|t| !telemetry::slo::tracks(t.service.as_str()))
         .map(|t| async move {
             let answer = async {
                 client
