@@ -8,6 +8,7 @@
 //   count of PAID orders grows;
 // - SIGKILL of the payments sandbox (billing's provider, its own process) turns billing's
 //   edge to it red — its breaker open — within seconds, shown on the page;
+// - the redrive button of order_processing is answered by orders (moved n);
 // - when the gateway ends a stream (its lifetime, 5 s here) the page reconnects by itself;
 // - the page's heap stays flat over a hundred-odd snapshots.
 //
@@ -118,6 +119,14 @@ try {
   await page.waitForFunction(() => document.querySelector('#topology [data-edge="billing->payments-sandbox"].ok'));
   await page.screenshot({ path: path.join(shots, "dashboard.png"), fullPage: true });
   console.log(`ok: billing → payments-sandbox is green (screenshot: ${shots}/dashboard.png)`);
+
+  // The page's one action, as the browser sends it (its Origin, Sec-Fetch-Site and a
+  // fresh Idempotency-Key): orders, the queue's consumer, answers what it moved.
+  step = "pressing the redrive button of order_processing";
+  await page.locator('#redrive button[data-queue="queue:order_processing"]').click();
+  await page.waitForFunction(() => /^orders moved \d+ dead letter\(s\) back onto order_processing$/
+    .test(document.querySelector("#redrive-result.ok")?.textContent || ""));
+  console.log(`ok: the redrive button: ${await page.locator("#redrive-result").textContent()}`);
 
   step = "killing the sandbox and waiting for billing's edge to turn red";
   process.kill(sandboxPid, "SIGKILL");

@@ -7,7 +7,7 @@
 # service in the topology, counters moving while traffic flows, and — once it kills the
 # sandbox with SIGKILL — billing's edge to it turning red (its breaker open) within
 # seconds; then the page's reconnect when the gateway ends its stream, and its heap over
-# a hundred-odd snapshots. Screenshots: target/browser/dashboard.png (and
+# a hundred-odd snapshots, and that its redrive button is answered by orders. Screenshots: target/browser/dashboard.png (and
 # dashboard-breaker.png).
 #
 # Installs what a new machine lacks (see tools.sh). Usage: contract-tests/browser/dashboard.sh

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use prost::Message;
 
-const FILES: [&str; 5] = [
+const FILES: [&str; 6] = [
     "ecommerce/v1/product.proto",
     "ecommerce/v1/review.proto",
     "ecommerce/v1/user.proto",
     "ecommerce/v1/inventory.proto",
     "ecommerce/v1/order.proto",
+    "ecommerce/v1/operations.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use problem::{FieldError, Problem};
+use proto::v1::operations_service_client::OperationsServiceClient;
 use proto::v1::order_service_client::OrderServiceClient;
 use proto::v1::product_service_client::ProductServiceClient;
 use proto::v1::review_service_client::ReviewServiceClient;
@@ -17,7 +18,7 @@ use proto::v1::user_service_client::UserServiceClient;
 use proto::v1::{
     BatchGetProductsRequest, BatchGetUsersRequest, BatchListReviewsRequest, CancelOrderRequest,
     CreateOrderItem, CreateOrderRequest, CreateProductRequest, GetOrderRequest, ListOrdersRequest,
-    ListProductsRequest, ProductRequest, ProductResponse,
+    ListProductsRequest, ProductRequest, ProductResponse, RedriveDeadLettersRequest,
 };
 use resilience::downstream::{Downstream, Policy};
 use server::grpc::client::Channel;
@@ -178,18 +179,43 @@ pub struct Gateway {
     reviews: ReviewServiceClient<Channel>,
     users: UserServiceClient<Channel>,
     orders_client: OrderServiceClient<Channel>,
+    /// Orders' operator actions (the dead letters of the queue it consumes).
+    orders_operations: OperationsServiceClient<Channel>,
     catalog: Downstream,
     accounts: Downstream,
     orders: Downstream,
 }
 
+/// Whether a call may be made again after a failure.
+enum Repeat<'a> {
+    /// Always: a read, or a write that done twice is done once (a cancel).
+    Always,
+    /// A write: only under an idempotency key (the owner answers a repeat with the first
+    /// answer), which goes with every attempt; without one it is made once.
+    Write(Option<&'a IdempotencyKey>),
+}
+
+type IdempotencyKey = tonic::metadata::MetadataValue<tonic::metadata::Ascii>;
+
+/// A client's idempotency key as gRPC metadata.
+fn key_metadata(raw: &str) -> Result<IdempotencyKey, Problem> {
+    IdempotencyKey::try_from(raw).map_err(|_| {
+        Problem::validation(vec![FieldError::new(
+            "idempotencyKey",
+            "must be printable ASCII",
+        )])
+    })
+}
+
 /// One unary call through `downstream`: `rpc` sends `message` (with the attempt's budget,
-/// correlation ID and trace) on a clone of `client`; a failure is `callee`'s problem.
-async fn unary<C, M, R, Fut>(
+/// correlation ID, trace and, for a keyed write, its idempotency key) on a clone of
+/// `client`; a failure is `callee`'s problem.
+async fn call<C, M, R, Fut>(
     downstream: &Downstream,
     callee: &'static str,
     client: &C,
     message: M,
+    repeat: Repeat<'_>,
     rpc: impl Fn(C, tonic::Request<M>) -> Fut,
 ) -> Result<R, Problem>
 where
@@ -197,9 +223,17 @@ where
     M: Clone,
     Fut: std::future::Future<Output = Result<tonic::Response<R>, tonic::Status>>,
 {
+    let (retry, key) = match repeat {
+        Repeat::Always => (true, None),
+        Repeat::Write(key) => (key.is_some(), key),
+    };
     downstream
-        .call(true, |attempt| {
-            let call = rpc(client.clone(), request(message.clone(), attempt.budget));
+        .call(retry, |attempt| {
+            let mut asked = request(message.clone(), attempt.budget);
+            if let Some(key) = key {
+                asked.metadata_mut().insert("idempotency-key", key.clone());
+            }
+            let call = rpc(client.clone(), asked);
             async move {
                 call.await
                     .map(tonic::Response::into_inner)
@@ -207,6 +241,18 @@ where
             }
         })
         .await
+}
+
+/// Each work queue and the service that consumes it — the one that redrives its dead
+/// letters.
+pub const QUEUE_OWNERS: [(&str, ServiceName); 1] = [("order_processing", ServiceName::Orders)];
+
+/// What a redrive moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redriven {
+    pub queue: String,
+    pub owner: ServiceName,
+    pub moved: u32,
 }
 
 /// A gRPC id (`int32`) from a client's id: `None` when it cannot name anything.
@@ -219,12 +265,14 @@ impl Gateway {
     /// lazily, so the gateway starts while either is down.
     pub fn new(settings: &Settings) -> Result<Self, server::grpc::client::ClientError> {
         let catalog = channel(settings, ServiceName::Catalog)?;
+        let orders = channel(settings, ServiceName::Orders)?;
         let policy = Policy::from_outbound(&settings.outbound);
         Ok(Self {
             products: ProductServiceClient::new(catalog.clone()),
             reviews: ReviewServiceClient::new(catalog),
             users: UserServiceClient::new(channel(settings, ServiceName::Accounts)?),
-            orders_client: OrderServiceClient::new(channel(settings, ServiceName::Orders)?),
+            orders_client: OrderServiceClient::new(orders.clone()),
+            orders_operations: OperationsServiceClient::new(orders),
             catalog: Downstream::of_service(crate::SERVICE.as_str(), "catalog", policy.clone()),
             accounts: Downstream::of_service(crate::SERVICE.as_str(), "accounts", policy.clone()),
             orders: Downstream::of_service(crate::SERVICE.as_str(), "orders", policy),
@@ -246,11 +294,12 @@ impl Gateway {
         let asked = GetOrderRequest {
             order_id: id.to_owned(),
         };
-        let found = unary(
+        let found = call(
             &self.orders,
             "orders",
             &self.orders_client,
             asked,
+            Repeat::Always,
             |mut c, r| async move { c.get_order(r).await },
         )
         .await;
@@ -279,11 +328,12 @@ impl Gateway {
             page_size: i32::try_from(first).unwrap_or(i32::MAX),
             page_token: after.unwrap_or_default().to_owned(),
         };
-        let page = unary(
+        let page = call(
             &self.orders,
             "orders",
             &self.orders_client,
             asked,
+            Repeat::Always,
             |mut c, r| async move { c.list_orders(r).await },
         )
         .await?;
@@ -304,12 +354,7 @@ impl Gateway {
         new: NewOrder,
         idempotency_key: &str,
     ) -> Result<Order, Problem> {
-        let key = tonic::metadata::MetadataValue::try_from(idempotency_key).map_err(|_| {
-            Problem::validation(vec![FieldError::new(
-                "idempotencyKey",
-                "must be printable ASCII",
-            )])
-        })?;
+        let key = key_metadata(idempotency_key)?;
         let items = new
             .lines
             .iter()
@@ -322,21 +367,15 @@ impl Gateway {
             user_id: new.user_id,
             items,
         };
-        let placed = self
-            .orders
-            .call(true, |attempt| {
-                let mut client = self.orders_client.clone();
-                let mut asked = request(asked.clone(), attempt.budget);
-                asked.metadata_mut().insert("idempotency-key", key.clone());
-                async move {
-                    client
-                        .create_order(asked)
-                        .await
-                        .map(tonic::Response::into_inner)
-                        .map_err(|status| Problem::from_downstream("orders", &status))
-                }
-            })
-            .await?;
+        let placed = call(
+            &self.orders,
+            "orders",
+            &self.orders_client,
+            asked,
+            Repeat::Write(Some(&key)),
+            |mut c, r| async move { c.create_order(r).await },
+        )
+        .await?;
         Order::try_from(placed)
     }
 
@@ -345,11 +384,12 @@ impl Gateway {
         let asked = CancelOrderRequest {
             order_id: id.to_owned(),
         };
-        let cancelled = unary(
+        let cancelled = call(
             &self.orders,
             "orders",
             &self.orders_client,
             asked,
+            Repeat::Always,
             |mut c, r| async move { c.cancel_order(r).await },
         )
         .await?;
@@ -420,11 +460,12 @@ impl Gateway {
             return Ok(HashMap::new());
         }
         let asked = BatchGetProductsRequest { product_ids: ids };
-        let found = unary(
+        let found = call(
             &self.catalog,
             "catalog",
             &self.products,
             asked,
+            Repeat::Always,
             |mut c, r| async move { c.batch_get_products(r).await },
         )
         .await?;
@@ -450,11 +491,12 @@ impl Gateway {
             product_ids: ids,
             per_product_limit: i32::try_from(per_product).unwrap_or(i32::MAX),
         };
-        let found = unary(
+        let found = call(
             &self.catalog,
             "catalog",
             &self.reviews,
             asked,
+            Repeat::Always,
             |mut c, r| async move { c.batch_list_reviews(r).await },
         )
         .await?;
@@ -485,11 +527,12 @@ impl Gateway {
             return Ok(HashMap::new());
         }
         let asked = BatchGetUsersRequest { user_ids };
-        let found = unary(
+        let found = call(
             &self.accounts,
             "accounts",
             &self.users,
             asked,
+            Repeat::Always,
             |mut c, r| async move { c.batch_get_users(r).await },
         )
         .await?;
@@ -518,37 +561,66 @@ impl Gateway {
     ) -> Result<Product, Problem> {
         let stock = i32::try_from(new.stock)
             .map_err(|_| Problem::validation(vec![FieldError::new("stock", "is out of range")]))?;
-        let key = match idempotency_key {
-            Some(key) => Some(tonic::metadata::MetadataValue::try_from(key).map_err(|_| {
-                Problem::validation(vec![FieldError::new(
-                    "idempotencyKey",
-                    "must be printable ASCII",
-                )])
-            })?),
-            None => None,
+        let key = idempotency_key.map(key_metadata).transpose()?;
+        let asked = CreateProductRequest {
+            name: new.name,
+            price: new.price,
+            stock,
         };
-        self.catalog
-            .call(key.is_some(), |attempt| {
-                let mut client = self.products.clone();
-                let mut asked = request(
-                    CreateProductRequest {
-                        name: new.name.clone(),
-                        price: new.price,
-                        stock,
-                    },
-                    attempt.budget,
-                );
-                if let Some(key) = &key {
-                    asked.metadata_mut().insert("idempotency-key", key.clone());
-                }
-                async move {
-                    client
-                        .create_product(asked)
-                        .await
-                        .map(|created| Product::from(created.into_inner()))
-                        .map_err(|status| Problem::from_downstream("catalog", &status))
-                }
-            })
-            .await
+        call(
+            &self.catalog,
+            "catalog",
+            &self.products,
+            asked,
+            Repeat::Write(key.as_ref()),
+            |mut c, r| async move { c.create_product(r).await },
+        )
+        .await
+        .map(Product::from)
+    }
+
+    /// An operator's redrive: up to `limit` (0: the owner's default) dead letters of
+    /// `queue` back onto it, by the service that consumes it, under `idempotency_key` (a
+    /// repeat answers what the first did and moves nothing more).
+    pub async fn redrive_dead_letters(
+        &self,
+        queue: &str,
+        limit: u32,
+        idempotency_key: &str,
+    ) -> Result<Redriven, Problem> {
+        let Some((_, owner)) = QUEUE_OWNERS.iter().find(|(q, _)| *q == queue) else {
+            return Err(
+                Problem::not_found(format!("no service consumes a queue named {queue:?}"))
+                    .with_extension("queue", queue),
+            );
+        };
+        let key = key_metadata(idempotency_key)?;
+        let asked = RedriveDeadLettersRequest {
+            queue: queue.to_owned(),
+            limit: i32::try_from(limit).unwrap_or(i32::MAX),
+        };
+        let answer = match owner {
+            ServiceName::Orders => {
+                call(
+                    &self.orders,
+                    "orders",
+                    &self.orders_operations,
+                    asked,
+                    Repeat::Write(Some(&key)),
+                    |mut c, r| async move { c.redrive_dead_letters(r).await },
+                )
+                .await?
+            }
+            other => {
+                return Err(Problem::internal(format!(
+                    "the gateway has no operations client for {other}"
+                )));
+            }
+        };
+        Ok(Redriven {
+            queue: answer.queue,
+            owner: *owner,
+            moved: u32::try_from(answer.moved).unwrap_or(0),
+        })
     }
 }

@@ -12,7 +12,8 @@
 //! `ProductService` and `ReviewService`, accounts' `UserService`, orders'
 //! `OrderService`) are forwarded the same way, native gRPC over HTTP/2 (h2c) and gRPC-Web
 //! over HTTP/1.1, trailers and streams passed through, the key in `authorization`
-//! metadata. Internal RPCs (`InventoryService`: reserving and releasing stock) have no
+//! metadata. Internal RPCs (`InventoryService`: reserving and releasing stock;
+//! `OperationsService`: an operator's redrive, which the dashboard calls itself) have no
 //! route here: from outside they are UNIMPLEMENTED.
 //!
 //! The upstream call goes through the owner's `resilience::Downstream` (the same breaker

@@ -75,7 +75,7 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
         buckets,
     );
     let rest = forward::router(settings, edge.clone(), gateway.downstreams());
-    let dashboard = dashboard::router(settings, edge.clone());
+    let dashboard = dashboard::router(settings, edge.clone(), Arc::clone(&gateway));
     // The whole public REST API's document and its docs page.
     let docs = match serde_json::from_value(public_api::openapi()) {
         Ok(api) => server::rest::docs(api),

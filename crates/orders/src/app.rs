@@ -39,6 +39,18 @@ pub enum OrdersError {
     Store(#[from] StoreError),
 }
 
+/// A messaging backend's failure as the caller hears it.
+fn messaging_problem(err: &messaging::MessagingError) -> Problem {
+    use messaging::MessagingError as E;
+    match err {
+        E::NotFound(what) => Problem::not_found(what.clone()),
+        E::Unavailable { .. } | E::NotConfirmed { .. } | E::Timeout { .. } | E::Closed => {
+            Problem::unavailable(err.to_string())
+        }
+        E::Invalid { .. } | E::Backend { .. } => Problem::internal(err.to_string()),
+    }
+}
+
 impl From<OrdersError> for Problem {
     fn from(err: OrdersError) -> Self {
         let detail = err.to_string();
@@ -110,7 +122,16 @@ pub struct Orders {
     store: OrdersStore,
     idempotency: Idempotency,
     clients: Clients,
+    /// The messaging backend, for operator actions on the queue orders consumes (its
+    /// messages go out through the outbox, never from here).
+    broker: Option<messaging::Broker>,
 }
+
+/// The work queues whose dead letters orders redrives: the ones it consumes.
+pub const REDRIVABLE: [&str; 1] = [events::ORDER_PROCESSING];
+/// Dead letters one redrive moves when the caller names no limit, and at most.
+pub const REDRIVE_DEFAULT: usize = 100;
+pub const REDRIVE_MAX: usize = 10_000;
 
 /// The metric names orders records (every series also has `service="orders"`).
 pub mod series {
@@ -149,7 +170,72 @@ impl Orders {
             store,
             idempotency,
             clients,
+            broker: None,
         }
+    }
+
+    /// With the messaging backend the operator actions work on.
+    #[must_use]
+    pub fn with_broker(mut self, broker: Option<messaging::Broker>) -> Self {
+        self.broker = broker;
+        self
+    }
+
+    /// The operator's redrive: up to `limit` (0: [`REDRIVE_DEFAULT`]) dead letters of
+    /// `queue`, one orders consumes, back onto it — under the face's idempotency key, so
+    /// a repeat answers what the first did and moves nothing more. The move happens
+    /// before the key's answer is recorded (a broker's move cannot share the database's
+    /// transaction): a redrive cut short between the two is redone by a retry, which
+    /// moves what is dead then — what the operator asked for either way.
+    pub async fn redrive_dead_letters<K: Keyed>(
+        &self,
+        write: &K,
+        queue: &str,
+        limit: usize,
+        render: impl FnOnce(usize) -> Result<K::Answer, Problem> + Send + 'static,
+    ) -> Result<K::Output, Problem> {
+        if !REDRIVABLE.contains(&queue) {
+            return Err(Problem::not_found(format!(
+                "orders consumes no queue named {queue:?}; its dead letters are on {}",
+                REDRIVABLE.join(", ")
+            ))
+            .with_extension("queue", queue));
+        }
+        let limit = match limit {
+            0 => REDRIVE_DEFAULT,
+            n if n <= REDRIVE_MAX => n,
+            _ => {
+                return Err(Problem::validation(vec![FieldError::new(
+                    "limit",
+                    format!("at most {REDRIVE_MAX} dead letters move in one redrive"),
+                )]));
+            }
+        };
+        let Some(broker) = &self.broker else {
+            return Err(Problem::unavailable(
+                "orders runs without its messaging backend here",
+            ));
+        };
+        let moved: OnceLock<usize> = OnceLock::new();
+        let (slot, queues) = (&moved, &broker.queues);
+        let redrive = async move {
+            let n = queues
+                .redrive(queue, limit)
+                .await
+                .map_err(|err| messaging_problem(&err))?;
+            let _ = slot.set(n);
+            tracing::info!(queue, moved = n, "dead letters redriven by an operator");
+            Ok(())
+        };
+        Ok(write
+            .run_after(&self.idempotency, redrive, |tx| async move {
+                let answer = match slot.get() {
+                    Some(n) => render(*n),
+                    None => Err(Problem::internal("the redrive did not say what it moved")),
+                };
+                (tx, answer)
+            })
+            .await)
     }
 
     pub fn store(&self) -> &OrdersStore {

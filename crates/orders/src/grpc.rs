@@ -1,5 +1,7 @@
 //! Orders' gRPC face: `OrderService` (`proto/ecommerce/v1/order.proto`), translating
-//! between protobuf and the domain and calling the use cases (`app::Orders`).
+//! between protobuf and the domain and calling the use cases (`app::Orders`), and
+//! `OperationsService` (`operations.proto`): the operator's redrive of the dead letters
+//! of the queue orders consumes.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -8,11 +10,13 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use idempotency::GrpcWrite;
 use problem::{FieldError, Problem};
+use proto::v1::operations_service_server::{OperationsService, OperationsServiceServer};
 use proto::v1::order::Status as StatusMessage;
 use proto::v1::order_service_server::{OrderService, OrderServiceServer};
 use proto::v1::{
     CancelOrderRequest, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, ListOrdersResponse,
-    Order as OrderMessage, OrderItem, OrderTransition, WatchOrderRequest,
+    Order as OrderMessage, OrderItem, OrderTransition, RedriveDeadLettersRequest,
+    RedriveDeadLettersResponse, WatchOrderRequest,
 };
 use server::grpc::{GrpcRoutes, page};
 use tonic::{Request, Response, Status};
@@ -32,9 +36,10 @@ pub struct OrdersGrpc {
 
 /// Orders' gRPC services, ready for `server::grpc::face`.
 pub fn routes(orders: Arc<Orders>) -> GrpcRoutes {
-    GrpcRoutes::new().add_service(
-        OrderServiceServer::new(OrdersGrpc { orders }).max_decoding_message_size(MAX_MESSAGE),
-    )
+    let api = OrdersGrpc { orders };
+    GrpcRoutes::new()
+        .add_service(OrderServiceServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE))
+        .add_service(OperationsServiceServer::new(api).max_decoding_message_size(MAX_MESSAGE))
 }
 
 fn status_message(s: OrderStatus) -> StatusMessage {
@@ -169,5 +174,32 @@ impl OrderService for OrdersGrpc {
             Err(err) => Err(Status::from(Problem::from(err))),
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[tonic::async_trait]
+impl OperationsService for OrdersGrpc {
+    async fn redrive_dead_letters(
+        &self,
+        request: Request<RedriveDeadLettersRequest>,
+    ) -> Result<Response<RedriveDeadLettersResponse>, Status> {
+        let body = request.get_ref();
+        let queue = body.queue.clone();
+        let limit = usize::try_from(body.limit).map_err(|_| {
+            Problem::validation(vec![FieldError::new("limit", "must not be negative")])
+        })?;
+        let write = GrpcWrite::new(
+            "/ecommerce.v1.OperationsService/RedriveDeadLetters",
+            &request,
+        );
+        let answered = queue.clone();
+        self.orders
+            .redrive_dead_letters(&write, &queue, limit, move |moved| {
+                Ok(RedriveDeadLettersResponse {
+                    queue: answered,
+                    moved: i32::try_from(moved).unwrap_or(i32::MAX),
+                })
+            })
+            .await?
     }
 }

@@ -62,18 +62,16 @@ pub async fn build(settings: &Settings) -> Result<server::Application, server::S
     };
     let outbox = messaging::outbox::Outbox::with_policy(db.clone(), "orders", publish_policy);
     let store = OrdersStore::with_outbox(db, outbox.clone());
-    let orders = Arc::new(app::Orders::new(
-        store.clone(),
-        idempotency.clone(),
-        clients,
-    ));
+    let broker = parts.broker.take();
+    let orders = Arc::new(
+        app::Orders::new(store.clone(), idempotency.clone(), clients).with_broker(broker.clone()),
+    );
     let subgraph = graphql::router(orders.clone(), settings);
     let grpc = grpc::routes(orders.clone());
     let grpc_names = grpc.names().to_vec();
     let faces = rest::router(orders.clone())
         .merge(subgraph)
         .merge(server::grpc::face(grpc));
-    let broker = parts.broker.take();
     let mut app = parts.serve(faces).await?;
     app.report_health_for(&grpc_names);
     let every = settings.idempotency.purge_every;

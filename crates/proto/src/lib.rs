@@ -1,6 +1,7 @@
 //! Brigade's gRPC contracts, generated from `proto/ecommerce/v1/*.proto` at build time:
-//! messages, servers and clients for `ProductService`, `ReviewService`, `UserService`
-//! and `InventoryService`, plus the descriptor set server reflection serves.
+//! messages, servers and clients for `ProductService`, `ReviewService`, `UserService`,
+//! `InventoryService`, `OrderService` and `OperationsService`, plus the descriptor set
+//! server reflection serves.
 #![forbid(unsafe_code)]
 
 pub mod codec;

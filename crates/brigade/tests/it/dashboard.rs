@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::helpers::{
-    SERVICES, api_key, bearer, brigade, create_product, on_free_ports, start, stop_cleanly,
+    SERVICES, api_key, bearer, brigade, create_product, metric, on_free_ports, start, stop_cleanly,
 };
 
 /// The snapshot at `base`, once `until` holds of it (the collector reads every second),
@@ -133,7 +133,14 @@ async fn the_dashboard_shows_every_service_and_its_traffic_live() {
     // The work queue is shown with its dead letters and how to redrive them.
     let queue = node(&published, "queue:order_processing");
     assert_eq!(queue["dead_letters"], 0.0);
-    assert_eq!(queue["redrive"], "brigade dlq redrive order_processing");
+    assert_eq!(
+        queue["redrive"]["command"],
+        "brigade dlq redrive order_processing"
+    );
+    assert_eq!(
+        queue["redrive"]["action"],
+        "/dashboard/queues/order_processing/redrive"
+    );
     // Nothing secret in it.
     let text = published.to_string();
     assert!(!text.contains(&key));
@@ -179,6 +186,157 @@ async fn the_dashboard_shows_every_service_and_its_traffic_live() {
 }
 
 /// A free port on loopback, for a service started later at a port fixed in advance.
+/// `brigade_messaging_redriven_total` of `order_processing` on `base`'s `/metrics`.
+async fn redriven(client: &reqwest::Client, base: &str) -> f64 {
+    let queue = [("queue", "order_processing")];
+    metric(client, base, "brigade_messaging_redriven_total", &queue).await
+}
+
+/// The dashboard's one action: a queue's dead letters go back onto it through orders,
+/// the queue's consumer, under an `Idempotency-Key` (a repeat moves nothing more) — and
+/// only from the dashboard's own page, never from another site's.
+#[tokio::test]
+async fn the_dashboard_redrives_dead_letters_through_the_queues_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut running = start(on_free_ports(brigade(&data).args(["up", "--no-seed"]))).await;
+    let (gateway, orders) = (
+        running.urls["gateway"].clone(),
+        running.urls["orders"].clone(),
+    );
+    let client = reqwest::Client::new();
+    // The system's own embedded store (another handle on its file).
+    let broker = messaging::embedded::open(
+        &data.join("messaging.db"),
+        &settings::MessagingSettings::default(),
+    )
+    .await
+    .unwrap();
+    // A message orders can never handle: dead-lettered, with its reason.
+    let garbage = messaging::Envelope::new("ProcessOrder", serde_json::json!({"order": 1}));
+    broker
+        .queues
+        .publish("order_processing", &garbage)
+        .await
+        .unwrap();
+    let dead_again = || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stats = broker.queues.stats("order_processing").await.unwrap();
+            if stats.dead == 1 && stats.ready == 0 {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never dead-lettered: {stats:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    dead_again().await;
+    let shown = snapshot_until(&client, &gateway, |s| {
+        node(s, "queue:order_processing")["dead_letters"] == 1.0
+    })
+    .await;
+    let action = node(&shown, "queue:order_processing")["redrive"]["action"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let url = format!("{gateway}{action}");
+    let origin = gateway.trim_end_matches('/').to_owned();
+
+    // Refused, and nothing moved: no key; another site's page (by its Origin, or by
+    // what the browser says of it); a queue nobody consumes; a limit past the most.
+    let refusals = [
+        (client.post(&url), 400, "Idempotency-Key"),
+        (
+            client
+                .post(&url)
+                .header("idempotency-key", "r0")
+                .header("origin", "https://elsewhere.example"),
+            403,
+            "own page",
+        ),
+        (
+            client
+                .post(&url)
+                .header("idempotency-key", "r0")
+                .header("origin", &origin)
+                .header("sec-fetch-site", "cross-site"),
+            403,
+            "own page",
+        ),
+        (
+            client
+                .post(format!("{gateway}/dashboard/queues/nobodys/redrive"))
+                .header("idempotency-key", "r0"),
+            404,
+            "nobodys",
+        ),
+        (
+            client
+                .post(format!("{url}?limit=10001"))
+                .header("idempotency-key", "r0"),
+            422,
+            "limit",
+        ),
+    ];
+    for (request, status, says) in refusals {
+        let r = request.send().await.unwrap();
+        assert_eq!(r.status(), status);
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{status}"
+        );
+        let body = r.text().await.unwrap();
+        assert!(body.contains(says), "{status}: {body}");
+    }
+    assert_eq!(redriven(&client, &orders).await, 0.0);
+    assert_eq!(
+        broker.queues.stats("order_processing").await.unwrap().dead,
+        1
+    );
+
+    // From the page: moved by orders.
+    let press = || {
+        client
+            .post(&url)
+            .header("idempotency-key", "redrive-1")
+            .header("origin", &origin)
+            .header("sec-fetch-site", "same-origin")
+    };
+    let r = press().send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let done: Value = r.json().await.unwrap();
+    assert_eq!(
+        done,
+        serde_json::json!({"queue": "order_processing", "owner": "orders", "moved": 1})
+    );
+    assert_eq!(redriven(&client, &orders).await, 1.0);
+    // It fails again (it never parses) and is dead again; the same key again answers
+    // the same and moves nothing.
+    dead_again().await;
+    let r = press().send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), done);
+    assert_eq!(redriven(&client, &orders).await, 1.0);
+    assert_eq!(
+        broker.queues.stats("order_processing").await.unwrap().dead,
+        1
+    );
+    // A new key is a new redrive.
+    let r = client
+        .post(&url)
+        .header("idempotency-key", "redrive-2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["moved"], 1);
+    assert_eq!(redriven(&client, &orders).await, 2.0);
+    stop_cleanly(&mut running).await;
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -228,6 +386,23 @@ async fn a_service_that_is_down_is_shown_down_and_in_production_only_a_secret_ke
         .await
         .unwrap();
     assert_eq!(r.status(), 403);
+    // Its action likewise; with the secret key it reaches for orders, which is not
+    // running here: a 503 problem, not a hang.
+    let redrive = format!("{gateway}/dashboard/queues/order_processing/redrive");
+    for (client, status) in [
+        (&anonymous, 401),
+        (&bearer(&restricted), 403),
+        (&bearer(&secret), 503),
+    ] {
+        let r = client
+            .post(&redrive)
+            .header("idempotency-key", "k")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
     // The page itself holds no data: it asks for a key.
     let page = anonymous
         .get(format!("{gateway}/dashboard"))

@@ -225,6 +225,23 @@ pub async fn get_json(client: &reqwest::Client, url: &str) -> serde_json::Value 
     client.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// `base`'s `/metrics`, as text.
+pub async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
+    let url = format!("{base}/metrics");
+    client.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of series `name` with `labels` in `base`'s `/metrics`.
+pub async fn metric(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let text = metrics_text(client, base).await;
+    telemetry::metrics::series_value(&text, name, labels)
+}
+
 /// Order `id` through the gateway at `gateway`, once it is PAID (within `within`).
 pub async fn until_paid(
     client: &reqwest::Client,

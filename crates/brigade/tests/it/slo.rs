@@ -2,7 +2,9 @@
 //! client's mistake spends nothing, and a service missing its latency objective on every
 //! request burns its budget fast enough to page.
 
-use crate::helpers::{SERVICES, brigade, get_json, on_free_ports, start, stop_cleanly};
+use crate::helpers::{
+    SERVICES, brigade, get_json, metrics_text, on_free_ports, start, stop_cleanly,
+};
 
 #[tokio::test]
 async fn a_service_missing_its_objective_pages_and_the_others_stay_quiet() {
@@ -47,14 +49,7 @@ async fn a_service_missing_its_objective_pages_and_the_others_stay_quiet() {
     assert_eq!(catalog["availability"]["page"], false);
 
     // The same in /metrics.
-    let metrics = client
-        .get(format!("{}/metrics", running.urls["catalog"]))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&client, &running.urls["catalog"]).await;
     let alert = |slo: &str, severity: &str| {
         telemetry::metrics::series_value(
             &metrics,

@@ -121,8 +121,9 @@ function render(snap) {
     cell(n.kind === "queue" ? Object.entries(n.depth || {}).map(([s, v]) => `${s} ${v}`).join(" · ")
                             : Object.entries(n.lag || {}).map(([g, v]) => `${g} lag ${v}`).join(" · "), "text"),
     cell(n.kind === "queue" ? String(n.dead_letters) : "–", n.dead_letters ? "bad" : ""),
-    cell(n.redrive || "–", "text"),
+    cell(n.redrive ? n.redrive.command : "–", "text"),
   ] })));
+  drawRedrive(snap.nodes.filter((n) => n.redrive && n.redrive.action));
   const orders = snap.orders || {};
   fill("orders", Object.entries(orders.by_status || {}).map(([s, v]) => ({ key: s, cells: [cell(s), cell(String(v))] })));
   const paid = orders.accept_to_paid || {};
@@ -140,6 +141,61 @@ function render(snap) {
   }
   fill("budgets", budgets);
   $("updated").textContent = "updated " + new Date(snap.at).toLocaleTimeString() + ` · window ${fmt(snap.window_seconds, 0)} s`;
+}
+
+// One button per queue whose consumer redrives: made once and only relabelled, so a
+// click is never lost to a redraw.
+const redriveButtons = new Map();
+function drawRedrive(queues) {
+  const box = $("redrive");
+  const seen = new Set();
+  for (const n of queues) {
+    seen.add(n.id);
+    let button = redriveButtons.get(n.id);
+    if (!button) {
+      button = document.createElement("button");
+      button.type = "button";
+      button.dataset.queue = n.id;
+      button.addEventListener("click", () => redrive(button));
+      redriveButtons.set(n.id, button);
+      box.append(button);
+    }
+    button.dataset.action = n.redrive.action;
+    if (!button.disabled) button.textContent = `Redrive ${fmt(n.dead_letters, 0)} dead letter(s) of ${label(n.id)}`;
+  }
+  for (const [id, button] of redriveButtons) {
+    if (!seen.has(id)) { button.remove(); redriveButtons.delete(id); }
+  }
+}
+
+// A fresh idempotency key per press (crypto.randomUUID needs a secure context; this
+// page may be served over plain HTTP to another host).
+function freshKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return "dashboard-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function redrive(button) {
+  const result = $("redrive-result");
+  const key = sessionStorage.getItem(KEY_STORE);
+  const headers = { "Idempotency-Key": freshKey() };
+  if (key) headers.Authorization = "Bearer " + key;
+  button.disabled = true;
+  button.textContent = "Redriving…";
+  try {
+    const response = await fetch(button.dataset.action, { method: "POST", headers });
+    const body = await response.json().catch(() => ({}));
+    result.className = response.ok ? "ok" : "bad";
+    result.textContent = response.ok
+      ? `${body.owner} moved ${body.moved} dead letter(s) back onto ${body.queue}`
+      : `redrive refused (${response.status}): ${body.detail || body.title || "no reason given"}`;
+  } catch (err) {
+    result.className = "bad";
+    result.textContent = "redrive failed: " + err;
+  } finally {
+    button.disabled = false;
+    button.textContent = `Redrive dead letters of ${label(button.dataset.queue)}`;
+  }
 }
 
 function setStatus(state, text) {

@@ -494,7 +494,12 @@ pub fn snapshot(
                 .collect();
             node["depth"] = json!(depth);
             node["dead_letters"] = json!(depth.get("dead").copied().unwrap_or(0.0));
-            node["redrive"] = json!(format!("brigade dlq redrive {name}"));
+            // The command works wherever the broker is reachable; the action, through
+            // the queue's consumer, for the queues one of ours consumes.
+            node["redrive"] = json!({ "command": format!("brigade dlq redrive {name}") });
+            if crate::app::QUEUE_OWNERS.iter().any(|(q, _)| *q == name) {
+                node["redrive"]["action"] = json!(format!("/dashboard/queues/{name}/redrive"));
+            }
         } else {
             let lag: BTreeMap<&str, f64> = now
                 .lag
@@ -639,6 +644,13 @@ mod tests {
             .find(|n| n["id"] == "queue:order_processing")
             .unwrap();
         assert_eq!(queue["dead_letters"], 2.0);
-        assert_eq!(queue["redrive"], "brigade dlq redrive order_processing");
+        assert_eq!(
+            queue["redrive"]["command"],
+            "brigade dlq redrive order_processing"
+        );
+        assert_eq!(
+            queue["redrive"]["action"],
+            "/dashboard/queues/order_processing/redrive"
+        );
     }
 }

@@ -15,6 +15,13 @@
 //!
 //! Open in development; in production it needs an API key with every scope (a secret
 //! key): it shows no keys, secrets or data, but it does show the system's shape and load.
+//!
+//! One action: `POST /dashboard/queues/{queue}/redrive` moves a queue's dead letters
+//! back onto it, through the service that consumes the queue (`Gateway::
+//! redrive_dead_letters`, orders' `OperationsService`), under the request's
+//! `Idempotency-Key`. The same admission as watching, and from a browser only from this
+//! page (its `Origin` and `Sec-Fetch-Site`): another site open in the same browser
+//! cannot press the button.
 
 pub mod collect;
 
@@ -26,9 +33,10 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
+use axum::http::Uri;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures::StreamExt;
 use http::{HeaderMap, HeaderValue, header};
 use problem::Problem;
@@ -37,6 +45,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::app::Gateway;
 use crate::edge::Edge;
 use crate::keys::Scope;
 use collect::{Presence, Reading};
@@ -57,6 +66,8 @@ pub struct Dashboard {
     snapshots: watch::Sender<Arc<str>>,
     open: bool,
     edge: Edge,
+    /// The use cases the dashboard's one action goes through.
+    gateway: Arc<Gateway>,
     closing: CancellationToken,
     interval: Duration,
     stream_lifetime: Duration,
@@ -84,6 +95,7 @@ impl Dashboard {
 pub fn router(
     settings: &Settings,
     edge: Edge,
+    gateway: Arc<Gateway>,
 ) -> Option<(Router, impl FnOnce(CancellationToken) -> CollectorTask)> {
     let config = &settings.gateway.dashboard;
     if !config.enabled {
@@ -96,6 +108,7 @@ pub fn router(
             .open
             .unwrap_or(settings.profile == Profile::Development),
         edge,
+        gateway,
         closing: CancellationToken::new(),
         interval: config.interval,
         stream_lifetime: config.stream_lifetime,
@@ -122,6 +135,7 @@ pub fn router(
         .route("/dashboard/style.css", get(style))
         .route("/dashboard/stream", get(stream))
         .route("/dashboard/snapshot", get(snapshot))
+        .route("/dashboard/queues/{queue}/redrive", post(redrive))
         .with_state(Arc::clone(&dashboard));
     let run = move |stop: CancellationToken| -> CollectorTask {
         Box::pin(collector(dashboard, targets, interval, window, stop))
@@ -240,6 +254,81 @@ async fn snapshot(State(dashboard): State<Arc<Dashboard>>, headers: HeaderMap) -
             .into_response(),
         _ => Problem::unavailable("the dashboard has no snapshot yet").into_response(),
     }
+}
+
+/// `?limit=`: how many dead letters at most (the owner's default without one).
+#[derive(Debug, serde::Deserialize)]
+struct RedriveQuery {
+    #[serde(default)]
+    limit: u32,
+}
+
+/// `POST /dashboard/queues/{queue}/redrive?limit=n` with an `Idempotency-Key`: the
+/// queue's dead letters back onto it, by its consumer. 200 `{queue, owner, moved}`.
+async fn redrive(
+    State(dashboard): State<Arc<Dashboard>>,
+    server::extract::Path(queue): server::extract::Path<String>,
+    server::extract::Query(query): server::extract::Query<RedriveQuery>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let answer = async {
+        dashboard.admit(&headers)?;
+        from_this_page(&headers, &uri)?;
+        let key = headers
+            .get("idempotency-key")
+            .and_then(|k| k.to_str().ok())
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                Problem::invalid_request(
+                    "a redrive is a write: send an Idempotency-Key header (a fresh one per redrive; the same one to repeat it safely)",
+                )
+            })?;
+        let caller = dashboard.edge.caller(&headers)?;
+        let work = dashboard
+            .gateway
+            .redrive_dead_letters(&queue, query.limit, key);
+        Edge::acting_for(&caller, work).await
+    };
+    match answer.await {
+        Ok(done) => axum::Json(serde_json::json!({
+            "queue": done.queue,
+            "owner": done.owner.as_str(),
+            "moved": done.moved,
+        }))
+        .into_response(),
+        Err(problem) => problem.into_response(),
+    }
+}
+
+/// A browser names the page a request comes from (`Origin`, and `Sec-Fetch-Site` in
+/// every current browser): a write from another site's page is refused, whatever CORS
+/// let through. A request from a terminal or a script names no page and is let be.
+fn from_this_page(headers: &HeaderMap, uri: &Uri) -> Result<(), Problem> {
+    let refused = || {
+        Problem::new(problem::Kind::Forbidden)
+            .with_detail("the dashboard's actions are taken from the dashboard's own page only")
+    };
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Err(refused());
+    }
+    if let Some(origin) = headers.get(header::ORIGIN) {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(http::uri::Authority::as_str));
+        let named = origin
+            .to_str()
+            .ok()
+            .and_then(|o| o.split_once("://"))
+            .map(|(_, authority)| authority);
+        if named.is_none() || named != host {
+            return Err(refused());
+        }
+    }
+    Ok(())
 }
 
 /// How often the collector reads while nobody watches.

@@ -608,17 +608,15 @@ async fn grpc_and_grpc_web_writes_need_a_key_with_their_scope_and_internal_rpcs_
     );
 
     // Internal RPCs are not forwarded, whatever the key.
-    for web in [false, true] {
-        let client = if web { &h1 } else { &h2 };
-        let status = grpc_status(
-            client,
-            &base,
-            "/ecommerce.v1.InventoryService/ReserveStock",
-            web,
-            Some(&system.key),
-        )
-        .await;
-        assert_eq!(status, "12", "ReserveStock (web: {web}) is UNIMPLEMENTED");
+    for path in [
+        "/ecommerce.v1.InventoryService/ReserveStock",
+        "/ecommerce.v1.OperationsService/RedriveDeadLetters",
+    ] {
+        for web in [false, true] {
+            let client = if web { &h1 } else { &h2 };
+            let status = grpc_status(client, &base, path, web, Some(&system.key)).await;
+            assert_eq!(status, "12", "{path} (web: {web}) is UNIMPLEMENTED");
+        }
     }
 
     // Forwarded with the key: a create, then a public read and a server stream.

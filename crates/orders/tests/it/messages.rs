@@ -119,3 +119,110 @@ async fn a_process_order_for_no_order_is_dead_lettered_with_its_reason_and_the_w
     let id = system.placed("after", 1, &[(item, 1)]).await;
     system.status_becomes(&id, "CONFIRMED").await;
 }
+
+/// The operator's redrive over `OperationsService`: only the queue orders consumes, a
+/// limit in range, and under an idempotency key a repeat answers the same and moves
+/// nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redrive_dead_letters_moves_them_back_once_per_key() {
+    use proto::v1::RedriveDeadLettersRequest;
+    use proto::v1::operations_service_client::OperationsServiceClient;
+
+    let system = System::start().await;
+    let broker = messaging::connect(&system.settings).await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(system.orders.base.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut operations = OperationsServiceClient::new(server::testing::authorized(
+        channel,
+        system.orders.token.clone(),
+    ));
+    let ask = |queue: &str, limit: i32, key: &str| {
+        let mut request = tonic::Request::new(RedriveDeadLettersRequest {
+            queue: queue.to_owned(),
+            limit,
+        });
+        request
+            .metadata_mut()
+            .insert("idempotency-key", key.parse().unwrap());
+        request
+    };
+    for (queue, limit, code) in [
+        ("order-events", 0, tonic::Code::NotFound),
+        ("nobodys", 0, tonic::Code::NotFound),
+        (
+            orders::events::ORDER_PROCESSING,
+            -1,
+            tonic::Code::InvalidArgument,
+        ),
+        (
+            orders::events::ORDER_PROCESSING,
+            10_001,
+            tonic::Code::InvalidArgument,
+        ),
+    ] {
+        let refused = operations
+            .redrive_dead_letters(ask(queue, limit, "refused"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), code, "{queue} {limit}: {refused:?}");
+    }
+
+    // Two messages orders cannot handle (they never parse): dead at once.
+    for n in 0..2 {
+        let garbage = Envelope::new("ProcessOrder", json!({"order": n}));
+        broker
+            .queues
+            .publish(orders::events::ORDER_PROCESSING, &garbage)
+            .await
+            .unwrap();
+    }
+    let dead = || async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let stats = broker
+                .queues
+                .stats(orders::events::ORDER_PROCESSING)
+                .await
+                .unwrap();
+            if stats.dead == 2 && stats.ready == 0 && stats.in_flight == 0 {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{stats:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    dead().await;
+    // One at a time with a limit; then the rest with another key.
+    let first = operations
+        .redrive_dead_letters(ask(orders::events::ORDER_PROCESSING, 1, "one"))
+        .await
+        .unwrap();
+    assert!(!first.metadata().contains_key("idempotent-replayed"));
+    assert_eq!(first.get_ref().moved, 1);
+    assert_eq!(first.get_ref().queue, orders::events::ORDER_PROCESSING);
+    dead().await;
+    let replayed = operations
+        .redrive_dead_letters(ask(orders::events::ORDER_PROCESSING, 1, "one"))
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed.metadata().get("idempotent-replayed").unwrap(),
+        "true"
+    );
+    assert_eq!(replayed.get_ref().moved, 1);
+    // The replay moved nothing: both still dead.
+    let stats = broker
+        .queues
+        .stats(orders::events::ORDER_PROCESSING)
+        .await
+        .unwrap();
+    assert_eq!((stats.dead, stats.ready), (2, 0));
+    let all = operations
+        .redrive_dead_letters(ask(orders::events::ORDER_PROCESSING, 0, "all"))
+        .await
+        .unwrap();
+    assert_eq!(all.get_ref().moved, 2);
+}
