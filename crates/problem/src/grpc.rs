@@ -78,6 +78,20 @@ impl Problem {
     }
 }
 
+/// The problem kind a trailers-only gRPC error response carries (its `ErrorInfo`'s
+/// type), read back by the server's metrics: a handler's `Status` leaves tonic as
+/// headers, never as a `Problem` the response could carry. `None` for a success, a
+/// status that is not ours, or one in trailers after a body.
+pub fn kind_of_grpc_response(headers: &http::HeaderMap) -> Option<crate::Kind> {
+    if headers.get("grpc-status").is_none_or(|code| code == "0") {
+        return None;
+    }
+    let status = tonic::Status::from_header_map(headers)?;
+    let details = status.get_error_details();
+    let uri = details.error_info()?.metadata.get("type")?;
+    crate::Kind::from_type_uri(uri)
+}
+
 impl Problem {
     /// A downstream's gRPC status as a problem of ours. A client error keeps its kind
     /// (from the `ErrorInfo` type when the callee is Brigade, else from the code); any

@@ -415,7 +415,13 @@ impl Finish {
     fn apply(self, response: &mut Response, ctx: Option<RequestContext>) {
         let status = response.status();
         let elapsed = self.started.elapsed();
-        let error = telemetry::metrics::error_kind(response);
+        let error = telemetry::metrics::error_kind(response).or_else(|| {
+            // A gRPC handler's error: its kind is in the status's details.
+            (self.protocol != "http")
+                .then(|| problem::kind_of_grpc_response(response.headers()))
+                .flatten()
+                .map(problem::Kind::slug)
+        });
         let route = self
             .route
             .as_ref()

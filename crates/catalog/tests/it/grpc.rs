@@ -178,6 +178,19 @@ async fn errors_come_from_the_table_with_rich_details() {
         .map(|v| v.field.as_str())
         .collect();
     assert_eq!(fields, ["name", "price"]);
+
+    // Counted by kind, as REST's errors are (read back from the status's details; the
+    // route is the service's, one per service whatever the method).
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    for kind in ["not-found", "validation-failed"] {
+        let labels = [
+            ("protocol", "grpc"),
+            ("route", "/ecommerce.v1.ProductService/{*method}"),
+            ("kind", kind),
+        ];
+        let counted = telemetry::metrics::series_value(&metrics, "brigade_errors_total", &labels);
+        assert!(counted >= 1.0, "{kind}: {metrics}");
+    }
     app.stop().await;
 }
 
