@@ -180,11 +180,19 @@ pub struct Gateway {
     users: UserServiceClient<Channel>,
     orders_client: OrderServiceClient<Channel>,
     /// Orders' operator actions (the dead letters of the queue it consumes).
-    orders_operations: OperationsServiceClient<Channel>,
+    orders_operations_client: OperationsServiceClient<Channel>,
     catalog: Downstream,
     accounts: Downstream,
     orders: Downstream,
+    /// Operator calls to orders: their own call site, so an operator's failures (the
+    /// broker down) never open the breaker customers' calls go through, with the
+    /// seed's batch-job timeout and no retry (the owner claims the key first, so a
+    /// retry of a call still running would only hear 409).
+    orders_operations: Downstream,
 }
+
+/// An operator's call: moving up to a thousand messages may take seconds.
+const OPERATIONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Whether a call may be made again after a failure.
 enum Repeat<'a> {
@@ -272,9 +280,21 @@ impl Gateway {
             reviews: ReviewServiceClient::new(catalog),
             users: UserServiceClient::new(channel(settings, ServiceName::Accounts)?),
             orders_client: OrderServiceClient::new(orders.clone()),
-            orders_operations: OperationsServiceClient::new(orders),
+            orders_operations_client: OperationsServiceClient::new(orders),
             catalog: Downstream::of_service(crate::SERVICE.as_str(), "catalog", policy.clone()),
             accounts: Downstream::of_service(crate::SERVICE.as_str(), "accounts", policy.clone()),
+            orders_operations: Downstream::of_service(
+                crate::SERVICE.as_str(),
+                "orders-operations",
+                Policy {
+                    timeout: OPERATIONS_TIMEOUT,
+                    retry: resilience::retry::RetryPolicy {
+                        max_attempts: 1,
+                        ..policy.retry.clone()
+                    },
+                    ..policy.clone()
+                },
+            ),
             orders: Downstream::of_service(crate::SERVICE.as_str(), "orders", policy),
         })
     }
@@ -602,9 +622,9 @@ impl Gateway {
         let answer = match owner {
             ServiceName::Orders => {
                 call(
-                    &self.orders,
-                    "orders",
                     &self.orders_operations,
+                    "orders",
+                    &self.orders_operations_client,
                     asked,
                     Repeat::Write(Some(&key)),
                     |mut c, r| async move { c.redrive_dead_letters(r).await },

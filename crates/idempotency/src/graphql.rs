@@ -130,6 +130,27 @@ where
         })
     }
 
+    fn run_claimed<'a, W>(
+        &'a self,
+        idempotency: &'a Idempotency,
+        work: W,
+    ) -> Boxed<'a, Self::Output>
+    where
+        W: Future<Output = Result<T, Problem>> + Send + 'a,
+    {
+        Box::pin(async move {
+            let Some((scope, key, fingerprint)) = &self.identity else {
+                return work.await;
+            };
+            let response = idempotency
+                .run_claimed(scope, key, fingerprint, async move {
+                    work.await.and_then(|answer| stored_json(&answer))
+                })
+                .await;
+            decode(response).await
+        })
+    }
+
     fn writes_locally(&self, idempotency: &Idempotency) -> bool {
         idempotency.writes_locally() && self.identity.is_some()
     }

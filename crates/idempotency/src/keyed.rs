@@ -58,6 +58,16 @@ pub trait Keyed: Sync {
         C: Future<Output = Result<(), Problem>> + Send + 'a,
         W: FnOnce(&Connection) -> Result<Self::Answer, Problem> + Send + 'static;
 
+    /// A write whose effect is outside this database (a broker's), under the key: see
+    /// [`Idempotency::run_claimed`]. Without a key (gRPC, GraphQL) `work` runs once.
+    fn run_claimed<'a, W>(
+        &'a self,
+        idempotency: &'a Idempotency,
+        work: W,
+    ) -> Boxed<'a, Self::Output>
+    where
+        W: Future<Output = Result<Self::Answer, Problem>> + Send + 'a;
+
     /// Whether [`run_local`](Keyed::run_local) can run this write: the database is a
     /// SQLite file with a rusqlite writer, and the request has a key to keep.
     fn writes_locally(&self, idempotency: &Idempotency) -> bool;
@@ -104,6 +114,13 @@ impl<T: Sync> Keyed for IdempotentJson<T> {
             call_out,
             work,
         ))
+    }
+
+    fn run_claimed<'a, W>(&'a self, idempotency: &'a Idempotency, work: W) -> Boxed<'a, Response>
+    where
+        W: Future<Output = Result<Response, Problem>> + Send + 'a,
+    {
+        Box::pin(idempotency.run_claimed(&self.scope, &self.key, &self.fingerprint, work))
     }
 
     fn writes_locally(&self, idempotency: &Idempotency) -> bool {
@@ -180,6 +197,29 @@ where
             let response = idempotency
                 .run_after_local(&scope, &key, &fingerprint, call_out, move |conn| {
                     work(conn).map(|message| crate::grpc::stored_message(&message))
+                })
+                .await;
+            crate::grpc::answer_of(response).await
+        })
+    }
+
+    fn run_claimed<'a, W>(
+        &'a self,
+        idempotency: &'a Idempotency,
+        work: W,
+    ) -> Boxed<'a, Self::Output>
+    where
+        W: Future<Output = Result<Resp, Problem>> + Send + 'a,
+    {
+        let identity = crate::grpc::identity(self.method_path, self.request);
+        Box::pin(async move {
+            let Some((scope, key, fingerprint)) = identity? else {
+                return Ok(tonic::Response::new(work.await?));
+            };
+            let response = idempotency
+                .run_claimed(&scope, &key, &fingerprint, async move {
+                    work.await
+                        .map(|message| crate::grpc::stored_message(&message))
                 })
                 .await;
             crate::grpc::answer_of(response).await

@@ -286,6 +286,38 @@ impl Idempotency {
         self.run(scope, key, fingerprint, work).await
     }
 
+    /// A write whose effect is not in this database (a broker's move): [`begin`]
+    /// (a concurrent request with the key hears 409, another request under it 422, a
+    /// finished one replays), then `work` holding the claim and no lock, then its answer
+    /// recorded ([`Claim::finish`]). A crash between the effect and the record leaves the
+    /// claim to its lock timeout: a retry after that runs `work` again.
+    ///
+    /// [`begin`]: Idempotency::begin
+    pub async fn run_claimed<W>(
+        &self,
+        scope: &str,
+        key: &IdempotencyKey,
+        fingerprint: &Fingerprint,
+        work: W,
+    ) -> Response
+    where
+        W: Future<Output = Result<Response, Problem>>,
+    {
+        let claim = match self.begin(scope, key, fingerprint).await {
+            Ok(Begin::Claimed(claim)) => claim,
+            Ok(Begin::Replay(response)) => return response,
+            Err(problem) => return problem.into_response(),
+        };
+        let result = work.await;
+        match self.db.begin_write().await {
+            Ok(tx) => claim.finish(tx, result).await,
+            Err(err) => {
+                claim.release().await;
+                db_problem(err).into_response()
+            }
+        }
+    }
+
     /// [`run_after`](Idempotency::run_after) with the write on a SQLite file's rusqlite
     /// writer ([`run_local`](Idempotency::run_local)): the key's decisions, then
     /// `call_out` holding no claim and no lock, then claim, work and record in one

@@ -131,7 +131,7 @@ pub struct Orders {
 pub const REDRIVABLE: [&str; 1] = [events::ORDER_PROCESSING];
 /// Dead letters one redrive moves when the caller names no limit, and at most.
 pub const REDRIVE_DEFAULT: usize = 100;
-pub const REDRIVE_MAX: usize = 10_000;
+pub const REDRIVE_MAX: usize = 1_000;
 
 /// The metric names orders records (every series also has `service="orders"`).
 pub mod series {
@@ -182,11 +182,12 @@ impl Orders {
     }
 
     /// The operator's redrive: up to `limit` (0: [`REDRIVE_DEFAULT`]) dead letters of
-    /// `queue`, one orders consumes, back onto it — under the face's idempotency key, so
-    /// a repeat answers what the first did and moves nothing more. The move happens
-    /// before the key's answer is recorded (a broker's move cannot share the database's
-    /// transaction): a redrive cut short between the two is redone by a retry, which
-    /// moves what is dead then — what the operator asked for either way.
+    /// `queue`, one orders consumes, back onto it — under the face's idempotency key,
+    /// claimed before anything moves: a concurrent request with the key hears 409, a
+    /// repeat answers what the first did and moves nothing more. A broker's move cannot
+    /// share the database's transaction, so the key's answer is recorded after it: a
+    /// redrive cut short between the two (a crash) holds its key until the claim's lock
+    /// times out, and a retry then moves what is dead at that time.
     pub async fn redrive_dead_letters<K: Keyed>(
         &self,
         write: &K,
@@ -216,26 +217,20 @@ impl Orders {
                 "orders runs without its messaging backend here",
             ));
         };
-        let moved: OnceLock<usize> = OnceLock::new();
-        let (slot, queues) = (&moved, &broker.queues);
+        let client = telemetry::context::current()
+            .and_then(|ctx| ctx.client().map(|c| c.to_string()))
+            .unwrap_or_default();
         let redrive = async move {
-            let n = queues
+            let moved = broker
+                .queues
                 .redrive(queue, limit)
                 .await
                 .map_err(|err| messaging_problem(&err))?;
-            let _ = slot.set(n);
-            tracing::info!(queue, moved = n, "dead letters redriven by an operator");
-            Ok(())
+            // An operator's action on the system: said at info, with who asked.
+            tracing::info!(queue, moved, limit, client, "dead letters redriven");
+            render(moved)
         };
-        Ok(write
-            .run_after(&self.idempotency, redrive, |tx| async move {
-                let answer = match slot.get() {
-                    Some(n) => render(*n),
-                    None => Err(Problem::internal("the redrive did not say what it moved")),
-                };
-                (tx, answer)
-            })
-            .await)
+        Ok(write.run_claimed(&self.idempotency, redrive).await)
     }
 
     pub fn store(&self) -> &OrdersStore {

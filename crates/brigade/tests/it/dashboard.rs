@@ -185,7 +185,6 @@ async fn the_dashboard_shows_every_service_and_its_traffic_live() {
     drop(r);
 }
 
-/// A free port on loopback, for a service started later at a port fixed in advance.
 /// `brigade_messaging_redriven_total` of `order_processing` on `base`'s `/metrics`.
 async fn redriven(client: &reqwest::Client, base: &str) -> f64 {
     let queue = [("queue", "order_processing")];
@@ -275,7 +274,7 @@ async fn the_dashboard_redrives_dead_letters_through_the_queues_consumer() {
         ),
         (
             client
-                .post(format!("{url}?limit=10001"))
+                .post(format!("{url}?limit=1001"))
                 .header("idempotency-key", "r0"),
             422,
             "limit",
@@ -337,6 +336,7 @@ async fn the_dashboard_redrives_dead_letters_through_the_queues_consumer() {
     stop_cleanly(&mut running).await;
 }
 
+/// A free port on loopback, for a service started later at a port fixed in advance.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -161,15 +161,22 @@ function drawRedrive(queues) {
       box.append(button);
     }
     button.dataset.action = n.redrive.action;
-    if (!button.disabled) button.textContent = `Redrive ${fmt(n.dead_letters, 0)} dead letter(s) of ${label(n.id)}`;
+    button.dataset.dead = fmt(n.dead_letters, 0);
+    if (!button.disabled) button.textContent = redriveLabel(button);
   }
   for (const [id, button] of redriveButtons) {
     if (!seen.has(id)) { button.remove(); redriveButtons.delete(id); }
   }
 }
 
-// A fresh idempotency key per press (crypto.randomUUID needs a secure context; this
-// page may be served over plain HTTP to another host).
+// What a press does: the owner moves at most 100 (its default) per redrive.
+function redriveLabel(button) {
+  const dead = Number(button.dataset.dead || 0);
+  return `Redrive ${dead > 100 ? "100 of " + dead : dead} dead letter(s) of ${label(button.dataset.queue)}`;
+}
+
+// An idempotency key per redrive (crypto.randomUUID needs a secure context; this page
+// may be served over plain HTTP to another host).
 function freshKey() {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return "dashboard-" + Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -178,23 +185,28 @@ function freshKey() {
 async function redrive(button) {
   const result = $("redrive-result");
   const key = sessionStorage.getItem(KEY_STORE);
-  const headers = { "Idempotency-Key": freshKey() };
+  // A press after one whose outcome is unknown (no answer, a 5xx, a 409 while it ran)
+  // repeats that redrive under its key: the owner answers it once, never moves twice.
+  button.dataset.key = button.dataset.key || freshKey();
+  const headers = { "Idempotency-Key": button.dataset.key };
   if (key) headers.Authorization = "Bearer " + key;
   button.disabled = true;
   button.textContent = "Redriving…";
   try {
     const response = await fetch(button.dataset.action, { method: "POST", headers });
     const body = await response.json().catch(() => ({}));
+    const settled = response.ok || (response.status < 500 && response.status !== 409);
+    if (settled) delete button.dataset.key;
     result.className = response.ok ? "ok" : "bad";
     result.textContent = response.ok
       ? `${body.owner} moved ${body.moved} dead letter(s) back onto ${body.queue}`
-      : `redrive refused (${response.status}): ${body.detail || body.title || "no reason given"}`;
+      : `redrive ${settled ? "refused" : "not done, press again to retry it"} (${response.status}): ${body.detail || body.title || "no reason given"}`;
   } catch (err) {
     result.className = "bad";
-    result.textContent = "redrive failed: " + err;
+    result.textContent = "redrive not answered, press again to retry it: " + err;
   } finally {
     button.disabled = false;
-    button.textContent = `Redrive dead letters of ${label(button.dataset.queue)}`;
+    button.textContent = redriveLabel(button);
   }
 }
 

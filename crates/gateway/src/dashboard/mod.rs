@@ -274,7 +274,7 @@ async fn redrive(
 ) -> Response {
     let answer = async {
         dashboard.admit(&headers)?;
-        from_this_page(&headers, &uri)?;
+        from_this_page(&headers, &uri, dashboard.open)?;
         let key = headers
             .get("idempotency-key")
             .and_then(|k| k.to_str().ok())
@@ -301,34 +301,69 @@ async fn redrive(
     }
 }
 
-/// A browser names the page a request comes from (`Origin`, and `Sec-Fetch-Site` in
-/// every current browser): a write from another site's page is refused, whatever CORS
-/// let through. A request from a terminal or a script names no page and is let be.
-fn from_this_page(headers: &HeaderMap, uri: &Uri) -> Result<(), Problem> {
-    let refused = || {
-        Problem::new(problem::Kind::Forbidden)
-            .with_detail("the dashboard's actions are taken from the dashboard's own page only")
+/// A browser names the page a request comes from: a write from another site's page is
+/// refused, whatever CORS let through. `Sec-Fetch-Site` (every current browser sends it,
+/// and no page can forge it) decides when present; else `Origin` must name the host the
+/// request was sent to. A request from a terminal or a script names no page and is let
+/// be. An open dashboard (no key needed) also refuses a browser that reached it by a
+/// name that is not `localhost`: a site whose name was rebound to this address would
+/// otherwise be this page's own origin.
+fn from_this_page(headers: &HeaderMap, uri: &Uri, open: bool) -> Result<(), Problem> {
+    let refused = |why: &str| {
+        Problem::new(problem::Kind::Forbidden).with_detail(format!(
+            "the dashboard's actions are taken from the dashboard's own page only ({why})"
+        ))
     };
-    if let Some(site) = headers.get("sec-fetch-site")
-        && !matches!(site.as_bytes(), b"same-origin" | b"none")
-    {
-        return Err(refused());
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.authority().map(http::uri::Authority::as_str));
-        let named = origin
-            .to_str()
-            .ok()
-            .and_then(|o| o.split_once("://"))
-            .map(|(_, authority)| authority);
-        if named.is_none() || named != host {
-            return Err(refused());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(http::uri::Authority::as_str));
+    let site = headers.get("sec-fetch-site");
+    let origin = headers.get(header::ORIGIN);
+    match site {
+        Some(site) if !matches!(site.as_bytes(), b"same-origin" | b"none") => {
+            return Err(refused("this request came from another site"));
+        }
+        Some(_) => {}
+        None => {
+            if let Some(origin) = origin {
+                let named = origin
+                    .to_str()
+                    .ok()
+                    .and_then(|o| o.split_once("://"))
+                    .map(|(_, authority)| authority);
+                if named.is_none() || named != host {
+                    return Err(refused("its Origin is not this host"));
+                }
+            }
         }
     }
+    let from_a_browser = site.is_some() || origin.is_some();
+    if open && from_a_browser && !host.is_some_and(local_or_literal) {
+        return Err(refused(
+            "an open dashboard acts only when reached as localhost or by IP address; close it with gateway.dashboard.open = false and use a key",
+        ));
+    }
     Ok(())
+}
+
+/// `localhost`, a name under `.localhost`, or an IP address (with or without a port):
+/// names no one else's DNS can point here.
+fn local_or_literal(authority: &str) -> bool {
+    let host = match authority.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => {
+            return rest
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host == "localhost"
+        || host.ends_with(".localhost")
+        || host.parse::<std::net::Ipv4Addr>().is_ok()
 }
 
 /// How often the collector reads while nobody watches.
@@ -459,4 +494,134 @@ async fn read(client: &reqwest::Client, targets: &[Target]) -> (Reading, Vec<Pre
         });
     }
     (reading, presence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    /// Who may press the dashboard's buttons: its own page and terminals; not another
+    /// site's page, by what the browser says or by its Origin; and, while the dashboard
+    /// is open, not a browser that reached it by a rebindable name.
+    #[test]
+    fn only_the_dashboards_own_page_acts() {
+        let uri = Uri::from_static("/dashboard/queues/q/redrive");
+        let h2 = Uri::from_static("http://[::1]:8080/dashboard/queues/q/redrive");
+        type Case<'a> = (&'a [(&'static str, &'static str)], &'a Uri, bool, bool);
+        let cases: [Case; 14] = [
+            // A terminal: no page named.
+            (&[("host", "devbox:8080")], &uri, true, true),
+            (&[], &uri, true, true),
+            // The page itself.
+            (
+                &[
+                    ("host", "localhost:8080"),
+                    ("sec-fetch-site", "same-origin"),
+                    ("origin", "http://localhost:8080"),
+                ],
+                &uri,
+                true,
+                true,
+            ),
+            (
+                &[
+                    ("host", "127.0.0.1:8080"),
+                    ("origin", "http://127.0.0.1:8080"),
+                ],
+                &uri,
+                true,
+                true,
+            ),
+            (&[("sec-fetch-site", "same-origin")], &h2, true, true),
+            (
+                &[("host", "[::1]:8080"), ("origin", "http://[::1]:8080")],
+                &uri,
+                true,
+                true,
+            ),
+            // Behind a proxy that rewrote Host: the browser's word decides.
+            (
+                &[
+                    ("host", "upstream:8080"),
+                    ("sec-fetch-site", "same-origin"),
+                    ("origin", "https://brigade.example"),
+                ],
+                &uri,
+                false,
+                true,
+            ),
+            // Another site's page.
+            (
+                &[("host", "localhost:8080"), ("sec-fetch-site", "cross-site")],
+                &uri,
+                true,
+                false,
+            ),
+            (
+                &[("host", "localhost:8080"), ("sec-fetch-site", "same-site")],
+                &uri,
+                true,
+                false,
+            ),
+            (
+                &[
+                    ("host", "localhost:8080"),
+                    ("origin", "http://evil.example"),
+                ],
+                &uri,
+                true,
+                false,
+            ),
+            (
+                &[("host", "localhost:8080"), ("origin", "null")],
+                &uri,
+                true,
+                false,
+            ),
+            (
+                &[
+                    ("host", "localhost:8080"),
+                    ("origin", "http://localhost:8081"),
+                ],
+                &uri,
+                true,
+                false,
+            ),
+            // Open, reached by a name DNS could rebind: refused; with a key, fine.
+            (
+                &[
+                    ("host", "rebound.example:8080"),
+                    ("sec-fetch-site", "same-origin"),
+                ],
+                &uri,
+                true,
+                false,
+            ),
+            (
+                &[
+                    ("host", "rebound.example:8080"),
+                    ("sec-fetch-site", "same-origin"),
+                ],
+                &uri,
+                false,
+                true,
+            ),
+        ];
+        for (pairs, uri, open, allowed) in cases {
+            let answer = from_this_page(&headers(pairs), uri, open);
+            assert_eq!(answer.is_ok(), allowed, "{pairs:?} open={open}: {answer:?}");
+        }
+    }
 }

@@ -195,6 +195,16 @@ async fn redrive_dead_letters_moves_them_back_once_per_key() {
         }
     };
     dead().await;
+    let redriven = || async {
+        let text = reqwest::get(format!("{}/metrics", system.orders.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let queue = [("queue", orders::events::ORDER_PROCESSING)];
+        telemetry::metrics::series_value(&text, "brigade_messaging_redriven_total", &queue)
+    };
     // One at a time with a limit; then the rest with another key.
     let first = operations
         .redrive_dead_letters(ask(orders::events::ORDER_PROCESSING, 1, "one"))
@@ -203,6 +213,7 @@ async fn redrive_dead_letters_moves_them_back_once_per_key() {
     assert!(!first.metadata().contains_key("idempotent-replayed"));
     assert_eq!(first.get_ref().moved, 1);
     assert_eq!(first.get_ref().queue, orders::events::ORDER_PROCESSING);
+    assert_eq!(redriven().await, 1.0);
     dead().await;
     let replayed = operations
         .redrive_dead_letters(ask(orders::events::ORDER_PROCESSING, 1, "one"))
@@ -213,16 +224,41 @@ async fn redrive_dead_letters_moves_them_back_once_per_key() {
         "true"
     );
     assert_eq!(replayed.get_ref().moved, 1);
-    // The replay moved nothing: both still dead.
-    let stats = broker
-        .queues
-        .stats(orders::events::ORDER_PROCESSING)
+    // The replay moved nothing.
+    assert_eq!(redriven().await, 1.0);
+    // The same key for another redrive: refused, nothing moved.
+    let reused = operations
+        .redrive_dead_letters(ask(orders::events::ORDER_PROCESSING, 2, "one"))
         .await
-        .unwrap();
-    assert_eq!((stats.dead, stats.ready), (2, 0));
-    let all = operations
-        .redrive_dead_letters(ask(orders::events::ORDER_PROCESSING, 0, "all"))
-        .await
-        .unwrap();
-    assert_eq!(all.get_ref().moved, 2);
+        .unwrap_err();
+    assert_eq!(reused.code(), tonic::Code::InvalidArgument, "{reused:?}");
+    assert_eq!(redriven().await, 1.0);
+
+    // Eight at once under one key: one of them moves, the others hear the key in use
+    // (409's ABORTED) or replay its answer; nothing moves twice.
+    let tries = (0..8).map(|_| {
+        let mut operations = operations.clone();
+        let request = ask(orders::events::ORDER_PROCESSING, 0, "all");
+        async move { operations.redrive_dead_letters(request).await }
+    });
+    let answers = futures::future::join_all(tries).await;
+    let (mut moved, mut replays) = (None, Vec::new());
+    for answer in answers {
+        match answer {
+            Ok(done) if done.metadata().contains_key("idempotent-replayed") => {
+                replays.push(done.get_ref().moved);
+            }
+            Ok(done) => {
+                assert!(moved.is_none(), "two redrives ran under one key");
+                moved = Some(done.get_ref().moved);
+            }
+            Err(status) => assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}"),
+        }
+    }
+    assert!(
+        replays.iter().all(|n| Some(*n) == moved),
+        "{replays:?} {moved:?}"
+    );
+    assert_eq!(moved, Some(2));
+    assert_eq!(redriven().await, 3.0);
 }
