@@ -22,7 +22,9 @@
 //! headers are dropped (RFC 9110 §7.6.1), and so are the client's `Authorization` and any
 //! identity token it sent: the service gets the gateway's token for the caller instead,
 //! the correlation ID and trace of this request, and `x-request-timeout-ms` from what is
-//! left of its budget. A read (no body) may be retried; anything else is sent once.
+//! left of its budget. A read (no body) may be retried; anything else is sent once. An
+//! owner's own failure (a 5xx, a gRPC server code) is a failed call — the breaker counts
+//! it — and the client hears the gateway's 503, never the owner's 500.
 //! Before any of it, the caller is admitted (`crate::admit`: rate, concurrency, shedding).
 
 use std::sync::{Arc, Mutex};
@@ -528,6 +530,9 @@ async fn send(
                     futures::future::Either::Left(async move {
                         let Ok(response) = answered.await;
                         drop(in_flight);
+                        if let Some(failed) = owner_failed(service, protocol, &response) {
+                            return Err(failed);
+                        }
                         // What the owner's own stack left on the response (its error
                         // label) stays there, as over a socket.
                         let (mut parts, body) = response.into_parts();
@@ -538,9 +543,12 @@ async fn send(
                 None => {
                     let sent = client.request(request);
                     futures::future::Either::Right(async move {
-                        sent.await
-                            .map(|response| response.map(Body::new))
-                            .map_err(|err| forwarding_failed(&err, service))
+                        let response =
+                            sent.await.map_err(|err| forwarding_failed(&err, service))?;
+                        match owner_failed(service, protocol, &response) {
+                            Some(failed) => Err(failed),
+                            None => Ok(response.map(Body::new)),
+                        }
                     })
                 }
             }
@@ -562,6 +570,49 @@ async fn send(
                 server::grpc::reply(problem, content_type.as_ref())
             }
         },
+    }
+}
+
+/// An owner's own failure — a 5xx, or a gRPC server code in a trailers-only answer — as
+/// the gateway's problem, as a gRPC callee's is (`Problem::from_downstream`: a
+/// dependency's 500 never surfaces as ours). As an error it is the owner's breaker's to
+/// count, and a read's to retry; passed through as an answer it was neither.
+fn owner_failed<B>(
+    service: ServiceName,
+    protocol: Protocol,
+    response: &http::Response<B>,
+) -> Option<Problem> {
+    let headers = response.headers();
+    match protocol {
+        Protocol::Http(_) => {
+            let status = response.status();
+            if !status.is_server_error() {
+                return None;
+            }
+            if status == http::StatusCode::GATEWAY_TIMEOUT {
+                return Some(
+                    Problem::new(Kind::Timeout)
+                        .with_detail(format!("{service} did not answer in time")),
+                );
+            }
+            let mut problem =
+                Problem::unavailable(format!("{service} is unavailable ({})", status.as_u16()));
+            if let Some(after) = headers
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                problem = problem.with_retry_after(std::time::Duration::from_secs(after));
+            }
+            Some(problem)
+        }
+        Protocol::Grpc | Protocol::GrpcWeb => {
+            if !server::grpc::server_fault(headers) {
+                return None;
+            }
+            let status = tonic::Status::from_header_map(headers)?;
+            Some(Problem::from_downstream(service.as_str(), &status))
+        }
     }
 }
 

@@ -229,3 +229,13 @@ pub mod client {
         request
     }
 }
+
+/// A gRPC call that failed on the server's side: a trailers-only answer (what tonic
+/// sends for a handler's error) whose `grpc-status` is one of the codes a server owns
+/// (UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS). A status sent in the
+/// trailers after a streamed body is not seen here; unary errors are trailers-only.
+pub fn server_fault(headers: &http::HeaderMap) -> bool {
+    headers
+        .get("grpc-status")
+        .is_some_and(|code| matches!(code.as_bytes(), b"2" | b"4" | b"13" | b"14" | b"15"))
+}

@@ -60,6 +60,8 @@ use tower_http::cors::CorsLayer;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
+use crate::grpc::server_fault as grpc_server_fault;
+
 /// The header an HTTP caller states its remaining budget in, in milliseconds.
 pub const REQUEST_TIMEOUT_HEADER: &str = "x-request-timeout-ms";
 // Looked up on every request: as `HeaderName`s, so the name is not parsed each time.
@@ -269,16 +271,6 @@ impl<'a> Inbound<'a> {
             timeout: deadline_of(self.grpc_timeout, self.request_timeout, protocol),
         }
     }
-}
-
-/// A gRPC call that failed on the server's side: a trailers-only answer (what tonic
-/// sends for a handler's error) whose `grpc-status` is one of the codes a server owns
-/// (UNKNOWN, DEADLINE_EXCEEDED, INTERNAL, UNAVAILABLE, DATA_LOSS). A status sent in the
-/// trailers after a streamed body is not seen here; unary errors are trailers-only.
-fn grpc_server_fault(headers: &http::HeaderMap) -> bool {
-    headers
-        .get("grpc-status")
-        .is_some_and(|code| matches!(code.as_bytes(), b"2" | b"4" | b"13" | b"14" | b"15"))
 }
 
 /// Paths any caller may read on any port: probes, metrics and the API's documents

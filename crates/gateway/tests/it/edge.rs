@@ -406,6 +406,92 @@ async fn rest_is_forwarded(in_process: bool) {
     assert_eq!(gone.status(), 503);
 }
 
+/// An owner that fails (its 5xx) is a failure of the call: the client hears the
+/// gateway's 503 problem (a dependency's 500 is never ours), a read is retried, and
+/// enough of them open the owner's breaker, after which nothing more reaches it — in
+/// process and over the socket alike.
+#[tokio::test]
+async fn an_owners_5xx_counts_against_its_breaker_in_process() {
+    an_owners_5xx_counts_against_its_breaker(true).await;
+}
+
+#[tokio::test]
+async fn an_owners_5xx_counts_against_its_breaker_over_the_socket() {
+    an_owners_5xx_counts_against_its_breaker(false).await;
+}
+
+async fn an_owners_5xx_counts_against_its_breaker(in_process: bool) {
+    let recorder = telemetry::metrics::isolated_recorder();
+    let metrics = recorder.handle();
+    let _own = metrics::set_default_local_recorder(&recorder);
+    let system = System::start_with(3, 2, |s| s.gateway.forward_in_process = in_process).await;
+    // Catalog loses its reviews table behind its back: every read of reviews is its 500.
+    let file = system.settings.data_dir.join("catalog.db");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(&file),
+    )
+    .await
+    .unwrap();
+    sqlx::query("DROP TABLE reviews")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let direct = system
+        .catalog
+        .client
+        .get(system.catalog.url("/v1/products/1/reviews"))
+        .send()
+        .await
+        .unwrap();
+    assert!(direct.status().is_server_error(), "{}", direct.status());
+
+    let url = system.gateway.url("/v1/products/1/reviews");
+    let breaker = || {
+        series_value(
+            &metrics.render(),
+            "brigade_breaker_state",
+            &[("service", "gateway"), ("breaker", "catalog")],
+        )
+    };
+    let reached = || {
+        series_value(
+            &metrics.render(),
+            "brigade_requests_total",
+            &[
+                ("service", "catalog"),
+                ("route", "/v1/products/{id}/reviews"),
+            ],
+        )
+    };
+    let mut asked = 0;
+    while breaker() != 1.0 {
+        asked += 1;
+        assert!(
+            asked <= 30,
+            "the breaker never opened: {}",
+            metrics.render()
+        );
+        let r = system.anonymous().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["detail"].as_str().unwrap().contains("catalog"),
+            "{body}"
+        );
+    }
+    // Each read was tried more than once: more calls reached catalog than were asked.
+    let before = reached();
+    assert!(
+        before > f64::from(asked),
+        "{before} calls for {asked} reads"
+    );
+    // Open: refused at once, and catalog is not asked.
+    let r = system.anonymous().get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(reached(), before);
+}
+
 #[tokio::test]
 async fn a_burst_past_a_keys_rate_is_refused_with_ratelimit_fields_and_others_are_not() {
     let system = System::start_with(3, 2, |s| {
