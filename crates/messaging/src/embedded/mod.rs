@@ -19,8 +19,11 @@
 //! its consumers kept dying is dead-lettered instead of delivered again.
 //!
 //! **Waking.** Publishes made by this process wake its waiting consumers at once (a
-//! `Notify` per queue and stream); publishes made by other processes are seen by polling
-//! every [`POLL`] (50 ms) while a consumer waits. Nothing spins.
+//! `Notify` per queue and stream); publishes made by other processes, and messages whose
+//! retry delay or lease runs out, are seen by polling while a consumer waits: every
+//! [`POLL`] (50 ms) at first, doubling while it finds nothing up to [`IDLE_POLL`] (400 ms),
+//! back to [`POLL`] as soon as it finds work or is woken. Nothing spins, and an idle
+//! system costs a few claims a second per consumer, not twenty.
 //!
 //! **Order.** A queue hands out messages oldest-visible first: fresh publishes in publish
 //! order; a message back from a retry delay or an expired lease queues behind what is
@@ -58,8 +61,32 @@ pub(crate) use writer::Writer;
 
 pub(crate) const BACKEND: &str = "embedded";
 
-/// How often a waiting consumer looks for messages published by other processes.
+/// How often a waiting consumer looks for messages published by other processes, at
+/// first...
 pub const POLL: Duration = Duration::from_millis(50);
+/// ...and at most, once it has found nothing for a while.
+pub const IDLE_POLL: Duration = Duration::from_millis(400);
+
+/// A waiting consumer's pace: [`POLL`] after it found work or was woken, doubling after
+/// each look that found nothing, up to [`IDLE_POLL`].
+#[derive(Debug, Default)]
+pub(crate) struct Pace {
+    empty: u32,
+}
+
+impl Pace {
+    /// How long to wait before the next look, now that this one found nothing.
+    pub(crate) fn found_nothing(&mut self) -> Duration {
+        let wait = POLL.saturating_mul(1 << self.empty.min(4)).min(IDLE_POLL);
+        self.empty = self.empty.saturating_add(1);
+        wait
+    }
+
+    /// It found work, or was woken: look often again.
+    pub(crate) fn busy(&mut self) {
+        self.empty = 0;
+    }
+}
 
 /// Opens (creating if needed) the store at `path` and returns it as a [`Broker`].
 pub async fn open(path: &Path, settings: &settings::MessagingSettings) -> Result<Broker> {
@@ -210,18 +237,20 @@ impl Wake {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Returns when woken after `seen` (at once if that already happened) or after
-    /// `poll` (other processes' writes wake nobody here).
-    pub(crate) async fn wait(&self, seen: u64, poll: Duration) {
+    /// Returns when woken after `seen` (at once if that already happened) or after the
+    /// pace's next wait (other processes' writes wake nobody here); a wake sets the pace
+    /// back to busy.
+    pub(crate) async fn wait(&self, seen: u64, pace: &mut Pace) {
         let notified = self.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         if self.generation() != seen {
+            pace.busy();
             return;
         }
         tokio::select! {
-            () = notified => {}
-            () = tokio::time::sleep(poll) => {}
+            () = notified => pace.busy(),
+            () = tokio::time::sleep(pace.found_nothing()) => {}
         }
     }
 }
@@ -287,4 +316,20 @@ pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Looks that find nothing space out to the idle pace; work or a wake brings the
+    /// next look back to the first.
+    #[test]
+    fn an_idle_consumer_looks_less_often_and_a_busy_one_often() {
+        let mut pace = Pace::default();
+        let waits: Vec<u128> = (0..6).map(|_| pace.found_nothing().as_millis()).collect();
+        assert_eq!(waits, [50, 100, 200, 400, 400, 400]);
+        pace.busy();
+        assert_eq!(pace.found_nothing(), POLL);
+    }
 }

@@ -16,7 +16,7 @@ use crate::queue::{
 };
 
 use super::writer::{answered, sql};
-use super::{BACKEND, POLL, Shared, check_name, duration_ms, now_ms};
+use super::{BACKEND, Pace, Shared, check_name, duration_ms, now_ms};
 
 /// Most messages one claim takes (a consumer's prefetch beyond this takes several).
 const MAX_CLAIM: usize = 256;
@@ -149,6 +149,7 @@ impl WorkQueue for Queues {
             buffer: VecDeque::new(),
             pending: None,
             seen: 0,
+            pace: Pace::default(),
             renewing: None,
             dead_lettered: metrics::Counter::noop(),
         }))
@@ -288,6 +289,8 @@ struct Consumer {
     pending: Option<Pending>,
     /// The queue's wake generation when the pending claim began.
     seen: u64,
+    /// How often to look for other processes' messages while a claim finds none.
+    pace: Pace,
     /// A renewal of the buffered rows' leases sent to the store and not yet answered
     /// (kept here for cancel safety, as `pending`): whether each row is still ours, and
     /// until when.
@@ -341,7 +344,9 @@ impl QueueConsumer for Consumer {
                 }
                 if empty {
                     // Wait for a publish made since the claim began, or the poll.
-                    waker.wait(self.seen, POLL).await;
+                    waker.wait(self.seen, &mut self.pace).await;
+                } else {
+                    self.pace.busy();
                 }
                 continue;
             }

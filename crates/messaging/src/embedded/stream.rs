@@ -17,7 +17,7 @@ use crate::stream::{
 };
 
 use super::writer::sql;
-use super::{BACKEND, POLL, Shared, check_name, duration_ms, millis, now_ms};
+use super::{BACKEND, Pace, Shared, check_name, duration_ms, millis, now_ms};
 
 /// Most events read ahead from one partition in one fetch.
 const FETCH_BATCH: i64 = 256;
@@ -264,6 +264,7 @@ impl EventStream for Streams {
             seen_reset,
             heartbeat,
             left: false,
+            pace: Pace::default(),
         }))
     }
 
@@ -451,6 +452,8 @@ struct Consumer {
     heartbeat: tokio::task::JoinHandle<()>,
     /// Set once `close` has left the group, so `drop` does not leave it again.
     left: bool,
+    /// How often to look for other processes' events while there is nothing to read.
+    pace: Pace,
 }
 
 /// The writer job that takes `member` out of its group and frees its partitions.
@@ -516,8 +519,10 @@ impl StreamConsumer for Consumer {
             }
             let waker = self.shared.stream_waker(&self.stream);
             let seen = waker.generation();
-            if !self.fetch().await? {
-                waker.wait(seen, POLL).await;
+            if self.fetch().await? {
+                self.pace.busy();
+            } else {
+                waker.wait(seen, &mut self.pace).await;
             }
         }
     }
