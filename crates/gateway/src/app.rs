@@ -186,13 +186,15 @@ pub struct Gateway {
     orders: Downstream,
     /// Operator calls to orders: their own call site, so an operator's failures (the
     /// broker down) never open the breaker customers' calls go through, with the
-    /// seed's batch-job timeout and no retry (the owner claims the key first, so a
+    /// 20 s timeout and no retry (the owner claims the key first, so a
     /// retry of a call still running would only hear 409).
     orders_operations: Downstream,
 }
 
-/// An operator's call: moving up to a thousand messages may take seconds.
-const OPERATIONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// An operator's call: moving up to a thousand messages may take seconds. Shorter than
+/// the owner's idempotency lock (30 s by default), so a repeat after this call gave up
+/// finds the key still held (409) rather than taking it over while the move runs.
+const OPERATIONS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Whether a call may be made again after a failure.
 enum Repeat<'a> {

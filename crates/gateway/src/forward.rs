@@ -600,9 +600,9 @@ fn owner_failed<B>(
             if let Some(after) = headers
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
+                .and_then(resilience::retry::parse_retry_after)
             {
-                problem = problem.with_retry_after(std::time::Duration::from_secs(after));
+                problem = problem.with_retry_after(after);
             }
             Some(problem)
         }
@@ -610,7 +610,7 @@ fn owner_failed<B>(
             if !server::grpc::server_fault(headers) {
                 return None;
             }
-            let status = tonic::Status::from_header_map(headers)?;
+            let status = problem::grpc_status_of(headers)?;
             Some(Problem::from_downstream(service.as_str(), &status))
         }
     }

@@ -308,13 +308,17 @@ impl Idempotency {
             Ok(Begin::Replay(response)) => return response,
             Err(problem) => return problem.into_response(),
         };
-        let result = work.await;
-        match self.db.begin_write().await {
-            Ok(tx) => claim.finish(tx, result).await,
-            Err(err) => {
-                claim.release().await;
-                db_problem(err).into_response()
-            }
+        match work.await {
+            Ok(answer) => match self.db.begin_write().await {
+                Ok(tx) => claim.finish(tx, Ok(answer)).await,
+                Err(err) => {
+                    claim.release().await;
+                    db_problem(err).into_response()
+                }
+            },
+            // Recorded (a client error a retry would repeat) or released, as `finish`
+            // does, without a transaction to open and roll back.
+            Err(problem) => claim.fail(problem).await,
         }
     }
 

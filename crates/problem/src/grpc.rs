@@ -86,10 +86,32 @@ pub fn kind_of_grpc_response(headers: &http::HeaderMap) -> Option<crate::Kind> {
     if headers.get("grpc-status").is_none_or(|code| code == "0") {
         return None;
     }
-    let status = tonic::Status::from_header_map(headers)?;
+    let status = grpc_status_of(headers)?;
     let details = status.get_error_details();
     let uri = details.error_info()?.metadata.get("type")?;
     crate::Kind::from_type_uri(uri)
+}
+
+/// The status a trailers-only gRPC response carries in its headers, if any. Unlike
+/// `tonic::Status::from_header_map`, which panics on details that are not base64, a
+/// peer's malformed details are dropped (the code and message stand).
+pub fn grpc_status_of(headers: &http::HeaderMap) -> Option<tonic::Status> {
+    use base64::Engine;
+    const DETAILS: &str = "grpc-status-details-bin";
+    // tonic's own reading of the header: standard alphabet, padding optional.
+    const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    match headers.get(DETAILS) {
+        Some(details) if LENIENT.decode(details.as_bytes()).is_err() => {
+            let mut cleaned = headers.clone();
+            cleaned.remove(DETAILS);
+            tonic::Status::from_header_map(&cleaned)
+        }
+        _ => tonic::Status::from_header_map(headers),
+    }
 }
 
 impl Problem {
@@ -152,5 +174,36 @@ impl Problem {
             problem = problem.with_retry_after(std::time::Duration::from_millis(ms));
         }
         problem
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Our own status reads back as its kind; a peer's details that are not base64 are
+    /// dropped, not a panic.
+    #[test]
+    fn a_status_in_headers_reads_back_and_bad_details_do_not_panic() {
+        let ours = Problem::not_found("no such thing")
+            .to_status("c-1")
+            .into_http::<axum::body::Body>();
+        assert_eq!(
+            kind_of_grpc_response(ours.headers()),
+            Some(crate::Kind::NotFound)
+        );
+
+        let mut foreign = http::HeaderMap::new();
+        foreign.insert("grpc-status", http::HeaderValue::from_static("13"));
+        foreign.insert(
+            "grpc-status-details-bin",
+            http::HeaderValue::from_static("not*base64!"),
+        );
+        let status = grpc_status_of(&foreign).unwrap();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(kind_of_grpc_response(&foreign), None);
+        assert_eq!(kind_of_grpc_response(&http::HeaderMap::new()), None);
     }
 }

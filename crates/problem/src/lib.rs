@@ -10,7 +10,7 @@ mod http;
 mod kind;
 
 pub use graphql::GraphqlError;
-pub use grpc::kind_of_grpc_response;
+pub use grpc::{grpc_status_of, kind_of_grpc_response};
 pub use http::{PROBLEM_JSON, ProblemBody};
 pub use kind::{Kind, Retry, TYPE_BASE};
 

@@ -421,6 +421,12 @@ impl Downstream {
                 Ok(value)
             }
             Ok(Err(problem)) => {
+                // The downstream's own timeout under the caller's short deadline (it
+                // was handed that deadline and kept it) is the caller's, as above.
+                if caller_bound && problem.kind() == Kind::Timeout {
+                    permit.ignore();
+                    return Err(problem);
+                }
                 // A client error means the downstream is healthy and said no.
                 if problem.kind().is_server_error() {
                     permit.record_failure(started.elapsed());

@@ -113,6 +113,19 @@ async fn timeouts_under_the_callers_short_deadline_do_not_open_the_breaker() {
         assert_eq!(failed.kind(), Kind::Timeout);
     }
     assert_eq!(downstream.breaker().state(), State::Closed);
+    // Nor when the downstream itself answers that it ran out of that deadline (a 504,
+    // DEADLINE_EXCEEDED) before our own timer fired.
+    for _ in 0..10 {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
+        let answered = downstream.call(true, |_| async {
+            Err::<(), Problem>(Problem::new(Kind::Timeout).with_detail("no time left"))
+        });
+        let failed = telemetry::deadline::scope(deadline, answered)
+            .await
+            .unwrap_err();
+        assert_eq!(failed.kind(), Kind::Timeout);
+    }
+    assert_eq!(downstream.breaker().state(), State::Closed);
 
     // Without the caller's deadline, a downstream slower than the policy's timeout is
     // a failure, and enough of them open the breaker.

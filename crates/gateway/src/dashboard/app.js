@@ -161,7 +161,7 @@ function drawRedrive(queues) {
       box.append(button);
     }
     button.dataset.action = n.redrive.action;
-    button.dataset.dead = fmt(n.dead_letters, 0);
+    button.dataset.dead = String(Number(n.dead_letters) || 0);
     if (!button.disabled) button.textContent = redriveLabel(button);
   }
   for (const [id, button] of redriveButtons) {

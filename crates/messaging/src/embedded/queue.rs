@@ -342,10 +342,12 @@ impl QueueConsumer for Consumer {
                         Err(_) => release(&self.shared, &self.queue, row.seq, row.lease, true),
                     }
                 }
-                if empty {
+                if empty && dead == 0 {
                     // Wait for a publish made since the claim began, or the poll.
                     waker.wait(self.seen, &mut self.pace).await;
                 } else {
+                    // Work, or rows dead-lettered for their delivery count: more may be
+                    // waiting behind them, so claim again at once.
                     self.pace.busy();
                 }
                 continue;
