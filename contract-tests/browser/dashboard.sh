@@ -34,7 +34,9 @@ env BRIGADE_LOG__FILTER=warn BRIGADE_SERVICES__PAYMENTS_SANDBOX__PORT=0 \
 sandbox_pid=$!
 sandbox=""
 for _ in $(seq 1 60); do
-  sandbox="$(awk '$1 == "payments-sandbox" { print $2 }' "$sandbox_dir/out" 2>/dev/null)"
+  # `|| true`: until the child has opened its output file awk cannot read it (exit 2),
+  # and under `set -e` that would end this script, silently.
+  sandbox="$(awk '$1 == "payments-sandbox" { print $2 }' "$sandbox_dir/out" 2>/dev/null || true)"
   [ -n "$sandbox" ] && break
   sleep 0.5
 done
